@@ -1,0 +1,68 @@
+"""Idempotent, acks=all event publishing with CloudEvents headers and trace context."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from google.protobuf.message import Message
+from opentelemetry import context as otel_context
+
+from ragstream_common.kafka import cloudevents
+from ragstream_common.kafka.topics import LARGE_MESSAGE_BYTES
+from ragstream_common.tracing import inject_headers
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    topic: str
+    key: str
+    message: Message
+    # The trace this event continues; defaults to the current context.
+    context: otel_context.Context | None = None
+    content_type: str = cloudevents.PROTOBUF
+
+
+class EventPublisher:
+    """Publishes typed events; every `publish*` returns only once the brokers acknowledged."""
+
+    def __init__(self, bootstrap_servers: str, *, source: str, linger_ms: int = 0, client_id: str = "") -> None:
+        self._source = source
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id or source,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=linger_ms,
+            max_request_size=LARGE_MESSAGE_BYTES,
+            request_timeout_ms=30000,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish(self, event: OutgoingEvent) -> None:
+        await self.publish_many([event])
+
+    async def publish_many(self, events: Sequence[OutgoingEvent]) -> None:
+        """Send all, then wait for every acknowledgement (so batches share round trips)."""
+        pending = []
+        for event in events:
+            value, headers = cloudevents.encode(event.message, source=self._source, content_type=event.content_type)
+            headers.extend(inject_headers(event.context))
+            pending.append(
+                await self._producer.send(event.topic, value=value, key=event.key.encode(), headers=headers)
+            )
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def send_raw(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Forward a record as-is (dead-lettering keeps the original bytes and headers)."""
+        await (await self._producer.send(topic, value=value, key=key, headers=headers))

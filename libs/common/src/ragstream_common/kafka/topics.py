@@ -1,0 +1,104 @@
+"""Every Kafka topic of Ragstream, declared once: name, partitions, retention, cleanup and event types.
+
+Names follow `rag.<context>.<event>.v1`. Dead-letter topics are `<topic>.dlq`. Broker auto-create stays off;
+`python -m ragstream_common.kafka.bootstrap` creates these idempotently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DAY_MS = 24 * 3600 * 1000
+LARGE_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    retention_ms: int
+    cleanup_policy: str = "delete"
+    # Fully-qualified proto names (also the CloudEvents `ce_type`) accepted on the topic.
+    event_types: tuple[str, ...] = ()
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+    def config(self) -> dict[str, str]:
+        return {
+            "cleanup.policy": self.cleanup_policy,
+            "retention.ms": str(self.retention_ms),
+            **self.extra_config,
+        }
+
+
+_LARGE = {"max.message.bytes": str(LARGE_MESSAGE_BYTES)}
+
+DOCUMENTS_RECEIVED = TopicSpec(
+    "rag.documents.received.v1",
+    partitions=6,
+    retention_ms=7 * DAY_MS,
+    event_types=("rag.v1.DocumentReceived", "rag.v1.DocumentUpdated", "rag.v1.DocumentDeleted"),
+    extra_config=_LARGE,
+)
+CHUNKS_READY = TopicSpec(
+    "rag.chunks.ready.v1",
+    partitions=6,
+    retention_ms=3 * DAY_MS,
+    event_types=("rag.v1.ChunksReady", "rag.v1.DocumentDeleted"),
+    extra_config=_LARGE,
+)
+CHUNKS_EMBEDDED = TopicSpec(
+    "rag.chunks.embedded.v1",
+    partitions=6,
+    retention_ms=3 * DAY_MS,
+    event_types=("rag.v1.ChunksEmbedded", "rag.v1.DocumentDeleted"),
+    extra_config=_LARGE,
+)
+# Compacted: the latest status per document is what matters to late readers.
+DOCUMENTS_STATUS = TopicSpec(
+    "rag.documents.status.v1",
+    partitions=3,
+    retention_ms=-1,
+    cleanup_policy="compact",
+    event_types=(
+        "rag.v1.DocumentProcessing",
+        "rag.v1.DocumentIndexed",
+        "rag.v1.DocumentFailed",
+        "rag.v1.DocumentRemoved",
+    ),
+)
+QUERIES_REQUESTED = TopicSpec(
+    "rag.queries.requested.v1", partitions=6, retention_ms=DAY_MS, event_types=("rag.v1.QueryRequested",)
+)
+QUERIES_EMBEDDED = TopicSpec(
+    "rag.queries.embedded.v1", partitions=6, retention_ms=DAY_MS, event_types=("rag.v1.QueryEmbedded",)
+)
+QUERIES_RETRIEVED = TopicSpec(
+    "rag.queries.retrieved.v1", partitions=6, retention_ms=DAY_MS, event_types=("rag.v1.QueryRetrieved",)
+)
+ANSWERS_PRODUCED = TopicSpec(
+    "rag.answers.produced.v1", partitions=6, retention_ms=7 * DAY_MS, event_types=("rag.v1.AnswerProduced",)
+)
+
+PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
+    DOCUMENTS_RECEIVED,
+    CHUNKS_READY,
+    CHUNKS_EMBEDDED,
+    DOCUMENTS_STATUS,
+    QUERIES_REQUESTED,
+    QUERIES_EMBEDDED,
+    QUERIES_RETRIEVED,
+    ANSWERS_PRODUCED,
+)
+
+
+def dead_letter_spec(spec: TopicSpec) -> TopicSpec:
+    """DLQs keep poison records for a month, large enough for any record of the source topic."""
+    return TopicSpec(spec.dlq, partitions=1, retention_ms=30 * DAY_MS, extra_config=_LARGE)
+
+
+ALL_TOPICS: tuple[TopicSpec, ...] = PIPELINE_TOPICS + tuple(dead_letter_spec(t) for t in PIPELINE_TOPICS)
+TOPICS_BY_NAME = {spec.name: spec for spec in ALL_TOPICS}

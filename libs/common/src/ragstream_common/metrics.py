@@ -1,0 +1,11 @@
+"""Prometheus metrics endpoint for workers (the gateway serves /metrics itself)."""
+
+from __future__ import annotations
+
+from prometheus_client import start_http_server
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Expose /metrics on `port`; 0 disables it (tests run many services on one machine)."""
+    if port:
+        start_http_server(port, addr=host)

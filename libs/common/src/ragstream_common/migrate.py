@@ -1,0 +1,85 @@
+"""Versioned schema migrations, applied by a one-shot step before services start.
+
+`python -m ragstream_common.migrate` applies every `migrations/NNNN_name.sql` not applied yet, each in its own
+transaction, under an advisory lock so concurrent runners wait for each other. Applied files must not change:
+their checksum is recorded and verified. Services never create tables themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+
+from ragstream_common.config import DEFAULT_DATABASE_URL
+
+_LOCK_ID = 0x5241_4753  # "RAGS"
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def discover() -> list[Migration]:
+    found = []
+    for entry in resources.files("ragstream_common.migrations").iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions: {versions}")
+    return found
+
+
+def apply_migrations(database_url: str) -> list[int]:
+    """Apply pending migrations; return the versions applied by this call."""
+    applied_now: list[int] = []
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        try:
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            rows = connection.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+            done = {version: checksum for version, checksum in rows}
+            for migration in discover():
+                if migration.version in done:
+                    if done[migration.version] != migration.checksum:
+                        raise RuntimeError(f"migration {migration.version}_{migration.name} changed after it was applied")
+                    continue
+                with connection.transaction():
+                    connection.execute(migration.sql)
+                    connection.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                        (migration.version, migration.name, migration.checksum),
+                    )
+                applied_now.append(migration.version)
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return applied_now
+
+
+def main() -> None:
+    url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    applied = apply_migrations(url)
+    print(f"migrations applied: {applied or 'none pending'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
