@@ -1,0 +1,125 @@
+"""Process helpers shared by the launchers: tool checks, free ports, clean shutdown."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+_PR_SET_PDEATHSIG = 1
+
+
+class DevstackError(RuntimeError):
+    """A local service could not be provided; the message says what to do about it."""
+
+
+class MissingToolError(DevstackError):
+    """A required executable (java, mvn) is not on PATH."""
+
+
+def require_executable(name: str, install_hint: str) -> str:
+    """Absolute path of `name` on PATH, or a MissingToolError that says what to install."""
+    path = shutil.which(name)
+    if path is None:
+        raise MissingToolError(f"`{name}` was not found on PATH. Install it, e.g.: {install_hint}")
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
+    """preexec_fn that makes the child get `sig` when we die, so no server outlives us.
+
+    Linux ties the parent-death signal to the spawning *thread*, so it is only safe
+    from the main thread (a worker thread may exit while the server should live on).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def _set_parent_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig))
+
+    return _set_parent_death_signal
+
+
+def stop_process_tree(
+    proc: subprocess.Popen[bytes],
+    *,
+    graceful: signal.Signals = signal.SIGTERM,
+    timeout: float = 20.0,
+) -> None:
+    """Send `graceful`, wait, then SIGKILL; also reap any children it left behind."""
+    if proc.poll() is not None:
+        return
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    proc.send_signal(graceful)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    _, alive = psutil.wait_procs(children, timeout=5)
+    for child in alive:
+        child.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """Last lines of a log file, for error messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"<no log at {path}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    *,
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    what: str,
+    log: Path,
+) -> None:
+    """Poll `ready` until it holds; fail early with the log tail if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DevstackError(
+                f"{what} exited with status {proc.returncode} during startup. "
+                f"Log {log}:\n{tail(log)}"
+            )
+        if ready():
+            return
+        time.sleep(0.2)
+    raise DevstackError(f"{what} did not become ready within {timeout:.0f}s. Log {log}:\n{tail(log)}")
+

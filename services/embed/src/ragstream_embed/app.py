@@ -1,0 +1,73 @@
+"""Embed service composition root: model, cache, Kafka consumers for chunks and queries, gRPC API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any
+
+from prometheus_client import Counter
+from rag.v1 import services_pb2_grpc
+from ragstream_common.kafka import ConsumerOptions, Envelope
+from ragstream_common.kafka.topics import CHUNKS_READY, QUERIES_REQUESTED
+from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
+
+from ragstream_embed.adapters.cache_pg import PostgresEmbeddingCache
+from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
+from ragstream_embed.adapters.grpc_api import EmbedServicer
+from ragstream_embed.config import EmbedSettings
+from ragstream_embed.handlers import EmbedCounters, embed_chunk_batch, embed_query_batch
+
+CHUNKS = Counter("ragstream_embed_chunks_total", "Chunks embedded or reused", ["outcome"])
+
+
+async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
+    encoder = await asyncio.to_thread(SentenceTransformerEncoder.load, settings.device, settings.encode_batch_size)
+    stack.callback(encoder.close)
+    pool = await open_pool(stack, settings, max_size=4)
+    cache = PostgresEmbeddingCache(pool)
+    publisher = await start_publisher(stack, settings)
+    counters = EmbedCounters()
+    server = await start_grpc(
+        stack,
+        settings,
+        ["rag.v1.EmbedService"],
+        [partial(services_pb2_grpc.add_EmbedServiceServicer_to_server, EmbedServicer(encoder))],
+    )
+
+    async def on_chunks(batch: Sequence[Envelope[Any]]) -> None:
+        before = (counters.chunks_encoded, counters.chunks_reused)
+        await embed_chunk_batch(batch, encoder, cache, publisher, counters)
+        CHUNKS.labels("encoded").inc(counters.chunks_encoded - before[0])
+        CHUNKS.labels("reused").inc(counters.chunks_reused - before[1])
+
+    chunk_options = ConsumerOptions(
+        group_id=settings.chunk_group_id,
+        topics=(CHUNKS_READY.name,),
+        max_batch=settings.batch_max_chunks,
+        batch_wait_ms=settings.batch_max_wait_ms,
+    )
+    query_options = ConsumerOptions(
+        group_id=settings.query_group_id,
+        topics=(QUERIES_REQUESTED.name,),
+        max_batch=settings.query_batch_max,
+        batch_wait_ms=settings.query_batch_wait_ms,
+        fetch_max_wait_ms=20,
+    )
+    chunk_consumer = await start_consumer(stack, settings, chunk_options, on_chunks, publisher)
+    query_consumer = await start_consumer(
+        stack, settings, query_options, partial(embed_query_batch, encoder=encoder, sink=publisher, counters=counters),
+        publisher,
+    )
+    await server.mark_serving()
+    return [chunk_consumer.run(stop), query_consumer.run(stop)]
+
+
+def main() -> None:
+    run_service(EmbedSettings, start)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Embed service settings (env prefix EMBED_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from ragstream_common.config import ServiceSettings
+
+
+class EmbedSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="EMBED_", extra="ignore")
+
+    service_name: str = "embed"
+    grpc_port: int = Field(default=50052, ge=0, le=65535)
+    metrics_port: int = Field(default=9102, ge=0, le=65535)
+    # Document micro-batch: up to N chunks or T ms, whichever comes first.
+    batch_max_chunks: int = Field(default=64, ge=1, le=4096)
+    batch_max_wait_ms: int = Field(default=50, ge=0, le=60_000)
+    # Queries must not wait behind batching; a few ms at most.
+    query_batch_max: int = Field(default=16, ge=1, le=512)
+    query_batch_wait_ms: int = Field(default=2, ge=0, le=50)
+    encode_batch_size: int = Field(default=32, ge=1, le=1024)
+    device: str = "cpu"
+    chunk_group_id: str = "ragstream-embed-chunks"
+    query_group_id: str = "ragstream-embed-queries"

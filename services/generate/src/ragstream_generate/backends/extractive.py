@@ -1,0 +1,173 @@
+"""Extractive answers: the source sentences most relevant to the question, each cited with [n].
+
+No model weights: relevance is BM25 over the candidate sentences (stemmed content words of the
+question) blended with the chunk's retrieval score. Pure CPU; about a millisecond for ten chunks.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+
+from rag.v1.queries_pb2 import ScoredChunk
+
+from ragstream_generate.backends.base import NO_ANSWER_TEXT, AnswerEvent, CitationRef, DraftAnswer
+from ragstream_generate.citations import content_terms, sentence_spans
+
+_BM25_K1 = 1.2
+_BM25_B = 0.75
+_WORDISH_TOKEN = re.compile(r"\s*\S+\s*$|\s*\S+")
+_TERMINAL_PUNCT = re.compile(r"[.!?]+$")
+
+
+@dataclass(frozen=True)
+class ExtractiveConfig:
+    max_sentences: int = 3
+    # Share of the question's IDF weight a sentence must match to be answer material.
+    min_coverage: float = 0.3
+    # Sentences scoring below this fraction of the best one are left out.
+    relative_floor: float = 0.35
+    # Token-set Jaccard above which two sentences count as the same statement.
+    duplicate_jaccard: float = 0.8
+    # Weight of the (max-normalised) retrieval score against lexical relevance.
+    retrieval_weight: float = 0.2
+
+
+@dataclass
+class _Sentence:
+    source: int
+    start: int
+    text: str  # verbatim from the chunk
+    terms: list[str]
+    score: float = 0.0
+
+
+def _candidates(sources: Sequence[ScoredChunk]) -> list[_Sentence]:
+    return [
+        _Sentence(source, start, chunk.text[start:end], content_terms(chunk.text[start:end]))
+        for source, chunk in enumerate(sources)
+        for start, end in sentence_spans(chunk.text)
+    ]
+
+
+def _retrieval_weights(sources: Sequence[ScoredChunk]) -> list[float]:
+    """Retrieval scores scaled to [0, 1]; rank-based when scores are absent or not positive."""
+    scores = [chunk.score for chunk in sources]
+    top = max(scores, default=0.0)
+    if top > 0 and min(scores) >= 0:
+        return [score / top for score in scores]
+    return [1.0 / (1 + rank) for rank in range(len(sources))]
+
+
+def _score(question: set[str], sentences: list[_Sentence], sources: Sequence[ScoredChunk],
+           config: ExtractiveConfig) -> list[_Sentence]:
+    """Set BM25-blended scores; return the sentences covering enough of the question."""
+    count = len(sentences)
+    document_frequency = Counter(term for s in sentences for term in set(s.terms) & question)
+    idf = {t: math.log(1 + (count - document_frequency[t] + 0.5) / (document_frequency[t] + 0.5))
+           for t in question}
+    total_idf = sum(idf.values())
+    average_length = sum(len(s.terms) for s in sentences) / count or 1.0
+    retrieval = _retrieval_weights(sources)
+    relevant: list[_Sentence] = []
+    for sentence in sentences:
+        frequencies = Counter(t for t in sentence.terms if t in question)
+        if not frequencies or sum(idf[t] for t in frequencies) < config.min_coverage * total_idf:
+            continue
+        norm = _BM25_K1 * (1 - _BM25_B + _BM25_B * len(sentence.terms) / average_length)
+        sentence.score = sum(idf[t] * tf * (_BM25_K1 + 1) / (tf + norm) for t, tf in frequencies.items())
+        relevant.append(sentence)
+    best_lexical = max((s.score for s in relevant), default=1.0)
+    for sentence in relevant:
+        lexical = sentence.score / best_lexical
+        weight = config.retrieval_weight
+        sentence.score = (1 - weight) * lexical + weight * retrieval[sentence.source]
+    return relevant
+
+
+def _is_duplicate(sentence: _Sentence, chosen: list[_Sentence], threshold: float) -> bool:
+    terms = set(sentence.terms)
+    for other in chosen:
+        other_terms = set(other.terms)
+        union = terms | other_terms
+        if union and len(terms & other_terms) / len(union) >= threshold:
+            return True
+    return False
+
+
+def _select(relevant: list[_Sentence], config: ExtractiveConfig) -> list[_Sentence]:
+    ranked = sorted(relevant, key=lambda s: (-s.score, s.source, s.start))
+    chosen: list[_Sentence] = []
+    for sentence in ranked:
+        if len(chosen) == config.max_sentences or sentence.score < config.relative_floor * ranked[0].score:
+            break
+        if not _is_duplicate(sentence, chosen, config.duplicate_jaccard):
+            chosen.append(sentence)
+    return chosen
+
+
+def _reading_order(chosen: list[_Sentence]) -> list[_Sentence]:
+    """Sources by their best sentence (best first); sentences of one source in text order."""
+    source_rank: dict[int, int] = {}
+    for sentence in chosen:  # chosen is best-first
+        source_rank.setdefault(sentence.source, len(source_rank))
+    return sorted(chosen, key=lambda s: (source_rank[s.source], s.start))
+
+
+def _with_marker(sentence: str, index: int) -> str:
+    flat = " ".join(sentence.split())
+    punct = _TERMINAL_PUNCT.search(flat)
+    if punct:
+        return f"{flat[: punct.start()]} [{index}]{punct.group(0)}"
+    return f"{flat} [{index}]"
+
+
+def compose_answer(question: str, sources: Sequence[ScoredChunk],
+                   config: ExtractiveConfig | None = None, backend: str = "extractive") -> DraftAnswer:
+    """The extractive answer, or the no-answer draft when no sentence matches the question."""
+    config = config or ExtractiveConfig()
+    question_terms = set(content_terms(question))
+    sentences = _candidates(sources) if question_terms else []
+    chosen = _select(_score(question_terms, sentences, sources, config), config) if sentences else []
+    if not chosen:
+        return DraftAnswer(text=NO_ANSWER_TEXT, no_answer=True, backend=backend)
+    index_of: dict[int, int] = {}  # source position -> [n], numbered by first citation
+    snippet_of: dict[int, _Sentence] = {}  # the best chosen sentence of each cited source
+    parts: list[str] = []
+    for sentence in _reading_order(chosen):
+        index = index_of.setdefault(sentence.source, len(index_of) + 1)
+        if sentence.source not in snippet_of or sentence.score > snippet_of[sentence.source].score:
+            snippet_of[sentence.source] = sentence
+        parts.append(_with_marker(sentence.text, index))
+    citations = [
+        CitationRef(index=index, source=source, snippet=snippet_of[source].text,
+                    score=sources[source].score)
+        for source, index in index_of.items()
+    ]
+    return DraftAnswer(text=" ".join(parts), citations=citations, backend=backend)
+
+
+def wordish_tokens(text: str) -> Iterator[str]:
+    """Pieces of `text` (a word with its leading space) that concatenate back to `text`."""
+    return (match.group(0) for match in _WORDISH_TOKEN.finditer(text))
+
+
+class ExtractiveBackend:
+    """AnswerBackend that needs no model: see compose_answer."""
+
+    name = "extractive"
+
+    def __init__(self, config: ExtractiveConfig | None = None) -> None:
+        self._config = config or ExtractiveConfig()
+
+    def answer(self, question: str, sources: Sequence[ScoredChunk]) -> DraftAnswer:
+        return compose_answer(question, sources, self._config, self.name)
+
+    async def stream(self, question: str, sources: Sequence[ScoredChunk]) -> AsyncIterator[AnswerEvent]:
+        draft = self.answer(question, sources)
+        for token in wordish_tokens(draft.text):
+            yield token
+        yield draft
