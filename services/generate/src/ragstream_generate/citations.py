@@ -23,6 +23,7 @@ _STOPWORDS = frozenset(
     why will with would you your yours yourself yourselves also may might must us get gets got much many
     tell explain describe list give show please know want need use used using one ones thing things way
     don doesn didn isn aren wasn weren won wouldn shouldn couldn hasn haven hadn ll ve re
+    take takes taken took make makes made happen happens mean means long often soon
     """.split()
 )
 

@@ -13,11 +13,12 @@ import bisect
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Tokenizer
 
 # all-MiniLM-L6-v2 reads at most 256 tokens, [CLS] and [SEP] included.
 MODEL_MAX_TOKENS = 256
@@ -26,13 +27,18 @@ MAX_CONTENT_TOKENS = MODEL_MAX_TOKENS - SPECIAL_TOKENS
 # Below this a hard split inside a word could re-tokenise into more tokens than the budget.
 MIN_CONTENT_TOKENS = 32
 
+# Texts are encoded in paragraph-aligned blocks of about this many characters, in parallel.
+ENCODE_BLOCK_CHARS = 16_384
+
 CHUNK_ID_NAMESPACE = uuid.UUID("5d0f4c1e-8b2a-5c37-9a61-3e7f2b9c4d10")
 
-# Scores for the break in front of a token; higher is a better place to cut.
-INSIDE_WORD, WORD, LINE, SENTENCE, HEADING, PARAGRAPH, SECTION = range(7)
+# Scores for the break in front of a token; higher is a better place to cut. GLUED is a word
+# boundary without whitespace, such as between a word and its trailing punctuation.
+INSIDE_WORD, GLUED, WORD, LINE, SENTENCE, HEADING, PARAGRAPH, SECTION = range(8)
 
-_SENTENCE_END = frozenset(".!?…。！？")
-_CJK_SENTENCE_END = frozenset("。！？")
+# NFKC already folded fullwidth "!" / "?" and the ellipsis; the ideographic full stop survives it.
+_SENTENCE_END = frozenset(".!?\u3002")
+_CJK_SENTENCE_END = frozenset("\u3002")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 
 
@@ -90,23 +96,34 @@ class Chunker:
         """Split normalised text into overlapping chunks of at most max_tokens content tokens."""
         if not text.strip():
             return []
-        encoding = self.tokenizer.encode(text, add_special_tokens=False)
-        offsets = encoding.offsets
+        offsets, word_ids = self._encode(text)
         if not offsets:  # only characters the tokenizer drops: keep them as one chunk
             start = len(text) - len(text.lstrip())
             return [self._make_chunk(0, text, start, len(text.rstrip()), 0, [], [])]
-        scores = _break_scores(text, encoding)
+        scores = _break_scores(text, offsets, word_ids)
         heading_starts, heading_titles = _headings(text)
         plan = _Plan(text, offsets, scores, self.max_tokens, self.overlap_tokens, self.count_tokens)
-        chunks = []
-        for position, (first, end, char_start, char_end, tokens) in enumerate(plan.spans()):
-            del first, end
-            chunks.append(
-                self._make_chunk(
-                    position, text, char_start, char_end, tokens, heading_starts, heading_titles
-                )
-            )
-        return chunks
+        return [
+            self._make_chunk(position, text, start, end, tokens, heading_starts, heading_titles)
+            for position, (start, end, tokens) in enumerate(plan.spans())
+        ]
+
+    def _encode(self, text: str) -> tuple[list[tuple[int, int]], list[int | None]]:
+        """Token offsets and word ids of the whole text, encoded once.
+
+        Cutting at blank lines is exact (whitespace always separates words), and lets the
+        tokenizer spread the blocks over its thread pool.
+        """
+        starts = _block_starts(text, ENCODE_BLOCK_CHARS)
+        blocks = [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)]
+        encodings = self.tokenizer.encode_batch(blocks, add_special_tokens=False)
+        offsets: list[tuple[int, int]] = []
+        word_ids: list[int | None] = []
+        for base, encoding in zip(starts, encodings, strict=True):
+            shift = len(word_ids)  # a block has no more words than tokens: ids stay unique
+            word_ids.extend([None if w is None else w + shift for w in encoding.word_ids])
+            offsets.extend([(a + base, b + base) for a, b in encoding.offsets])
+        return offsets, word_ids
 
     @staticmethod
     def _make_chunk(
@@ -141,7 +158,7 @@ class _Plan:
         scores: list[int],
         max_tokens: int,
         overlap: int,
-        count_tokens: object,
+        count_tokens: Callable[[str], int],
     ) -> None:
         self.text = text
         self.offsets = offsets
@@ -150,34 +167,42 @@ class _Plan:
         self.overlap = overlap
         self.count_tokens = count_tokens
 
-    def spans(self) -> list[tuple[int, int, int, int, int]]:
+    def spans(self) -> list[tuple[int, int, int]]:
+        """(char_start, char_end, token_count) of each chunk, in order."""
         total = len(self.offsets)
         spans = []
-        first = 0
+        first = end = 0
         while True:
-            end = total if first + self.max_tokens >= total else self._choose_end(first)
+            end = total if first + self.max_tokens >= total else self._choose_end(first, end)
             char_start, char_end, tokens = self._measure(first, end)
-            while tokens > self.max_tokens:  # only after a cut inside a word; shrink until it fits
-                end -= 1
+            while tokens > self.max_tokens and end > first + 1:
+                end -= 1  # only after a cut inside a word: its pieces may re-tokenise longer
                 char_start, char_end, tokens = self._measure(first, end)
-            spans.append((first, end, char_start, char_end, tokens))
+            spans.append((char_start, char_end, tokens))
             if end >= total:
                 return spans
             first = self._choose_next_first(first, end)
 
-    def _choose_end(self, first: int) -> int:
-        """Best-scored break in the second half of the window; the latest one on ties."""
+    def _choose_end(self, first: int, previous_end: int) -> int:
+        """Best-scored break in the second half of the window; the latest one on ties.
+
+        The end always moves past the previous chunk's end, or a strong break just after the
+        overlap would be picked again and again.
+        """
         last = first + self.max_tokens
-        end = _latest_best(self.scores, first + max(1, self.max_tokens // 2), last)
-        if self.scores[end] == INSIDE_WORD:
-            end = _latest_best(self.scores, first + 1, last)  # any word break beats a hard split
+        low = max(first + self.max_tokens // 2, previous_end + 1)
+        end = _latest_best(self.scores, low, last)
+        if self.scores[end] < WORD:  # a short chunk beats one cut at punctuation or in a word
+            end = _latest_best(self.scores, max(first, previous_end) + 1, last)
         return end if self.scores[end] > INSIDE_WORD else last
 
     def _choose_next_first(self, first: int, end: int) -> int:
         """Start of the next chunk: the earliest sentence, else word, start inside the overlap."""
+        if self.scores[end] in (HEADING, SECTION):
+            return end  # a new section starts clean, without the tail of the previous one
         low = max(first + 1, end - self.overlap)
         window = self.scores[low:end]
-        for wanted in (SENTENCE, WORD):
+        for wanted in (SENTENCE, WORD, GLUED):
             for index, score in enumerate(window):
                 if score >= wanted:
                     return low + index
@@ -191,11 +216,12 @@ class _Plan:
         tail_from = offsets[end - 1][1]
         char_end = tail_from + len(text[tail_from:stop].rstrip())
         tokens = end - first
-        if self.scores[first] == INSIDE_WORD and first or (
-            end < len(offsets) and self.scores[end] == INSIDE_WORD
-        ):
-            tokens = self.count_tokens(text[char_start:char_end])  # type: ignore[operator]
+        if not (self._clean_cut(first) and self._clean_cut(end)):
+            tokens = self.count_tokens(text[char_start:char_end])
         return char_start, char_end, tokens
+
+    def _clean_cut(self, index: int) -> bool:
+        return index == 0 or index >= len(self.offsets) or self.scores[index] > INSIDE_WORD
 
 
 def _latest_best(scores: list[int], low: int, high: int) -> int:
@@ -204,10 +230,19 @@ def _latest_best(scores: list[int], low: int, high: int) -> int:
     return high - window[::-1].index(best)
 
 
-def _break_scores(text: str, encoding: Encoding) -> list[int]:
+def _block_starts(text: str, block_chars: int) -> list[int]:
+    starts = [0]
+    while True:
+        cut = text.find("\n\n", starts[-1] + block_chars)
+        if cut < 0:
+            return starts
+        starts.append(cut + 2)
+
+
+def _break_scores(
+    text: str, offsets: list[tuple[int, int]], word_ids: list[int | None]
+) -> list[int]:
     """Score of the break in front of each token (index 0 is never a break)."""
-    offsets = encoding.offsets
-    word_ids = encoding.word_ids
     scores = [INSIDE_WORD] * len(offsets)
     for index in range(1, len(offsets)):
         if word_ids[index] == word_ids[index - 1]:
@@ -229,7 +264,7 @@ def _break_scores(text: str, encoding: Encoding) -> list[int]:
         elif text[prev_end - 1] in _SENTENCE_END and (gap or text[prev_end - 1] in _CJK_SENTENCE_END):
             scores[index] = SENTENCE
         else:
-            scores[index] = WORD
+            scores[index] = WORD if gap else GLUED
     return scores
 
 

