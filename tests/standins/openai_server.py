@@ -106,11 +106,11 @@ class OpenAIStandin:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off",
-                                timeout_graceful_shutdown=1)
+        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name="openai-standin", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="openai-standin", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -135,14 +135,20 @@ class OpenAIStandin:
 
     # --- HTTP ------------------------------------------------------------------------------
     def _app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
-            Route("/v1/models", self._models, methods=["GET"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
 
     async def _models(self, _: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [
-            {"id": "standin-model", "object": "model", "created": 0, "owned_by": "standin"}]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": "standin-model", "object": "model", "created": 0, "owned_by": "standin"}],
+            }
+        )
 
     async def _chat_completions(self, request: Request) -> Response:
         body = await request.json()
@@ -150,16 +156,17 @@ class OpenAIStandin:
         reply = self._next_reply()
         model = body.get("model", "standin-model")
         if reply.kind == "error":
-            return JSONResponse({"error": {"message": "stand-in failure", "type": "server_error",
-                                           "param": None, "code": None}}, status_code=reply.status)
+            return JSONResponse(
+                {"error": {"message": "stand-in failure", "type": "server_error", "param": None, "code": None}},
+                status_code=reply.status,
+            )
         if reply.kind == "hang":
             await self._sleep(reply.hang_s)
             return JSONResponse({"error": {"message": "hung", "type": "server_error"}}, 504)
         if not body.get("stream"):
             return JSONResponse(_completion(model, reply.text))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return StreamingResponse(self._events(reply, model, include_usage),
-                                 media_type="text/event-stream")
+        return StreamingResponse(self._events(reply, model, include_usage), media_type="text/event-stream")
 
     async def _sleep(self, seconds: float) -> None:
         if self._release is None:
@@ -199,25 +206,34 @@ class _ChunkFactory:
         self.model = model
 
     def _base(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "system_fingerprint": "standin", "choices": choices}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "standin",
+            "choices": choices,
+        }
 
     def sse(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return f"data: {json.dumps(self._base([choice]))}\n\n"
 
     def sse_usage(self, completion_tokens: int) -> str:
-        usage = {"prompt_tokens": 0, "completion_tokens": completion_tokens,
-                 "total_tokens": completion_tokens}
+        usage = {"prompt_tokens": 0, "completion_tokens": completion_tokens, "total_tokens": completion_tokens}
         return f"data: {json.dumps({**self._base([]), 'usage': usage})}\n\n"
 
 
 def _completion(model: str, text: str) -> dict[str, Any]:
     tokens = len(_TOKEN.findall(text))
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
-        "created": int(time.time()), "model": model, "system_fingerprint": "standin",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "logprobs": None, "finish_reason": "stop"}],
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "standin",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "stop"}
+        ],
         "usage": {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens},
     }

@@ -26,9 +26,7 @@ pytestmark = pytest.mark.unit
         ("Not markers: [a], [1.5], [].", []),
     ],
 )
-def test_parse_markers_keeps_in_range_numbers_in_first_citation_order(
-    text: str, expected: list[int]
-) -> None:
+def test_parse_markers_keeps_in_range_numbers_in_first_citation_order(text: str, expected: list[int]) -> None:
     assert parse_markers(text, source_count=3) == expected
 
 

@@ -91,6 +91,9 @@ class LocalKafka:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     @property
     def data_dir(self) -> Path:
         if self._data_dir is None:

@@ -25,17 +25,20 @@ def single_node_settings(
     advertised_host: str,
     broker_port: int,
     controller_port: int,
+    controller_host: str | None = None,
     log_dir: Path | None = None,
 ) -> dict[str, str]:
     """Broker+controller in one process with replication factors of 1.
 
     A static voter set (controller.quorum.voters) is used rather than a dynamic quorum so
-    the controller port may change between runs over the same data directory.
+    the controller port may change between runs over the same data directory. The broker
+    reaches its own controller at `controller_host` (default: `listen_host`).
     """
+    voter_host = controller_host or listen_host
     settings = {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
-        "controller.quorum.voters": f"{NODE_ID}@{advertised_host}:{controller_port}",
+        "controller.quorum.voters": f"{NODE_ID}@{voter_host}:{controller_port}",
         "listeners": (
             f"PLAINTEXT://{listen_host}:{broker_port},CONTROLLER://{listen_host}:{controller_port}"
         ),

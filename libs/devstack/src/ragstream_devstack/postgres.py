@@ -81,6 +81,9 @@ class LocalPostgres:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     @property
     def pgdata(self) -> Path:
         if self._given_dir is not None:

@@ -49,9 +49,7 @@ _stemmer = Stemmer.Stemmer("english")
 def content_terms(text: str) -> list[str]:
     """Lower-cased, stemmed words of `text`, without stopwords and one-letter words."""
     words = [
-        word
-        for word in _WORD.findall(text.lower())
-        if word not in _STOPWORDS and (len(word) > 1 or word.isdigit())
+        word for word in _WORD.findall(text.lower()) if word not in _STOPWORDS and (len(word) > 1 or word.isdigit())
     ]
     return _stemmer.stemWords(words)
 
@@ -75,7 +73,7 @@ def _ends_line_block(text: str, newline: int) -> bool:
         return True
     is_short = len(line) <= _HEADING_MAX_CHARS and not line.endswith(",")
     following = _NEXT_CHAR.match(text, newline + 1)
-    return is_short and bool(following) and following.group(1).isupper()
+    return is_short and following is not None and following.group(1).isupper()
 
 
 def _boundaries(text: str) -> list[int]:

@@ -24,8 +24,9 @@ from tokenizers import Tokenizer
 MODEL_MAX_TOKENS = 256
 SPECIAL_TOKENS = 2
 MAX_CONTENT_TOKENS = MODEL_MAX_TOKENS - SPECIAL_TOKENS
-# Below this a hard split inside a word could re-tokenise into more tokens than the budget.
-MIN_CONTENT_TOKENS = 32
+# A piece cut out of a word can re-tokenise longer than the tokens it spanned; a continuation
+# token covers at most 10 characters, so a one-token piece always fits this floor.
+MIN_CONTENT_TOKENS = 16
 
 # Texts are encoded in paragraph-aligned blocks of about this many characters, in parallel.
 ENCODE_BLOCK_CHARS = 16_384

@@ -36,6 +36,7 @@ _EXTENSIONS = {
 }  # fmt: skip
 _BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"\x1f\x8b", b"\xd0\xcf\x11\xe0", b"7z\xbc\xaf")
 _HTML_SNIFF = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)[\s>]", re.I | re.S)
+_WESTERN_CODECS = ("cp1252", "latin_1", "iso8859_15")
 # A DOCX expanding past this is treated as a zip bomb rather than a document.
 MAX_DOCX_UNCOMPRESSED_BYTES = 512 * 1024 * 1024
 
@@ -82,13 +83,15 @@ def detect_content_type(
 ) -> str:
     """One of SUPPORTED_TYPES; magic bytes win over the declared type, which wins over the name."""
     head = data[:1024]
-    if b"%PDF-" in head:
+    claimed = _declared_type(declared) or _extension_type(filename)
+    pdf_header_at = head.find(b"%PDF-")
+    # The header may follow some junk bytes, but then only trust it for a file called a PDF.
+    if pdf_header_at == 0 or (pdf_header_at > 0 and claimed == PDF):
         return PDF
     if data.startswith(b"PK\x03\x04"):
         return _zip_type(data)
     if data.startswith(_BINARY_MAGIC):
         raise UnsupportedTypeError("binary format (image, archive or legacy Office) is not supported")
-    claimed = _declared_type(declared) or _extension_type(filename)
     if claimed in (PDF, DOCX):
         raise CorruptDocumentError(f"content is not a valid {claimed} file")
     if claimed:
@@ -124,10 +127,14 @@ def decode_text(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    best = charset_normalizer.from_bytes(data).best()
-    if best is None or b"\x00" in data and best.encoding not in ("utf_16", "utf_32"):
+    matches = charset_normalizer.from_bytes(data)
+    best = matches.best()
+    if best is None or (b"\x00" in data and not best.encoding.startswith(("utf_16", "utf_32"))):
         raise UndecodableTextError("text is neither UTF-8 nor any recognisable charset")
-    return str(best)
+    # Short texts fit many code pages equally well; among those, Western European is likeliest.
+    tied = {match.encoding: match for match in matches if match.chaos == best.chaos}
+    preferred = next((tied[name] for name in _WESTERN_CODECS if name in tied), best)
+    return str(preferred)
 
 
 def _declared_type(declared: str | None) -> str | None:
@@ -239,12 +246,12 @@ def _docx_table(table: Table) -> str:
 
 
 _MARKDOWN_RULES = [
-    (re.compile(r"^ {0,3}(```|~~~).*$", re.M), ""),  # code fences (code stays)
+    (re.compile(r"^ {0,3}(```|~~~).*\n?", re.M), ""),  # code fences (code stays)
+    (re.compile(r"^ *\|?( *:?-+:? *\|)+( *:?-+:? *)?\|? *\n?", re.M), ""),  # table separator rows
+    (re.compile(r"^(?! {0,3}[#>*+-])(\S.*)\n {0,3}=+ *$", re.M), r"# \1"),  # setext headings
+    (re.compile(r"^(?! {0,3}[#>*+-])(\S.*)\n {0,3}-+ *$", re.M), r"## \1"),
     (re.compile(r"^ {0,3}([-*_])( *\1){2,} *$", re.M), ""),  # horizontal rules
     (re.compile(r"^ {0,3}\[[^\]]+\]: +\S+.*$", re.M), ""),  # link reference definitions
-    (re.compile(r"^ *\|?( *:?-+:? *\|)+( *:?-+:? *)?\|? *$", re.M), ""),  # table separator rows
-    (re.compile(r"^(.+)\n=+ *$", re.M), r"# \1"),  # setext headings
-    (re.compile(r"^(?!#)(\S.*)\n-+ *$", re.M), r"## \1"),
     (re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t]+#+ *$", re.M), r"\1 \2"),  # closing hashes
     (re.compile(r"^ {0,3}(> ?)+", re.M), ""),  # blockquote markers
     (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # images keep their alt text

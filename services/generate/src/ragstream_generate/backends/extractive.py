@@ -62,13 +62,13 @@ def _retrieval_weights(sources: Sequence[ScoredChunk]) -> list[float]:
     return [1.0 / (1 + rank) for rank in range(len(sources))]
 
 
-def _score(question: set[str], sentences: list[_Sentence], sources: Sequence[ScoredChunk],
-           config: ExtractiveConfig) -> list[_Sentence]:
+def _score(
+    question: set[str], sentences: list[_Sentence], sources: Sequence[ScoredChunk], config: ExtractiveConfig
+) -> list[_Sentence]:
     """Set BM25-blended scores; return the sentences covering enough of the question."""
     count = len(sentences)
     document_frequency = Counter(term for s in sentences for term in set(s.terms) & question)
-    idf = {t: math.log(1 + (count - document_frequency[t] + 0.5) / (document_frequency[t] + 0.5))
-           for t in question}
+    idf = {t: math.log(1 + (count - document_frequency[t] + 0.5) / (document_frequency[t] + 0.5)) for t in question}
     total_idf = sum(idf.values())
     average_length = sum(len(s.terms) for s in sentences) / count or 1.0
     retrieval = _retrieval_weights(sources)
@@ -125,8 +125,9 @@ def _with_marker(sentence: str, index: int) -> str:
     return f"{flat} [{index}]"
 
 
-def compose_answer(question: str, sources: Sequence[ScoredChunk],
-                   config: ExtractiveConfig | None = None, backend: str = "extractive") -> DraftAnswer:
+def compose_answer(
+    question: str, sources: Sequence[ScoredChunk], config: ExtractiveConfig | None = None, backend: str = "extractive"
+) -> DraftAnswer:
     """The extractive answer, or the no-answer draft when no sentence matches the question."""
     config = config or ExtractiveConfig()
     question_terms = set(content_terms(question))
@@ -143,8 +144,7 @@ def compose_answer(question: str, sources: Sequence[ScoredChunk],
             snippet_of[sentence.source] = sentence
         parts.append(_with_marker(sentence.text, index))
     citations = [
-        CitationRef(index=index, source=source, snippet=snippet_of[source].text,
-                    score=sources[source].score)
+        CitationRef(index=index, source=source, snippet=snippet_of[source].text, score=sources[source].score)
         for source, index in index_of.items()
     ]
     return DraftAnswer(text=" ".join(parts), citations=citations, backend=backend)

@@ -60,8 +60,7 @@ class EmptyCompletionError(RuntimeError):
 
 def build_messages(question: str, sources: Sequence[ScoredChunk]) -> list[dict[str, str]]:
     numbered = "\n\n".join(
-        f"[{n}] {chunk.title or chunk.document_id}\n{chunk.text.strip()}"
-        for n, chunk in enumerate(sources, start=1)
+        f"[{n}] {chunk.title or chunk.document_id}\n{chunk.text.strip()}" for n, chunk in enumerate(sources, start=1)
     )
     user = f"Sources:\n\n{numbered}\n\nQuestion: {question}\n\nAnswer, citing the sources as [n]:"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
@@ -75,8 +74,11 @@ def cite_markers(answer: str, question: str, sources: Sequence[ScoredChunk]) -> 
     for number in parse_markers(answer, len(sources)):
         chunk = sources[number - 1]
         reference = content_terms(" ".join(claims.get(number, []))) or content_terms(question)
-        citations.append(CitationRef(index=number, source=number - 1,
-                                     snippet=best_sentence(chunk.text, reference), score=chunk.score))
+        citations.append(
+            CitationRef(
+                index=number, source=number - 1, snippet=best_sentence(chunk.text, reference), score=chunk.score
+            )
+        )
     return citations
 
 
@@ -85,8 +87,9 @@ def _says_no_answer(answer: str) -> bool:
     return wanted <= set(content_terms(strip_markers(answer)))
 
 
-def draft_from_completion(answer: str, question: str, sources: Sequence[ScoredChunk],
-                          backend: str = "openai") -> DraftAnswer:
+def draft_from_completion(
+    answer: str, question: str, sources: Sequence[ScoredChunk], backend: str = "openai"
+) -> DraftAnswer:
     citations = cite_markers(answer, question, sources)
     no_answer = not citations and _says_no_answer(answer)
     return DraftAnswer(text=answer, citations=citations, no_answer=no_answer, backend=backend)
@@ -101,8 +104,9 @@ class OpenAIChatBackend:
 
     name = "openai"
 
-    def __init__(self, config: OpenAIChatConfig, fallback: ExtractiveBackend | None = None,
-                 client: AsyncOpenAI | None = None) -> None:
+    def __init__(
+        self, config: OpenAIChatConfig, fallback: ExtractiveBackend | None = None, client: AsyncOpenAI | None = None
+    ) -> None:
         self._config = config
         self._fallback = fallback or ExtractiveBackend()
         self._client = client or AsyncOpenAI(
@@ -160,16 +164,21 @@ class OpenAIChatBackend:
                     pieces.append(piece)
                     yield piece
         if not "".join(pieces).strip():
-            async for event in self._degrade(question, sources, EmptyCompletionError(),
-                                           streamed=bool(pieces)):
+            async for event in self._degrade(question, sources, EmptyCompletionError(), streamed=bool(pieces)):
                 yield event
             return
         yield draft_from_completion("".join(pieces), question, sources, self.name)
 
-    async def _degrade(self, question: str, sources: Sequence[ScoredChunk], error: BaseException,
-                       streamed: bool) -> AsyncIterator[AnswerEvent]:
-        log.warning("openai_backend_failed", error=repr(error), after_tokens=streamed,
-                    base_url=self._config.base_url, model=self._config.model)
+    async def _degrade(
+        self, question: str, sources: Sequence[ScoredChunk], error: BaseException, streamed: bool
+    ) -> AsyncIterator[AnswerEvent]:
+        log.warning(
+            "openai_backend_failed",
+            error=repr(error),
+            after_tokens=streamed,
+            base_url=self._config.base_url,
+            model=self._config.model,
+        )
         if streamed:  # tokens already went out: only the authoritative final draft follows
             yield dataclasses.replace(self._fallback.answer(question, sources), degraded=True)
             return

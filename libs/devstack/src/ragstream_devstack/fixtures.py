@@ -1,0 +1,28 @@
+"""pytest plugin: real Kafka and Postgres for a test session.
+
+Load with `pytest_plugins = ["ragstream_devstack.fixtures"]` in tests/conftest.py.
+Each server is started on first use and stopped when the session ends; see
+ragstream_devstack.providers for where they come from (env, Docker, local launchers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ragstream_devstack.providers import provide_kafka, provide_postgres
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers ("host:port") of a single-node Kafka with auto topic creation off."""
+    with provide_kafka() as bootstrap_servers:
+        yield bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """postgresql:// URL of a database where the `vector` extension exists."""
+    with provide_postgres() as url:
+        yield url

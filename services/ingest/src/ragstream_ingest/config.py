@@ -1,0 +1,28 @@
+"""Ingest service settings (env prefix INGEST_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from ragstream_common.config import ServiceSettings
+
+
+class IngestSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore")
+
+    service_name: str = "ingest"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    metrics_port: int = Field(default=9101, ge=0, le=65535)
+    group_id: str = "ragstream-ingest"
+    max_batch: int = Field(default=16, ge=1, le=1024)
+    # Chunk window in content tokens; the model sees at most 256 including [CLS] and [SEP].
+    chunk_max_tokens: int = Field(default=200, ge=16, le=254)
+    chunk_overlap_tokens: int = Field(default=40, ge=0, le=127)
+    fetch_timeout_s: float = Field(default=15.0, gt=0)
+    fetch_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    # Only for local development: lets http(s) URIs point at private addresses.
+    fetch_allow_private_networks: bool = False
+    blob_store: str = Field(default="postgres", pattern="^(postgres|s3)$")
+    s3_bucket: str = ""
+    s3_prefix: str = ""
