@@ -94,7 +94,7 @@ class LocalPostgres:
 
     @property
     def log_file(self) -> Path:
-        return self.pgdata.parent / f"{self.pgdata.name}.log"
+        return self.pgdata / "server.log"  # written once initdb has filled the directory
 
     def start(self) -> Self:
         if self._proc is not None:

@@ -1,0 +1,70 @@
+"""Gateway settings (env prefix GATEWAY_; KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL and OTEL_* are unprefixed)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+from ragstream_common.config import ServiceSettings
+
+MIB = 1024 * 1024
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    service_name: str = "gateway"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # ReplyService (query answers delivered by the workers) listens here.
+    grpc_port: int = Field(default=50050, ge=0, le=65535)
+    # Comma-separated proxy addresses whose X-Forwarded-For is trusted (uvicorn), e.g. the ingress.
+    forwarded_allow_ips: str = "127.0.0.1"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Bootstrap credential for /v1/admin; the admin API is disabled while unset.
+    admin_token: SecretStr | None = None
+    # Local development: this tenant and key are provisioned at startup when both are set.
+    dev_tenant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    dev_api_key: SecretStr | None = None
+
+    # limits notation; a tenant's own `rate_limit` replaces it.
+    default_rate_limit: str = "600/minute"
+    rate_limit_storage: str = "async-memory://"
+
+    max_upload_bytes: int = Field(default=25 * MIB, ge=1)
+    # JSON text up to this size travels inside the event; larger content goes through the blob store.
+    inline_text_max_bytes: int = Field(default=256 * 1024, ge=0)
+    # How long a request waits for Kafka to acknowledge its event before answering 503.
+    publish_timeout_s: float = Field(default=10.0, gt=0)
+
+    blob_store: Literal["postgres", "s3"] = "postgres"
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+
+    db_pool_size: int = Field(default=8, ge=1, le=256)
+    status_group_id: str = "ragstream-gateway-status"
+    registry_group_id: str = "ragstream-gateway-registry"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("default_rate_limit")
+    @classmethod
+    def _valid_limit(cls, value: str) -> str:
+        parse_many(value)
+        return value
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> Self:
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("GATEWAY_BLOB_STORE=s3 needs GATEWAY_S3_BUCKET")
+        return self

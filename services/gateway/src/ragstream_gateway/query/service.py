@@ -1,0 +1,111 @@
+"""Publishes a query and follows its replies until the answer, a failure or the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from rag.v1 import queries_pb2
+
+from ragstream_common.kafka import OutgoingEvent
+from ragstream_common.kafka.topics import QUERIES_REQUESTED
+from ragstream_common.messages import now_timestamp
+from ragstream_gateway.query.models import QueryFiltersBody
+from ragstream_gateway.query.replies import DoneEvent, FailureEvent, PendingQueries, ReplyEvent, SourcesEvent
+
+_RETRIEVAL = {
+    "hybrid": queries_pb2.RETRIEVAL_MODE_HYBRID,
+    "dense": queries_pb2.RETRIEVAL_MODE_DENSE,
+    "lexical": queries_pb2.RETRIEVAL_MODE_LEXICAL,
+}
+
+
+class QueryTimeout(Exception):
+    """The deadline passed before the reply was complete."""
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    tenant_id: str
+    question: str
+    top_k: int
+    filters: QueryFiltersBody | None
+    search_only: bool
+    retrieval: str
+    timeout_s: float
+
+
+@dataclass
+class Submission:
+    query_id: str
+    search_only: bool
+    deadline: float
+    started: float
+    queue: asyncio.Queue[ReplyEvent]
+
+
+class QueryDispatcher:
+    def __init__(self, publisher: object, pending: PendingQueries, reply_address: str) -> None:
+        self._publisher = publisher
+        self._pending = pending
+        self._reply_address = reply_address
+
+    async def submit(self, request: QueryRequest) -> Submission:
+        query_id = uuid.uuid4().hex
+        started = time.monotonic()
+        queue = self._pending.open(query_id)
+        deadline = Timestamp()
+        deadline.FromDatetime(datetime.now(UTC) + timedelta(seconds=request.timeout_s))
+        message = queries_pb2.QueryRequested(
+            query_id=query_id,
+            tenant_id=request.tenant_id,
+            question=request.question,
+            top_k=request.top_k,
+            mode=queries_pb2.QUERY_MODE_SEARCH if request.search_only else queries_pb2.QUERY_MODE_ANSWER,
+            retrieval=_RETRIEVAL[request.retrieval],
+            reply_to=self._reply_address,
+            deadline=deadline,
+            requested_at=now_timestamp(),
+        )
+        if request.filters:
+            message.filters.document_ids.extend(request.filters.document_ids)
+            message.filters.metadata.update(request.filters.metadata)
+        try:
+            await self._publisher.publish(OutgoingEvent(QUERIES_REQUESTED.name, query_id, message))  # type: ignore[attr-defined]
+        except BaseException:
+            self._pending.close(query_id)
+            raise
+        return Submission(query_id, request.search_only, started + request.timeout_s, started, queue)
+
+    async def follow(self, submission: Submission) -> AsyncIterator[ReplyEvent]:
+        """Reply events in arrival order; ends after the final one, raises QueryTimeout at the deadline."""
+        try:
+            while True:
+                remaining = submission.deadline - time.monotonic()
+                if remaining <= 0:
+                    raise QueryTimeout(submission.query_id)
+                try:
+                    event = await asyncio.wait_for(submission.queue.get(), remaining)
+                except TimeoutError as exc:
+                    raise QueryTimeout(submission.query_id) from exc
+                yield event
+                if isinstance(event, DoneEvent | FailureEvent):
+                    return
+                if isinstance(event, SourcesEvent) and submission.search_only:
+                    return
+        finally:
+            self._pending.close(submission.query_id)
+
+
+def total_timings(submission: Submission, stage_timings: dict[str, float]) -> dict[str, float]:
+    """Stage timings plus the end-to-end time and what the hops between stages cost."""
+    total = (time.monotonic() - submission.started) * 1000
+    timings = dict(stage_timings)
+    timings["total"] = total
+    timings["transport"] = max(0.0, total - sum(stage_timings.values()))
+    return timings

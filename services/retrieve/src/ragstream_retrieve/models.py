@@ -1,0 +1,136 @@
+"""The retrieve service's own types: what gets indexed, what a search asks for and what it finds."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ragstream_retrieve.lexical import DEFAULT_BM25, Bm25Parameters
+
+
+@dataclass(frozen=True)
+class ChunkToIndex:
+    chunk_id: str
+    position: int
+    text: str
+    heading: str
+    content_sha256: str
+    token_count: int
+    embedding: np.ndarray
+    term_frequencies: Mapping[str, int]
+
+    @property
+    def lexical_length(self) -> int:
+        return sum(self.term_frequencies.values())
+
+
+@dataclass(frozen=True)
+class DocumentVersion:
+    """Every chunk of one version of one document: indexed all together or not at all."""
+
+    tenant_id: str
+    document_id: str
+    version: int
+    title: str
+    metadata: Mapping[str, str]
+    model: str
+    model_version: str
+    chunks: Sequence[ChunkToIndex]
+
+
+class UpsertOutcome(enum.Enum):
+    INDEXED = "indexed"
+    # The same version was indexed before (a redelivery): nothing written.
+    ALREADY_INDEXED = "already_indexed"
+    # A newer version is indexed already: this late one is ignored.
+    SUPERSEDED = "superseded"
+    # The document was deleted at or after this version: ignored.
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class IndexState:
+    indexed_version: int = 0
+    deleted_through_version: int = 0
+
+    def plan_upsert(self, version: int) -> UpsertOutcome:
+        """What indexing `version` must do given what the index holds (INDEXED: replace the chunks)."""
+        if version <= self.deleted_through_version:
+            return UpsertOutcome.DELETED
+        if version < self.indexed_version:
+            return UpsertOutcome.SUPERSEDED
+        if version == self.indexed_version:
+            return UpsertOutcome.ALREADY_INDEXED
+        return UpsertOutcome.INDEXED
+
+    def removes_chunks(self, deleted_version: int) -> bool:
+        """A delete of `deleted_version` removes the indexed chunks unless a newer version replaced them."""
+        return self.indexed_version <= deleted_version
+
+
+class RetrievalMode(enum.Enum):
+    HYBRID = "hybrid"
+    DENSE = "dense"
+    LEXICAL = "lexical"
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    document_ids: tuple[str, ...] = ()
+    # Equality on every pair (jsonb containment).
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    tenant_id: str
+    text: str
+    top_k: int
+    mode: RetrievalMode = RetrievalMode.HYBRID
+    filters: SearchFilters = SearchFilters()
+    # L2-normalised query vector; required by the dense and hybrid modes.
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class SearchTuning:
+    candidate_depth: int = 100
+    rrf_k: float = 60.0
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    # Results whose vectors are at least this similar to a better result are dropped as near-duplicates.
+    dedupe_cosine: float = 0.98
+    bm25: Bm25Parameters = DEFAULT_BM25
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A chunk found by one retriever: its index row key and that retriever's score."""
+
+    key: int
+    score: float
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    key: int
+    chunk_id: str
+    document_id: str
+    version: int
+    title: str
+    text: str
+    position: int
+    metadata: Mapping[str, str]
+    content_sha256: str
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk: StoredChunk
+    score: float
+    dense_score: float
+    lexical_score: float

@@ -1,0 +1,64 @@
+"""What the retrieve handlers need from the outside world."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+from rag.v1 import services_pb2
+from ragstream_common.kafka import OutgoingEvent
+
+from ragstream_retrieve.lexical import Bm25Parameters
+from ragstream_retrieve.models import Candidate, DocumentVersion, SearchFilters, StoredChunk, UpsertOutcome
+
+
+class ChunkIndexWriter(Protocol):
+    async def upsert_document(self, document: DocumentVersion) -> UpsertOutcome:
+        """Replace the document's chunks with this version's, atomically, unless the version is stale."""
+        ...
+
+    async def delete_document(self, tenant_id: str, document_id: str, version: int) -> None:
+        """Remove the document's chunks up to `version` and ignore those versions from now on."""
+        ...
+
+
+class SearchIndex(Protocol):
+    """Candidate generation and lookup, always within one tenant."""
+
+    async def dense_candidates(
+        self, tenant_id: str, vector: np.ndarray, filters: SearchFilters, limit: int
+    ) -> list[Candidate]:
+        """Nearest chunks by cosine similarity (score = similarity), best first."""
+        ...
+
+    async def lexical_candidates(
+        self,
+        tenant_id: str,
+        term_weights: Mapping[str, float],
+        filters: SearchFilters,
+        limit: int,
+        bm25: Bm25Parameters,
+    ) -> list[Candidate]:
+        """Best chunks by BM25 over the weighted query terms (score = BM25), best first."""
+        ...
+
+    async def fetch_chunks(self, tenant_id: str, keys: Sequence[int]) -> dict[int, StoredChunk]: ...
+
+
+class EventSink(Protocol):
+    async def publish_many(self, events: Sequence[OutgoingEvent]) -> None: ...
+
+
+class ReplyClient(Protocol):
+    """The gateway's ReplyService at the address a query names; failures are reported, never raised."""
+
+    async def deliver_sources(self, address: str, reply: services_pb2.SourcesReply) -> bool: ...
+
+    async def deliver_failure(self, address: str, failure: services_pb2.QueryFailure) -> bool: ...
+
+
+class QueryEmbedder(Protocol):
+    async def embed_query(self, text: str) -> np.ndarray:
+        """The L2-normalised vector of a query text."""
+        ...
