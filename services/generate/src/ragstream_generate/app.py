@@ -8,11 +8,11 @@ from contextlib import AsyncExitStack
 from functools import partial
 
 from rag.v1 import services_pb2_grpc
-
 from ragstream_common.kafka import ConsumerOptions
 from ragstream_common.kafka.topics import QUERIES_RETRIEVED
 from ragstream_common.reply_client import ReplyClients
 from ragstream_common.service import run_service, start_consumer, start_grpc, start_publisher
+
 from ragstream_generate.adapters.grpc_api import GenerateServicer
 from ragstream_generate.adapters.replies import GrpcReplyChannel
 from ragstream_generate.backends.base import AnswerBackend

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from rag.v1 import queries_pb2
 
+from rag.v1 import queries_pb2
 from ragstream_common.kafka import Envelope, OutgoingEvent
 from ragstream_common.kafka.topics import ANSWERS_PRODUCED
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import is_expired, now_timestamp
+
 from ragstream_generate.backends.base import AnswerBackend, DraftAnswer
 from ragstream_generate.ports import AnswerStream, EventSink, ReplyChannel
 

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from rag.v1 import queries_pb2
-
 from ragstream_common.kafka import OutgoingEvent
 
 

@@ -11,6 +11,7 @@ from ragstream_common.blobs import build_blob_store
 from ragstream_common.kafka import ConsumerOptions
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED
 from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
+
 from ragstream_ingest.adapters.content import UriContentSource
 from ragstream_ingest.chunker import Chunker
 from ragstream_ingest.config import IngestSettings
@@ -29,7 +30,9 @@ async def start(settings: IngestSettings, stack: AsyncExitStack, stop: asyncio.E
     )
     publisher = await start_publisher(stack, settings)
     server = await start_grpc(stack, settings, ["rag.v1.IngestWorker"], [])
-    options = ConsumerOptions(group_id=settings.group_id, topics=(DOCUMENTS_RECEIVED.name,), max_batch=settings.max_batch)
+    options = ConsumerOptions(
+        group_id=settings.group_id, topics=(DOCUMENTS_RECEIVED.name,), max_batch=settings.max_batch
+    )
     handler = partial(ingest_batch, source=source, chunker=chunker, sink=publisher, counters=IngestCounters())
     consumer = await start_consumer(stack, settings, options, handler, publisher)
     await server.mark_serving()

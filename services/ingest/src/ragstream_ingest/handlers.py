@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag.v1 import chunks_pb2, documents_pb2, status_pb2
-
 from ragstream_common.blobs import BlobNotFound
 from ragstream_common.kafka import Envelope, OutgoingEvent, PermanentError
 from ragstream_common.kafka.topics import CHUNKS_READY, DOCUMENTS_STATUS
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import document_key, now_timestamp
+
 from ragstream_ingest.chunker import Chunker, chunk_id
 from ragstream_ingest.extract import ExtractedDocument, ExtractionError, extract_document
 from ragstream_ingest.fetch import FetchError

@@ -69,13 +69,13 @@ class ReplyServicer(services_pb2_grpc.ReplyServiceServicer):
     def __init__(self, pending: PendingQueries) -> None:
         self._pending = pending
 
-    async def DeliverSources(  # noqa: N802 - gRPC method name
+    async def DeliverSources(
         self, request: services_pb2.SourcesReply, context: grpc.aio.ServicerContext
     ) -> services_pb2.ReplyAck:
         event = SourcesEvent(list(request.chunks), dict(request.timings_ms))
         return services_pb2.ReplyAck(accepted=self._pending.deliver(request.query_id, event))
 
-    async def StreamAnswer(  # noqa: N802
+    async def StreamAnswer(
         self, request_iterator: AsyncIterator[services_pb2.AnswerFragment], context: grpc.aio.ServicerContext
     ) -> services_pb2.ReplyAck:
         accepted = True
@@ -85,7 +85,7 @@ class ReplyServicer(services_pb2_grpc.ReplyServiceServicer):
             accepted = self._pending.deliver(fragment.query_id, event) and accepted
         return services_pb2.ReplyAck(accepted=accepted)
 
-    async def DeliverFailure(  # noqa: N802
+    async def DeliverFailure(
         self, request: services_pb2.QueryFailure, context: grpc.aio.ServicerContext
     ) -> services_pb2.ReplyAck:
         event = FailureEvent(request.stage, request.reason)

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from rag.v1 import queries_pb2
-
 from ragstream_common.kafka import OutgoingEvent
 from ragstream_common.kafka.topics import QUERIES_REQUESTED
 from ragstream_common.messages import now_timestamp
+
 from ragstream_gateway.query.models import QueryFiltersBody
 from ragstream_gateway.query.replies import DoneEvent, FailureEvent, PendingQueries, ReplyEvent, SourcesEvent
 

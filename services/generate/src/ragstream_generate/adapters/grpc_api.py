@@ -16,7 +16,7 @@ class GenerateServicer(services_pb2_grpc.GenerateServiceServicer):
     def __init__(self, backend: AnswerBackend) -> None:
         self._backend = backend
 
-    async def Generate(  # noqa: N802 - gRPC method name
+    async def Generate(
         self, request: services_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[services_pb2.GenerateEvent]:
         if not request.question.strip():

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 from rag.v1 import queries_pb2, services_pb2
-
 from ragstream_common.logs import get_logger
 from ragstream_common.reply_client import ReplyClients
 

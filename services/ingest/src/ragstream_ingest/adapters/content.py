@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ragstream_common.blobs import BLOB_SCHEME, BlobStore, blob_key
+
 from ragstream_ingest.fetch import fetch_url
 from ragstream_ingest.ports import RawContent
 

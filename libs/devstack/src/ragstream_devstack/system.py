@@ -1,0 +1,145 @@
+"""The five Ragstream services as local processes: environment, start, gRPC health, SIGTERM stop.
+
+Used by the e2e tests and the benchmarks (which need per-process control); `make run` runs the same
+commands with the same environment under honcho (see run.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragstream_devstack.processes import DevstackError, free_port, tail
+
+SERVICE_NAMES = ("ingest", "embed", "retrieve", "generate", "gateway")
+DEFAULT_GRPC_PORTS = {"gateway": 50050, "ingest": 50051, "embed": 50052, "retrieve": 50053, "generate": 50054}
+DEFAULT_METRICS_PORTS = {"ingest": 9101, "embed": 9102, "retrieve": 9103, "generate": 9104}
+
+
+@dataclass(frozen=True)
+class SystemPorts:
+    grpc: dict[str, int]
+    metrics: dict[str, int]
+    http: int
+
+    @classmethod
+    def defaults(cls) -> SystemPorts:
+        return cls(dict(DEFAULT_GRPC_PORTS), dict(DEFAULT_METRICS_PORTS), int(os.environ.get("GATEWAY_PORT", 8080)))
+
+    @classmethod
+    def free(cls) -> SystemPorts:
+        """Ephemeral ports, so tests can run beside a `make run` system; metrics off."""
+        return cls({name: free_port() for name in SERVICE_NAMES}, dict.fromkeys(DEFAULT_METRICS_PORTS, 0), free_port())
+
+
+def service_env(
+    name: str, *, kafka: str, database_url: str, ports: SystemPorts, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of one service process: shared infrastructure plus its own prefixed settings."""
+    prefix = name.upper()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "DATABASE_URL": database_url,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        f"{prefix}_GRPC_PORT": str(ports.grpc[name]),
+        "RETRIEVE_EMBED_ADDRESS": f"127.0.0.1:{ports.grpc['embed']}",
+        "GATEWAY_REPLY_ADDRESS": f"127.0.0.1:{ports.grpc['gateway']}",
+    }
+    if name in ports.metrics:
+        env[f"{prefix}_METRICS_PORT"] = str(ports.metrics[name])
+    if name == "gateway":
+        env["GATEWAY_PORT"] = str(ports.http)
+    env.update(extra or {})
+    return env
+
+
+def service_command(name: str) -> list[str]:
+    return [sys.executable, "-m", f"ragstream_{name}.app"]
+
+
+@dataclass
+class LocalServices:
+    kafka: str
+    database_url: str
+    log_dir: Path
+    ports: SystemPorts = field(default_factory=SystemPorts.free)
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, names: tuple[str, ...] = SERVICE_NAMES) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            env = service_env(
+                name, kafka=self.kafka, database_url=self.database_url, ports=self.ports,
+                extra={**self.extra_env.get("*", {}), **self.extra_env.get(name, {})},
+            )
+            log = (self.log_dir / f"{name}.log").open("ab")
+            self.processes[name] = subprocess.Popen(
+                service_command(name), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            log.close()
+
+    def grpc_address(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports.grpc[name]}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"
+
+    async def wait_serving(self, timeout_s: float = 180.0) -> dict[str, str]:
+        addresses = {name: self.grpc_address(name) for name in self.processes}
+        return await wait_until_serving(addresses, timeout_s, self._exited)
+
+    def _exited(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise DevstackError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        return tail(self.log_dir / f"{name}.log", lines)
+
+    def stop(self, timeout_s: float = 30.0) -> dict[str, int]:
+        """SIGTERM every service, wait for it; return each exit code (SIGKILLed ones report -9)."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes = {}
+        for name, process in self.processes.items():
+            try:
+                codes[name] = process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[name] = process.wait()
+        self.processes.clear()
+        return codes
+
+
+async def wait_until_serving(
+    addresses: dict[str, str], timeout_s: float, check_alive: Callable[[], None] | None = None
+) -> dict[str, str]:
+    """Poll grpc.health.v1 at every address until all report SERVING (as grpc_health_probe would)."""
+    from ragstream_common.grpc_server import check_health
+
+    deadline = time.monotonic() + timeout_s
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        if check_alive is not None:
+            check_alive()
+        for name, address in addresses.items():
+            try:
+                statuses[name] = await check_health(address)
+            except Exception as exc:
+                statuses[name] = type(exc).__name__
+        if all(status == "SERVING" for status in statuses.values()):
+            return statuses
+        await asyncio.sleep(0.5)
+    raise DevstackError(f"services not serving after {timeout_s:.0f}s: {statuses}")

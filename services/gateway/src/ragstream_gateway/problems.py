@@ -1,0 +1,136 @@
+"""RFC 9457 problem details: every error the gateway returns is `application/problem+json`.
+
+Problem types are URNs (`urn:ragstream:problem:<slug>`): stable identifiers clients can switch on, not
+pages to fetch. Plain HTTP errors without extra meaning use `about:blank`, whose title is the status phrase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ragstream_common.logs import get_logger
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:ragstream:problem:"
+log = get_logger(__name__)
+
+
+class ProblemDetails(BaseModel):
+    """The body of every error response (RFC 9457); extension members may follow."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(default="about:blank", description="URI identifying the problem type")
+    title: str = Field(description="Short summary of the problem type")
+    status: int = Field(description="HTTP status code")
+    detail: str = Field(default="", description="Explanation of this occurrence")
+    instance: str = Field(default="", description="The request path this occurrence belongs to")
+
+
+class Problem(Exception):
+    """Raise anywhere in a request to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str = "",
+        *,
+        slug: str | None = None,
+        title: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or HTTPStatus(status).phrase)
+        self.status = status
+        self.detail = detail
+        self.type = f"{PROBLEM_TYPE_PREFIX}{slug}" if slug else "about:blank"
+        self.title = title or HTTPStatus(status).phrase
+        self.headers = dict(headers or {})
+        self.extensions = dict(extensions or {})
+
+
+def problem_body(
+    status: int, *, instance: str, detail: str = "", type_: str = "about:blank", title: str | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+    for name, value in (extensions or {}).items():
+        body.setdefault(name, value)
+    return body
+
+
+def problem_response(
+    request: Request, status: int, *, detail: str = "", type_: str = "about:blank", title: str | None = None,
+    headers: Mapping[str, str] | None = None, extensions: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    body = problem_body(
+        status, instance=request.url.path, detail=detail, type_=type_, title=title, extensions=extensions
+    )
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=dict(headers or {}),
+                        media_type=PROBLEM_JSON)
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(
+        request, exc.status, detail=exc.detail, type_=exc.type, title=exc.title, headers=exc.headers,
+        extensions=exc.extensions,
+    )
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else ""
+    if detail == HTTPStatus(exc.status_code).phrase:
+        detail = ""
+    if exc.status_code == 404 and not detail:
+        detail = f"no resource at {request.url.path}"
+    return problem_response(request, exc.status_code, detail=detail, headers=exc.headers)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
+        for error in exc.errors()
+    ]
+    summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+    return problem_response(
+        request, 422, detail=summary or "the request is not valid", type_=f"{PROBLEM_TYPE_PREFIX}validation",
+        title="Request validation failed", extensions={"errors": errors},
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", path=request.url.path, error=repr(exc), exc_info=exc)
+    return problem_response(request, 500, detail="an unexpected error occurred")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the problem statuses a route can answer with."""
+    schema = ProblemDetails.model_json_schema()
+    return {
+        status: {"description": HTTPStatus(status).phrase, "content": {PROBLEM_JSON: {"schema": schema}}}
+        for status in statuses
+    }

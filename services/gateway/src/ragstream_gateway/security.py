@@ -1,0 +1,68 @@
+"""API keys and client addresses: parsing, hashing, generation and allowlist checks (pure functions)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from collections.abc import Mapping, Sequence
+
+KEY_PREFIX = "rsk_"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+SCOPE_DOCUMENTS_WRITE = "documents:write"
+SCOPE_DOCUMENTS_READ = "documents:read"
+SCOPE_QUERY = "query"
+ALL_SCOPES = (SCOPE_DOCUMENTS_WRITE, SCOPE_DOCUMENTS_READ, SCOPE_QUERY)
+
+
+def extract_api_key(headers: Mapping[str, str]) -> str | None:
+    """The key from `Authorization: Bearer <key>`, else from `X-API-Key`; None when neither holds one.
+
+    `headers` must look names up case-insensitively (Starlette's Headers do).
+    """
+    authorization = headers.get("authorization", "").strip()
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    header_key = headers.get("x-api-key", "").strip()
+    return header_key or None
+
+
+def hash_api_key(key: str) -> str:
+    """Keys are random and long, so a plain SHA-256 (no salt, no stretching) is enough to store them."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_key_id() -> str:
+    return "key_" + secrets.token_hex(8)
+
+
+def key_preview(key: str) -> str:
+    """Enough of a key to tell keys apart in listings, never enough to use it."""
+    return key[: len(KEY_PREFIX) + 4]
+
+
+def tokens_match(presented: str | None, expected: str) -> bool:
+    if not presented:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
+
+
+def address_allowed(client_ip: str, allowlist: Sequence[IPNetwork]) -> bool:
+    """An empty allowlist admits every address; an unparsable address is never admitted by a non-empty one."""
+    if not allowlist:
+        return True
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address.version == network.version and address in network for network in allowlist)

@@ -1,0 +1,152 @@
+"""Search reads in Postgres: pgvector HNSW for dense candidates, exact BM25 over the postings for lexical ones.
+
+Every query runs in a tenant transaction (row-level security) and also names the tenant explicitly, so the
+planner can use the tenant-leading indexes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pgvector import Vector
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+from ragstream_common.db import tenant_transaction
+
+from ragstream_retrieve.lexical import Bm25Parameters
+from ragstream_retrieve.models import Candidate, SearchFilters, StoredChunk
+
+# BM25 with Lucene's idf; df is the number of postings of the term in the tenant (a window count over the very
+# postings being scored), N and avgdl come from the sharded corpus statistics. Filters apply after df is taken,
+# so they narrow the results without changing the scores.
+_LEXICAL = """
+WITH query_terms AS (
+    SELECT term, weight FROM unnest(%(terms)s::text[], %(weights)s::float8[]) AS q(term, weight)
+), corpus AS (
+    SELECT greatest(sum(chunk_count), 1)::float8 AS n,
+           greatest(sum(total_length)::float8 / greatest(sum(chunk_count), 1), 1) AS avgdl
+    FROM lexical_stats WHERE tenant_id = %(tenant)s
+), postings AS (
+    SELECT p.chunk_key, p.tf, p.chunk_length, q.weight, count(*) OVER (PARTITION BY p.term) AS df
+    FROM chunk_terms p JOIN query_terms q ON q.term = p.term
+    WHERE p.tenant_id = %(tenant)s
+)
+SELECT p.chunk_key,
+       sum(p.weight * ln(1 + (corpus.n - p.df + 0.5) / (p.df + 0.5))
+           * p.tf * (%(k1)s + 1) / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.chunk_length / corpus.avgdl))) AS score
+FROM postings p CROSS JOIN corpus {filter_join}
+GROUP BY p.chunk_key
+ORDER BY score DESC, p.chunk_key
+LIMIT %(limit)s
+"""
+_DENSE = """
+SELECT c.chunk_key, 1 - (c.embedding <=> %(vector)s) AS similarity
+FROM chunks c
+WHERE c.tenant_id = %(tenant)s {filters}
+ORDER BY c.embedding <=> %(vector)s
+LIMIT %(limit)s
+"""
+_FETCH = """
+SELECT chunk_key, chunk_id, document_id, version, title, text, position, metadata, content_sha256, embedding
+FROM chunks WHERE tenant_id = %(tenant)s AND chunk_key = ANY(%(keys)s)
+"""
+_HNSW_SETTINGS = """
+SELECT set_config('hnsw.ef_search', %(ef_search)s, true),
+       set_config('hnsw.iterative_scan', %(iterative_scan)s, true),
+       set_config('hnsw.max_scan_tuples', %(max_scan_tuples)s, true)
+"""
+
+
+@dataclass(frozen=True)
+class HnswSettings:
+    # Candidate list size of the graph search; raised to the requested depth when that is larger.
+    ef_search: int = 100
+    # pgvector 0.8: keep scanning when filters (tenant, documents, metadata) reject most of the nearest rows.
+    iterative_scan: str = "relaxed_order"
+    max_scan_tuples: int = 20_000
+
+
+def _filter_sql(filters: SearchFilters, params: dict[str, Any]) -> str:
+    clauses = []
+    if filters.document_ids:
+        clauses.append("c.document_id = ANY(%(document_ids)s)")
+        params["document_ids"] = list(filters.document_ids)
+    if filters.metadata:
+        clauses.append("c.metadata @> %(metadata)s")
+        params["metadata"] = Jsonb(dict(filters.metadata))
+    return "".join(f" AND {clause}" for clause in clauses)
+
+
+class PostgresSearchIndex:
+    """Implements `SearchIndex`."""
+
+    def __init__(self, pool: AsyncConnectionPool, hnsw: HnswSettings = HnswSettings()) -> None:
+        self._pool = pool
+        self._hnsw = hnsw
+
+    async def dense_candidates(
+        self, tenant_id: str, vector: np.ndarray, filters: SearchFilters, limit: int
+    ) -> list[Candidate]:
+        params: dict[str, Any] = {"tenant": tenant_id, "vector": Vector(vector), "limit": limit}
+        sql = _DENSE.format(filters=_filter_sql(filters, params))
+        settings = {
+            "ef_search": str(max(self._hnsw.ef_search, limit)),
+            "iterative_scan": self._hnsw.iterative_scan,
+            "max_scan_tuples": str(self._hnsw.max_scan_tuples),
+        }
+        async with tenant_transaction(self._pool, tenant_id) as connection:
+            await connection.execute(_HNSW_SETTINGS, settings)
+            rows = await (await connection.execute(sql, params)).fetchall()
+        # relaxed_order may return rows slightly out of order: sort by the exact similarity.
+        candidates = [Candidate(int(key), float(similarity)) for key, similarity in rows]
+        return sorted(candidates, key=lambda c: -c.score)
+
+    async def lexical_candidates(
+        self,
+        tenant_id: str,
+        term_weights: Mapping[str, float],
+        filters: SearchFilters,
+        limit: int,
+        bm25: Bm25Parameters,
+    ) -> list[Candidate]:
+        if not term_weights:
+            return []
+        params: dict[str, Any] = {
+            "tenant": tenant_id,
+            "terms": list(term_weights),
+            "weights": list(term_weights.values()),
+            "k1": bm25.k1,
+            "b": bm25.b,
+            "limit": limit,
+        }
+        filters_sql = _filter_sql(filters, params)
+        join = f"JOIN chunks c ON c.tenant_id = %(tenant)s AND c.chunk_key = p.chunk_key{filters_sql}" if filters_sql else ""
+        async with tenant_transaction(self._pool, tenant_id) as connection:
+            rows = await (await connection.execute(_LEXICAL.format(filter_join=join), params)).fetchall()
+        return [Candidate(int(key), float(score)) for key, score in rows]
+
+    async def fetch_chunks(self, tenant_id: str, keys: Sequence[int]) -> dict[int, StoredChunk]:
+        if not keys:
+            return {}
+        async with tenant_transaction(self._pool, tenant_id) as connection:
+            rows = await (await connection.execute(_FETCH, {"tenant": tenant_id, "keys": list(keys)})).fetchall()
+        return {int(row[0]): _stored_chunk(row) for row in rows}
+
+
+def _stored_chunk(row: Sequence[Any]) -> StoredChunk:
+    key, chunk_id, document_id, version, title, text, position, metadata, content_sha256, embedding = row
+    return StoredChunk(
+        key=int(key),
+        chunk_id=chunk_id,
+        document_id=document_id,
+        version=int(version),
+        title=title,
+        text=text,
+        position=int(position),
+        metadata={str(k): str(v) for k, v in (metadata or {}).items()},
+        content_sha256=content_sha256,
+        embedding=np.asarray(embedding.to_numpy(), dtype=np.float32),
+    )

@@ -1,0 +1,112 @@
+"""LocalKafka: a real KRaft broker from Maven Central jars, started and stopped by us."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import psutil
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType, NewTopic
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
+from ragstream_devstack.kafka import LocalKafka
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def kafka() -> Iterator[LocalKafka]:
+    started = time.monotonic()
+    with LocalKafka() as broker:
+        broker.startup_seconds = time.monotonic() - started  # type: ignore[attr-defined]
+        yield broker
+
+
+async def _create_topic(bootstrap: str, name: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+def test_broker_starts_quickly_on_loopback(kafka: LocalKafka) -> None:
+    assert kafka.bootstrap_servers.startswith("127.0.0.1:")
+    assert kafka.startup_seconds < 30  # type: ignore[attr-defined]
+    assert kafka.log_file.read_text().count("Kafka Server started") == 1
+
+
+async def test_record_round_trips_through_a_created_topic(kafka: LocalKafka) -> None:
+    topic = f"devstack.{uuid.uuid4().hex[:8]}"
+    await _create_topic(kafka.bootstrap_servers, topic)
+    big = b"x" * (2 * 1024 * 1024)  # above Kafka's 1 MiB default, below our 16 MiB limit
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers, max_request_size=16 * 1024 * 1024
+    )
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"hello", key=b"k")
+        await producer.send_and_wait(topic, big)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        first = await consumer.getone()
+        second = await consumer.getone()
+    finally:
+        await consumer.stop()
+    assert (first.key, first.value) == (b"k", b"hello")
+    assert second.value == big
+
+
+async def test_topics_are_not_auto_created(kafka: LocalKafka) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=3000)
+    await producer.start()
+    try:
+        with pytest.raises((KafkaTimeoutError, UnknownTopicOrPartitionError)):
+            await producer.send_and_wait(f"devstack.missing.{uuid.uuid4().hex[:8]}", b"x")
+    finally:
+        await producer.stop()
+
+
+async def test_broker_config_has_the_dev_limits(kafka: LocalKafka) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, "1")])
+    finally:
+        await admin.close()
+    configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
+    assert configs["message.max.bytes"] == str(16 * 1024 * 1024)
+    assert configs["auto.create.topics.enable"] == "false"
+
+
+def test_stop_leaves_no_java_process_and_no_temp_dir() -> None:
+    broker = LocalKafka().start()
+    pid, data_dir = broker.pid, broker.data_dir
+    assert pid is not None and psutil.pid_exists(pid)
+    broker.stop()
+    assert not psutil.pid_exists(pid)
+    assert not data_dir.exists()
+    ours = [p for p in psutil.process_iter(["cmdline"]) if str(data_dir) in " ".join(p.info["cmdline"] or [])]
+    assert ours == []
+    broker.stop()  # idempotent
+
+
+def test_given_data_dir_is_kept_and_reused_on_new_ports(tmp_path_factory: pytest.TempPathFactory) -> None:
+    data_dir = tmp_path_factory.mktemp("kafka")
+    with LocalKafka(data_dir) as first:
+        first_port = first.port
+    meta = (data_dir / "kraft" / "meta.properties").read_text()
+    with LocalKafka(data_dir) as second:
+        assert second.port != first_port
+    assert (data_dir / "kraft" / "meta.properties").read_text() == meta

@@ -1,0 +1,163 @@
+"""Devstack pure logic: broker config rendering, Java/Maven checks, backend choice."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from ragstream_devstack import kafka_artifacts, providers
+from ragstream_devstack.kafka_artifacts import render_pom, require_java
+from ragstream_devstack.kafka_config import (
+    KAFKA_VERSION,
+    MAX_MESSAGE_BYTES,
+    as_docker_env,
+    new_cluster_id,
+    parse_java_major,
+    render_log4j2,
+    render_properties,
+    single_node_settings,
+)
+from ragstream_devstack.processes import DevstackError, MissingToolError, require_executable
+
+pytestmark = pytest.mark.unit
+
+
+def _parse(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line)
+
+
+def _local_settings() -> dict[str, str]:
+    return single_node_settings(
+        listen_host="127.0.0.1",
+        advertised_host="127.0.0.1",
+        broker_port=19092,
+        controller_port=19093,
+        log_dir=Path("/data/kraft"),
+    )
+
+
+def test_server_properties_are_a_single_node_kraft_broker_on_loopback() -> None:
+    props = _parse(render_properties(_local_settings()))
+    assert props["process.roles"] == "broker,controller"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
+    assert props["controller.quorum.voters"] == f"{props['node.id']}@127.0.0.1:19093"
+    assert props["controller.listener.names"] == "CONTROLLER"
+    assert props["log.dirs"] == "/data/kraft"
+
+
+def test_server_properties_carry_the_single_node_settings() -> None:
+    props = _parse(render_properties(_local_settings()))
+    assert props["offsets.topic.replication.factor"] == "1"
+    assert props["transaction.state.log.replication.factor"] == "1"
+    assert props["transaction.state.log.min.isr"] == "1"
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["auto.create.topics.enable"] == "false"
+    assert props["message.max.bytes"] == str(16 * 1024 * 1024) == str(MAX_MESSAGE_BYTES)
+
+
+def test_container_settings_reach_their_own_controller_and_omit_log_dirs() -> None:
+    settings = single_node_settings(
+        listen_host="0.0.0.0",
+        advertised_host="docker-host",
+        broker_port=30000,
+        controller_port=9093,
+        controller_host="localhost",
+    )
+    env = as_docker_env(settings)
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@localhost:9093"
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://docker-host:30000"
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert "KAFKA_LOG_DIRS" not in env
+
+
+def test_log4j2_config_sends_everything_to_the_given_file() -> None:
+    text = render_log4j2(Path("/data/logs/server.log"))
+    assert "appender.file.fileName = /data/logs/server.log" in text
+    assert "rootLogger.appenderRef.file.ref = FILE" in text
+
+
+def test_cluster_id_is_16_bytes_of_url_safe_base64() -> None:
+    cluster_id = new_cluster_id()
+    assert len(cluster_id) == 22
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+    assert new_cluster_id() != cluster_id
+
+
+def test_pom_pins_the_broker_and_a_log4j_binding() -> None:
+    pom = render_pom()
+    assert f"<artifactId>kafka_2.13</artifactId>\n      <version>{KAFKA_VERSION}</version>" in pom
+    assert "<artifactId>log4j-slf4j-impl</artifactId>" in pom
+
+
+@pytest.mark.parametrize(
+    ("output", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15\nOpenJDK Runtime Environment', 17),
+        ('openjdk version "21" 2023-09-19', 21),
+        ('java version "1.8.0_392"', 8),
+        ('openjdk version "25-ea" 2025-09-16', 25),
+        ("garbage", None),
+    ],
+)
+def test_java_major_version_is_parsed(output: str, major: int | None) -> None:
+    assert parse_java_major(output) == major
+
+
+def test_missing_java_says_what_to_install() -> None:
+    with (
+        mock.patch("shutil.which", return_value=None),
+        pytest.raises(MissingToolError, match="openjdk-17-jre-headless") as info,
+    ):
+        require_java()
+    assert "`java` was not found on PATH" in str(info.value)
+
+
+def test_too_old_java_says_17_is_needed() -> None:
+    old = subprocess.CompletedProcess(["java"], 0, stdout="", stderr='java version "1.8.0_392"')
+    with (
+        mock.patch("shutil.which", return_value="/usr/bin/java"),
+        mock.patch.object(kafka_artifacts.subprocess, "run", return_value=old),
+        pytest.raises(MissingToolError, match=r"needs Java 17\+.*reports 8"),
+    ):
+        require_java()
+
+
+def test_missing_maven_says_what_to_install() -> None:
+    with (
+        mock.patch("shutil.which", return_value=None),
+        pytest.raises(MissingToolError, match="apt-get install maven"),
+    ):
+        require_executable("mvn", kafka_artifacts.MAVEN_HINT)
+
+
+def test_cache_dir_follows_the_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGSTREAM_CACHE_DIR", "/somewhere/cache")
+    assert kafka_artifacts.kafka_home() == Path("/somewhere/cache/kafka") / KAFKA_VERSION
+
+
+def test_cache_dir_defaults_to_the_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAGSTREAM_CACHE_DIR", raising=False)
+    repo = Path(__file__).resolve().parents[2]
+    assert kafka_artifacts.kafka_home() == repo / ".cache" / "kafka" / KAFKA_VERSION
+
+
+@pytest.mark.parametrize(("value", "backend"), [("local", "local"), ("DOCKER", "docker")])
+def test_backend_can_be_forced(monkeypatch: pytest.MonkeyPatch, value: str, backend: str) -> None:
+    monkeypatch.setenv("RAGSTREAM_DEVSTACK_BACKEND", value)
+    assert providers.choose_backend() == backend
+
+
+def test_unknown_backend_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGSTREAM_DEVSTACK_BACKEND", "podman")
+    with pytest.raises(DevstackError, match="auto, docker or local"):
+        providers.choose_backend()
+
+
+def test_cli_never_probes_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAGSTREAM_DEVSTACK_BACKEND", raising=False)
+    with mock.patch.object(providers, "docker_available", side_effect=AssertionError("probed")):
+        assert providers.choose_backend(allow_docker=False) == "local"
