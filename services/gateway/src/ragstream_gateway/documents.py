@@ -1,0 +1,198 @@
+"""Document intake: register a version, hand the content to the pipeline, answer only once Kafka has it.
+
+Order of a submission, and why:
+1. Content goes to the blob store first, under a content-addressed key (`<document_id>/<sha256>`), so a
+   retry writes the same blob and nothing in the registry ever points at content that is not stored.
+2. The registry row is written next (new version, status `received`): the version number comes from it.
+3. The event is published and acknowledged (acks=all) before the client hears 202.
+If publishing fails the client gets 503 and the row is marked `failed` at stage `publish`: the version is
+visibly not in the pipeline and a retry of the same request registers and publishes the next version. If the
+event did reach Kafka after all (a timeout after the broker's write), the pipeline's status events move the
+row on from `failed` (see the registry adapter), so the failure mark cannot hide a version being indexed.
+
+Deletes publish first and mark the row afterwards: a failed publish leaves the document untouched (503,
+retry), and a row that could not be marked is healed by the registry consumer reading our own
+DocumentDeleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from rag.v1 import documents_pb2
+from ragstream_common.kafka import OutgoingEvent
+from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED
+from ragstream_common.logs import get_logger
+from ragstream_common.messages import document_key, now_timestamp
+
+from ragstream_gateway.ports import (
+    AuditEntry,
+    AuditLog,
+    BlobStore,
+    DocumentRecord,
+    DocumentRegistry,
+    DocumentVersion,
+    EventSink,
+    Registration,
+)
+
+log = get_logger(__name__)
+
+
+class PublishFailed(Exception):
+    """Kafka did not acknowledge the event; the client must retry."""
+
+
+class DocumentNotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Submission:
+    tenant_id: str
+    document_id: str | None
+    title: str
+    metadata: Mapping[str, str]
+    content: bytes
+    content_type: str
+    filename: str = ""
+    # JSON uploads are text: small ones travel inline in the event instead of through the blob store.
+    inline_allowed: bool = False
+
+
+@dataclass(frozen=True)
+class Caller:
+    actor: str
+    client_ip: str = ""
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+def new_document_id() -> str:
+    return uuid.uuid4().hex
+
+
+def blob_key(document_id: str, sha256: str) -> str:
+    return f"{document_id}/{sha256}"
+
+
+def is_unchanged(record: DocumentRecord, sha256: str, title: str, metadata: Mapping[str, str]) -> bool:
+    """Same content, title and metadata as a live, published version."""
+    return (
+        record.status != "deleted"
+        and record.error_stage != "publish"
+        and record.content_sha256 == sha256
+        and record.title == title
+        and dict(record.metadata) == dict(metadata)
+    )
+
+
+class DocumentService:
+    def __init__(
+        self,
+        registry: DocumentRegistry,
+        blobs: BlobStore,
+        sink: EventSink,
+        audit: AuditLog,
+        *,
+        inline_text_max_bytes: int,
+        publish_timeout_s: float,
+    ) -> None:
+        self._registry = registry
+        self._blobs = blobs
+        self._sink = sink
+        self._audit = audit
+        self._inline_max = inline_text_max_bytes
+        self._publish_timeout_s = publish_timeout_s
+
+    async def submit(self, submission: Submission, caller: Caller) -> tuple[str, Registration]:
+        tenant_id = submission.tenant_id
+        document_id = submission.document_id or new_document_id()
+        sha256 = hashlib.sha256(submission.content).hexdigest()
+        current = await self._registry.get(tenant_id, document_id)
+        if current is not None and is_unchanged(current, sha256, submission.title, submission.metadata):
+            return document_id, Registration(current.version, current.status, unchanged=True)
+        inline = submission.inline_allowed and len(submission.content) <= self._inline_max
+        source_uri = "" if inline else await self._blobs.put(
+            tenant_id, blob_key(document_id, sha256), submission.content, submission.content_type
+        )
+        registration = await self._registry.register(
+            DocumentVersion(
+                tenant_id, document_id, submission.title, dict(submission.metadata), submission.content_type,
+                sha256, len(submission.content), source_uri,
+            )
+        )
+        if registration.unchanged:
+            return document_id, registration
+        source = documents_pb2.DocumentSource(
+            content_type=submission.content_type, filename=submission.filename,
+            size_bytes=len(submission.content), sha256=sha256,
+        )
+        if inline:
+            source.text = submission.content.decode("utf-8")
+        else:
+            source.uri = source_uri
+        event = _version_event(tenant_id, document_id, submission, registration, source)
+        try:
+            await self._publish(event)
+        except PublishFailed as exc:
+            await self._registry.mark_publish_failed(tenant_id, document_id, registration.version, str(exc))
+            await self._record(tenant_id, caller, "document.publish_failed", document_id,
+                               version=registration.version, error=str(exc))
+            raise
+        action = "document.create" if registration.previous_version is None else "document.update"
+        await self._record(tenant_id, caller, action, document_id, version=registration.version, sha256=sha256,
+                           size_bytes=len(submission.content), content_type=submission.content_type)
+        return document_id, registration
+
+    async def delete(self, tenant_id: str, document_id: str, caller: Caller) -> DocumentRecord:
+        current = await self._registry.get(tenant_id, document_id)
+        if current is None:
+            raise DocumentNotFound(document_id)
+        if current.status == "deleted":
+            return current  # DELETE is idempotent; the first one already went out
+        event = documents_pb2.DocumentDeleted(
+            tenant_id=tenant_id, document_id=document_id, version=current.version, occurred_at=now_timestamp()
+        )
+        await self._publish(event)
+        await self._registry.mark_deleted(tenant_id, document_id, current.version)
+        await self._record(tenant_id, caller, "document.delete", document_id, version=current.version)
+        return current
+
+    async def _publish(self, message: documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated
+                       | documents_pb2.DocumentDeleted) -> None:
+        event = OutgoingEvent(DOCUMENTS_RECEIVED.name, document_key(message.tenant_id, message.document_id), message)
+        try:
+            async with asyncio.timeout(self._publish_timeout_s):
+                await self._sink.publish(event)
+        except Exception as exc:
+            log.error("publish failed", topic=event.topic, key=event.key, error=repr(exc))
+            raise PublishFailed(f"event not published: {type(exc).__name__}: {exc}") from exc
+
+    async def _record(self, tenant_id: str, caller: Caller, action: str, resource: str, **details: object) -> None:
+        entry = AuditEntry(tenant_id, caller.actor, action, resource, caller.client_ip,
+                           {**caller.details, **details})
+        try:
+            await self._audit.record(entry)
+        except Exception as exc:
+            # The document operation already happened; a lost audit row must not turn it into an error.
+            log.error("audit write failed", action=action, resource=resource, error=repr(exc))
+
+
+def _version_event(
+    tenant_id: str, document_id: str, submission: Submission, registration: Registration,
+    source: documents_pb2.DocumentSource,
+) -> documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated:
+    fields = {
+        "tenant_id": tenant_id, "document_id": document_id, "version": registration.version,
+        "title": submission.title, "source": source, "occurred_at": now_timestamp(),
+    }
+    if registration.previous_version is None:
+        event = documents_pb2.DocumentReceived(**fields)
+    else:
+        event = documents_pb2.DocumentUpdated(**fields, previous_version=registration.previous_version)
+    event.metadata.update(submission.metadata)
+    return event

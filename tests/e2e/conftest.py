@@ -1,0 +1,59 @@
+"""The whole system, started once per session: real Kafka, Postgres, model and all five services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support.otlp_receiver import OtlpReceiver
+
+from ragstream_devstack.system import LocalServices
+
+DEV_TENANT, DEV_KEY = "default", "dev-key"
+OTHER_TENANT, OTHER_KEY = "other", "other-key"
+
+
+@pytest.fixture(scope="session")
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+async def system(
+    kafka_topics: str, migrated_database: str, otlp_receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LocalServices]:
+    log_dir = Path(tmp_path_factory.mktemp("e2e-logs"))
+    services = LocalServices(
+        kafka_topics,
+        migrated_database,
+        log_dir,
+        extra_env={
+            "*": {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+                "LOG_LEVEL": "INFO",
+            },
+            "gateway": {"GATEWAY_DEV_TENANT": DEV_TENANT, "GATEWAY_DEV_API_KEY": DEV_KEY,
+                        "GATEWAY_ADMIN_TOKEN": "admin-token"},
+            "ingest": {"INGEST_FETCH_ALLOW_PRIVATE_NETWORKS": "true"},
+            "embed": {"EMBED_BATCH_MAX_WAIT_MS": "20"},
+        },
+    )
+    services.start()
+    try:
+        await services.wait_serving(timeout_s=240)
+        yield services
+    finally:
+        codes = services.stop()
+        print(f"service exit codes: {codes}; logs in {log_dir}")
+
+
+@pytest.fixture
+async def gateway(system: LocalServices) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {DEV_KEY}"}
+    async with httpx.AsyncClient(base_url=system.gateway_url, headers=headers, timeout=60) as client:
+        yield client
