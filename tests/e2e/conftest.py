@@ -9,6 +9,7 @@ import httpx
 import pytest
 from support.otlp_receiver import OtlpReceiver
 
+from ragstream_devstack.processes import free_port
 from ragstream_devstack.system import LocalServices
 
 DEV_TENANT, DEV_KEY = "default", "dev-key"
@@ -23,7 +24,13 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="session")
+def embed_metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
 async def system(
+    embed_metrics_port: int,
     kafka_topics: str, migrated_database: str, otlp_receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[LocalServices]:
     log_dir = Path(tmp_path_factory.mktemp("e2e-logs"))
@@ -40,7 +47,7 @@ async def system(
             "gateway": {"GATEWAY_DEV_TENANT": DEV_TENANT, "GATEWAY_DEV_API_KEY": DEV_KEY,
                         "GATEWAY_ADMIN_TOKEN": "admin-token"},
             "ingest": {"INGEST_FETCH_ALLOW_PRIVATE_NETWORKS": "true"},
-            "embed": {"EMBED_BATCH_MAX_WAIT_MS": "20"},
+            "embed": {"EMBED_BATCH_MAX_WAIT_MS": "20", "EMBED_METRICS_PORT": str(embed_metrics_port)},
         },
     )
     services.start()
@@ -56,4 +63,16 @@ async def system(
 async def gateway(system: LocalServices) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {DEV_KEY}"}
     async with httpx.AsyncClient(base_url=system.gateway_url, headers=headers, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+async def other_tenant_gateway(system: LocalServices) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a second tenant, provisioned through the admin API."""
+    admin = {"Authorization": "Bearer admin-token"}
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=60) as client:
+        await client.post("/v1/admin/tenants", json={"tenant_id": OTHER_TENANT, "name": "Other"}, headers=admin)
+        response = await client.post(f"/v1/admin/tenants/{OTHER_TENANT}/api-keys", json={"name": "e2e"}, headers=admin)
+        assert response.status_code in (200, 201), response.text
+        client.headers["Authorization"] = f"Bearer {response.json()['api_key']}"
         yield client

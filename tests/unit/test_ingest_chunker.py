@@ -1,5 +1,6 @@
 import hashlib
 import importlib.util
+import itertools
 import time
 import uuid
 from pathlib import Path
@@ -105,7 +106,7 @@ def test_consecutive_chunks_overlap() -> None:
     text = _paragraph("overlap", 40)
     chunks = chunker(64, 16).split(text)
     assert len(chunks) > 2
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert after.char_start < before.char_end
         shared = text[after.char_start : before.char_end]
         assert 0 < len(TOKENIZER.encode(shared, add_special_tokens=False).ids) <= 16

@@ -56,8 +56,8 @@ def make_docx(*, title: str | None = None, empty: bool = False) -> bytes:
         document.add_heading("Escalation", level=2)
         document.add_paragraph("Page the on-call engineer.")
         table = document.add_table(rows=2, cols=2)
-        for row, values in zip(table.rows, [("Service", "Owner"), ("ingest", "search-team")]):
-            for cell, value in zip(row.cells, values):
+        for row, values in zip(table.rows, [("Service", "Owner"), ("ingest", "search-team")], strict=True):
+            for cell, value in zip(row.cells, values, strict=True):
                 cell.text = value
     out = io.BytesIO()
     document.save(out)

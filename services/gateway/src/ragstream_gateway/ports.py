@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 from ragstream_common.kafka import OutgoingEvent
 
+# Blob lives with its adapters so that module stays importable on its own (ingest reads blobs too).
+from ragstream_gateway.adapters.blobs import Blob
 from ragstream_gateway.security import IPNetwork
 
 
@@ -98,13 +100,6 @@ class DocumentRegistry(Protocol):
     async def apply_status(self, change: StatusChange) -> bool:
         """Apply a pipeline status unless it is older than what the registry holds; True when applied."""
         ...
-
-
-@dataclass(frozen=True)
-class Blob:
-    data: bytes
-    content_type: str
-    sha256: str
 
 
 class BlobStore(Protocol):
