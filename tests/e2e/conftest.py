@@ -7,10 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.otlp_receiver import OtlpReceiver
-
 from ragstream_devstack.processes import free_port
 from ragstream_devstack.system import LocalServices
+from support.otlp_receiver import OtlpReceiver
 
 DEV_TENANT, DEV_KEY = "default", "dev-key"
 OTHER_TENANT, OTHER_KEY = "other", "other-key"

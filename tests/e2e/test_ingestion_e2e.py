@@ -14,12 +14,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from google.protobuf import json_format
 from rag.v1 import documents_pb2
-from support.pipeline import metric_value, wait_drained, wait_for_status
-from support.samples import ARTICLE, FORMATS
-
 from ragstream_common.kafka import EventPublisher, OutgoingEvent
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED
 from ragstream_common.messages import document_key
+from support.pipeline import metric_value, wait_drained, wait_for_status
+from support.samples import ARTICLE, FORMATS
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

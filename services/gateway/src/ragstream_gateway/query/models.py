@@ -19,7 +19,7 @@ class QueryBody(BaseModel):
     filters: QueryFiltersBody | None = None
     mode: Literal["answer", "search"] = "answer"
     retrieval: Literal["hybrid", "dense", "lexical"] = "hybrid"
-    timeout_ms: int | None = Field(default=None, ge=100, le=120_000, description="Deadline for the whole query")
+    timeout_ms: int | None = Field(default=None, ge=1, le=120_000, description="Deadline for the whole query")
 
 
 class SearchBody(BaseModel):
@@ -27,7 +27,7 @@ class SearchBody(BaseModel):
     top_k: int = Field(default=10, ge=1, le=100)
     filters: QueryFiltersBody | None = None
     retrieval: Literal["hybrid", "dense", "lexical"] = "hybrid"
-    timeout_ms: int | None = Field(default=None, ge=100, le=120_000)
+    timeout_ms: int | None = Field(default=None, ge=1, le=120_000)
 
 
 class CitationOut(BaseModel):

@@ -1,0 +1,203 @@
+# Ragstream on AWS: VPC, EKS (managed node groups, IRSA), MSK (TLS + IAM auth), RDS PostgreSQL
+# with pgvector, ElastiCache Redis for gateway rate limits, an S3 blob store and ECR repositories.
+
+data "aws_availability_zones" "available" {
+  state = "available"
+
+  filter {
+    name   = "opt-in-status"
+    values = ["opt-in-not-required"]
+  }
+}
+
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+locals {
+  azs      = slice(data.aws_availability_zones.available.names, 0, 3)
+  az_index = range(length(local.azs))
+
+  services  = toset(["gateway", "ingest", "embed", "retrieve", "generate"])
+  namespace = "ragstream"
+
+  blob_bucket_name = coalesce(var.blob_bucket_name, "${var.name}-blobs-${data.aws_caller_identity.current.account_id}")
+
+  tags = merge(var.tags, {
+    Project     = "ragstream"
+    Environment = var.environment
+    ManagedBy   = "terraform"
+  })
+
+  # Security groups allowed to reach the data stores: every pod runs with the node security group.
+  data_clients = { eks_nodes = module.eks.node_security_group_id }
+}
+
+# ---- network ----
+
+module "vpc" {
+  source  = "terraform-aws-modules/vpc/aws"
+  version = "~> 6.0"
+
+  name = var.name
+  cidr = var.vpc_cidr
+  azs  = local.azs
+
+  # 10.x.0.0/20 .. 10.x.32.0/20 for nodes and pods; /24s above them for the rest.
+  private_subnets     = [for i in local.az_index : cidrsubnet(var.vpc_cidr, 4, i)]
+  public_subnets      = [for i in local.az_index : cidrsubnet(var.vpc_cidr, 8, 48 + i)]
+  database_subnets    = [for i in local.az_index : cidrsubnet(var.vpc_cidr, 8, 52 + i)]
+  elasticache_subnets = [for i in local.az_index : cidrsubnet(var.vpc_cidr, 8, 56 + i)]
+
+  create_database_subnet_group    = true
+  create_elasticache_subnet_group = true
+
+  enable_nat_gateway   = true
+  single_nat_gateway   = var.single_nat_gateway
+  enable_dns_hostnames = true
+  enable_dns_support   = true
+
+  public_subnet_tags  = { "kubernetes.io/role/elb" = "1" }
+  private_subnet_tags = { "kubernetes.io/role/internal-elb" = "1" }
+}
+
+# ---- Kubernetes ----
+
+module "eks" {
+  source  = "terraform-aws-modules/eks/aws"
+  version = "~> 21.0"
+
+  name               = var.name
+  kubernetes_version = var.kubernetes_version
+
+  endpoint_public_access                   = var.eks_public_endpoint
+  endpoint_public_access_cidrs             = var.eks_public_access_cidrs
+  enable_cluster_creator_admin_permissions = true
+  enable_irsa                              = true
+
+  vpc_id     = module.vpc.vpc_id
+  subnet_ids = module.vpc.private_subnets
+
+  addons = {
+    coredns    = {}
+    kube-proxy = {}
+    vpc-cni = {
+      before_compute = true
+    }
+    eks-pod-identity-agent = {
+      before_compute = true
+    }
+  }
+
+  eks_managed_node_groups = {
+    general = {
+      ami_type       = "AL2023_x86_64_STANDARD"
+      instance_types = var.node_instance_types
+      min_size       = var.node_min_size
+      desired_size   = var.node_desired_size
+      max_size       = var.node_max_size
+      labels = {
+        "ragstream.io/pool" = "general"
+      }
+    }
+  }
+
+  node_security_group_additional_rules = {
+    # The API server calls istiod's sidecar-injection and validation webhooks.
+    istio_webhook = {
+      description                   = "Control plane to istiod webhooks"
+      type                          = "ingress"
+      protocol                      = "tcp"
+      from_port                     = 15017
+      to_port                       = 15017
+      source_cluster_security_group = true
+    }
+  }
+}
+
+# ---- data stores ----
+
+module "kafka" {
+  source = "./modules/msk"
+
+  name                     = var.name
+  kafka_version            = var.kafka_version
+  broker_count             = var.kafka_broker_count
+  broker_instance_type     = var.kafka_broker_instance_type
+  broker_volume_gb         = var.kafka_broker_volume_gb
+  vpc_id                   = module.vpc.vpc_id
+  subnet_ids               = module.vpc.private_subnets
+  client_security_group_ids = local.data_clients
+  tags                     = local.tags
+}
+
+module "postgres" {
+  source = "./modules/rds"
+
+  name                     = var.name
+  major_version            = var.postgres_major_version
+  instance_class           = var.postgres_instance_class
+  allocated_storage_gb     = var.postgres_allocated_storage_gb
+  max_allocated_storage_gb = var.postgres_max_allocated_storage_gb
+  multi_az                 = var.postgres_multi_az
+  deletion_protection      = var.deletion_protection
+  vpc_id                   = module.vpc.vpc_id
+  db_subnet_group_name     = module.vpc.database_subnet_group_name
+  client_security_group_ids = local.data_clients
+  tags                     = local.tags
+}
+
+module "redis" {
+  source = "./modules/redis"
+
+  name                     = var.name
+  node_type                = var.redis_node_type
+  engine_version           = var.redis_engine_version
+  vpc_id                   = module.vpc.vpc_id
+  subnet_group_name        = module.vpc.elasticache_subnet_group_name
+  client_security_group_ids = local.data_clients
+  tags                     = local.tags
+}
+
+module "blobstore" {
+  source = "./modules/blobstore"
+
+  bucket_name             = local.blob_bucket_name
+  noncurrent_version_days = var.blob_noncurrent_version_days
+  tags                    = local.tags
+}
+
+# ---- images ----
+
+resource "aws_ecr_repository" "service" {
+  for_each = local.services
+
+  name                 = "${var.name}/${each.key}"
+  image_tag_mutability = "IMMUTABLE"
+
+  image_scanning_configuration {
+    scan_on_push = true
+  }
+
+  encryption_configuration {
+    encryption_type = "KMS"
+  }
+}
+
+resource "aws_ecr_lifecycle_policy" "service" {
+  for_each = aws_ecr_repository.service
+
+  repository = each.value.name
+  policy = jsonencode({
+    rules = [{
+      rulePriority = 1
+      description  = "Keep the 50 most recent images"
+      selection = {
+        tagStatus   = "any"
+        countType   = "imageCountMoreThan"
+        countNumber = 50
+      }
+      action = { type = "expire" }
+    }]
+  })
+}

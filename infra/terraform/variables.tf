@@ -1,0 +1,184 @@
+variable "region" {
+  description = "AWS region for every resource."
+  type        = string
+  default     = "eu-west-1"
+}
+
+variable "name" {
+  description = "Name prefix for every resource; also the EKS cluster and MSK cluster name."
+  type        = string
+  default     = "ragstream"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,30}$", var.name))
+    error_message = "name must be 3-31 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "environment" {
+  description = "Environment tag (prod, staging, ...)."
+  type        = string
+  default     = "prod"
+}
+
+variable "tags" {
+  description = "Extra tags for every resource."
+  type        = map(string)
+  default     = {}
+}
+
+# ---- network ----
+
+variable "vpc_cidr" {
+  description = "VPC CIDR; a /16 is split into private /20s and public, database and cache /24s."
+  type        = string
+  default     = "10.40.0.0/16"
+}
+
+variable "single_nat_gateway" {
+  description = "One NAT gateway for all AZs (cheaper, not AZ-redundant)."
+  type        = bool
+  default     = false
+}
+
+# ---- EKS ----
+
+variable "kubernetes_version" {
+  description = "EKS Kubernetes version (the manifests need 1.27+ for gRPC probes and HPA v2)."
+  type        = string
+  default     = "1.33"
+}
+
+variable "eks_public_endpoint" {
+  description = "Expose the Kubernetes API endpoint publicly (restricted to eks_public_access_cidrs)."
+  type        = bool
+  default     = true
+}
+
+variable "eks_public_access_cidrs" {
+  description = "CIDRs allowed to reach the public Kubernetes API endpoint."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+}
+
+variable "node_instance_types" {
+  description = "Instance types of the managed node group (embed needs about 2 vCPU per replica)."
+  type        = list(string)
+  default     = ["m7i.xlarge"]
+}
+
+variable "node_min_size" {
+  type    = number
+  default = 3
+}
+
+variable "node_desired_size" {
+  type    = number
+  default = 3
+}
+
+variable "node_max_size" {
+  type    = number
+  default = 9
+}
+
+# ---- Kafka (MSK) ----
+
+variable "kafka_version" {
+  description = "MSK Apache Kafka version, e.g. 3.9.x or 4.0.x."
+  type        = string
+  default     = "4.0.x"
+
+  validation {
+    condition     = can(regex("^(3\\.[6-9]|4\\.[0-9]+)\\.", var.kafka_version))
+    error_message = "kafka_version must be a 3.6+ or 4.x MSK version string, e.g. 3.9.x or 4.0.x."
+  }
+}
+
+variable "kafka_broker_instance_type" {
+  type    = string
+  default = "kafka.m7g.large"
+}
+
+variable "kafka_broker_count" {
+  description = "Broker count; a multiple of the three availability zones."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.kafka_broker_count >= 3 && var.kafka_broker_count % 3 == 0
+    error_message = "kafka_broker_count must be a positive multiple of 3 (one per AZ)."
+  }
+}
+
+variable "kafka_broker_volume_gb" {
+  type    = number
+  default = 100
+}
+
+# ---- Postgres (RDS) ----
+
+variable "postgres_major_version" {
+  description = "RDS PostgreSQL major version; 16+ ship pgvector 0.8 (HNSW, iterative scans)."
+  type        = string
+  default     = "18"
+
+  validation {
+    condition     = contains(["16", "17", "18"], var.postgres_major_version)
+    error_message = "postgres_major_version must be 16, 17 or 18."
+  }
+}
+
+variable "postgres_instance_class" {
+  description = "Memory-optimised class: HNSW indexes should stay in memory."
+  type        = string
+  default     = "db.r7g.large"
+}
+
+variable "postgres_allocated_storage_gb" {
+  type    = number
+  default = 100
+}
+
+variable "postgres_max_allocated_storage_gb" {
+  description = "Storage autoscaling ceiling."
+  type        = number
+  default     = 1000
+}
+
+variable "postgres_multi_az" {
+  type    = bool
+  default = true
+}
+
+variable "deletion_protection" {
+  description = "Protect the database from deletion (turn off only to tear an environment down)."
+  type        = bool
+  default     = true
+}
+
+# ---- Redis (ElastiCache) ----
+
+variable "redis_node_type" {
+  type    = string
+  default = "cache.t4g.small"
+}
+
+variable "redis_engine_version" {
+  type    = string
+  default = "7.1"
+}
+
+# ---- blob store (S3) ----
+
+variable "blob_bucket_name" {
+  description = "Bucket for uploaded documents; defaults to <name>-blobs-<account id>."
+  type        = string
+  default     = null
+}
+
+variable "blob_noncurrent_version_days" {
+  description = "Days an overwritten or deleted object version is kept before expiry."
+  type        = number
+  default     = 30
+}
