@@ -120,43 +120,43 @@ module "eks" {
 module "kafka" {
   source = "./modules/msk"
 
-  name                     = var.name
-  kafka_version            = var.kafka_version
-  broker_count             = var.kafka_broker_count
-  broker_instance_type     = var.kafka_broker_instance_type
-  broker_volume_gb         = var.kafka_broker_volume_gb
-  vpc_id                   = module.vpc.vpc_id
-  subnet_ids               = module.vpc.private_subnets
+  name                      = var.name
+  kafka_version             = var.kafka_version
+  broker_count              = var.kafka_broker_count
+  broker_instance_type      = var.kafka_broker_instance_type
+  broker_volume_gb          = var.kafka_broker_volume_gb
+  vpc_id                    = module.vpc.vpc_id
+  subnet_ids                = module.vpc.private_subnets
   client_security_group_ids = local.data_clients
-  tags                     = local.tags
+  tags                      = local.tags
 }
 
 module "postgres" {
   source = "./modules/rds"
 
-  name                     = var.name
-  major_version            = var.postgres_major_version
-  instance_class           = var.postgres_instance_class
-  allocated_storage_gb     = var.postgres_allocated_storage_gb
-  max_allocated_storage_gb = var.postgres_max_allocated_storage_gb
-  multi_az                 = var.postgres_multi_az
-  deletion_protection      = var.deletion_protection
-  vpc_id                   = module.vpc.vpc_id
-  db_subnet_group_name     = module.vpc.database_subnet_group_name
+  name                      = var.name
+  major_version             = var.postgres_major_version
+  instance_class            = var.postgres_instance_class
+  allocated_storage_gb      = var.postgres_allocated_storage_gb
+  max_allocated_storage_gb  = var.postgres_max_allocated_storage_gb
+  multi_az                  = var.postgres_multi_az
+  deletion_protection       = var.deletion_protection
+  vpc_id                    = module.vpc.vpc_id
+  db_subnet_group_name      = module.vpc.database_subnet_group_name
   client_security_group_ids = local.data_clients
-  tags                     = local.tags
+  tags                      = local.tags
 }
 
 module "redis" {
   source = "./modules/redis"
 
-  name                     = var.name
-  node_type                = var.redis_node_type
-  engine_version           = var.redis_engine_version
-  vpc_id                   = module.vpc.vpc_id
-  subnet_group_name        = module.vpc.elasticache_subnet_group_name
+  name                      = var.name
+  node_type                 = var.redis_node_type
+  engine_version            = var.redis_engine_version
+  vpc_id                    = module.vpc.vpc_id
+  subnet_group_name         = module.vpc.elasticache_subnet_group_name
   client_security_group_ids = local.data_clients
-  tags                     = local.tags
+  tags                      = local.tags
 }
 
 module "blobstore" {

@@ -1,5 +1,5 @@
 terraform {
-  required_version = ">= 1.9.0, < 2.0.0"
+  required_version = ">= 1.10.0, < 2.0.0"
 
   required_providers {
     aws = {
@@ -12,7 +12,7 @@ terraform {
     }
   }
 
-  # State lives in S3 with native locking; pass bucket/key/region with
+  # State lives in S3 with native locking (use_lockfile, Terraform 1.10+); pass bucket/key/region with
   # `terraform init -backend-config=backend.hcl` (see docs/deployment.md).
   backend "s3" {}
 }

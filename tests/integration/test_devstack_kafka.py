@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -13,6 +16,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 from ragstream_devstack.kafka import LocalKafka
+from ragstream_devstack.kafka_artifacts import ensure_kafka_jars
+from ragstream_devstack.kafka_config import KAFKA_VERSION
+from ragstream_devstack.processes import DevstackError
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +117,30 @@ def test_given_data_dir_is_kept_and_reused_on_new_ports(tmp_path_factory: pytest
     with LocalKafka(data_dir) as second:
         assert second.port != first_port
     assert (data_dir / "kraft" / "meta.properties").read_text() == meta
+
+
+def test_jars_resolve_into_a_fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGSTREAM_CACHE_DIR", str(tmp_path))
+    try:
+        lib = ensure_kafka_jars()
+        assert lib == tmp_path / "kafka" / KAFKA_VERSION / "lib"
+        jars = {jar.name for jar in lib.glob("*.jar")}
+        assert {f"kafka_2.13-{KAFKA_VERSION}.jar", f"kafka-clients-{KAFKA_VERSION}.jar"} <= jars
+        assert any(name.startswith("log4j-slf4j-impl-") for name in jars)
+        started = time.monotonic()
+        assert ensure_kafka_jars() == lib
+        assert time.monotonic() - started < 0.5  # cached: no second mvn run
+    finally:
+        shutil.rmtree(tmp_path / "kafka", ignore_errors=True)  # ~45 MB; pytest keeps old tmp dirs
+
+
+def test_a_broker_that_cannot_bind_fails_with_its_log_and_cleans_up() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        broker = LocalKafka(port=taken.getsockname()[1], startup_timeout=60)
+        with pytest.raises(DevstackError, match="exited with status") as info:
+            broker.start()
+    assert "Address already in use" in str(info.value)
+    assert broker.pid is None
+    assert broker._data_dir is None  # temporary directory removed

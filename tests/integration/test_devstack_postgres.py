@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -9,6 +10,7 @@ import psutil
 import psycopg
 import pytest
 from ragstream_devstack.postgres import LocalPostgres
+from ragstream_devstack.processes import DevstackError
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +61,15 @@ def test_given_data_dir_keeps_data_across_restarts(tmp_path_factory: pytest.Temp
     with LocalPostgres(pgdata) as second, psycopg.connect(second.database_url) as conn:
         row = conn.execute("SELECT v::text FROM kept").fetchone()
     assert row == ("[1,2]",)
+
+
+def test_a_server_that_cannot_bind_fails_with_its_log_and_cleans_up() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = LocalPostgres(port=taken.getsockname()[1])
+        with pytest.raises(DevstackError, match="exited with status") as info:
+            server.start()
+    assert "could not bind" in str(info.value) or "in use" in str(info.value)
+    assert server.pid is None
+    assert server._base_dir is None  # temporary directory removed

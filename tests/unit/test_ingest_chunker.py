@@ -125,6 +125,18 @@ def test_window_limits_are_validated(max_tokens: int, overlap: int) -> None:
         Chunker(max_tokens=max_tokens, overlap_tokens=overlap)
 
 
+def test_long_texts_are_encoded_in_blocks_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parts = [_paragraph(f"part{n}", 1 + n % 7) for n in range(300)]
+    parts[150] = "## Middle\n\n" + " ".join(["unbroken"] * 400)  # spans a block boundary
+    text = normalize_text("\n\n".join(parts))
+    in_blocks = chunker(48, 12).split(text)
+    assert_chunk_invariants(text, in_blocks, 48)
+    monkeypatch.setattr("ragstream_ingest.chunker.ENCODE_BLOCK_CHARS", len(text) + 1)
+    assert chunker(48, 12).split(text) == in_blocks
+
+
 def test_throughput_reaches_thousands_of_chunks_per_second() -> None:
     paragraphs = [_paragraph(f"topic{n}", 3 + n % 9) for n in range(1500)]
     text = normalize_text("\n\n".join(paragraphs))

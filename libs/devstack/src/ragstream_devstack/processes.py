@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import re
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 import psutil
 
 _PR_SET_PDEATHSIG = 1
+_ERROR_MARK = re.compile(r"\b(ERROR|FATAL|PANIC)\b")
 
 
 class DevstackError(RuntimeError):
@@ -102,6 +104,25 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def log_excerpt(path: Path, max_errors: int = 6, last: int = 15) -> str:
+    """The first error lines (each with the line after it: Java puts the cause there) and the tail.
+
+    Servers keep logging for a while after the error that killed them, so the tail alone misses it.
+    """
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"<no log at {path}>"
+    errors: list[str] = []
+    for index, line in enumerate(lines):
+        if len(errors) >= 2 * max_errors:
+            break
+        if _ERROR_MARK.search(line):
+            errors += lines[index : index + 2]
+    parts = ["errors:", *errors, "last lines:"] if errors else []
+    return "\n".join([*parts, *lines[-last:]])
+
+
 def wait_until(
     ready: Callable[[], bool],
     *,
@@ -116,10 +137,10 @@ def wait_until(
         if proc.poll() is not None:
             raise DevstackError(
                 f"{what} exited with status {proc.returncode} during startup. "
-                f"Log {log}:\n{tail(log)}"
+                f"Log {log}:\n{log_excerpt(log)}"
             )
         if ready():
             return
         time.sleep(0.2)
-    raise DevstackError(f"{what} did not become ready within {timeout:.0f}s. Log {log}:\n{tail(log)}")
+    raise DevstackError(f"{what} did not become ready within {timeout:.0f}s. Log {log}:\n{log_excerpt(log)}")
 

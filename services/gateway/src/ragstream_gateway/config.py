@@ -32,7 +32,7 @@ class GatewaySettings(ServiceSettings):
 
     # limits notation; a tenant's own `rate_limit` replaces it.
     default_rate_limit: str = "600/minute"
-    rate_limit_storage: str = "async-memory://"
+    rate_limit_storage: str = "async+memory://"
 
     max_upload_bytes: int = Field(default=25 * MIB, ge=1)
     # JSON text up to this size travels inside the event; larger content goes through the blob store.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
@@ -99,9 +100,9 @@ async def _refuse_known_key(audit: AuditLog, grant: KeyGrant, ip: str, reason: s
 
 async def authenticate(
     request: Request,
-    deps: GatewayDeps = Depends(get_deps),
-    _bearer: object = Depends(bearer_scheme),
-    _api_key: object = Depends(api_key_scheme),
+    deps: Annotated[GatewayDeps, Depends(get_deps)],
+    _bearer: Annotated[object, Depends(bearer_scheme)],
+    _api_key: Annotated[object, Depends(api_key_scheme)],
 ) -> Principal:
     key = extract_api_key(request.headers)
     if key is None:
@@ -134,7 +135,9 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting keys that carry `scope` (e.g. "documents:write", "query")."""
 
     async def dependency(
-        request: Request, principal: Principal = Depends(authenticate), deps: GatewayDeps = Depends(get_deps)
+        request: Request,
+        principal: Annotated[Principal, Depends(authenticate)],
+        deps: Annotated[GatewayDeps, Depends(get_deps)],
     ) -> Principal:
         if scope not in principal.scopes:
             grant = KeyGrant(principal.key_id, principal.tenant_id, principal.scopes, False, False, None, ())
@@ -148,8 +151,8 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
 
 async def require_admin(
     request: Request,
-    settings: GatewaySettings = Depends(get_settings),
-    _token: object = Depends(admin_scheme),
+    settings: Annotated[GatewaySettings, Depends(get_settings)],
+    _token: Annotated[object, Depends(admin_scheme)],
 ) -> str:
     """The admin actor's name; admin endpoints answer 403 while GATEWAY_ADMIN_TOKEN is unset."""
     if settings.admin_token is None:

@@ -1,7 +1,8 @@
 """Per-tenant request rate limits (moving window) over the `limits` library's async storages.
 
-Storage is chosen by URI: `async-memory://` keeps counters per process (local use, tests);
-`async-redis://host:6379` shares them across gateway replicas in production.
+Storage is chosen by URI: `async+memory://` keeps counters per process (local use, tests);
+`async+redis://host:6379` shares them across gateway replicas in production. The spellings
+`async-memory://` and `async-redis://` are accepted too.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from limits import RateLimitItem, parse_many
+from limits.aio import storage as _async_storages  # noqa: F401  (registers the async+ schemes)
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
@@ -33,6 +35,11 @@ def parse_limits(limit: str) -> tuple[RateLimitItem, ...]:
     return items
 
 
+def normalise_storage_uri(uri: str) -> str:
+    """limits names its async storages `async+<scheme>`; accept `async-<scheme>` as well."""
+    return "async+" + uri[len("async-"):] if uri.startswith("async-") else uri
+
+
 def validate_limit(limit: str) -> str:
     parse_limits(limit)
     return limit
@@ -40,7 +47,7 @@ def validate_limit(limit: str) -> str:
 
 class TenantRateLimiter:
     def __init__(self, storage_uri: str, default_limit: str) -> None:
-        storage = storage_from_string(storage_uri)
+        storage = storage_from_string(normalise_storage_uri(storage_uri))
         self._limiter = MovingWindowRateLimiter(storage)  # type: ignore[arg-type]
         self._default = validate_limit(default_limit)
 

@@ -109,7 +109,7 @@ class Chunker:
             for position, (start, end, tokens) in enumerate(plan.spans())
         ]
 
-    def _encode(self, text: str) -> tuple[list[tuple[int, int]], list[int | None]]:
+    def _encode(self, text: str) -> tuple[list[tuple[int, int]], list[int]]:
         """Token offsets and word ids of the whole text, encoded once.
 
         Cutting at blank lines is exact (whitespace always separates words), and lets the
@@ -119,11 +119,13 @@ class Chunker:
         blocks = [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)]
         encodings = self.tokenizer.encode_batch(blocks, add_special_tokens=False)
         offsets: list[tuple[int, int]] = []
-        word_ids: list[int | None] = []
+        word_ids: list[int] = []
+        shift = 0  # word ids restart in every block; shifting keeps them unique across blocks
         for base, encoding in zip(starts, encodings, strict=True):
-            shift = len(word_ids)  # a block has no more words than tokens: ids stay unique
-            word_ids.extend([None if w is None else w + shift for w in encoding.word_ids])
+            block_ids = [-1 if w is None else w + shift for w in encoding.word_ids]
+            word_ids.extend(block_ids)
             offsets.extend([(a + base, b + base) for a, b in encoding.offsets])
+            shift = max(block_ids, default=shift - 1) + 1
         return offsets, word_ids
 
     @staticmethod
@@ -240,9 +242,7 @@ def _block_starts(text: str, block_chars: int) -> list[int]:
         starts.append(cut + 2)
 
 
-def _break_scores(
-    text: str, offsets: list[tuple[int, int]], word_ids: list[int | None]
-) -> list[int]:
+def _break_scores(text: str, offsets: list[tuple[int, int]], word_ids: list[int]) -> list[int]:
     """Score of the break in front of each token (index 0 is never a break)."""
     scores = [INSIDE_WORD] * len(offsets)
     for index in range(1, len(offsets)):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 from ragstream_common.config import ServiceSettings
 
@@ -25,3 +27,9 @@ class IngestSettings(ServiceSettings):
     blob_store: str = Field(default="postgres", pattern="^(postgres|s3)$")
     s3_bucket: str = ""
     s3_prefix: str = ""
+
+    @model_validator(mode="after")
+    def _overlap_fits_window(self) -> Self:
+        if self.chunk_overlap_tokens > self.chunk_max_tokens // 2:
+            raise ValueError("INGEST_CHUNK_OVERLAP_TOKENS must be at most half of INGEST_CHUNK_MAX_TOKENS")
+        return self

@@ -35,7 +35,7 @@ _EXTENSIONS = {
     ".htm": HTML, ".xhtml": HTML, ".pdf": PDF, ".docx": DOCX,
 }  # fmt: skip
 _BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"\x1f\x8b", b"\xd0\xcf\x11\xe0", b"7z\xbc\xaf")
-_HTML_SNIFF = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)[\s>]", re.I | re.S)
+_HTML_SNIFF = re.compile(rb"^(\xef\xbb\xbf)?\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)[\s>]", re.I | re.S)
 _WESTERN_CODECS = ("cp1252", "latin_1", "iso8859_15")
 # A DOCX expanding past this is treated as a zip bomb rather than a document.
 MAX_DOCX_UNCOMPRESSED_BYTES = 512 * 1024 * 1024
@@ -103,16 +103,15 @@ def extract_document(
     data: bytes, declared: str | None = None, filename: str | None = None
 ) -> ExtractedDocument:
     content_type = detect_content_type(data, declared, filename)
-    extractor = _EXTRACTORS[content_type]
-    raw_text, title = extractor(data)
+    raw_text, title = _EXTRACTORS[content_type](data, _declared_charset(declared))
     text = normalize_text(raw_text)
     if not text:
         raise EmptyDocumentError(f"no text found in {content_type} document")
     return ExtractedDocument(text=text, content_type=content_type, title=title or None)
 
 
-def decode_text(data: bytes) -> str:
-    """UTF-8 or a BOM-marked UTF-16/32 first, then the most plausible legacy charset."""
+def decode_text(data: bytes, charset: str | None = None) -> str:
+    """A BOM, then the declared charset, then UTF-8, then the most plausible legacy charset."""
     for bom, codec in (
         (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
         (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
@@ -123,10 +122,11 @@ def decode_text(data: bytes) -> str:
                 return data.decode(codec)
             except UnicodeDecodeError as exc:
                 raise UndecodableTextError(f"invalid {codec} text: {exc.reason}") from exc
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
+    for codec in dict.fromkeys(name for name in (charset, "utf-8") if name):
+        try:
+            return data.decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            pass  # a wrong or unknown declared charset falls through to detection
     matches = charset_normalizer.from_bytes(data)
     best = matches.best()
     if best is None or (b"\x00" in data and not best.encoding.startswith(("utf_16", "utf_32"))):
@@ -135,6 +135,11 @@ def decode_text(data: bytes) -> str:
     tied = {match.encoding: match for match in matches if match.chaos == best.chaos}
     preferred = next((tied[name] for name in _WESTERN_CODECS if name in tied), best)
     return str(preferred)
+
+
+def _declared_charset(declared: str | None) -> str | None:
+    match = re.search(r";\s*charset=[\"']?([\w.:-]+)", declared or "", re.I)
+    return match.group(1) if match else None
 
 
 def _declared_type(declared: str | None) -> str | None:
@@ -168,17 +173,18 @@ def _zip_type(data: bytes) -> str:
     return DOCX
 
 
-def _extract_text(data: bytes) -> tuple[str, str | None]:
-    return decode_text(data), None
+def _extract_text(data: bytes, charset: str | None) -> tuple[str, str | None]:
+    return decode_text(data, charset), None
 
 
-def _extract_markdown(data: bytes) -> tuple[str, str | None]:
-    text = strip_markdown(decode_text(data))
+def _extract_markdown(data: bytes, charset: str | None) -> tuple[str, str | None]:
+    text = strip_markdown(decode_text(data, charset))
     heading = re.search(r"^#{1,6} (.+)$", text, re.MULTILINE)
     return text, heading.group(1).strip() if heading else None
 
 
-def _extract_html(data: bytes) -> tuple[str, str | None]:
+def _extract_html(data: bytes, charset: str | None) -> tuple[str, str | None]:
+    del charset  # trafilatura reads <meta charset> and sniffs the bytes itself
     text = trafilatura.extract(data, output_format="markdown", include_comments=False)
     if not text:  # short pages often fall below trafilatura's main-content threshold
         text = trafilatura.html2txt(data) or _html_fallback_text(data)
@@ -192,7 +198,7 @@ def _html_fallback_text(data: bytes) -> str:
     return trafilatura.html2txt(wrapped) or ""
 
 
-def _extract_pdf(data: bytes) -> tuple[str, str | None]:
+def _extract_pdf(data: bytes, charset: str | None) -> tuple[str, str | None]:
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted and reader.decrypt("") == pypdf.PasswordType.NOT_DECRYPTED:
@@ -206,7 +212,7 @@ def _extract_pdf(data: bytes) -> tuple[str, str | None]:
     return "\n\n".join(pages), title
 
 
-def _extract_docx(data: bytes) -> tuple[str, str | None]:
+def _extract_docx(data: bytes, charset: str | None) -> tuple[str, str | None]:
     try:
         document = docx.Document(io.BytesIO(data))
         blocks = [_docx_block(item) for item in document.iter_inner_content()]
@@ -272,6 +278,7 @@ def strip_markdown(text: str) -> str:
     return text
 
 
+# Each takes the bytes and the declared charset (used by the text formats) and returns text, title.
 _EXTRACTORS = {
     TEXT: _extract_text,
     MARKDOWN: _extract_markdown,

@@ -112,7 +112,7 @@ async def _read_content(document: DocumentEvent, source: ContentSource) -> RawCo
     try:
         raw = await source.read(document.tenant_id, document.source.uri)
     except FetchError as exc:
-        raise DocumentRejected("fetch", type(exc).__name__, str(exc)) from exc
+        raise DocumentRejected("fetch", exc.error_class, str(exc)) from exc
     except BlobNotFound as exc:
         raise DocumentRejected("fetch", "blob_not_found", f"blob {exc} not found") from exc
     except ValueError as exc:

@@ -26,17 +26,18 @@ _LEXICAL = """
 WITH query_terms AS (
     SELECT term, weight FROM unnest(%(terms)s::text[], %(weights)s::float8[]) AS q(term, weight)
 ), corpus AS (
-    SELECT greatest(sum(chunk_count), 1)::float8 AS n,
-           greatest(sum(total_length)::float8 / greatest(sum(chunk_count), 1), 1) AS avgdl
+    SELECT greatest(sum(chunk_count)::float8, 1) AS n,
+           greatest(sum(total_length)::float8 / greatest(sum(chunk_count)::float8, 1), 1) AS avgdl
     FROM lexical_stats WHERE tenant_id = %(tenant)s
 ), postings AS (
-    SELECT p.chunk_key, p.tf, p.chunk_length, q.weight, count(*) OVER (PARTITION BY p.term) AS df
+    SELECT p.chunk_key, p.tf::float8 AS tf, p.chunk_length::float8 AS length, q.weight,
+           (count(*) OVER (PARTITION BY p.term))::float8 AS df
     FROM chunk_terms p JOIN query_terms q ON q.term = p.term
     WHERE p.tenant_id = %(tenant)s
 )
 SELECT p.chunk_key,
        sum(p.weight * ln(1 + (corpus.n - p.df + 0.5) / (p.df + 0.5))
-           * p.tf * (%(k1)s + 1) / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.chunk_length / corpus.avgdl))) AS score
+           * p.tf * (%(k1)s + 1) / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / corpus.avgdl))) AS score
 FROM postings p CROSS JOIN corpus {filter_join}
 GROUP BY p.chunk_key
 ORDER BY score DESC, p.chunk_key
@@ -123,7 +124,9 @@ class PostgresSearchIndex:
             "limit": limit,
         }
         filters_sql = _filter_sql(filters, params)
-        join = f"JOIN chunks c ON c.tenant_id = %(tenant)s AND c.chunk_key = p.chunk_key{filters_sql}" if filters_sql else ""
+        join = ""
+        if filters_sql:
+            join = f"JOIN chunks c ON c.tenant_id = %(tenant)s AND c.chunk_key = p.chunk_key{filters_sql}"
         async with tenant_transaction(self._pool, tenant_id) as connection:
             rows = await (await connection.execute(_LEXICAL.format(filter_join=join), params)).fetchall()
         return [Candidate(int(key), float(score)) for key, score in rows]

@@ -1,0 +1,16 @@
+output "primary_endpoint_address" {
+  value = aws_elasticache_replication_group.this.primary_endpoint_address
+}
+
+output "port" {
+  value = aws_elasticache_replication_group.this.port
+}
+
+output "url_secret_arn" {
+  description = "Secrets Manager secret holding the full async+rediss:// URI."
+  value       = aws_secretsmanager_secret.url.arn
+}
+
+output "security_group_id" {
+  value = aws_security_group.this.id
+}

@@ -1,0 +1,36 @@
+variable "name" {
+  description = "Replication group id and name prefix."
+  type        = string
+}
+
+variable "node_type" {
+  type = string
+}
+
+variable "engine_version" {
+  type = string
+}
+
+variable "replica_count" {
+  description = "Replicas besides the primary; at least 1 for automatic failover."
+  type        = number
+  default     = 1
+}
+
+variable "vpc_id" {
+  type = string
+}
+
+variable "subnet_group_name" {
+  type = string
+}
+
+variable "client_security_group_ids" {
+  description = "Security groups whose members may connect (static keys, so plans are stable)."
+  type        = map(string)
+}
+
+variable "tags" {
+  type    = map(string)
+  default = {}
+}

@@ -1,0 +1,67 @@
+output "region" {
+  value = var.region
+}
+
+output "vpc_id" {
+  value = module.vpc.vpc_id
+}
+
+output "cluster_name" {
+  description = "aws eks update-kubeconfig --name <this> --region <region>"
+  value       = module.eks.cluster_name
+}
+
+output "cluster_endpoint" {
+  value = module.eks.cluster_endpoint
+}
+
+output "kafka_bootstrap_brokers_sasl_iam" {
+  value = module.kafka.bootstrap_brokers_sasl_iam
+}
+
+output "postgres_address" {
+  value = module.postgres.address
+}
+
+output "postgres_master_user_secret_arn" {
+  description = "Secrets Manager secret with the master credentials (managed and rotated by RDS)."
+  value       = module.postgres.master_user_secret_arn
+}
+
+output "database_url_template" {
+  description = "DATABASE_URL for the ragstream-database Secret, once the password is filled in (TLS is enforced by rds.force_ssl; use verify-full with the RDS CA bundle mounted)."
+  value       = "postgresql://${module.postgres.master_username}:<password>@${module.postgres.address}:${module.postgres.port}/${module.postgres.database_name}?sslmode=require"
+}
+
+output "redis_url_secret_arn" {
+  description = "Secret holding GATEWAY_RATE_LIMIT_STORAGE (an async+rediss:// URI with the AUTH token)."
+  value       = module.redis.url_secret_arn
+}
+
+output "blob_bucket" {
+  value = module.blobstore.bucket_name
+}
+
+output "ecr_repository_urls" {
+  description = "Service => image repository, for the overlay's `images:`."
+  value       = { for service, repository in aws_ecr_repository.service : service => repository.repository_url }
+}
+
+output "service_account_role_arns" {
+  description = "ServiceAccount => IAM role, for the eks.amazonaws.com/role-arn annotations."
+  value       = module.service_roles.role_arns
+}
+
+output "kustomize_config" {
+  description = "Non-secret literals for ragstream-config in infra/k8s/overlays/aws."
+  value = {
+    KAFKA_BOOTSTRAP_SERVERS = module.kafka.bootstrap_brokers_sasl_iam
+    KAFKA_SECURITY_PROTOCOL = "SASL_SSL"
+    KAFKA_SASL_MECHANISM    = "OAUTHBEARER"
+    AWS_REGION              = var.region
+    GATEWAY_BLOB_STORE      = "s3"
+    GATEWAY_S3_BUCKET       = module.blobstore.bucket_name
+    INGEST_BLOB_STORE       = "s3"
+    INGEST_S3_BUCKET        = module.blobstore.bucket_name
+  }
+}

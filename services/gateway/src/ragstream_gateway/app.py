@@ -1,0 +1,177 @@
+"""Gateway composition root: the FastAPI app, its collaborators, the Kafka projections and the servers.
+
+`create_app(settings, deps)` only wires (no I/O), so tests build the same app over real collaborators;
+`start` opens those collaborators and runs uvicorn, the two registry consumers and the reply gRPC server
+in one asyncio loop until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Generator, Sequence
+from contextlib import AsyncExitStack
+from functools import partial
+
+import uvicorn
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from psycopg_pool import AsyncConnectionPool
+from ragstream_common.kafka import ConsumerOptions, EventPublisher
+from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED, DOCUMENTS_STATUS
+from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
+
+from ragstream_gateway.adapters.blobs import PostgresBlobStore, S3BlobStore
+from ragstream_gateway.adapters.registry_pg import PostgresDocumentRegistry
+from ragstream_gateway.adapters.tenants_pg import PostgresAuditLog, PostgresTenantDirectory
+from ragstream_gateway.config import GatewaySettings
+from ragstream_gateway.deps import GatewayDeps
+from ragstream_gateway.documents import DocumentService
+from ragstream_gateway.observability import HttpMetrics
+from ragstream_gateway.ports import BlobStore
+from ragstream_gateway.problems import install_problem_handlers
+from ragstream_gateway.projector import project_registrations, project_status
+from ragstream_gateway.ratelimit import TenantRateLimiter
+from ragstream_gateway.routes import admin, documents, health
+from ragstream_gateway.security import hash_api_key
+from ragstream_gateway.uploads import ENVELOPE_BYTES, BodySizeLimit
+
+DESCRIPTION = """Public HTTP API of Ragstream: upload documents into the indexing pipeline and follow their status.
+Errors are RFC 9457 `application/problem+json`. Authenticate with `Authorization: Bearer <API key>` or
+`X-API-Key`; admin endpoints take `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`."""
+
+
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def create_app(settings: GatewaySettings, deps: GatewayDeps, routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The HTTP app over ready collaborators.
+
+    `routers` adds more routes (e.g. the query API); like the built-in ones they carry their full path
+    prefix ("/v1/..."), so that route templates in metrics and traces are complete.
+    """
+    # FastAPI traces requests natively (OpenTelemetry) once ragstream_common.tracing installed a provider.
+    app = FastAPI(
+        title="Ragstream Gateway", version="0.1.0", description=DESCRIPTION,
+        telemetry={"exclude": lambda scope: scope.get("path") in UNTRACED_PATHS},
+    )
+    app.state.settings = settings
+    app.state.deps = deps
+    app.state.documents = DocumentService(
+        deps.registry, deps.blobs, deps.publisher, deps.audit,
+        inline_text_max_bytes=settings.inline_text_max_bytes, publish_timeout_s=settings.publish_timeout_s,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + ENVELOPE_BYTES)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    app.add_middleware(HttpMetrics)
+    for router in (health.router, documents.router, admin.router, *routers):
+        app.include_router(router)
+    return app
+
+
+class PoolAndProducerReadiness:
+    """Ready while the Kafka producer is started and the database answers."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+        self.producer_started = False
+
+    async def checks(self) -> dict[str, bool]:
+        return {"kafka_producer": self.producer_started, "database": await self._database_answers()}
+
+    async def _database_answers(self) -> bool:
+        try:
+            async with asyncio.timeout(2), self._pool.connection() as connection:
+                await connection.execute("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+
+def make_blob_store(settings: GatewaySettings, pool: AsyncConnectionPool) -> BlobStore:
+    if settings.blob_store == "s3":
+        assert settings.s3_bucket is not None
+        return S3BlobStore(settings.s3_bucket, prefix=settings.s3_prefix, endpoint_url=settings.s3_endpoint_url,
+                           region=settings.s3_region)
+    return PostgresBlobStore(pool)
+
+
+async def open_deps(settings: GatewaySettings, stack: AsyncExitStack) -> GatewayDeps:
+    """Open the pool and the producer (closed by `stack`), provision the dev tenant, wire the adapters."""
+    pool = await open_pool(stack, settings, max_size=settings.db_pool_size)
+    readiness = PoolAndProducerReadiness(pool)
+    publisher = await start_publisher(stack, settings)
+    readiness.producer_started = True
+    stack.callback(setattr, readiness, "producer_started", False)
+    tenants = PostgresTenantDirectory(pool)
+    if settings.dev_tenant and settings.dev_api_key:
+        key = settings.dev_api_key.get_secret_value()
+        await tenants.ensure_tenant_key(settings.dev_tenant, key, key_id=f"dev_{hash_api_key(key)[:16]}")
+    return GatewayDeps(
+        registry=PostgresDocumentRegistry(pool),
+        blobs=make_blob_store(settings, pool),
+        publisher=publisher,
+        audit=PostgresAuditLog(pool),
+        tenants=tenants,
+        limiter=TenantRateLimiter(settings.rate_limit_storage, settings.default_rate_limit),
+        readiness=readiness,
+    )
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the service's loop: the service lifecycle, not uvicorn, owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve_http(server: uvicorn.Server, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set, then let in-flight requests finish (uvicorn's graceful shutdown)."""
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn exits the process when it cannot bind; fail this loop instead
+            raise RuntimeError(f"HTTP server could not start on {server.config.host}:{server.config.port}") from None
+
+    serving = asyncio.ensure_future(serve())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopping.cancel()
+    await serving
+
+
+async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
+    deps = await open_deps(settings, stack)
+    publisher = deps.publisher
+    assert isinstance(publisher, EventPublisher)  # also the consumers' dead-letter producer
+    status_options = ConsumerOptions(group_id=settings.status_group_id, topics=(DOCUMENTS_STATUS.name,))
+    registry_options = ConsumerOptions(group_id=settings.registry_group_id, topics=(DOCUMENTS_RECEIVED.name,))
+    status_consumer = await start_consumer(
+        stack, settings, status_options, partial(project_status, registry=deps.registry), publisher
+    )
+    registry_consumer = await start_consumer(
+        stack, settings, registry_options, partial(project_registrations, registry=deps.registry), publisher
+    )
+    # Reply server for query answers: health only until the ReplyService servicer is registered here.
+    reply_server = await start_grpc(stack, settings, [], [])
+    await reply_server.mark_serving()
+    config = uvicorn.Config(
+        create_app(settings, deps), host=settings.host, port=settings.port, lifespan="off", log_config=None,
+        proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+    )
+    return [status_consumer.run(stop), registry_consumer.run(stop), serve_http(EmbeddedServer(config), stop)]
+
+
+def main() -> None:
+    run_service(GatewaySettings, start)
+
+
+if __name__ == "__main__":
+    main()

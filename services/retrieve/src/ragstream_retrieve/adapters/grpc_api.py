@@ -1,0 +1,86 @@
+"""RetrieveService over gRPC: direct search for internal and external clients."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+from rag.v1 import queries_pb2, services_pb2, services_pb2_grpc
+from ragstream_common.logs import get_logger
+from ragstream_common.messages import StageTimer
+
+from ragstream_retrieve.lexical import LexicalAnalyzer
+from ragstream_retrieve.models import RetrievalMode, SearchRequest, SearchTuning
+from ragstream_retrieve.ports import QueryEmbedder, SearchIndex
+from ragstream_retrieve.search import hybrid_search
+from ragstream_retrieve.wire import (
+    RETRIEVAL_MODES,
+    InvalidVector,
+    TopKLimits,
+    checked_vector,
+    scored_chunks,
+    search_filters,
+)
+
+log = get_logger(__name__)
+
+
+class RetrieveServicer(services_pb2_grpc.RetrieveServiceServicer):
+    def __init__(
+        self,
+        index: SearchIndex,
+        analyzer: LexicalAnalyzer,
+        embedder: QueryEmbedder,
+        tuning: SearchTuning,
+        limits: TopKLimits,
+        dimensions: int,
+    ) -> None:
+        self._index = index
+        self._analyzer = analyzer
+        self._embedder = embedder
+        self._tuning = tuning
+        self._limits = limits
+        self._dimensions = dimensions
+
+    async def Search(
+        self, request: services_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> services_pb2.SearchResponse:
+        if not request.tenant_id.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id must not be empty")
+        if not request.query.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "query must not be empty")
+        mode = RETRIEVAL_MODES.get(request.retrieval, RetrievalMode.HYBRID)
+        timings: dict[str, float] = {}
+        vector = None
+        if mode is not RetrievalMode.LEXICAL:
+            vector = await self._query_vector(request, timings, context)
+        search = SearchRequest(
+            tenant_id=request.tenant_id,
+            text=request.query,
+            top_k=self._limits.clamp(request.top_k),
+            mode=mode,
+            filters=search_filters(request.filters if request.HasField("filters") else queries_pb2.QueryFilters()),
+            vector=vector,
+        )
+        with StageTimer(timings, "retrieve"):
+            hits = await hybrid_search(self._index, self._analyzer, search, self._tuning)
+        return services_pb2.SearchResponse(chunks=scored_chunks(hits), timings_ms=timings)
+
+    async def _query_vector(
+        self, request: services_pb2.SearchRequest, timings: dict[str, float], context: grpc.aio.ServicerContext
+    ) -> np.ndarray:
+        given = len(request.query_vector) > 0
+        if given:
+            values = np.asarray(request.query_vector, dtype=np.float32)
+        else:
+            try:
+                with StageTimer(timings, "embed"):
+                    values = await self._embedder.embed_query(request.query)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("embedding the query failed", code=exc.code().name, details=exc.details())
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"embed service: {exc.details()}")
+        try:
+            return checked_vector(values, self._dimensions)
+        except InvalidVector as exc:
+            code = grpc.StatusCode.INVALID_ARGUMENT if given else grpc.StatusCode.FAILED_PRECONDITION
+            await context.abort(code, f"query_vector: {exc}" if given else f"embed service vector: {exc}")
+            raise  # not reached: abort raises

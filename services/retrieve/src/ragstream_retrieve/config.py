@@ -1,0 +1,68 @@
+"""Retrieve service settings (env prefix RETRIEVE_)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from ragstream_common.config import ServiceSettings
+
+from ragstream_retrieve.adapters.pg_search import HnswSettings
+from ragstream_retrieve.lexical import Bm25Parameters
+from ragstream_retrieve.models import SearchTuning
+
+
+class RetrieveSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RETRIEVE_", extra="ignore")
+
+    service_name: str = "retrieve"
+    grpc_port: int = Field(default=50053, ge=0, le=65535)
+    metrics_port: int = Field(default=9103, ge=0, le=65535)
+    db_pool_size: int = Field(default=8, ge=2, le=128)
+
+    # Indexer: documents are written one transaction each, up to `index_concurrency` documents at a time.
+    index_group_id: str = "ragstream-retrieve-indexer"
+    index_batch_max: int = Field(default=32, ge=1, le=1024)
+    index_batch_wait_ms: int = Field(default=50, ge=0, le=60_000)
+    index_concurrency: int = Field(default=4, ge=1, le=64)
+    # Must match the chunks.embedding column (vector(384), migration 0002).
+    embedding_dimensions: int = Field(default=384, ge=1)
+
+    # Queries: never wait to fill a batch.
+    query_group_id: str = "ragstream-retrieve-queries"
+    query_batch_max: int = Field(default=16, ge=1, le=512)
+    query_batch_wait_ms: int = Field(default=0, ge=0, le=50)
+    query_fetch_max_wait_ms: int = Field(default=10, ge=0, le=500)
+    reply_timeout_s: float = Field(default=2.0, gt=0)
+
+    # RetrieveService.Search embeds query texts through the embed service.
+    embed_address: str = "127.0.0.1:50052"
+    embed_timeout_s: float = Field(default=5.0, gt=0)
+
+    # Search.
+    default_top_k: int = Field(default=8, ge=1, le=1000)
+    max_top_k: int = Field(default=100, ge=1, le=1000)
+    candidate_depth: int = Field(default=100, ge=1, le=10_000)
+    rrf_k: float = Field(default=60.0, ge=0)
+    dense_weight: float = Field(default=1.0, ge=0)
+    lexical_weight: float = Field(default=1.0, ge=0)
+    dedupe_cosine: float = Field(default=0.98, gt=0, le=1.0)
+    bm25_k1: float = Field(default=1.2, ge=0)
+    bm25_b: float = Field(default=0.75, ge=0, le=1)
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    hnsw_iterative_scan: Literal["off", "relaxed_order", "strict_order"] = "relaxed_order"
+    hnsw_max_scan_tuples: int = Field(default=20_000, ge=1)
+
+    def search_tuning(self) -> SearchTuning:
+        return SearchTuning(
+            candidate_depth=self.candidate_depth,
+            rrf_k=self.rrf_k,
+            dense_weight=self.dense_weight,
+            lexical_weight=self.lexical_weight,
+            dedupe_cosine=self.dedupe_cosine,
+            bm25=Bm25Parameters(k1=self.bm25_k1, b=self.bm25_b),
+        )
+
+    def hnsw(self) -> HnswSettings:
+        return HnswSettings(self.hnsw_ef_search, self.hnsw_iterative_scan, self.hnsw_max_scan_tuples)

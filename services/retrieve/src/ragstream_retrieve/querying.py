@@ -1,0 +1,103 @@
+"""Query handler: QueryEmbedded in; sources to the waiting gateway and QueryRetrieved to the generate worker.
+
+- reply_to set: ReplyService.DeliverSources at that address (the gateway answers search calls and shows sources).
+- mode ANSWER (or unspecified): QueryRetrieved on rag.queries.retrieved.v1 for the generate worker.
+- mode SEARCH: nothing is published; the gRPC reply is the whole answer (no reply_to: the query ends here).
+Expired queries are dropped without work. A query that fails is reported to the gateway (DeliverFailure) and
+not retried: by the time a retry ran, its caller would have given up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag.v1 import queries_pb2, services_pb2
+from ragstream_common.kafka import Envelope, OutgoingEvent
+from ragstream_common.kafka.topics import QUERIES_RETRIEVED
+from ragstream_common.logs import get_logger
+from ragstream_common.messages import is_expired, unpack_vector
+
+from ragstream_retrieve.lexical import LexicalAnalyzer
+from ragstream_retrieve.models import SearchHit, SearchRequest, SearchTuning
+from ragstream_retrieve.ports import EventSink, ReplyClient, SearchIndex
+from ragstream_retrieve.search import hybrid_search
+from ragstream_retrieve.wire import RETRIEVAL_MODES, TopKLimits, checked_vector, scored_chunks, search_filters
+
+log = get_logger(__name__)
+STAGE = "retrieve"
+
+
+@dataclass
+class QueryResponder:
+    index: SearchIndex
+    analyzer: LexicalAnalyzer
+    sink: EventSink
+    replies: ReplyClient
+    tuning: SearchTuning = field(default_factory=SearchTuning)
+    limits: TopKLimits = field(default_factory=TopKLimits)
+    dimensions: int = 384
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    async def handle_batch(self, batch: Sequence[Envelope[Any]]) -> None:
+        """Every live query of the batch at once; each replies as soon as its own search is done."""
+        await asyncio.gather(*(self.handle(envelope) for envelope in batch))
+
+    async def handle(self, envelope: Envelope[Any]) -> None:
+        if not isinstance(envelope.message, queries_pb2.QueryEmbedded):
+            log.warning("ignoring unexpected event", event_type=envelope.event_type)
+            return
+        embedded: queries_pb2.QueryEmbedded = envelope.message
+        if is_expired(embedded.query):
+            self._count("expired")
+            return
+        query = queries_pb2.QueryRequested()
+        query.CopyFrom(embedded.query)
+        started = time.perf_counter()
+        try:
+            hits = await self.search(query, embedded.vector)
+        except Exception as exc:  # any failure ends this one query, never the batch
+            self._count("failed")
+            log.error("query failed", query_id=query.query_id, tenant_id=query.tenant_id, error=repr(exc))
+            if query.reply_to:
+                failure = services_pb2.QueryFailure(query_id=query.query_id, stage=STAGE, reason=str(exc)[:500])
+                await self.replies.deliver_failure(query.reply_to, failure)
+            return
+        query.timings_ms[STAGE] = query.timings_ms.get(STAGE, 0.0) + (time.perf_counter() - started) * 1000
+        self._count("answered")
+        await asyncio.gather(self._reply(query, hits), self._forward(envelope, query, hits))
+
+    async def search(self, query: queries_pb2.QueryRequested, packed_vector: bytes) -> list[SearchHit]:
+        if not query.tenant_id:
+            raise ValueError("query without tenant_id")
+        vector = checked_vector(unpack_vector(packed_vector), self.dimensions) if packed_vector else None
+        request = SearchRequest(
+            tenant_id=query.tenant_id,
+            text=query.question,
+            top_k=self.limits.clamp(query.top_k),
+            mode=RETRIEVAL_MODES.get(query.retrieval, RETRIEVAL_MODES[queries_pb2.RETRIEVAL_MODE_UNSPECIFIED]),
+            filters=search_filters(query.filters),
+            vector=vector,
+        )
+        return await hybrid_search(self.index, self.analyzer, request, self.tuning)
+
+    async def _reply(self, query: queries_pb2.QueryRequested, hits: list[SearchHit]) -> None:
+        if not query.reply_to:
+            return
+        reply = services_pb2.SourcesReply(query_id=query.query_id, chunks=scored_chunks(hits))
+        reply.timings_ms.update(query.timings_ms)
+        await self.replies.deliver_sources(query.reply_to, reply)
+
+    async def _forward(self, envelope: Envelope[Any], query: queries_pb2.QueryRequested, hits: list[SearchHit]) -> None:
+        if query.mode == queries_pb2.QUERY_MODE_SEARCH:
+            return
+        retrieved = queries_pb2.QueryRetrieved(query=query, chunks=scored_chunks(hits))
+        await self.sink.publish_many(
+            [OutgoingEvent(QUERIES_RETRIEVED.name, query.query_id, retrieved, context=envelope.trace_context)]
+        )
+
+    def _count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1

@@ -1,0 +1,136 @@
+"""docker-compose.yml: valid against the Compose Specification and wired as docs/deployment.md says."""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+# grpc and metrics ports from the project conventions (gateway serves /metrics on its HTTP port).
+WORKER_PORTS = {
+    "ingest": (50051, 9101),
+    "embed": (50052, 9102),
+    "retrieve": (50053, 9103),
+    "generate": (50054, 9104),
+}
+SERVICES = ("gateway", *WORKER_PORTS)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def compose_validator() -> jsonschema.protocols.Validator:
+    # The compose-spec schema as vendored (from SchemaStore) by the pinned check-jsonschema package.
+    text = (resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text()
+    schema = json.loads(text)
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator_cls.check_schema(schema)
+    return validator_cls(schema)
+
+
+def test_compose_file_matches_the_compose_spec(compose, compose_validator) -> None:
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in compose_validator.iter_errors(compose)]
+    assert errors == []
+
+
+def test_schema_rejects_unknown_service_keys(compose, compose_validator) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["kafka"]["helthcheck"] = broken["services"]["kafka"].pop("healthcheck")
+    assert not compose_validator.is_valid(broken)
+
+
+def test_infrastructure_images_are_pinned(compose) -> None:
+    services = compose["services"]
+    assert services["kafka"]["image"] == "apache/kafka:4.1.1"
+    assert services["postgres"]["image"].startswith("pgvector/pgvector:pg")
+    assert services["jaeger"]["image"].startswith("jaegertracing/all-in-one:1.")
+
+
+def test_kafka_is_single_node_kraft_without_topic_auto_creation(compose) -> None:
+    env = compose["services"]["kafka"]["environment"]
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+
+
+def test_jaeger_accepts_otlp_and_serves_its_ui(compose) -> None:
+    jaeger = compose["services"]["jaeger"]
+    published = {port.rsplit(":", 1)[-1] for port in jaeger["ports"]}
+    assert {"16686", "4317"} <= published
+    assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("one_shot", "module", "store"),
+    [("migrate", "ragstream_common.migrate", "postgres"), ("topics", "ragstream_common.kafka.bootstrap", "kafka")],
+)
+def test_one_shots_run_their_module_once_their_store_is_healthy(compose, one_shot, module, store) -> None:
+    service = compose["services"][one_shot]
+    assert service["entrypoint"] == ["python", "-m", module]
+    assert service["restart"] == "no"
+    assert service["depends_on"][store]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_is_built_from_its_dockerfile(compose, name) -> None:
+    build = compose["services"][name]["build"]
+    assert build["context"] == "."
+    assert build["dockerfile"] == f"services/{name}/Dockerfile"
+    assert (ROOT / build["dockerfile"]).is_file()
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_waits_for_schema_topics_and_stores(compose, name) -> None:
+    depends_on = compose["services"][name]["depends_on"]
+    assert depends_on["migrate"]["condition"] == "service_completed_successfully"
+    assert depends_on["topics"]["condition"] == "service_completed_successfully"
+    assert depends_on["kafka"]["condition"] == "service_healthy"
+    assert depends_on["postgres"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_gets_platform_env_and_a_healthcheck(compose, name) -> None:
+    service = compose["services"][name]
+    env = service["environment"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:5432/" in env["DATABASE_URL"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
+    assert service["healthcheck"]["test"][0] == "CMD"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_runs_hardened(compose, name) -> None:
+    service = compose["services"][name]
+    assert service["read_only"] is True
+    assert service["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in service["security_opt"]
+    assert service["user"] == "10001:10001"
+
+
+@pytest.mark.parametrize(("name", "ports"), WORKER_PORTS.items())
+def test_worker_listens_on_its_conventional_ports(compose, name, ports) -> None:
+    env = compose["services"][name]["environment"]
+    prefix = name.upper()
+    assert env[f"{prefix}_GRPC_HOST"] == "0.0.0.0"
+    assert (env[f"{prefix}_GRPC_PORT"], env[f"{prefix}_METRICS_PORT"]) == ports
+    assert f"127.0.0.1:{ports[0]}" in compose["services"][name]["healthcheck"]["test"][-1]
+
+
+def test_gateway_binds_all_interfaces_and_publishes_8080(compose) -> None:
+    gateway = compose["services"]["gateway"]
+    assert gateway["environment"]["GATEWAY_HOST"] == "0.0.0.0"
+    assert gateway["environment"]["GATEWAY_PORT"] == 8080
+    assert any(port.endswith("8080:8080") for port in gateway["ports"])
+    assert all(gateway["depends_on"][w]["condition"] == "service_healthy" for w in WORKER_PORTS)

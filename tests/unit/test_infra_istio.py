@@ -1,0 +1,124 @@
+"""infra/istio: mTLS, circuit breaking, retries, authorization edges and tracing are wired consistently."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+ISTIO = ROOT / "infra" / "istio"
+BASE = ROOT / "infra" / "k8s" / "base"
+# gRPC backends with callers; ingest serves only health probes.
+GRPC_BACKENDS = {"embed": 50052, "retrieve": 50053, "generate": 50054}
+WORKERS = ("ingest", "embed", "retrieve", "generate")
+INGRESS_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+
+
+@functools.cache
+def resources(directory: Path) -> tuple[dict[str, Any], ...]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted(directory.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] != "Kustomization"]
+    return tuple(docs)
+
+
+def of_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in resources(ISTIO) if d["kind"] == kind}
+
+
+def host(service: str) -> str:
+    return f"{service}.ragstream.svc.cluster.local"
+
+
+def test_every_istio_resource_uses_a_v1_api() -> None:
+    for doc in resources(ISTIO):
+        group, version = doc["apiVersion"].split("/")
+        assert group.endswith("istio.io"), doc["metadata"]["name"]
+        assert version == "v1" or doc["kind"] == "IstioOperator"
+
+
+def test_namespace_requires_mutual_tls() -> None:
+    assert of_kind("PeerAuthentication")["default"]["spec"]["mtls"]["mode"] == "STRICT"
+
+
+@pytest.mark.parametrize("service", GRPC_BACKENDS)
+def test_grpc_backend_has_connection_limits_and_outlier_detection(service) -> None:
+    policy = of_kind("DestinationRule")[service]["spec"]
+    assert policy["host"] == host(service)
+    traffic = policy["trafficPolicy"]
+    assert traffic["tls"]["mode"] == "ISTIO_MUTUAL"
+    assert traffic["connectionPool"]["tcp"]["maxConnections"] > 0
+    assert traffic["connectionPool"]["http"]["http2MaxRequests"] > 0
+    outliers = traffic["outlierDetection"]
+    assert outliers["consecutive5xxErrors"] > 0 and outliers["baseEjectionTime"]
+    assert 0 < outliers["maxEjectionPercent"] <= 100
+
+
+@pytest.mark.parametrize(("service", "port"), GRPC_BACKENDS.items())
+def test_grpc_backend_routes_with_timeout_and_grpc_retries(service, port) -> None:
+    spec = of_kind("VirtualService")[service]["spec"]
+    assert spec["hosts"] == [host(service)]
+    (route,) = spec["http"]
+    assert route["route"][0]["destination"] == {"host": host(service), "port": {"number": port}}
+    assert route["timeout"]
+    retry_on = set(route["retries"]["retryOn"].split(","))
+    assert {"unavailable", "cancelled", "resource-exhausted"} <= retry_on
+    assert route["retries"]["attempts"] >= 1 and route["retries"]["perTryTimeout"]
+    service_ports = {
+        d["metadata"]["name"]: d["spec"]["ports"][0]["port"] for d in resources(BASE) if d["kind"] == "Service"
+    }
+    assert service_ports[service] == port
+
+
+def test_public_host_reaches_only_the_gateway_over_tls() -> None:
+    (gateway,) = of_kind("Gateway").values()
+    protocols = {s["port"]["protocol"]: s for s in gateway["spec"]["servers"]}
+    assert protocols["HTTPS"]["tls"]["mode"] == "SIMPLE"
+    assert protocols["HTTP"]["tls"]["httpsRedirect"] is True
+    public = [v for v in of_kind("VirtualService").values() if v["spec"].get("gateways")]
+    destinations = {r["destination"]["host"] for v in public for h in v["spec"]["http"] for r in h.get("route", [])}
+    assert destinations == {host("gateway")}
+
+
+def test_authorization_denies_by_default() -> None:
+    assert of_kind("AuthorizationPolicy")["allow-nothing"]["spec"] == {}
+
+
+def test_only_the_gateway_accepts_the_ingress_gateway() -> None:
+    for name, policy in of_kind("AuthorizationPolicy").items():
+        principals = {p for r in policy["spec"].get("rules", []) for f in r["from"] for p in f["source"]["principals"]}
+        if INGRESS_PRINCIPAL in principals:
+            assert policy["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "gateway"}, name
+
+
+def test_workers_may_call_the_gateway_reply_service() -> None:
+    (rule,) = of_kind("AuthorizationPolicy")["gateway-reply-from-workers"]["spec"]["rules"]
+    principals = set(rule["from"][0]["source"]["principals"])
+    assert principals == {f"cluster.local/ns/ragstream/sa/{w}" for w in WORKERS}
+    assert rule["to"][0]["operation"]["paths"] == ["/rag.v1.ReplyService/*"]
+    assert rule["to"][0]["operation"]["ports"] == ["50050"]
+
+
+def test_authorized_principals_are_real_service_accounts() -> None:
+    accounts = {d["metadata"]["name"] for d in resources(BASE) if d["kind"] == "ServiceAccount"}
+    for policy in of_kind("AuthorizationPolicy").values():
+        for rule in policy["spec"].get("rules", []):
+            for principal in rule["from"][0]["source"]["principals"]:
+                if principal != INGRESS_PRINCIPAL:
+                    assert principal.removeprefix("cluster.local/ns/ragstream/sa/") in accounts
+
+
+def test_traces_go_to_a_declared_otlp_provider() -> None:
+    (mesh,) = (d for d in resources(ISTIO) if d["kind"] == "IstioOperator")
+    providers = {p["name"]: p for p in mesh["spec"]["meshConfig"]["extensionProviders"]}
+    (telemetry,) = of_kind("Telemetry").values()
+    for tracing in telemetry["spec"]["tracing"]:
+        for provider in tracing["providers"]:
+            assert providers[provider["name"]]["opentelemetry"]["port"] == 4317
+    assert mesh["spec"]["components"]["cni"]["enabled"] is True

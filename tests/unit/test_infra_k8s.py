@@ -1,0 +1,151 @@
+"""infra/k8s: manifests parse, match the Kubernetes API schemas and follow the hardening rules."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "infra" / "k8s"
+MANIFEST_DIRS = (K8S, ROOT / "infra" / "istio")
+KUBERNETES_VERSION = "1.33"
+WORKER_GRPC_PORTS = {"ingest": 50051, "embed": 50052, "retrieve": 50053, "generate": 50054}
+SERVICES = ("gateway", *WORKER_GRPC_PORTS)
+
+
+@functools.cache
+def load_documents(*directories: Path) -> tuple[tuple[Path, dict[str, Any]], ...]:
+    """Every YAML document under `directories` (read once per run; callers must not mutate them)."""
+    found: list[tuple[Path, dict[str, Any]]] = []
+    for directory in directories:
+        for path in sorted(directory.rglob("*.yaml")):
+            found += [(path, doc) for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    return tuple(found)
+
+
+def base_documents(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for p, d in load_documents(K8S / "base") if d["kind"] == kind}
+
+
+def pod_specs() -> list[tuple[str, dict[str, Any]]]:
+    workloads = [d for _, d in load_documents(K8S) if d["kind"] in ("Deployment", "Job")]
+    return [(d["metadata"]["name"], d["spec"]["template"]["spec"]) for d in workloads]
+
+
+def test_every_manifest_parses_and_names_its_resource() -> None:
+    documents = load_documents(*MANIFEST_DIRS)
+    assert len(documents) > 40
+    for path, doc in documents:
+        assert {"apiVersion", "kind"} <= doc.keys(), path
+        if doc["kind"] != "Kustomization":
+            assert doc["metadata"]["name"], path
+
+
+def test_builtin_resources_match_the_kubernetes_schema() -> None:
+    builtin = [(p, d) for p, d in load_documents(K8S) if d["kind"] != "Kustomization"]
+    for path, doc in builtin:
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{path.relative_to(ROOT)} {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+
+
+@pytest.mark.parametrize(("name", "spec"), pod_specs(), ids=[name for name, _ in pod_specs()])
+def test_pods_are_hardened(name, spec) -> None:
+    pod = spec["securityContext"]
+    assert pod["runAsNonRoot"] is True
+    assert pod["seccompProfile"]["type"] == "RuntimeDefault"
+    assert spec["automountServiceAccountToken"] is False
+    for container in spec["containers"]:
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+        assert "memory" in container["resources"]["limits"]
+        image = container["image"]
+        if image.startswith("ragstream/"):
+            assert ":" not in image, "our tags are set by kustomize `images:`"
+        else:
+            assert ":" in image and not image.endswith(":latest"), "third-party images are pinned"
+
+
+@pytest.mark.parametrize(("name", "port"), WORKER_GRPC_PORTS.items())
+def test_workers_use_grpc_probes_on_their_port(name, port) -> None:
+    (container,) = base_documents("Deployment")[name]["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == port
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[f"{name.upper()}_GRPC_PORT"] == str(port)
+    assert env[f"{name.upper()}_GRPC_HOST"] == "0.0.0.0"
+    annotations = base_documents("Deployment")[name]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port - 50051 + 9101)
+
+
+def test_gateway_uses_http_probes_and_binds_all_interfaces() -> None:
+    (container,) = base_documents("Deployment")["gateway"]["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["GATEWAY_HOST"] == "0.0.0.0"
+    assert env["GATEWAY_PORT"] == "8080"
+    assert env["GATEWAY_GRPC_PORT"] == "50050"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_has_account_service_and_disruption_budget(name) -> None:
+    deployment = base_documents("Deployment")[name]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] in base_documents("ServiceAccount")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert base_documents("Service")[name]["spec"]["selector"] == selector
+    assert base_documents("PodDisruptionBudget")[name]["spec"]["selector"]["matchLabels"] == selector
+    env_from = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert {"configMapRef": {"name": "ragstream-config"}} in env_from
+
+
+def test_embed_scales_horizontally() -> None:
+    (hpa,) = base_documents("HorizontalPodAutoscaler").values()
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "embed"
+    assert 1 < hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    assert "replicas" not in base_documents("Deployment")["embed"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("job", "module"), [("migrate", "ragstream_common.migrate"), ("topics", "ragstream_common.kafka.bootstrap")]
+)
+def test_bootstrap_jobs_run_their_module_without_a_sidecar(job, module) -> None:
+    template = base_documents("Job")[job]["spec"]["template"]
+    assert template["spec"]["containers"][0]["command"] == ["python", "-m", module]
+    assert template["spec"]["restartPolicy"] == "Never"
+    assert template["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+
+
+def test_namespace_denies_ingress_by_default() -> None:
+    policies = base_documents("NetworkPolicy")
+    default = policies["default-deny-ingress"]["spec"]
+    assert default["podSelector"] == {} and default["policyTypes"] == ["Ingress"]
+    assert "ingress" not in default
+
+
+KUSTOMIZATIONS = ["infra/k8s/base", "infra/k8s/overlays/aws", "infra/k8s/observability", "infra/istio"]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
+@pytest.mark.parametrize("target", KUSTOMIZATIONS)
+def test_kustomizations_build(target) -> None:
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / target)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    documents = list(yaml.safe_load_all(built))
+    assert documents and all(d["metadata"].get("namespace") for d in documents if d["kind"] != "Namespace")
