@@ -118,7 +118,8 @@ def new_id(prefix: str) -> str:
 
 async def test_json_upload_is_registered_and_published(client: httpx.AsyncClient, tail: TopicTail) -> None:
     doc = new_id("json")
-    response = await client.post("/v1/documents", json={"id": doc, "title": "T", "text": "hello", "metadata": {"a": "b"}})
+    body = {"id": doc, "title": "T", "text": "hello", "metadata": {"a": "b"}}
+    response = await client.post("/v1/documents", json=body)
     assert response.status_code == 202
     assert response.json() == {"document_id": doc, "version": 1, "status": "received", "unchanged": False}
     [(event, headers)] = await tail.events(f"{TENANT}/{doc}", 1)
@@ -168,7 +169,8 @@ async def test_multipart_upload_is_claim_checked(
     assert response.status_code == 202, response.text
     [(event, _)] = await tail.events(f"{TENANT}/{doc}", 1)
     assert event.source.uri.startswith("blob://")
-    assert (event.source.content_type, event.source.filename, event.source.size_bytes) == (expected, filename, len(data))
+    source = event.source
+    assert (source.content_type, source.filename, source.size_bytes) == (expected, filename, len(data))
     assert dict(event.metadata) == {"team": "ops"}
     blob = await gateway[1].blobs.get(TENANT, blob_key_of(event.source.uri))
     assert blob is not None and blob.data == data

@@ -96,7 +96,8 @@ async def test_status_events_move_the_registry_forward_only(
     body = await eventually(client, doc, lambda b: b["status"] == "indexed")
     assert (body["version"], body["chunk_count"]) == (2, 7) and body["indexed_at"]
     # Older versions and backward steps within a version are ignored.
-    await publish(gateway, DOCUMENTS_STATUS.name, status_pb2.DocumentFailed(**ids, version=1, stage="embed", reason="x"))
+    stale = status_pb2.DocumentFailed(**ids, version=1, stage="embed", reason="x")
+    await publish(gateway, DOCUMENTS_STATUS.name, stale)
     await publish(gateway, DOCUMENTS_STATUS.name, status_pb2.DocumentProcessing(**ids, version=2, stage="embed"))
     await settle()
     body = (await client.get(f"/v1/documents/{doc}")).json()
@@ -119,7 +120,8 @@ async def test_removed_status_marks_deleted(gateway: tuple[GatewaySettings, Gate
                                             ) -> None:
     doc = f"removed-{uuid.uuid4().hex[:8]}"
     await client.post("/v1/documents", json={"id": doc, "text": "short-lived"})
-    await publish(gateway, DOCUMENTS_STATUS.name, status_pb2.DocumentRemoved(tenant_id=TENANT, document_id=doc, version=1))
+    removed = status_pb2.DocumentRemoved(tenant_id=TENANT, document_id=doc, version=1)
+    await publish(gateway, DOCUMENTS_STATUS.name, removed)
     body = await eventually(client, doc, lambda b: b["status"] == "deleted")
     assert body["chunk_count"] == 0
 

@@ -8,6 +8,7 @@ endpoint here) and on rag.queries.retrieved.v1. RetrieveService.Search embeds th
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -61,12 +62,18 @@ class Collector:
     def of(self, kind: type, **fields: Any) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind) and all(getattr(e, k) == v for k, v in fields.items())]
 
+    def retrieved(self, query_id: str) -> list[queries_pb2.QueryRetrieved]:
+        return [e for e in self.of(queries_pb2.QueryRetrieved) if e.query.query_id == query_id]
+
 
 async def eventually(condition: Callable[[], Any], timeout_s: float = 45.0) -> Any:
-    async with asyncio.timeout(timeout_s):
-        while not (result := condition()):
-            await asyncio.sleep(0.05)
-    return result
+    """Poll until `condition()` is truthy; return that value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not met within {timeout_s} s")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +127,9 @@ async def stack(kafka_topics: str, migrated_database: str, encoder: Any) -> Asyn
         await asyncio.gather(*loops)
 
 
-def embedded_event(tenant: str, document_id: str, version: int, vectors: dict[str, np.ndarray], dims: int = DIMS) -> Any:
+def embedded_event(
+    tenant: str, document_id: str, version: int, vectors: dict[str, np.ndarray], dims: int = DIMS
+) -> Any:
     event = chunks_pb2.ChunksEmbedded(tenant_id=tenant, document_id=document_id, version=version, title="Notes",
                                       model="all-MiniLM-L6-v2", dimensions=dims)
     event.metadata["source"] = "test"
@@ -206,13 +215,10 @@ async def test_queries_are_answered_to_the_gateway_and_the_generator(stack: dict
     reply = await eventually(lambda: replies.sources.get(answer.query.query_id))
     assert reply.chunks[0].chunk_id == "notes-1-rates" and reply.chunks[0].dense_score > 0.3
     assert set(reply.timings_ms) == {"embed", "retrieve"}
-    [retrieved] = await eventually(lambda: collector.of(queries_pb2.QueryRetrieved, query=answer.query.__class__(
-        **{}) if False else None) or [e for e in collector.of(queries_pb2.QueryRetrieved)
-                                      if e.query.query_id == answer.query.query_id])
+    [retrieved] = await eventually(lambda: collector.retrieved(answer.query.query_id))
     assert [c.chunk_id for c in retrieved.chunks] == [c.chunk_id for c in reply.chunks]
     assert retrieved.query.timings_ms["retrieve"] > 0
     assert await eventually(lambda: replies.sources.get(search_only.query.query_id))
     await asyncio.sleep(1.0)
-    seen = {e.query.query_id for e in collector.of(queries_pb2.QueryRetrieved)}
-    assert search_only.query.query_id not in seen, "SEARCH mode publishes nothing"
-    assert expired.query.query_id not in seen and expired.query.query_id not in replies.sources
+    assert collector.retrieved(search_only.query.query_id) == [], "SEARCH mode publishes nothing"
+    assert collector.retrieved(expired.query.query_id) == [] and expired.query.query_id not in replies.sources

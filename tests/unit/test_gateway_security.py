@@ -76,3 +76,13 @@ def test_token_comparison() -> None:
 def test_address_allowlist(ip: str, allowlist: list[str], allowed: bool) -> None:
     networks = [ipaddress.ip_network(cidr) for cidr in allowlist]
     assert address_allowed(ip, networks) is allowed
+
+
+def test_scope_names_agree_with_the_api_models() -> None:
+    from typing import get_args
+
+    from ragstream_gateway.models import ApiKeyIn, Scope
+    from ragstream_gateway.security import ALL_SCOPES
+
+    assert get_args(Scope) == ALL_SCOPES
+    assert tuple(ApiKeyIn().scopes) == ALL_SCOPES

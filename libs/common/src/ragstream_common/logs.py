@@ -51,6 +51,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(numeric_level)
     # aiokafka logs every rebalance and retry at INFO/WARNING; keep our own signal readable.
     logging.getLogger("aiokafka").setLevel(max(numeric_level, logging.WARNING))
+    # Coordinator discovery while __consumer_offsets is created is routine, not a warning.
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.ERROR)
 
 
 def get_logger(name: str | None = None) -> Any:

