@@ -52,7 +52,7 @@ def service_env(
         "TRANSFORMERS_OFFLINE": "1",
         f"{prefix}_GRPC_PORT": str(ports.grpc[name]),
         "RETRIEVE_EMBED_ADDRESS": f"127.0.0.1:{ports.grpc['embed']}",
-        "GATEWAY_REPLY_ADDRESS": f"127.0.0.1:{ports.grpc['gateway']}",
+        "GATEWAY_REPLY_ADVERTISE_ADDRESS": f"127.0.0.1:{ports.grpc['gateway']}",
     }
     if name in ports.metrics:
         env[f"{prefix}_METRICS_PORT"] = str(ports.metrics[name])
