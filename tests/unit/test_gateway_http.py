@@ -44,6 +44,7 @@ def _deps(grant: KeyGrant | None) -> GatewayDeps:
 
 
 def _client(deps: GatewayDeps, client_ip: str = "127.0.0.1", **settings: object) -> httpx.AsyncClient:
+    settings.setdefault("admin_token", None)  # whatever the environment says
     app = create_app(GatewaySettings(**settings), deps)  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=app, client=(client_ip, 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://gateway")
@@ -193,3 +194,14 @@ async def test_not_ready_is_503_problem() -> None:
     async with _client(deps) as client:
         body = _assert_problem(await client.get("/readyz"), 503)
     assert body["checks"] == {"kafka_producer": True, "database": False}
+
+
+async def test_database_outage_is_503_problem() -> None:
+    import psycopg
+
+    deps = _deps(_grant())
+    deps.registry.get.side_effect = psycopg.OperationalError("connection refused")  # type: ignore[attr-defined]
+    async with _client(deps) as client:
+        response = await client.get("/v1/documents/doc-1", headers={"X-API-Key": KEY})
+    assert _assert_problem(response, 503)["type"] == "urn:ragstream:problem:unavailable"
+    assert response.headers["retry-after"] == "5"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from unittest.mock import AsyncMock
 
 import pytest
 from ragstream_gateway.ratelimit import TenantRateLimiter, parse_limits, validate_limit
@@ -57,3 +58,11 @@ def test_limit_notation_is_validated() -> None:
 @pytest.mark.parametrize("uri", ["async+memory://", "async-memory://"])
 async def test_both_storage_spellings_work(uri: str) -> None:
     assert (await TenantRateLimiter(uri, "1/minute").check("t")).allowed
+
+
+async def test_an_unreachable_storage_admits_requests() -> None:
+    limiter = TenantRateLimiter("async+memory://", "1/minute")
+    failing = AsyncMock(side_effect=ConnectionError("redis down"))
+    limiter._limiter.test = failing  # type: ignore[method-assign]
+    assert (await limiter.check("t")).allowed
+    assert (await limiter.check("t")).allowed

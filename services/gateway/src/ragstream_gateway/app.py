@@ -13,10 +13,11 @@ from collections.abc import Awaitable, Generator, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 
+import psycopg
 import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ragstream_common.kafka import ConsumerOptions, EventPublisher
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED, DOCUMENTS_STATUS
 from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
@@ -29,7 +30,7 @@ from ragstream_gateway.deps import GatewayDeps
 from ragstream_gateway.documents import DocumentService
 from ragstream_gateway.observability import HttpMetrics
 from ragstream_gateway.ports import BlobStore
-from ragstream_gateway.problems import install_problem_handlers
+from ragstream_gateway.problems import install_problem_handlers, on_dependency_down
 from ragstream_gateway.projector import project_registrations, project_status
 from ragstream_gateway.ratelimit import TenantRateLimiter
 from ragstream_gateway.routes import admin, documents, health
@@ -62,6 +63,8 @@ def create_app(settings: GatewaySettings, deps: GatewayDeps, routers: Sequence[A
         inline_text_max_bytes=settings.inline_text_max_bytes, publish_timeout_s=settings.publish_timeout_s,
     )
     install_problem_handlers(app)
+    for unavailable in (psycopg.OperationalError, PoolTimeout):
+        app.add_exception_handler(unavailable, on_dependency_down)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + ENVELOPE_BYTES)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
@@ -164,7 +167,8 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
     config = uvicorn.Config(
         create_app(settings, deps), host=settings.host, port=settings.port, lifespan="off", log_config=None,
         proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        # Within the lifecycle's grace period, so the pool and producer close after the last request.
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) - 2),
     )
     return [status_consumer.run(stop), registry_consumer.run(stop), serve_http(EmbeddedServer(config), stop)]
 

@@ -115,6 +115,13 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+async def on_dependency_down(request: Request, exc: Exception) -> JSONResponse:
+    """A backing service (database, blob store) is unreachable: 503, worth retrying."""
+    log.error("dependency unavailable", path=request.url.path, error=repr(exc))
+    return problem_response(request, 503, detail="a backing service is unavailable; retry shortly",
+                            type_=f"{PROBLEM_TYPE_PREFIX}unavailable", headers={"Retry-After": "5"})
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", path=request.url.path, error=repr(exc), exc_info=exc)
     return problem_response(request, 500, detail="an unexpected error occurred")

@@ -16,6 +16,9 @@ from limits import RateLimitItem, parse_many
 from limits.aio import storage as _async_storages  # noqa: F401  (registers the async+ schemes)
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+from ragstream_common.logs import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,19 @@ class TenantRateLimiter:
         self._default = validate_limit(default_limit)
 
     async def check(self, tenant_id: str, limit: str | None = None) -> RateDecision:
-        """Count one request of `tenant_id` against every window of its limit (or the default)."""
+        """Count one request of `tenant_id` against every window of its limit (or the default).
+
+        If the storage (Redis) is unreachable requests are admitted: an outage of the limiter must not take
+        the API down with it.
+        """
         spec = limit or self._default
+        try:
+            return await self._check(tenant_id, spec)
+        except Exception as exc:
+            log.warning("rate limit storage failed; admitting the request", error=repr(exc), tenant_id=tenant_id)
+            return RateDecision(True, limit=spec)
+
+    async def _check(self, tenant_id: str, spec: str) -> RateDecision:
         items = parse_limits(spec)
         for item in items:
             if not await self._limiter.test(item, "tenant", tenant_id):

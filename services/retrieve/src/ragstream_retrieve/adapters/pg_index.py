@@ -138,7 +138,7 @@ async def _insert_chunks(connection: psycopg.AsyncConnection, document: Document
             "lengths": [c.lexical_length for c in chunks],
         },
     )
-    keys = dict(await cursor.fetchall())
+    keys: dict[str, int] = dict(await cursor.fetchall())
     terms: list[str] = []
     posting_keys: list[int] = []
     tfs: list[int] = []

@@ -61,6 +61,9 @@ SELECT set_config('hnsw.ef_search', %(ef_search)s, true),
 """
 
 
+MAX_EF_SEARCH = 1000  # pgvector's upper bound
+
+
 @dataclass(frozen=True)
 class HnswSettings:
     # Candidate list size of the graph search; raised to the requested depth when that is larger.
@@ -94,7 +97,7 @@ class PostgresSearchIndex:
         params: dict[str, Any] = {"tenant": tenant_id, "vector": Vector(vector), "limit": limit}
         sql = _DENSE.format(filters=_filter_sql(filters, params))
         settings = {
-            "ef_search": str(max(self._hnsw.ef_search, limit)),
+            "ef_search": str(min(max(self._hnsw.ef_search, limit), MAX_EF_SEARCH)),
             "iterative_scan": self._hnsw.iterative_scan,
             "max_scan_tuples": str(self._hnsw.max_scan_tuples),
         }

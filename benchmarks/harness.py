@@ -1,0 +1,229 @@
+"""Shared plumbing of the benchmarks: the system under test, its HTTP API, peak RSS, result output.
+
+The system under test is the one answering `$GATEWAY_URL/healthz` (default http://127.0.0.1:8080, what `make run`
+serves); when none answers, the harness starts its own (local Kafka and Postgres, migrations and topics, the five
+services) and stops it afterwards. Scripts import this module as `harness` (run them as `python benchmarks/x.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "scifact"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+SERVICES = ("gateway", "ingest", "embed", "retrieve", "generate")
+DEV_TENANT = "default"
+# Generous enough that the gateway's per-tenant limiter never paces a benchmark it started itself.
+UNLIMITED_RATE = "1000000/minute"
+RETRYABLE = (429, 503)
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr: stdout carries the report and ends with the one JSON line."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class SystemUnderTest:
+    gateway_url: str
+    api_key: str
+    # Known when the harness started the system, else from $DATABASE_URL; the in-process baselines need it.
+    database_url: str | None
+    # Lets a benchmark provision a fresh tenant; set when the harness started the system, else $GATEWAY_ADMIN_TOKEN.
+    admin_token: str | None
+    # The tenant that `api_key` belongs to ($BENCH_TENANT, default "default", the dev tenant).
+    tenant: str
+    started_here: bool
+
+    def describe(self) -> str:
+        origin = "started by the harness" if self.started_here else "already running"
+        return f"system at {self.gateway_url} ({origin}), tenant {self.tenant!r}"
+
+
+def _answers_health(url: str) -> bool:
+    try:
+        return httpx.get(f"{url.rstrip('/')}/healthz", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def system_under_test(data_dir: Path | None = None) -> Iterator[SystemUnderTest]:
+    """The running system, or one started here. Call from the main thread, outside any event loop.
+
+    `data_dir` (or $BENCH_DATA_DIR) keeps a started system's Kafka and Postgres data between runs, so an index
+    built by one run is reused by the next; without it they live in temporary directories.
+    """
+    url = os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080").rstrip("/")
+    api_key = os.environ.get("GATEWAY_API_KEY", "dev-key")
+    tenant = os.environ.get("BENCH_TENANT", DEV_TENANT)
+    if _answers_health(url):
+        yield SystemUnderTest(url, api_key, os.environ.get("DATABASE_URL"), os.environ.get("GATEWAY_ADMIN_TOKEN"),
+                              tenant, started_here=False)
+        return
+    data_dir = data_dir or (Path(os.environ["BENCH_DATA_DIR"]) if os.environ.get("BENCH_DATA_DIR") else None)
+    log(f"no system answers {url}/healthz: starting one (Kafka, Postgres, five services)")
+    yield from _started_system(api_key, data_dir)
+
+
+def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnderTest]:
+    from ragstream_devstack.kafka import LocalKafka
+    from ragstream_devstack.postgres import LocalPostgres
+    from ragstream_devstack.run import prepare_platform
+    from ragstream_devstack.system import LocalServices
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    log_dir = ROOT / ".cache" / "bench" / f"logs-{stamp}"
+    admin_token = secrets.token_urlsafe(24)
+    with contextlib.ExitStack() as stack:
+        # Started from the main thread, so the servers die with this process if it is killed.
+        kafka = stack.enter_context(LocalKafka(data_dir / "kafka" if data_dir else None))
+        postgres = stack.enter_context(LocalPostgres(data_dir / "postgres" if data_dir else None))
+        prepare_platform(kafka.bootstrap_servers, postgres.database_url)
+        gateway_env = {
+            "GATEWAY_DEV_TENANT": DEV_TENANT, "GATEWAY_DEV_API_KEY": api_key,
+            "GATEWAY_ADMIN_TOKEN": admin_token, "GATEWAY_DEFAULT_RATE_LIMIT": UNLIMITED_RATE,
+        }
+        services = LocalServices(kafka.bootstrap_servers, postgres.database_url, log_dir,
+                                 extra_env={"gateway": gateway_env})
+        services.start()
+        stack.callback(lambda: log(f"services stopped: {services.stop()}; logs in {log_dir}"))
+        asyncio.run(services.wait_serving(timeout_s=300))
+        log(f"system up at {services.gateway_url}; logs in {log_dir}")
+        yield SystemUnderTest(services.gateway_url, api_key, postgres.database_url, admin_token, DEV_TENANT,
+                              started_here=True)
+
+
+def api_client(system: SystemUnderTest, api_key: str | None = None, timeout_s: float = 120.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=system.gateway_url,
+        headers={"Authorization": f"Bearer {api_key or system.api_key}"},
+        timeout=timeout_s,
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+    )
+
+
+async def send(client: httpx.AsyncClient, method: str, url: str, *, attempts: int = 10, **kwargs: Any) -> httpx.Response:
+    """One request, retried after 429/503 (waiting Retry-After) and connection errors; the last answer wins."""
+    for attempt in range(1, attempts + 1):
+        try:
+            response = await client.request(method, url, **kwargs)
+        except httpx.TransportError:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(min(2.0 * attempt, 10.0))
+            continue
+        if response.status_code not in RETRYABLE or attempt == attempts:
+            return response
+        await asyncio.sleep(min(float(response.headers.get("Retry-After", "1") or 1), 30.0))
+    raise AssertionError("unreachable")
+
+
+async def fresh_tenant(system: SystemUnderTest, name: str) -> tuple[str, str] | None:
+    """(tenant id, API key) of a new tenant with no rate limit, or None without an admin token.
+
+    A new tenant starts with an empty embedding cache (it is per tenant), so re-running a benchmark over the
+    same texts measures encoding again instead of cache hits.
+    """
+    if not system.admin_token:
+        return None
+    headers = {"Authorization": f"Bearer {system.admin_token}"}
+    async with httpx.AsyncClient(base_url=system.gateway_url, headers=headers, timeout=60) as admin:
+        created = await send(admin, "POST", "/v1/admin/tenants",
+                             json={"tenant_id": name, "name": name, "rate_limit": UNLIMITED_RATE})
+        created.raise_for_status()
+        key = await send(admin, "POST", f"/v1/admin/tenants/{name}/api-keys", json={"name": "benchmark"})
+        key.raise_for_status()
+        return name, str(key.json()["api_key"])
+
+
+def run_id() -> str:
+    return datetime.now().strftime("%Y%m%d%H%M%S") + secrets.token_hex(2)
+
+
+class RssSampler:
+    """Peak resident memory per service: every `interval_s`, the RSS of each process whose command line holds
+    `ragstream_<name>.app` plus all its children; the maximum of those sums over the run, in MB."""
+
+    def __init__(self, services: Sequence[str] = SERVICES, interval_s: float = 0.5) -> None:
+        self._markers = {name: f"ragstream_{name}.app" for name in services}
+        self._interval_s = interval_s
+        self._peaks: dict[str, float] = dict.fromkeys(services, 0.0)
+        self._roots: dict[str, list[psutil.Process]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peaks_mb(self) -> dict[str, float]:
+        return {name: round(peak, 1) for name, peak in self._peaks.items()}
+
+    def _run(self) -> None:
+        last_scan = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() - last_scan > 5.0:  # services may (re)start; a full scan costs more than a sample
+                self._roots = self._find_roots()
+                last_scan = time.monotonic()
+            for name, roots in self._roots.items():
+                self._peaks[name] = max(self._peaks[name], sum(_tree_rss(root) for root in roots) / 1e6)
+            self._stop.wait(self._interval_s)
+
+    def _find_roots(self) -> dict[str, list[psutil.Process]]:
+        matches: dict[str, dict[int, psutil.Process]] = {name: {} for name in self._markers}
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            line = " ".join(process.info["cmdline"] or ())
+            for name, marker in self._markers.items():
+                if marker in line:
+                    matches[name][process.pid] = process
+        # A wrapper (honcho's `sh -c`, `uv run`) matches too: count each tree once, from its topmost match.
+        return {
+            name: [p for p in found.values() if _parent_pid(p) not in found]
+            for name, found in matches.items() if found
+        }
+
+
+def _parent_pid(process: psutil.Process) -> int | None:
+    with contextlib.suppress(psutil.Error):
+        return process.ppid()
+    return None
+
+
+def _tree_rss(root: psutil.Process) -> int:
+    total = 0
+    with contextlib.suppress(psutil.Error):
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += process.memory_info().rss
+    return total
+
+
+def finish(name: str, summary: dict[str, Any], details: dict[str, Any] | None = None) -> None:
+    """Save summary and details under benchmarks/results/ and print the summary as the last stdout line."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"summary": summary, **(details or {})}, indent=2, default=str))
+    print(f"(saved to {path.relative_to(ROOT)})")
+    print(json.dumps(summary), flush=True)
