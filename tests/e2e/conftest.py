@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -52,6 +54,12 @@ async def system(
     services.start()
     try:
         await services.wait_serving(timeout_s=240)
+        async with httpx.AsyncClient(base_url=services.gateway_url) as client:
+            for _ in range(100):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
         yield services
     finally:
         codes = services.stop()

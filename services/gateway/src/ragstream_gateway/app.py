@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from rag.v1 import services_pb2_grpc
 from ragstream_common.kafka import ConsumerOptions, EventPublisher
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED, DOCUMENTS_STATUS
 from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
@@ -32,6 +33,9 @@ from ragstream_gateway.observability import HttpMetrics
 from ragstream_gateway.ports import BlobStore
 from ragstream_gateway.problems import install_problem_handlers, on_dependency_down
 from ragstream_gateway.projector import project_registrations, project_status
+from ragstream_gateway.query import routes as query_routes
+from ragstream_gateway.query.replies import PendingQueries, ReplyServicer
+from ragstream_gateway.query.service import QueryDispatcher
 from ragstream_gateway.ratelimit import TenantRateLimiter
 from ragstream_gateway.routes import admin, documents, health
 from ragstream_gateway.security import hash_api_key
@@ -161,11 +165,17 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
     registry_consumer = await start_consumer(
         stack, settings, registry_options, partial(project_registrations, registry=deps.registry), publisher
     )
-    # Reply server for query answers: health only until the ReplyService servicer is registered here.
-    reply_server = await start_grpc(stack, settings, [], [])
+    pending = PendingQueries()
+    reply_server = await start_grpc(
+        stack, settings, ["rag.v1.ReplyService"],
+        [partial(services_pb2_grpc.add_ReplyServiceServicer_to_server, ReplyServicer(pending))],
+    )
+    reply_address = settings.reply_advertise_address or reply_server.address
+    app = create_app(settings, deps, routers=[query_routes.router])
+    app.state.queries = QueryDispatcher(publisher, pending, reply_address)
     await reply_server.mark_serving()
     config = uvicorn.Config(
-        create_app(settings, deps), host=settings.host, port=settings.port, lifespan="off", log_config=None,
+        app, host=settings.host, port=settings.port, lifespan="off", log_config=None,
         proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
         # Within the lifecycle's grace period, so the pool and producer close after the last request.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) - 2),

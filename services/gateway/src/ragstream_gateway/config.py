@@ -46,6 +46,11 @@ class GatewaySettings(ServiceSettings):
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
 
+    # host:port the workers use to reach this instance's ReplyService (its pod or container address).
+    reply_advertise_address: str = ""
+    # Default deadline of a query when the request sets none.
+    query_timeout_ms: int = Field(default=30_000, ge=1, le=120_000)
+
     db_pool_size: int = Field(default=8, ge=1, le=256)
     status_group_id: str = "ragstream-gateway-status"
     registry_group_id: str = "ragstream-gateway-registry"
