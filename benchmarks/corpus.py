@@ -146,7 +146,8 @@ async def wait_until_final(
         if not pending:
             break
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(pending)} documents not indexed after {timeout_s:.0f}s, e.g. {sorted(pending)[:3]}")
+            example = sorted(pending)[:3]
+            raise TimeoutError(f"{len(pending)} documents not indexed after {timeout_s:.0f}s, e.g. {example}")
         await asyncio.sleep(poll_s)
     return final
 

@@ -119,7 +119,9 @@ def api_client(system: SystemUnderTest, api_key: str | None = None, timeout_s: f
     )
 
 
-async def send(client: httpx.AsyncClient, method: str, url: str, *, attempts: int = 10, **kwargs: Any) -> httpx.Response:
+async def send(
+    client: httpx.AsyncClient, method: str, url: str, *, attempts: int = 10, **kwargs: Any
+) -> httpx.Response:
     """One request, retried after 429/503 (waiting Retry-After) and connection errors; the last answer wins."""
     for attempt in range(1, attempts + 1):
         try:

@@ -49,7 +49,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run_pipeline(system: SystemUnderTest, documents: Sequence[Document], args: argparse.Namespace) -> dict[str, Any]:
+async def run_pipeline(
+    system: SystemUnderTest, documents: Sequence[Document], args: argparse.Namespace
+) -> dict[str, Any]:
     run = run_id()
     tenant = await fresh_tenant(system, f"bench-ingest-{run}")
     if tenant is None:
