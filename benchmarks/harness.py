@@ -95,7 +95,8 @@ def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnder
         # Started from the main thread, so the servers die with this process if it is killed.
         kafka = stack.enter_context(LocalKafka(data_dir / "kafka" if data_dir else None))
         postgres = stack.enter_context(LocalPostgres(data_dir / "postgres" if data_dir else None))
-        prepare_platform(kafka.bootstrap_servers, postgres.database_url)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is the report's
+            prepare_platform(kafka.bootstrap_servers, postgres.database_url)
         gateway_env = {
             "GATEWAY_DEV_TENANT": DEV_TENANT, "GATEWAY_DEV_API_KEY": api_key,
             "GATEWAY_ADMIN_TOKEN": admin_token, "GATEWAY_DEFAULT_RATE_LIMIT": UNLIMITED_RATE,
