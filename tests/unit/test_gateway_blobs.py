@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from ragstream_gateway.adapters.blobs import S3BlobStore, blob_key_of, blob_uri
+from ragstream_common.blobs import S3BlobStore, blob_key_of, blob_uri
 
 pytestmark = pytest.mark.unit
 

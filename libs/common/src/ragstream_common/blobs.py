@@ -1,6 +1,9 @@
-"""Claim-check blob store: raw uploads live here and events carry only `blob://<key>`.
+"""Claim-check blob stores: raw uploads stay out of Kafka; events carry `blob://<key>` instead.
 
-Postgres (`blobs` table, tenant-scoped by row-level security) is the embedded default; S3 is for production.
+PostgresBlobStore (the `blobs` table, tenant-scoped by row-level security) is the default and what ingest
+resolves `blob://` URIs against; S3BlobStore is the production option (GATEWAY_BLOB_STORE=s3). Both key
+objects per tenant, so the same `blob://<key>` in two tenants' events names two different objects.
+The gateway writes blobs and the ingest worker reads them.
 """
 
 from __future__ import annotations
@@ -21,27 +24,31 @@ BLOB_SCHEME = "blob://"
 class Blob:
     data: bytes
     content_type: str
-
-
-class BlobNotFound(KeyError):
-    pass
+    sha256: str
 
 
 class BlobStore(Protocol):
+    """Claim-check store for raw uploads; keys are per tenant and events carry `blob://<key>`."""
+
     async def put(self, tenant_id: str, key: str, data: bytes, content_type: str) -> str:
-        """Store bytes; return the `blob://` URI an event may carry."""
+        """Store (idempotently) and return the URI to put in events."""
         ...
 
-    async def get(self, tenant_id: str, key: str) -> Blob: ...
+    async def get(self, tenant_id: str, key: str) -> Blob | None: ...
 
     async def delete(self, tenant_id: str, key: str) -> None: ...
+
+
+class BlobNotFound(KeyError):
+    """A `blob://` URI whose object does not exist (any more)."""
 
 
 def blob_uri(key: str) -> str:
     return f"{BLOB_SCHEME}{key}"
 
 
-def blob_key(uri: str) -> str:
+def blob_key_of(uri: str) -> str:
+    """The key inside a `blob://<key>` URI; ValueError for any other URI."""
     if not uri.startswith(BLOB_SCHEME) or len(uri) == len(BLOB_SCHEME):
         raise ValueError(f"not a blob URI: {uri!r}")
     return uri[len(BLOB_SCHEME):]
@@ -53,6 +60,7 @@ class PostgresBlobStore:
 
     async def put(self, tenant_id: str, key: str, data: bytes, content_type: str) -> str:
         async with tenant_transaction(self._pool, tenant_id) as connection:
+            # Keys are content-addressed by the gateway, so an existing row already holds these bytes.
             await connection.execute(
                 "INSERT INTO blobs (tenant_id, blob_key, content, content_type, size_bytes, sha256)"
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, blob_key) DO NOTHING",
@@ -60,15 +68,14 @@ class PostgresBlobStore:
             )
         return blob_uri(key)
 
-    async def get(self, tenant_id: str, key: str) -> Blob:
+    async def get(self, tenant_id: str, key: str) -> Blob | None:
         async with tenant_transaction(self._pool, tenant_id) as connection:
             cursor = await connection.execute(
-                "SELECT content, content_type FROM blobs WHERE tenant_id = %s AND blob_key = %s", (tenant_id, key)
+                "SELECT content, content_type, sha256 FROM blobs WHERE tenant_id = %s AND blob_key = %s",
+                (tenant_id, key),
             )
             row = await cursor.fetchone()
-        if row is None:
-            raise BlobNotFound(key)
-        return Blob(bytes(row[0]), row[1])
+        return Blob(bytes(row[0]), row[1], row[2]) if row else None
 
     async def delete(self, tenant_id: str, key: str) -> None:
         async with tenant_transaction(self._pool, tenant_id) as connection:
@@ -76,50 +83,52 @@ class PostgresBlobStore:
 
 
 class S3BlobStore:
-    """Objects under `<prefix><tenant>/<key>`; boto3 calls run in threads to keep the loop free."""
+    """Objects at `<prefix><tenant_id>/<key>`; boto3 is synchronous, so calls run in worker threads."""
 
-    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+    def __init__(self, bucket: str, *, prefix: str = "", client: Any = None, endpoint_url: str | None = None,
+                 region: str | None = None) -> None:
         if client is None:
-            import boto3
+            import boto3  # production-only dependency; imported late so Postgres-only users never load it
 
-            client = boto3.client("s3")
+            client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
         self._client = client
         self._bucket = bucket
         self._prefix = prefix
 
-    def _object(self, tenant_id: str, key: str) -> str:
+    def _object_key(self, tenant_id: str, key: str) -> str:
         return f"{self._prefix}{tenant_id}/{key}"
 
     async def put(self, tenant_id: str, key: str, data: bytes, content_type: str) -> str:
+        digest = hashlib.sha256(data).hexdigest()
         await asyncio.to_thread(
-            self._client.put_object,
-            Bucket=self._bucket,
-            Key=self._object(tenant_id, key),
-            Body=data,
-            ContentType=content_type or "application/octet-stream",
-            ServerSideEncryption="aws:kms",
+            self._client.put_object, Bucket=self._bucket, Key=self._object_key(tenant_id, key), Body=data,
+            ContentType=content_type or "application/octet-stream", Metadata={"sha256": digest},
         )
         return blob_uri(key)
 
-    async def get(self, tenant_id: str, key: str) -> Blob:
+    async def get(self, tenant_id: str, key: str) -> Blob | None:
         try:
             response = await asyncio.to_thread(
-                self._client.get_object, Bucket=self._bucket, Key=self._object(tenant_id, key)
+                self._client.get_object, Bucket=self._bucket, Key=self._object_key(tenant_id, key)
             )
-        except self._client.exceptions.NoSuchKey as exc:
-            raise BlobNotFound(key) from exc
+        except self._client.exceptions.NoSuchKey:
+            return None
         data = await asyncio.to_thread(response["Body"].read)
-        return Blob(data, response.get("ContentType", ""))
+        digest = response.get("Metadata", {}).get("sha256") or hashlib.sha256(data).hexdigest()
+        return Blob(data, response.get("ContentType", ""), digest)
 
     async def delete(self, tenant_id: str, key: str) -> None:
-        await asyncio.to_thread(self._client.delete_object, Bucket=self._bucket, Key=self._object(tenant_id, key))
+        await asyncio.to_thread(
+            self._client.delete_object, Bucket=self._bucket, Key=self._object_key(tenant_id, key)
+        )
 
 
 def build_blob_store(kind: str, pool: AsyncConnectionPool | None, bucket: str = "", prefix: str = "") -> BlobStore:
+    """The configured store: "postgres" (needs the pool) or "s3" (needs a bucket)."""
     if kind == "s3":
         if not bucket:
             raise ValueError("the s3 blob store needs a bucket")
-        return S3BlobStore(bucket, prefix)
+        return S3BlobStore(bucket, prefix=prefix)
     if pool is None:
         raise ValueError("the postgres blob store needs a database pool")
     return PostgresBlobStore(pool)

@@ -19,11 +19,11 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from rag.v1 import services_pb2_grpc
+from ragstream_common.blobs import PostgresBlobStore, S3BlobStore
 from ragstream_common.kafka import ConsumerOptions, EventPublisher
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED, DOCUMENTS_STATUS
 from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
 
-from ragstream_gateway.adapters.blobs import PostgresBlobStore, S3BlobStore
 from ragstream_gateway.adapters.registry_pg import PostgresDocumentRegistry
 from ragstream_gateway.adapters.tenants_pg import PostgresAuditLog, PostgresTenantDirectory
 from ragstream_gateway.config import GatewaySettings

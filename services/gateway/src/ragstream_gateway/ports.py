@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from ragstream_common.blobs import Blob, BlobStore  # noqa: F401 - re-exported port of the gateway
 from ragstream_common.kafka import OutgoingEvent
 
-# Blob lives with its adapters so that module stays importable on its own (ingest reads blobs too).
-from ragstream_gateway.adapters.blobs import Blob
 from ragstream_gateway.security import IPNetwork
 
 
@@ -100,18 +99,6 @@ class DocumentRegistry(Protocol):
     async def apply_status(self, change: StatusChange) -> bool:
         """Apply a pipeline status unless it is older than what the registry holds; True when applied."""
         ...
-
-
-class BlobStore(Protocol):
-    """Claim-check store for raw uploads; keys are per tenant and events carry `blob://<key>`."""
-
-    async def put(self, tenant_id: str, key: str, data: bytes, content_type: str) -> str:
-        """Store (idempotently) and return the URI to put in events."""
-        ...
-
-    async def get(self, tenant_id: str, key: str) -> Blob | None: ...
-
-    async def delete(self, tenant_id: str, key: str) -> None: ...
 
 
 class EventSink(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ragstream_common.blobs import BLOB_SCHEME, BlobStore, blob_key
+from ragstream_common.blobs import BLOB_SCHEME, BlobNotFound, BlobStore, blob_key_of
 
 from ragstream_ingest.fetch import fetch_url
 from ragstream_ingest.ports import RawContent
@@ -17,7 +17,10 @@ class UriContentSource:
 
     async def read(self, tenant_id: str, uri: str) -> RawContent:
         if uri.startswith(BLOB_SCHEME):
-            blob = await self._blobs.get(tenant_id, blob_key(uri))
+            key = blob_key_of(uri)
+            blob = await self._blobs.get(tenant_id, key)
+            if blob is None:
+                raise BlobNotFound(key)
             return RawContent(blob.data, blob.content_type)
         if not uri.lower().startswith(("http://", "https://")):
             raise ValueError(f"unsupported URI scheme in {uri!r}: use blob://, http:// or https://")
