@@ -9,6 +9,7 @@ import sys
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from ragstream_common.kafka.connection import client_options
 from ragstream_common.kafka.topics import ALL_TOPICS, TopicSpec
 
 
@@ -16,7 +17,7 @@ async def ensure_topics(
     bootstrap_servers: str, specs: tuple[TopicSpec, ...] = ALL_TOPICS, replication_factor: int = 1
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="ragstream-bootstrap")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="ragstream-bootstrap", **client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -23,6 +23,7 @@ from opentelemetry import trace
 from prometheus_client import Counter
 
 from ragstream_common.kafka import cloudevents
+from ragstream_common.kafka.connection import client_options
 from ragstream_common.kafka.producer import EventPublisher
 from ragstream_common.kafka.topics import TOPICS_BY_NAME
 from ragstream_common.logs import get_logger
@@ -98,6 +99,7 @@ class EventConsumer:
             max_partition_fetch_bytes=options.max_partition_fetch_bytes,
             fetch_max_bytes=max(options.max_partition_fetch_bytes, 52_428_800),
             isolation_level="read_committed",
+            **client_options(),
         )
         self.processed = 0
         self._records_by_position: dict[tuple[str, int, int], ConsumerRecord] = {}

@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 
 from ragstream_common.kafka import cloudevents
+from ragstream_common.kafka.connection import client_options
 from ragstream_common.kafka.topics import LARGE_MESSAGE_BYTES
 from ragstream_common.tracing import inject_headers
 
@@ -38,6 +39,7 @@ class EventPublisher:
             linger_ms=linger_ms,
             max_request_size=LARGE_MESSAGE_BYTES,
             request_timeout_ms=30000,
+            **client_options(),
         )
 
     async def start(self) -> None:
