@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any
 
 from prometheus_client import Counter
-from rag.v1 import services_pb2_grpc
+from rag.v1 import chunks_pb2, services_pb2_grpc
 from ragstream_common.kafka import ConsumerOptions, Envelope
 from ragstream_common.kafka.topics import CHUNKS_READY, QUERIES_REQUESTED
 from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
@@ -19,6 +19,12 @@ from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
 from ragstream_embed.adapters.grpc_api import EmbedServicer
 from ragstream_embed.config import EmbedSettings
 from ragstream_embed.handlers import EmbedCounters, embed_chunk_batch, embed_query_batch
+
+
+def chunks_in(message: object) -> int:
+    """The weight of a message in a document micro-batch: the chunks it carries."""
+    return len(message.chunks) if isinstance(message, chunks_pb2.ChunksReady) else 1
+
 
 CHUNKS = Counter("ragstream_embed_chunks_total", "Chunks embedded or reused", ["outcome"])
 
@@ -46,7 +52,9 @@ async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Ev
     chunk_options = ConsumerOptions(
         group_id=settings.chunk_group_id,
         topics=(CHUNKS_READY.name,),
-        max_batch=settings.batch_max_chunks,
+        max_batch=settings.batch_max_messages,
+        max_batch_weight=settings.batch_max_chunks,
+        weigh=chunks_in,
         batch_wait_ms=settings.batch_max_wait_ms,
     )
     query_options = ConsumerOptions(

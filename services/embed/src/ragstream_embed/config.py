@@ -15,6 +15,7 @@ class EmbedSettings(ServiceSettings):
     metrics_port: int = Field(default=9102, ge=0, le=65535)
     # Document micro-batch: up to N chunks or T ms, whichever comes first.
     batch_max_chunks: int = Field(default=64, ge=1, le=4096)
+    batch_max_messages: int = Field(default=256, ge=1, le=4096)
     batch_max_wait_ms: int = Field(default=50, ge=0, le=60_000)
     # Queries must not wait behind batching; a few ms at most.
     query_batch_max: int = Field(default=16, ge=1, le=512)

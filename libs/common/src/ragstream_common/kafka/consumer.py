@@ -64,6 +64,9 @@ class ConsumerOptions:
     group_id: str
     topics: tuple[str, ...]
     max_batch: int = 64
+    # Optional second bound on a batch: the summed weight of its messages (e.g. chunks per ChunksReady).
+    max_batch_weight: int = 0
+    weigh: Callable[[Any], int] | None = None
     # How long to wait to fill a batch once at least one record is in.
     batch_wait_ms: int = 0
     fetch_max_wait_ms: int = 100
@@ -113,32 +116,48 @@ class EventConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch, handle, commit; a batch in flight when `stop` is set is finished and committed."""
         while not stop.is_set():
-            records = await self._next_batch(stop)
-            if records:
-                await self._process(records)
+            batch = await self._next_batch(stop)
+            if batch:
+                await self._process(batch)
 
-    async def _next_batch(self, stop: asyncio.Event) -> list[ConsumerRecord]:
-        fetched = await self._consumer.getmany(timeout_ms=200, max_records=self.options.max_batch)
-        records = [r for batch in fetched.values() for r in batch]
-        deadline = time.monotonic() + self.options.batch_wait_ms / 1000
-        while records and len(records) < self.options.max_batch and not stop.is_set():
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
-                break
-            more = await self._consumer.getmany(
-                timeout_ms=remaining_ms, max_records=self.options.max_batch - len(records)
+    async def _next_batch(self, stop: asyncio.Event) -> list[tuple[ConsumerRecord, Envelope[Any] | Exception]]:
+        """Records decoded as they arrive, until `max_batch` records or `max_batch_weight` (e.g. chunks) is
+        reached or `batch_wait_ms` passed since the first one (one record may overshoot the weight)."""
+        options = self.options
+        batch: list[tuple[ConsumerRecord, Envelope[Any] | Exception]] = []
+        weight, deadline = 0, 0.0
+        while not stop.is_set() and len(batch) < options.max_batch:
+            if batch:
+                remaining_ms = int((deadline - time.monotonic()) * 1000)
+                if remaining_ms <= 0 or (options.max_batch_weight and weight >= options.max_batch_weight):
+                    break
+            fetched = await self._consumer.getmany(
+                timeout_ms=remaining_ms if batch else 200, max_records=options.max_batch - len(batch)
             )
-            records.extend(r for batch in more.values() for r in batch)
-        return records
+            for record in (r for records in fetched.values() for r in records):
+                decoded = self._decode_or_error(record)
+                batch.append((record, decoded))
+                weight += options.weigh(decoded.message) if options.weigh and isinstance(decoded, Envelope) else 1
+            if not batch:
+                return batch
+            deadline = deadline or time.monotonic() + options.batch_wait_ms / 1000
+        return batch
 
-    async def _process(self, records: list[ConsumerRecord]) -> None:
+    def _decode_or_error(self, record: ConsumerRecord) -> Envelope[Any] | Exception:
+        try:
+            return self._decode(record)
+        except cloudevents.InvalidEvent as exc:
+            return exc
+
+    async def _process(self, batch: list[tuple[ConsumerRecord, Envelope[Any] | Exception]]) -> None:
+        records = [record for record, _ in batch]
         self._records_by_position = {(r.topic, r.partition, r.offset): r for r in records}
         envelopes: list[Envelope[Any]] = []
-        for record in records:
-            try:
-                envelopes.append(self._decode(record))
-            except cloudevents.InvalidEvent as exc:
-                await self._dead_letter(record, exc)
+        for record, decoded in batch:
+            if isinstance(decoded, Envelope):
+                envelopes.append(decoded)
+            else:
+                await self._dead_letter(record, decoded)
         if envelopes:
             await self._handle(envelopes)
         await self._commit(records)

@@ -23,7 +23,8 @@ class PostgresEmbeddingCache:
                 " WHERE tenant_id = %s AND model = %s AND content_sha256 = ANY(%s)",
                 (tenant_id, model, list(set(hashes))),
             )
-            return {digest: np.asarray(vector.to_numpy(), dtype=np.float32) for digest, vector in await cursor.fetchall()}
+            rows = await cursor.fetchall()
+        return {digest: np.asarray(vector.to_numpy(), dtype=np.float32) for digest, vector in rows}
 
     async def store(self, tenant_id: str, model: str, vectors: dict[str, np.ndarray]) -> None:
         if not vectors:
