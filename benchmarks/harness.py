@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import platform
 import secrets
 import sys
 import threading
@@ -223,10 +224,20 @@ def _tree_rss(root: psutil.Process) -> int:
     return total
 
 
+def machine_state() -> dict[str, Any]:
+    """What the figures were measured on: a busy machine makes every latency figure worse."""
+    return {
+        "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "platform": platform.platform(),
+    }
+
+
 def finish(name: str, summary: dict[str, Any], details: dict[str, Any] | None = None) -> None:
     """Save summary and details under benchmarks/results/ and print the summary as the last stdout line."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"summary": summary, **(details or {})}, indent=2, default=str))
-    print(f"(saved to {path.relative_to(ROOT)})")
+    record = {"summary": summary, **(details or {}), "machine": machine_state()}
+    path.write_text(json.dumps(record, indent=2, default=str))
+    state = record["machine"]
+    print(f"(machine: {state['cpus']} CPUs, load average {state['load_average']}; saved to {path.relative_to(ROOT)})")
     print(json.dumps(summary), flush=True)

@@ -17,8 +17,13 @@ from metrics import latency_summary, percentile
 WARMUP_QUERIES = 10
 
 
-async def inprocess_latencies(database_url: str, tenant: str, questions: Sequence[str], top_k: int) -> dict[str, Any]:
-    """Per-question latency (ms) of encode + hybrid search + extractive answer, run sequentially."""
+async def inprocess_latencies(
+    database_url: str, tenant: str, questions: Sequence[str], top_k: int, torch_threads: int | None = None
+) -> dict[str, Any]:
+    """Per-question latency (ms) of encode + hybrid search + extractive answer, run sequentially.
+
+    `torch_threads` overrides torch's intra-op thread count (default: torch's own choice, as in the embed service).
+    """
     from ragstream_common.db import create_pool
     from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
     from ragstream_embed.config import EmbedSettings
@@ -34,6 +39,10 @@ async def inprocess_latencies(database_url: str, tenant: str, questions: Sequenc
     embed_settings = EmbedSettings()
     retrieve_settings = RetrieveSettings()
     encoder = SentenceTransformerEncoder.load(embed_settings.device, embed_settings.encode_batch_size)
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     backend = ExtractiveBackend(ExtractiveConfig(max_sentences=GenerateSettings().max_sentences))
     limits = TopKLimits(retrieve_settings.default_top_k, retrieve_settings.max_top_k)
     tuning = retrieve_settings.search_tuning()

@@ -46,6 +46,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-index", action="store_true", help="assume the corpus is indexed already")
     parser.add_argument("--limit-corpus", type=int, default=None, help="index only the first N documents (smoke runs)")
     parser.add_argument("--skip-inproc", action="store_true", help="no in-process baseline")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads of the in-process baseline (default: torch's, as the service)")
     args = parser.parse_args(argv)
     args.steps = [int(step) for step in args.steps.split(",") if step.strip()]
     if args.questions < 300:
@@ -183,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             log("in-process baseline skipped: set DATABASE_URL to the system's database")
         else:
             log(f"in-process baseline: {len(questions)} questions ...")
-            inproc = asyncio.run(inprocess_latencies(system.database_url, system.tenant, questions, args.top_k))
+            inproc = asyncio.run(inprocess_latencies(
+                system.database_url, system.tenant, questions, args.top_k, args.torch_threads
+            ))
     print_report(e2e, inproc, args)
     inproc_p50 = inproc["latency"]["p50_ms"] if inproc else None
     summary = {
