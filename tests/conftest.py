@@ -12,6 +12,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 pytest_plugins = ["ragstream_devstack.fixtures"]
 
 
+TIER_ORDER = {"unit": 0, "integration": 1, "e2e": 2}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tiers in order. The e2e tier starts the whole system once and keeps it up to the end of the
+    session; its workers share the session's broker and database, so no narrower test may run after it."""
+
+    def tier(item: pytest.Item) -> int:
+        return min((TIER_ORDER[m.name] for m in item.iter_markers() if m.name in TIER_ORDER), default=1)
+
+    items.sort(key=tier)
+
+
 @pytest.fixture(scope="session")
 def migrated_database(database_url: str) -> str:
     """The session database with every migration applied."""

@@ -40,9 +40,8 @@ async def _create_topic(bootstrap: str, name: str) -> None:
         await admin.close()
 
 
-def test_broker_starts_quickly_on_loopback(kafka: LocalKafka) -> None:
+def test_broker_starts_on_loopback(kafka: LocalKafka) -> None:
     assert kafka.bootstrap_servers.startswith("127.0.0.1:")
-    assert kafka.startup_seconds < 30  # type: ignore[attr-defined]
     assert kafka.log_file.read_text().count("Kafka Server started") == 1
 
 
