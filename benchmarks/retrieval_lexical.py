@@ -18,9 +18,11 @@ import json
 import math
 import statistics
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -28,7 +30,7 @@ from ragstream_common.db import create_pool
 from ragstream_common.migrate import apply_migrations
 from ragstream_retrieve.adapters.pg_index import PostgresChunkIndex
 from ragstream_retrieve.adapters.pg_search import PostgresSearchIndex
-from ragstream_retrieve.lexical import ENGLISH_STOPWORDS, Bm25Parameters, LexicalAnalyzer
+from ragstream_retrieve.lexical import ENGLISH_STOPWORDS, Bm25Parameters, LexicalAnalyzer, bm25_term_weight
 from ragstream_retrieve.models import ChunkToIndex, DocumentVersion, RetrievalMode, SearchRequest, SearchTuning
 from ragstream_retrieve.search import hybrid_search
 
@@ -194,6 +196,55 @@ def ts_rank_cd_run(url: str, data: Dataset) -> tuple[Ranking, list[float]]:
     return run, latencies
 
 
+def sparse_bm25_vectors(
+    data: Dataset, analyzer: LexicalAnalyzer, bm25: Bm25Parameters
+) -> tuple[dict[str, int], list[tuple[str, Any]]]:
+    """Term ids, and each abstract's BM25 term weights as a sparsevec (statistics frozen at build time)."""
+    from pgvector import SparseVector
+
+    frequencies = {d: analyzer.term_frequencies(f"{t}\n{x}") for d, (t, x) in data.corpus.items()}
+    vocabulary = {term: i for i, term in enumerate(sorted({t for f in frequencies.values() for t in f}))}
+    df = Counter(t for f in frequencies.values() for t in f)
+    n, avgdl = len(frequencies), sum(sum(f.values()) for f in frequencies.values()) / len(frequencies)
+    rows = []
+    for doc_id, tf in frequencies.items():
+        length = sum(tf.values())
+        weights = {vocabulary[t]: bm25_term_weight(c, df[t], n, length, avgdl, bm25) for t, c in tf.items()}
+        rows.append((doc_id, SparseVector(weights, len(vocabulary))))
+    return vocabulary, rows
+
+
+def sparsevec_run(
+    url: str, data: Dataset, analyzer: LexicalAnalyzer, bm25: Bm25Parameters, hnsw: bool
+) -> tuple[Ranking, list[float]]:
+    """The alternative design: pgvector sparsevec of BM25 weights, inner product with query-term counts."""
+    from pgvector import SparseVector
+    from pgvector.psycopg import register_vector
+
+    vocabulary, rows = sparse_bm25_vectors(data, analyzer, bm25)
+    run: Ranking = {}
+    latencies = []
+    with psycopg.connect(url, autocommit=True) as connection:
+        register_vector(connection)
+        connection.execute("DROP TABLE IF EXISTS bench_sparse")
+        connection.execute(f"CREATE TABLE bench_sparse (doc_id text PRIMARY KEY, w sparsevec({len(vocabulary)}))")
+        with connection.cursor() as cursor:
+            cursor.executemany("INSERT INTO bench_sparse VALUES (%s, %s)", rows)
+        if hnsw:
+            connection.execute("CREATE INDEX ON bench_sparse USING hnsw (w sparsevec_ip_ops)")
+            connection.execute("SET hnsw.ef_search = 100")
+        connection.execute("ANALYZE bench_sparse")
+        for query_id, text in data.queries.items():
+            counts = Counter(t for t in analyzer.terms(text) if t in vocabulary)
+            query = SparseVector({vocabulary[t]: float(c) for t, c in counts.items()}, len(vocabulary))
+            started = time.perf_counter()
+            sql = "SELECT doc_id FROM bench_sparse ORDER BY w <#> %s LIMIT %s"
+            found = connection.execute(sql, (query, DEPTH)).fetchall() if counts else []
+            latencies.append((time.perf_counter() - started) * 1000)
+            run[query_id] = [r[0] for r in found]
+    return run, latencies
+
+
 def report(name: str, run: Ranking, data: Dataset, latencies: list[float] | None, table: list[dict]) -> None:
     row: dict = {"system": name, **evaluate(run, data.qrels)}
     if latencies:
@@ -211,6 +262,7 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--queries", type=int, default=None, help="first N train queries (default: all)")
     parser.add_argument("--dense", action="store_true", help="also dense and hybrid (needs the model)")
+    parser.add_argument("--sparsevec", action="store_true", help="also the sparsevec design (exact and HNSW)")
     parser.add_argument("--database-url", default=None, help="default: a throwaway local Postgres")
     parser.add_argument("--k1", type=float, default=1.2)
     parser.add_argument("--b", type=float, default=0.75)
@@ -237,6 +289,10 @@ def main() -> None:
         report("postgres BM25 (retrieve service)", run, data, latencies, table)
         run, latencies = ts_rank_cd_run(url, data)
         report("postgres ts_rank_cd (OR query)", run, data, latencies, table)
+        if args.sparsevec:
+            for hnsw in (False, True):
+                run, latencies = sparsevec_run(url, data, analyzer, tuning.bm25, hnsw)
+                report(f"sparsevec BM25 weights ({'hnsw' if hnsw else 'exact'})", run, data, latencies, table)
         if args.dense:
             for mode in (RetrievalMode.DENSE, RetrievalMode.HYBRID):
                 run, latencies = asyncio.run(service_run(url, data, mode, tuning, query_vectors))

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from rag.v1 import chunks_pb2, documents_pb2, status_pb2
 from ragstream_common.kafka import Envelope, OutgoingEvent, PermanentError
 from ragstream_common.kafka.topics import DOCUMENTS_STATUS
@@ -24,6 +26,7 @@ from ragstream_retrieve.ports import ChunkIndexWriter, EventSink
 from ragstream_retrieve.wire import InvalidDocument, document_from_event
 
 log = get_logger(__name__)
+tracer = trace.get_tracer("ragstream.retrieve")
 INDEX_STAGE = "index"
 
 
@@ -57,15 +60,19 @@ class Indexer:
         await self.sink.publish_many([event for task in tasks for event in task.result()])
 
     async def handle(self, envelope: Envelope[Any]) -> list[OutgoingEvent]:
+        """One event, traced as part of its document's trace; status events continue that trace."""
         message = envelope.message
-        if isinstance(message, chunks_pb2.ChunksEmbedded):
-            return await self._index(envelope, message)
-        if isinstance(message, documents_pb2.DocumentDeleted):
-            return await self._delete(envelope, message)
-        log.warning("ignoring unexpected event", event_type=envelope.event_type, topic=envelope.topic)
-        return []
+        if not isinstance(message, chunks_pb2.ChunksEmbedded | documents_pb2.DocumentDeleted):
+            log.warning("ignoring unexpected event", event_type=envelope.event_type, topic=envelope.topic)
+            return []
+        attributes = {"rag.tenant_id": message.tenant_id, "rag.document_id": message.document_id,
+                      "rag.version": message.version}
+        with tracer.start_as_current_span("retrieve index", context=envelope.trace_context, attributes=attributes):
+            if isinstance(message, chunks_pb2.ChunksEmbedded):
+                return await self._index(message)
+            return await self._delete(message)
 
-    async def _index(self, envelope: Envelope[Any], event: chunks_pb2.ChunksEmbedded) -> list[OutgoingEvent]:
+    async def _index(self, event: chunks_pb2.ChunksEmbedded) -> list[OutgoingEvent]:
         _require_ids(event.tenant_id, event.document_id)
         try:
             # Analysis is CPU work: keep it off the loop that also serves queries.
@@ -78,7 +85,7 @@ class Indexer:
                 tenant_id=event.tenant_id, document_id=event.document_id, version=event.version, stage=INDEX_STAGE,
                 reason=str(exc), error_class=type(exc).__name__, occurred_at=now_timestamp(),
             )
-            return [_status(envelope, failed)]
+            return [_status(failed)]
         outcome = await self.writer.upsert_document(document)
         self._count(outcome.value)
         if outcome in (UpsertOutcome.SUPERSEDED, UpsertOutcome.DELETED):
@@ -89,9 +96,9 @@ class Indexer:
             tenant_id=event.tenant_id, document_id=event.document_id, version=event.version,
             chunk_count=len(document.chunks), model=event.model, occurred_at=now_timestamp(),
         )
-        return [_status(envelope, indexed)]
+        return [_status(indexed)]
 
-    async def _delete(self, envelope: Envelope[Any], event: documents_pb2.DocumentDeleted) -> list[OutgoingEvent]:
+    async def _delete(self, event: documents_pb2.DocumentDeleted) -> list[OutgoingEvent]:
         _require_ids(event.tenant_id, event.document_id)
         await self.writer.delete_document(event.tenant_id, event.document_id, event.version)
         self._count("removed")
@@ -99,7 +106,7 @@ class Indexer:
             tenant_id=event.tenant_id, document_id=event.document_id, version=event.version,
             occurred_at=now_timestamp(),
         )
-        return [_status(envelope, removed)]
+        return [_status(removed)]
 
     def _count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
@@ -110,6 +117,7 @@ def _require_ids(tenant_id: str, document_id: str) -> None:
         raise PermanentError("event without tenant_id or document_id")
 
 
-def _status(envelope: Envelope[Any], message: Any) -> OutgoingEvent:
+def _status(message: Any) -> OutgoingEvent:
     key = document_key(message.tenant_id, message.document_id)
-    return OutgoingEvent(DOCUMENTS_STATUS.name, key, message, context=envelope.trace_context)
+    # Captured now, inside the document's span, though published after the batch.
+    return OutgoingEvent(DOCUMENTS_STATUS.name, key, message, context=otel_context.get_current())

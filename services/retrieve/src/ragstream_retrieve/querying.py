@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
 from rag.v1 import queries_pb2, services_pb2
 from ragstream_common.kafka import Envelope, OutgoingEvent
 from ragstream_common.kafka.topics import QUERIES_RETRIEVED
@@ -28,6 +29,7 @@ from ragstream_retrieve.search import hybrid_search
 from ragstream_retrieve.wire import RETRIEVAL_MODES, TopKLimits, checked_vector, scored_chunks, search_filters
 
 log = get_logger(__name__)
+tracer = trace.get_tracer("ragstream.retrieve")
 STAGE = "retrieve"
 
 
@@ -50,7 +52,13 @@ class QueryResponder:
         if not isinstance(envelope.message, queries_pb2.QueryEmbedded):
             log.warning("ignoring unexpected event", event_type=envelope.event_type)
             return
-        embedded: queries_pb2.QueryEmbedded = envelope.message
+        # Each query continues its own trace, also inside a batch (gather gives each its own context copy).
+        query = envelope.message.query
+        attributes = {"rag.query_id": query.query_id, "rag.tenant_id": query.tenant_id}
+        with tracer.start_as_current_span("retrieve query", context=envelope.trace_context, attributes=attributes):
+            await self._answer(envelope.message)
+
+    async def _answer(self, embedded: queries_pb2.QueryEmbedded) -> None:
         if is_expired(embedded.query):
             self._count("expired")
             return
@@ -68,7 +76,7 @@ class QueryResponder:
             return
         query.timings_ms[STAGE] = query.timings_ms.get(STAGE, 0.0) + (time.perf_counter() - started) * 1000
         self._count("answered")
-        await asyncio.gather(self._reply(query, hits), self._forward(envelope, query, hits))
+        await asyncio.gather(self._reply(query, hits), self._forward(query, hits))
 
     async def search(self, query: queries_pb2.QueryRequested, packed_vector: bytes) -> list[SearchHit]:
         if not query.tenant_id:
@@ -91,13 +99,12 @@ class QueryResponder:
         reply.timings_ms.update(query.timings_ms)
         await self.replies.deliver_sources(query.reply_to, reply)
 
-    async def _forward(self, envelope: Envelope[Any], query: queries_pb2.QueryRequested, hits: list[SearchHit]) -> None:
+    async def _forward(self, query: queries_pb2.QueryRequested, hits: list[SearchHit]) -> None:
         if query.mode == queries_pb2.QUERY_MODE_SEARCH:
             return
         retrieved = queries_pb2.QueryRetrieved(query=query, chunks=scored_chunks(hits))
-        await self.sink.publish_many(
-            [OutgoingEvent(QUERIES_RETRIEVED.name, query.query_id, retrieved, context=envelope.trace_context)]
-        )
+        # context=None: the current span (this query's) becomes the parent of the generate stage.
+        await self.sink.publish_many([OutgoingEvent(QUERIES_RETRIEVED.name, query.query_id, retrieved)])
 
     def _count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psycopg
 from pgvector import Vector
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -103,7 +104,7 @@ class PostgresSearchIndex:
         }
         async with tenant_transaction(self._pool, tenant_id) as connection:
             await connection.execute(_HNSW_SETTINGS, settings)
-            rows = await (await connection.execute(sql, params)).fetchall()
+            rows = await _fetch_all(connection, sql, params)
         # relaxed_order may return rows slightly out of order: sort by the exact similarity.
         candidates = [Candidate(int(key), float(similarity)) for key, similarity in rows]
         return sorted(candidates, key=lambda c: -c.score)
@@ -131,15 +132,22 @@ class PostgresSearchIndex:
         if filters_sql:
             join = f"JOIN chunks c ON c.tenant_id = %(tenant)s AND c.chunk_key = p.chunk_key{filters_sql}"
         async with tenant_transaction(self._pool, tenant_id) as connection:
-            rows = await (await connection.execute(_LEXICAL.format(filter_join=join), params)).fetchall()
+            rows = await _fetch_all(connection, _LEXICAL.format(filter_join=join), params)
         return [Candidate(int(key), float(score)) for key, score in rows]
 
     async def fetch_chunks(self, tenant_id: str, keys: Sequence[int]) -> dict[int, StoredChunk]:
         if not keys:
             return {}
         async with tenant_transaction(self._pool, tenant_id) as connection:
-            rows = await (await connection.execute(_FETCH, {"tenant": tenant_id, "keys": list(keys)})).fetchall()
+            rows = await _fetch_all(connection, _FETCH, {"tenant": tenant_id, "keys": list(keys)})
         return {int(row[0]): _stored_chunk(row) for row in rows}
+
+
+async def _fetch_all(connection: psycopg.AsyncConnection, sql: str, params: dict[str, Any]) -> list[Any]:
+    # Binary results: parsing vectors from text costs ~0.1 ms each, 5x the binary load.
+    async with connection.cursor(binary=True) as cursor:
+        await cursor.execute(sql, params)
+        return await cursor.fetchall()
 
 
 def _stored_chunk(row: Sequence[Any]) -> StoredChunk:
