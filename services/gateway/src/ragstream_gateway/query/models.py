@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, Field
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from rag.v1 import queries_pb2
 
 
@@ -68,27 +70,15 @@ class SearchResponse(BaseModel):
     timings: dict[str, float]
 
 
-def citation_out(citation: queries_pb2.Citation) -> CitationOut:
-    return CitationOut(
-        index=citation.index,
-        document_id=citation.document_id,
-        chunk_id=citation.chunk_id,
-        title=citation.title,
-        snippet=citation.snippet,
-        score=citation.score,
+def _fields(message: Message) -> dict[str, object]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+
+
+def citation_out(citation: queries_pb2.Citation) -> CitationOut:
+    return CitationOut.model_validate(_fields(citation))
 
 
 def chunk_out(chunk: queries_pb2.ScoredChunk) -> ChunkOut:
-    return ChunkOut(
-        chunk_id=chunk.chunk_id,
-        document_id=chunk.document_id,
-        version=chunk.version,
-        title=chunk.title,
-        text=chunk.text,
-        position=chunk.position,
-        score=chunk.score,
-        dense_score=chunk.dense_score,
-        lexical_score=chunk.lexical_score,
-        metadata=dict(chunk.metadata),
-    )
+    return ChunkOut.model_validate(_fields(chunk))
