@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 from ragstream_common.config import ServiceSettings
 
 from ragstream_retrieve.adapters.pg_search import HnswSettings
 from ragstream_retrieve.lexical import Bm25Parameters
-from ragstream_retrieve.models import SearchTuning
+from ragstream_retrieve.models import FusionMethod, ScoreNormalization, SearchTuning
 
 
 class RetrieveSettings(ServiceSettings):
@@ -44,6 +44,10 @@ class RetrieveSettings(ServiceSettings):
     default_top_k: int = Field(default=8, ge=1, le=1000)
     max_top_k: int = Field(default=100, ge=1, le=1000)
     candidate_depth: int = Field(default=100, ge=1, le=10_000)
+    # Hybrid fusion: convex combination of per-query min-max (or z-score) normalised scores, or weighted RRF.
+    # Chosen on SciFact (README, "Fusion"); the weights apply to both (convex: alpha = dense / (dense + lexical)).
+    fusion: FusionMethod = "convex"
+    score_normalization: ScoreNormalization = "minmax"
     rrf_k: float = Field(default=60.0, ge=0)
     dense_weight: float = Field(default=1.0, ge=0)
     lexical_weight: float = Field(default=1.0, ge=0)
@@ -54,9 +58,17 @@ class RetrieveSettings(ServiceSettings):
     hnsw_iterative_scan: Literal["off", "relaxed_order", "strict_order"] = "relaxed_order"
     hnsw_max_scan_tuples: int = Field(default=20_000, ge=1)
 
+    @model_validator(mode="after")
+    def _some_fusion_weight(self) -> Self:
+        if self.dense_weight + self.lexical_weight <= 0:
+            raise ValueError("RETRIEVE_DENSE_WEIGHT and RETRIEVE_LEXICAL_WEIGHT must not both be 0")
+        return self
+
     def search_tuning(self) -> SearchTuning:
         return SearchTuning(
             candidate_depth=self.candidate_depth,
+            fusion=self.fusion,
+            score_normalization=self.score_normalization,
             rrf_k=self.rrf_k,
             dense_weight=self.dense_weight,
             lexical_weight=self.lexical_weight,

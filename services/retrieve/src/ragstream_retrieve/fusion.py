@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import statistics
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ragstream_retrieve.models import Candidate, StoredChunk
+from ragstream_retrieve.models import Candidate, ScoreNormalization, SearchTuning, StoredChunk
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,93 @@ def reciprocal_rank_fusion(
     Inputs must be ordered best first. Ties keep dense order first, then lexical, so results are stable.
     """
     fused: dict[int, float] = {}
-    dense_scores = {c.key: c.score for c in dense}
-    lexical_scores = {c.key: c.score for c in lexical}
     for weight, ranking in ((dense_weight, dense), (lexical_weight, lexical)):
         for rank, candidate in enumerate(ranking, start=1):
             fused[candidate.key] = fused.get(candidate.key, 0.0) + weight / (k + rank)
+    return _ranked(fused, dense, lexical)
+
+
+def min_max_normalized(scores: Sequence[float]) -> tuple[list[float], float]:
+    """Scores mapped onto [0, 1] by the list's own min and max, and the value for a candidate it lacks (0).
+
+    A list of equal scores maps to 1: each is that retriever's best.
+    """
+    if not scores:
+        return [], 0.0
+    low, high = min(scores), max(scores)
+    if high == low:
+        return [1.0] * len(scores), 0.0
+    return [(s - low) / (high - low) for s in scores], 0.0
+
+
+def z_score_normalized(scores: Sequence[float]) -> tuple[list[float], float]:
+    """Standard scores over the list, and the value for a candidate it lacks: the list's minimum."""
+    if not scores:
+        return [], 0.0
+    mean, deviation = statistics.fmean(scores), statistics.pstdev(scores)
+    if deviation == 0:
+        return [0.0] * len(scores), 0.0
+    normalized = [(s - mean) / deviation for s in scores]
+    return normalized, min(normalized)
+
+
+NORMALIZATIONS: dict[ScoreNormalization, Callable[[Sequence[float]], tuple[list[float], float]]] = {
+    "minmax": min_max_normalized,
+    "zscore": z_score_normalized,
+}
+
+
+def convex_combination_fusion(
+    dense: Sequence[Candidate],
+    lexical: Sequence[Candidate],
+    *,
+    dense_weight: float = 1.0,
+    lexical_weight: float = 1.0,
+    normalization: ScoreNormalization = "minmax",
+) -> list[FusedCandidate]:
+    """score = alpha * dense' + (1 - alpha) * lexical' with alpha = dense_weight / (dense_weight + lexical_weight),
+    each retriever's scores normalised over its own list for this query.
+
+    Bruch et al. 2022 ("An Analysis of Fusion Functions for Hybrid Retrieval"): a convex combination of normalised
+    scores keeps how far apart the candidates are, which rank fusion throws away. A candidate one retriever did not
+    return gets that retriever's lowest normalised score (it ranked below the whole list). Ties keep dense order
+    first, then lexical.
+    """
+    if dense_weight < 0 or lexical_weight < 0 or dense_weight + lexical_weight <= 0:
+        raise ValueError(f"weights must be >= 0 and not both 0, got {dense_weight}, {lexical_weight}")
+    alpha = dense_weight / (dense_weight + lexical_weight)
+    normalize = NORMALIZATIONS[normalization]
+    dense_norm, dense_missing = normalize([c.score for c in dense])
+    lexical_norm, lexical_missing = normalize([c.score for c in lexical])
+    dense_by_key = dict(zip((c.key for c in dense), dense_norm, strict=True))
+    lexical_by_key = dict(zip((c.key for c in lexical), lexical_norm, strict=True))
+    fused = {
+        key: alpha * dense_by_key.get(key, dense_missing) + (1 - alpha) * lexical_by_key.get(key, lexical_missing)
+        for key in [*dense_by_key, *lexical_by_key]
+    }
+    return _ranked(fused, dense, lexical)
+
+
+def fuse(dense: Sequence[Candidate], lexical: Sequence[Candidate], tuning: SearchTuning) -> list[FusedCandidate]:
+    """Hybrid fusion as the tuning says: convex combination of normalised scores (default) or weighted RRF."""
+    if tuning.fusion == "rrf":
+        return reciprocal_rank_fusion(
+            dense, lexical, k=tuning.rrf_k, dense_weight=tuning.dense_weight, lexical_weight=tuning.lexical_weight
+        )
+    return convex_combination_fusion(
+        dense,
+        lexical,
+        dense_weight=tuning.dense_weight,
+        lexical_weight=tuning.lexical_weight,
+        normalization=tuning.score_normalization,
+    )
+
+
+def _ranked(
+    fused: dict[int, float], dense: Sequence[Candidate], lexical: Sequence[Candidate]
+) -> list[FusedCandidate]:
+    dense_scores = {c.key: c.score for c in dense}
+    lexical_scores = {c.key: c.score for c in lexical}
     order = sorted(fused, key=lambda key: -fused[key])  # sorted() is stable: insertion order breaks ties
     return [FusedCandidate(key, fused[key], dense_scores.get(key), lexical_scores.get(key)) for key in order]
 

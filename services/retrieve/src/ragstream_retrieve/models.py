@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -95,10 +96,18 @@ class SearchRequest:
     vector: np.ndarray | None = None
 
 
+# Hybrid fusion (fusion.py): convex combination of per-query normalised scores, or weighted reciprocal rank fusion.
+FusionMethod = Literal["convex", "rrf"]
+ScoreNormalization = Literal["minmax", "zscore"]
+
+
 @dataclass(frozen=True)
 class SearchTuning:
     candidate_depth: int = 100
+    fusion: FusionMethod = "convex"
+    score_normalization: ScoreNormalization = "minmax"
     rrf_k: float = 60.0
+    # Relative weights of the retrievers in either fusion (convex: alpha = dense / (dense + lexical)).
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
     # Results whose vectors are at least this similar to a better result are dropped as near-duplicates.

@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 
-from ragstream_retrieve.fusion import FusedCandidate, reciprocal_rank_fusion, remove_near_duplicates, single_ranking
+from ragstream_retrieve.fusion import FusedCandidate, fuse, remove_near_duplicates, single_ranking
 from ragstream_retrieve.lexical import LexicalAnalyzer
 from ragstream_retrieve.models import (
     Candidate,
@@ -39,9 +39,7 @@ async def hybrid_search(
         _lexical(index, analyzer, request, depth, tuning) if use_lexical else _nothing(),
     )
     if request.mode is RetrievalMode.HYBRID:
-        fused = reciprocal_rank_fusion(
-            dense, lexical, k=tuning.rrf_k, dense_weight=tuning.dense_weight, lexical_weight=tuning.lexical_weight
-        )
+        fused = fuse(dense, lexical, tuning)
     else:
         fused = single_ranking(dense if use_dense else lexical, dense=use_dense)
     return await _distinct_hits(index, request, fused, tuning.dedupe_cosine)

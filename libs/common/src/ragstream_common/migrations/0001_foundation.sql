@@ -93,20 +93,20 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_tenant_at ON audit_log (tenant_id, at DESC);
 
-DO $$
-DECLARE
-    t text;
+-- Tenant isolation for one table: row-level security (forced, so table owners obey it too) admitting the
+-- tenant named by `app.tenant_id`, and the application role's grants. Later migrations use it as well.
+CREATE FUNCTION ragstream_isolate_tenant(table_name text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    FOREACH t IN ARRAY ARRAY['documents', 'blobs', 'embedding_cache', 'audit_log'] LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format(
-            'CREATE POLICY tenant_isolation ON %I USING (tenant_id = current_setting(''app.tenant_id'', true)) '
-            'WITH CHECK (tenant_id = current_setting(''app.tenant_id'', true))', t);
-        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO ragstream_app', t);
-    END LOOP;
+    EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', table_name);
+    EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', table_name);
+    EXECUTE format(
+        'CREATE POLICY tenant_isolation ON %I USING (tenant_id = current_setting(''app.tenant_id'', true)) '
+        'WITH CHECK (tenant_id = current_setting(''app.tenant_id'', true))', table_name);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO ragstream_app', table_name);
 END
 $$;
+
+SELECT ragstream_isolate_tenant(t) FROM unnest(ARRAY['documents', 'blobs', 'embedding_cache', 'audit_log']) AS t;
 
 GRANT SELECT, INSERT, UPDATE ON tenants TO ragstream_app;
 GRANT SELECT, INSERT, UPDATE ON api_keys TO ragstream_app;

@@ -66,17 +66,5 @@ CREATE TABLE lexical_stats (
     PRIMARY KEY (tenant_id, shard)
 );
 
-DO $$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['document_index_state', 'chunks', 'chunk_terms', 'lexical_stats'] LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format(
-            'CREATE POLICY tenant_isolation ON %I USING (tenant_id = current_setting(''app.tenant_id'', true)) '
-            'WITH CHECK (tenant_id = current_setting(''app.tenant_id'', true))', t);
-        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO ragstream_app', t);
-    END LOOP;
-END
-$$;
+SELECT ragstream_isolate_tenant(t)
+FROM unnest(ARRAY['document_index_state', 'chunks', 'chunk_terms', 'lexical_stats']) AS t;
