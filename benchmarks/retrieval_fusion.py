@@ -15,7 +15,6 @@ its first chunk. Chunk vectors are cached in .cache/ (re-encoding ~10k chunks ta
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 from collections.abc import Callable, Sequence
@@ -25,7 +24,16 @@ from pathlib import Path
 import numpy as np
 from ragstream_retrieve.fusion import FusedCandidate, convex_combination_fusion, reciprocal_rank_fusion
 from ragstream_retrieve.models import Candidate, SearchTuning
-from retrieval_lexical import CACHE, DEFAULT_DATASET, Dataset, Ranking, embed_corpus_and_queries, evaluate, load_dataset
+from retrieval_lexical import (
+    CACHE,
+    DEFAULT_DATASET,
+    Dataset,
+    Ranking,
+    embed_corpus_and_queries,
+    evaluate,
+    load_dataset,
+    query_split,
+)
 
 DEPTHS = (50, 100, 200)
 RRF_KS = (10, 20, 40, 60)
@@ -74,11 +82,6 @@ def service_default() -> Setting:
 
 
 SERVICE_DEFAULT = service_default()
-
-
-def query_split(query_id: str) -> str:
-    """Deterministic half: the parity of the first byte of sha256(id)."""
-    return "tune" if hashlib.sha256(query_id.encode()).digest()[0] % 2 == 0 else "heldout"
 
 
 def abstract_units(data: Dataset) -> tuple[Units, np.ndarray]:

@@ -1,12 +1,14 @@
 """Offline retrieval study on SciFact (BEIR layout): the retrieve service's Postgres BM25 against bm25s and
-Postgres full-text search (ts_rank_cd), optionally dense (all-MiniLM-L6-v2) and hybrid RRF.
+Postgres full-text search (ts_rank_cd), optionally dense (all-MiniLM-L6-v2) and hybrid (the default convex
+fusion and RRF k=60).
 
     uv run python benchmarks/retrieval_lexical.py                 # lexical only, all train queries
     uv run python benchmarks/retrieval_lexical.py --dense         # + dense and hybrid (vectors cached in .cache/)
     uv run python benchmarks/retrieval_lexical.py --database-url postgresql://...  # instead of a throwaway server
 
 Postgres numbers go through the service's own code: `PostgresChunkIndex` writes, `hybrid_search` over
-`PostgresSearchIndex` reads. Reports nDCG@10, recall@100, MRR@10 and per-query latency.
+`PostgresSearchIndex` reads. Reports nDCG@10, recall@100, MRR@10 and per-query latency, and nDCG@10 on the two
+halves of the queries that retrieval_fusion.py tunes on and holds out.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import json
 import math
 import statistics
@@ -65,6 +69,11 @@ def load_dataset(path: Path, limit: int | None) -> Dataset:
             queries[str(row["_id"])] = row["text"]
     chosen = dict(sorted(queries.items(), key=lambda kv: int(kv[0]))[:limit])
     return Dataset(corpus, chosen, {q: qrels[q] for q in chosen})
+
+
+def query_split(query_id: str) -> str:
+    """Deterministic half of the queries for tuning ("tune") or checking ("heldout"): sha256(id)'s first byte."""
+    return "tune" if hashlib.sha256(query_id.encode()).digest()[0] % 2 == 0 else "heldout"
 
 
 def evaluate(run: Ranking, qrels: dict[str, dict[str, int]]) -> dict[str, float]:
@@ -247,13 +256,17 @@ def sparsevec_run(
 
 def report(name: str, run: Ranking, data: Dataset, latencies: list[float] | None, table: list[dict]) -> None:
     row: dict = {"system": name, **evaluate(run, data.qrels)}
+    for half in ("tune", "heldout"):
+        judged = {q: r for q, r in data.qrels.items() if query_split(q) == half}
+        row[f"{half}_ndcg@10"] = evaluate(run, judged)["ndcg@10"] if judged else 0.0
     if latencies:
         ordered = sorted(latencies)
         row["p50_ms"] = ordered[len(ordered) // 2]
         row["p95_ms"] = ordered[int(len(ordered) * 0.95)]
     table.append(row)
     extra = f"  p50 {row['p50_ms']:.1f} ms  p95 {row['p95_ms']:.1f} ms" if latencies else ""
-    print(f"{name:<34} nDCG@10 {row['ndcg@10']:.4f}  R@100 {row['recall@100']:.4f}  MRR@10 {row['mrr@10']:.4f}{extra}",
+    print(f"{name:<34} nDCG@10 {row['ndcg@10']:.4f} (tune {row['tune_ndcg@10']:.4f}, held-out "
+          f"{row['heldout_ndcg@10']:.4f})  R@100 {row['recall@100']:.4f}  MRR@10 {row['mrr@10']:.4f}{extra}",
           flush=True)
 
 
@@ -294,9 +307,14 @@ def main() -> None:
                 run, latencies = sparsevec_run(url, data, analyzer, tuning.bm25, hnsw)
                 report(f"sparsevec BM25 weights ({'hnsw' if hnsw else 'exact'})", run, data, latencies, table)
         if args.dense:
-            for mode in (RetrievalMode.DENSE, RetrievalMode.HYBRID):
-                run, latencies = asyncio.run(service_run(url, data, mode, tuning, query_vectors))
-                report(f"postgres {mode.value} (retrieve service)", run, data, latencies, table)
+            rrf = dataclasses.replace(tuning, fusion="rrf", rrf_k=60.0, dense_weight=1.0, lexical_weight=1.0)
+            for name, mode, search_tuning in (
+                ("dense", RetrievalMode.DENSE, tuning),
+                ("hybrid RRF k=60", RetrievalMode.HYBRID, rrf),
+                (f"hybrid {tuning.fusion} (default)", RetrievalMode.HYBRID, tuning),
+            ):
+                run, latencies = asyncio.run(service_run(url, data, mode, search_tuning, query_vectors))
+                report(f"postgres {name}", run, data, latencies, table)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(table, indent=2))

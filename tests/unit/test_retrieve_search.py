@@ -41,10 +41,21 @@ def _request(mode: RetrievalMode, top_k: int = 3, text: str = "protein folding",
     return SearchRequest("t1", text, top_k, mode, vector=_unit([1, 0, 0, 0]) if vector else None)
 
 
+async def test_hybrid_fuses_normalised_scores_by_default() -> None:
+    chunks = {k: _stored(k, [float(k == i) for i in (1, 2, 3, 4)]) for k in (1, 2, 3, 4)}
+    dense = [Candidate(1, 0.9), Candidate(3, 0.7), Candidate(4, 0.5)]  # min-max: 1, 0.5, 0
+    lexical = [Candidate(2, 8.0), Candidate(3, 6.0), Candidate(4, 2.0)]  # min-max: 1, 2/3, 0
+    index = _index(dense, lexical, chunks)
+    hits = await hybrid_search(index, LexicalAnalyzer(), _request(RetrievalMode.HYBRID), SearchTuning())
+    # 3: (0.5 + 2/3) / 2, 1: (1 + 0) / 2, 2: (0 + 1) / 2 (ties: dense order first), 4: 0
+    assert [(h.chunk.key, h.score) for h in hits] == [(3, pytest.approx(7 / 12)), (1, 0.5), (2, 0.5)]
+    assert (hits[0].dense_score, hits[0].lexical_score) == (0.7, 6.0)
+
+
 async def test_hybrid_fuses_both_retrievers_and_reports_their_scores() -> None:
     chunks = {1: _stored(1, [1, 0, 0, 0]), 2: _stored(2, [0, 1, 0, 0]), 3: _stored(3, [0.6, 0.8, 0, 0])}
     index = _index([Candidate(1, 0.99), Candidate(3, 0.6)], [Candidate(2, 8.0), Candidate(3, 4.0)], chunks)
-    hits = await hybrid_search(index, LexicalAnalyzer(), _request(RetrievalMode.HYBRID), SearchTuning())
+    hits = await hybrid_search(index, LexicalAnalyzer(), _request(RetrievalMode.HYBRID), SearchTuning(fusion="rrf"))
     assert [h.chunk.key for h in hits] == [3, 1, 2]
     assert hits[0].score == pytest.approx(1 / 62 + 1 / 62)
     assert (hits[0].dense_score, hits[0].lexical_score) == (0.6, 4.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import sys
 import threading
 from pathlib import Path
@@ -31,7 +32,7 @@ def prepare_platform(kafka: str, database_url: str) -> None:
     print(f"migrations applied: {applied or 'none pending'}; topics created: {len(created)}", flush=True)
 
 
-def _print_health_when_ready(ports: SystemPorts) -> None:
+def _print_health_when_ready(ports: SystemPorts, access: dict[str, str]) -> None:
     addresses = {name: f"127.0.0.1:{ports.grpc[name]}" for name in SERVICE_NAMES}
     try:
         statuses = asyncio.run(wait_until_serving(addresses, timeout_s=240))
@@ -41,9 +42,20 @@ def _print_health_when_ready(ports: SystemPorts) -> None:
     rows = "\n".join(f"  {name:<9} grpc 127.0.0.1:{ports.grpc[name]:<6} {status}" for name, status in statuses.items())
     print(
         f"\nRagstream is up.\n  gateway   http://127.0.0.1:{ports.http}  (docs: /docs, health: /healthz)\n{rows}\n"
+        f"  tenant {access['GATEWAY_DEV_TENANT']!r}, API key {access['GATEWAY_DEV_API_KEY']!r},"
+        f" admin token {access['GATEWAY_ADMIN_TOKEN']!r}\n"
         "Ctrl-C stops everything.\n",
         flush=True,
     )
+
+
+def local_access() -> dict[str, str]:
+    """A tenant and API key for trying the system locally, and an admin token (each overridable)."""
+    return {
+        "GATEWAY_DEV_TENANT": os.environ.get("GATEWAY_DEV_TENANT", "default"),
+        "GATEWAY_DEV_API_KEY": os.environ.get("GATEWAY_DEV_API_KEY", "dev-key"),
+        "GATEWAY_ADMIN_TOKEN": os.environ.get("GATEWAY_ADMIN_TOKEN", secrets.token_urlsafe(24)),
+    }
 
 
 def run(data_dir: Path) -> int:
@@ -58,11 +70,17 @@ def run(data_dir: Path) -> int:
         print(f"{KAFKA_ENV}={kafka}\n{DATABASE_ENV}={database_url}", flush=True)
         prepare_platform(kafka, database_url)
         manager = Manager()
+        access = local_access()
         for name in SERVICE_NAMES:
-            env = service_env(name, kafka=kafka, database_url=database_url, ports=ports)
-            manager.add_process(name, " ".join(service_command(name)), env=env)
-        threading.Thread(target=_print_health_when_ready, args=(ports,), daemon=True).start()
-        manager.loop()
+            env = service_env(name, kafka=kafka, database_url=database_url, ports=ports, extra=access)
+            # exec: the service itself, not a shell around it, receives honcho's signals.
+            manager.add_process(name, "exec " + " ".join(service_command(name)), env=env)
+        threading.Thread(target=_print_health_when_ready, args=(ports, access), daemon=True).start()
+        try:
+            manager.loop()
+        finally:
+            # Also when the loop itself failed (e.g. its output pipe closed): leave no service behind.
+            manager.terminate()
         return 0 if manager.returncode in (0, None, 130, 143) else int(manager.returncode)
     return 0
 

@@ -132,7 +132,7 @@ def _chunk(document: DocumentEvent, extracted: ExtractedDocument, chunker: Chunk
         tenant_id=document.tenant_id,
         document_id=document.document_id,
         version=document.version,
-        title=document.title or extracted.title or "",
+        title=document.title or extracted.title or document.source.filename,
         content_type=extracted.content_type,
         occurred_at=now_timestamp(),
     )
