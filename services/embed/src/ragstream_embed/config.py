@@ -14,9 +14,9 @@ class EmbedSettings(ServiceSettings):
     grpc_port: int = Field(default=50052, ge=0, le=65535)
     metrics_port: int = Field(default=9102, ge=0, le=65535)
     # Document micro-batch: up to N chunks or T ms, whichever comes first.
-    batch_max_chunks: int = Field(default=64, ge=1, le=4096)
+    batch_max_chunks: int = Field(default=256, ge=1, le=4096)
     batch_max_messages: int = Field(default=256, ge=1, le=4096)
-    batch_max_wait_ms: int = Field(default=50, ge=0, le=60_000)
+    batch_max_wait_ms: int = Field(default=200, ge=0, le=60_000)
     # Queries must not wait behind batching; a few ms at most.
     query_batch_max: int = Field(default=16, ge=1, le=512)
     query_batch_wait_ms: int = Field(default=2, ge=0, le=50)
