@@ -5,16 +5,18 @@ ranks best, tuned on one half of the queries and checked on the other; optionall
     uv run python benchmarks/retrieval_fusion.py --chunking 200/40      # ingest chunks (max/overlap tokens)
 
 The 809 train queries are split by a hash of their id into a tuning half and a held-out half. Every fusion
-setting of the grid is scored on the tuning half; the best of each family is reported on both halves and on all
-queries. Dense = exact cosine over the same MiniLM vectors the service stores; BM25 = bm25s with the service's
-stemmer and stop words (identical rankings to the service's Postgres BM25, see retrieval_lexical.py). Fusion runs
-the service's own functions (`ragstream_retrieve.fusion`). Chunk results count as their document at the rank of
-its first chunk. Chunk vectors are cached in .cache/ (re-encoding ~10k chunks takes minutes on 2 cores).
+setting of the grid is scored on the tuning half; the best of each family, RRF k=60 and the service's default
+fusion are reported on both halves and on all queries, plus the default at each candidate depth.
+Dense = exact cosine over the same MiniLM vectors the service stores; BM25 = bm25s with the service's stemmer and
+stop words (identical rankings to the service's Postgres BM25, see retrieval_lexical.py). Fusion runs the service's
+own functions (`ragstream_retrieve.fusion`). Chunk results count as their document at the rank of
+its first chunk. Chunk vectors are cached in .cache/ (encoding ~10k chunks takes ~13 min on one core).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 from collections.abc import Callable, Sequence
@@ -50,6 +52,13 @@ class Units:
     doc_ids: list[str]
     lexical_texts: list[str]
     vectors: np.ndarray
+
+    @functools.cached_property
+    def first_unit(self) -> dict[str, int]:
+        first: dict[str, int] = {}
+        for unit, doc_id in enumerate(self.doc_ids):
+            first.setdefault(doc_id, unit)
+        return first
 
 
 @dataclass(frozen=True)
@@ -144,10 +153,12 @@ def lexical_candidates(units: Units, queries: Sequence[str], depth: int) -> list
 
 
 def by_document(candidates: Sequence[Candidate], units: Units) -> list[Candidate]:
-    """A retriever's chunk list as a document list: each document at its best chunk (document-level fusion)."""
+    """A retriever's chunk list as a document list (document-level fusion): each document once, with its best
+    chunk's score, keyed by the document's first unit so both retrievers name a document alike."""
     seen: dict[str, Candidate] = {}
     for c in candidates:
-        seen.setdefault(units.doc_ids[c.key], c)
+        doc_id = units.doc_ids[c.key]
+        seen.setdefault(doc_id, Candidate(units.first_unit[doc_id], c.score))
     return list(seen.values())
 
 
