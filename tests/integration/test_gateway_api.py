@@ -13,9 +13,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import Message
 from rag.v1 import documents_pb2
+from ragstream_common.blobs import blob_key_of
 from ragstream_common.kafka import EventPublisher, cloudevents
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED
-from ragstream_common.blobs import blob_key_of
 from ragstream_gateway.app import create_app, open_deps
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps

@@ -52,7 +52,9 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int:
         await admin.close()
 
 
-async def wait_drained(bootstrap: str, groups: dict[str, str] = DOCUMENT_PIPELINE_GROUPS, timeout_s: float = 90) -> None:
+async def wait_drained(
+    bootstrap: str, groups: dict[str, str] = DOCUMENT_PIPELINE_GROUPS, timeout_s: float = 90
+) -> None:
     """Until every stage's consumer group has committed everything on its topic (checked twice in a row,
     since one stage's commit can produce work for the next)."""
     deadline = time.monotonic() + timeout_s

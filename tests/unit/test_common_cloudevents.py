@@ -45,7 +45,10 @@ def test_json_event_decodes_to_its_protobuf_twin() -> None:
     [
         ({"ce_type": "rag.v1.DocumentReceived", "ce_source": "s", "ce_specversion": "1.0"}, "ce_id"),
         ({"ce_id": "1", "ce_type": "rag.v1.Nope", "ce_source": "s", "ce_specversion": "1.0"}, "unknown ce_type"),
-        ({"ce_id": "1", "ce_type": "rag.v1.DocumentReceived", "ce_source": "s", "ce_specversion": "0.3"}, "specversion"),
+        (
+            {"ce_id": "1", "ce_type": "rag.v1.DocumentReceived", "ce_source": "s", "ce_specversion": "0.3"},
+            "specversion",
+        ),
         (
             {"ce_id": "1", "ce_type": "rag.v1.DocumentReceived", "ce_source": "s", "ce_specversion": "1.0",
              "content-type": "text/csv"},

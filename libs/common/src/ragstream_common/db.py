@@ -19,7 +19,9 @@ async def _configure(connection: psycopg.AsyncConnection) -> None:
     await connection.commit()
 
 
-def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 8, name: str = "ragstream") -> AsyncConnectionPool:
+def create_pool(
+    database_url: str, *, min_size: int = 1, max_size: int = 8, name: str = "ragstream"
+) -> AsyncConnectionPool:
     """An unopened pool; call `await pool.open(wait=True)` in the composition root."""
     return AsyncConnectionPool(
         database_url, min_size=min_size, max_size=max_size, configure=_configure, name=name, open=False

@@ -61,7 +61,8 @@ def apply_migrations(database_url: str) -> list[int]:
             for migration in discover():
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
-                        raise RuntimeError(f"migration {migration.version}_{migration.name} changed after it was applied")
+                        name = f"{migration.version}_{migration.name}"
+                        raise RuntimeError(f"migration {name} changed after it was applied")
                     continue
                 with connection.transaction():
                     connection.execute(migration.sql)

@@ -17,7 +17,9 @@ async def ensure_topics(
     bootstrap_servers: str, specs: tuple[TopicSpec, ...] = ALL_TOPICS, replication_factor: int = 1
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="ragstream-bootstrap", **client_options())
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="ragstream-bootstrap", **client_options()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from pydantic import BaseModel, Field
 from rag.v1 import queries_pb2
 
 
