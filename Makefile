@@ -21,6 +21,7 @@ run: setup
 
 ## test: the whole suite (unit, integration, e2e) against real Kafka, Postgres, gRPC and model
 test: setup
+	$(UV_RUN) ruff check .
 	$(UV_RUN) pytest
 
 test-unit: setup
