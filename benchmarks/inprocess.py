@@ -38,11 +38,10 @@ async def inprocess_latencies(
 
     embed_settings = EmbedSettings()
     retrieve_settings = RetrieveSettings()
-    encoder = SentenceTransformerEncoder.load(embed_settings.device, embed_settings.encode_batch_size)
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(torch_threads)
+    # The embed service's own loader, so the baseline runs the model exactly as the service does.
+    encoder = SentenceTransformerEncoder.load(
+        embed_settings.device, embed_settings.encode_batch_size, torch_threads or embed_settings.torch_threads
+    )
     backend = ExtractiveBackend(ExtractiveConfig(max_sentences=GenerateSettings().max_sentences))
     limits = TopKLimits(retrieve_settings.default_top_k, retrieve_settings.max_top_k)
     tuning = retrieve_settings.search_tuning()
