@@ -55,6 +55,17 @@ async def _consume_until(
     return consumer
 
 
+async def _first_dead_letter(bootstrap: str, dlq_topic: str) -> tuple[Any, dict[str, str]]:
+    """The first record of a dead-letter topic and its headers."""
+    dlq = AIOKafkaConsumer(dlq_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await dlq.start()
+    try:
+        record = await asyncio.wait_for(dlq.getone(), 20)
+    finally:
+        await dlq.stop()
+    return record, {name: value.decode() for name, value in record.headers}
+
+
 async def test_event_arrives_with_trace_id_and_cloudevents_headers(kafka_bootstrap: str) -> None:
     spec = await _new_topic(kafka_bootstrap)
     tracer = TracerProvider().get_tracer("test")
@@ -100,13 +111,7 @@ async def test_poison_goes_to_dlq_with_reasons_and_the_partition_moves_on(kafka_
     await _consume_until(kafka_bootstrap, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: handled)
     assert handled == ["good"]
 
-    dlq = AIOKafkaConsumer(spec.dlq, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
-    await dlq.start()
-    try:
-        record = await asyncio.wait_for(dlq.getone(), 20)
-    finally:
-        await dlq.stop()
-    reasons = {name: value.decode() for name, value in record.headers}
+    record, reasons = await _first_dead_letter(kafka_bootstrap, spec.dlq)
     assert record.value == b"not protobuf"
     assert reasons["dlq_original_topic"] == spec.name
     assert reasons["dlq_original_partition"] == "0"
@@ -134,13 +139,8 @@ async def test_handler_permanent_error_is_dead_lettered(kafka_bootstrap: str) ->
 
     await _consume_until(kafka_bootstrap, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: handled)
     assert handled == ["ok"]
-    dlq = AIOKafkaConsumer(spec.dlq, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
-    await dlq.start()
-    try:
-        record = await asyncio.wait_for(dlq.getone(), 20)
-    finally:
-        await dlq.stop()
-    reasons = {name: value.decode() for name, value in record.headers}
+    record, reasons = await _first_dead_letter(kafka_bootstrap, spec.dlq)
+    assert record.key == b"k"
     assert reasons["dlq_error_class"] == "PermanentError"
     assert reasons["ce_type"] == "rag.v1.DocumentDeleted"
 
