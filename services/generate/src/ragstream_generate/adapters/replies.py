@@ -23,7 +23,22 @@ class GrpcAnswerStream:
         self._call = asyncio.ensure_future(clients.stub(address).StreamAnswer(self._fragments(), timeout=timeout_s))
 
     async def _fragments(self) -> AsyncIterator[services_pb2.AnswerFragment]:
-        while (fragment := await self._queue.get()) is not _END:
+        """Queued fragments in order. Tokens already waiting together (an extractive answer arrives all at once)
+        travel as one message; an LLM's tokens, arriving one by one, still stream one by one."""
+        held: list[services_pb2.AnswerFragment | None] = []
+        while True:
+            fragment = held.pop() if held else await self._queue.get()
+            if fragment is _END:
+                return
+            if fragment.WhichOneof("event") == "token":
+                pieces = [fragment.token]
+                while not self._queue.empty():
+                    following = self._queue.get_nowait()
+                    if following is _END or following.WhichOneof("event") != "token":
+                        held.append(following)
+                        break
+                    pieces.append(following.token)
+                fragment = services_pb2.AnswerFragment(query_id=self._query_id, token="".join(pieces))
             yield fragment
 
     async def token(self, text: str) -> None:
