@@ -135,7 +135,16 @@ async def test_one_query_is_one_trace_across_every_service(
         if wanted <= {span.service for span in otlp_receiver.spans(trace_id)}:
             break
         await asyncio.sleep(0.25)
-    assert wanted <= {span.service for span in otlp_receiver.spans(trace_id)}
+    spans = otlp_receiver.spans(trace_id)
+    assert wanted <= {span.service for span in spans}
+    # Each hop is a publish span whose consumer's process span is its child, so Jaeger shows the Kafka wait.
+    by_id = {span.span_id: span for span in spans}
+    for topic, producer, consumer in (("rag.queries.requested.v1", "gateway", "embed"),
+                                      ("rag.queries.embedded.v1", "embed", "retrieve"),
+                                      ("rag.queries.retrieved.v1", "retrieve", "generate")):
+        process = next(s for s in spans if s.name == f"{topic} process" and s.service == consumer)
+        publish = by_id[process.parent_span_id]
+        assert (publish.name, publish.service) == (f"{topic} publish", producer)
 
 
 async def test_legacy_jaeger_header_joins_the_trace(gateway: httpx.AsyncClient, otlp_receiver: OtlpReceiver) -> None:

@@ -72,3 +72,17 @@ def test_kafka_connects_plainly_by_default_and_with_msk_iam_when_configured() ->
     scram = client_options({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
                             "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"})
     assert scram["sasl_plain_username"] == "u"
+
+
+def test_services_run_on_uvloop_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    import uvloop
+    from ragstream_common.service import event_loop_factory
+
+    factory = event_loop_factory(ServiceSettings().event_loop)
+    assert factory is uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert isinstance(runner.get_loop(), uvloop.Loop)
+    monkeypatch.setenv("RAGSTREAM_EVENT_LOOP", "asyncio")
+    assert event_loop_factory(ServiceSettings().event_loop) is None

@@ -23,7 +23,7 @@ KEY = "test-key"
 
 def _grant(**changes: object) -> KeyGrant:
     fields: dict[str, object] = {
-        "key_id": "key_1", "tenant_id": "acme", "scopes": ALL_SCOPES, "revoked": False, "expired": False,
+        "key_id": "key_1", "tenant_id": "acme", "scopes": ALL_SCOPES, "revoked": False, "expires_at": None,
         "rate_limit": None, "ip_allowlist": (),
     }
     fields.update(changes)

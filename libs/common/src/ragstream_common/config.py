@@ -7,7 +7,7 @@ no prefix; everything service-specific reads `<SERVICE>_<FIELD>`.
 from __future__ import annotations
 
 import sys
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +36,11 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     # How long SIGTERM waits for in-flight work before giving up.
     shutdown_grace_s: float = Field(default=20.0, gt=0)
+    # uvloop (libuv) cuts the event loop's share of every Kafka, gRPC and HTTP round trip; "asyncio" is the
+    # standard library's loop, for debugging.
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", validation_alias=AliasChoices("RAGSTREAM_EVENT_LOOP")
+    )
 
 
 S = TypeVar("S", bound=BaseSettings)

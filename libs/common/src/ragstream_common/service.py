@@ -34,7 +34,17 @@ def run_service(settings_cls: type[S], start: StartFn[S]) -> None:
     async def body(stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
         return await start(settings, stack, stop)
 
-    asyncio.run(run_until_stopped(body, settings.shutdown_grace_s))
+    with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+        runner.run(run_until_stopped(body, settings.shutdown_grace_s))
+
+
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop, or None for asyncio's default."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 async def start_publisher(stack: AsyncExitStack, settings: ServiceSettings, linger_ms: int = 0) -> EventPublisher:

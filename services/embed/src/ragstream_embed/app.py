@@ -64,7 +64,6 @@ async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Ev
         topics=(QUERIES_REQUESTED.name,),
         max_batch=settings.query_batch_max,
         batch_wait_ms=settings.query_batch_wait_ms,
-        fetch_max_wait_ms=20,
     )
     chunk_consumer = await start_consumer(stack, settings, chunk_options, on_chunks, publisher)
     query_consumer = await start_consumer(

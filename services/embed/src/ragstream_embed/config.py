@@ -19,7 +19,8 @@ class EmbedSettings(ServiceSettings):
     batch_max_wait_ms: int = Field(default=200, ge=0, le=60_000)
     # Queries must not wait behind batching; a few ms at most.
     query_batch_max: int = Field(default=16, ge=1, le=512)
-    query_batch_wait_ms: int = Field(default=2, ge=0, le=50)
+    # 0: a batch is what arrived while the model was busy; waiting to fill one only delays a lone query.
+    query_batch_wait_ms: int = Field(default=0, ge=0, le=50)
     encode_batch_size: int = Field(default=32, ge=1, le=1024)
     device: str = "cpu"
     # torch intra-op threads per model call; 0 keeps torch's default (one per core).

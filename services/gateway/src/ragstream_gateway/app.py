@@ -24,6 +24,7 @@ from ragstream_common.kafka import ConsumerOptions, EventPublisher
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED, DOCUMENTS_STATUS
 from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
 
+from ragstream_gateway.adapters.key_cache import CachedTenantDirectory
 from ragstream_gateway.adapters.registry_pg import PostgresDocumentRegistry
 from ragstream_gateway.adapters.tenants_pg import PostgresAuditLog, PostgresTenantDirectory
 from ragstream_gateway.config import GatewaySettings
@@ -122,7 +123,7 @@ async def open_deps(settings: GatewaySettings, stack: AsyncExitStack) -> Gateway
         blobs=make_blob_store(settings, pool),
         publisher=publisher,
         audit=PostgresAuditLog(pool),
-        tenants=tenants,
+        tenants=CachedTenantDirectory(tenants, settings.key_cache_ttl_s),
         limiter=TenantRateLimiter(settings.rate_limit_storage, settings.default_rate_limit),
         readiness=readiness,
     )

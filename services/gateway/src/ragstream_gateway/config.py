@@ -52,6 +52,8 @@ class GatewaySettings(ServiceSettings):
     query_timeout_ms: int = Field(default=30_000, ge=1, le=120_000)
 
     db_pool_size: int = Field(default=8, ge=1, le=256)
+    # How long an API key's grant is reused without asking Postgres (0: ask on every request).
+    key_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
     status_group_id: str = "ragstream-gateway-status"
     registry_group_id: str = "ragstream-gateway-registry"
 

@@ -140,7 +140,7 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
         deps: Annotated[GatewayDeps, Depends(get_deps)],
     ) -> Principal:
         if scope not in principal.scopes:
-            grant = KeyGrant(principal.key_id, principal.tenant_id, principal.scopes, False, False, None, ())
+            grant = KeyGrant(principal.key_id, principal.tenant_id, principal.scopes, False, None, None, ())
             await _refuse_known_key(deps.audit, grant, principal.client_ip, f"missing_scope:{scope}",
                                     request.url.path)
             raise Problem(403, f"the API key lacks the {scope!r} scope", slug="missing-scope")

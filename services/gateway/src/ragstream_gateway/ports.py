@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ragstream_common.blobs import Blob, BlobStore  # noqa: F401 - re-exported port of the gateway
@@ -140,9 +140,14 @@ class KeyGrant:
     tenant_id: str
     scopes: tuple[str, ...]
     revoked: bool
-    expired: bool
+    expires_at: datetime | None
     rate_limit: str | None
     ip_allowlist: tuple[IPNetwork, ...]
+
+    @property
+    def expired(self) -> bool:
+        # Computed at each use, so a grant held in a cache still expires on time.
+        return self.expires_at is not None and self.expires_at <= datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,6 @@ async def start(settings: GenerateSettings, stack: AsyncExitStack, stop: asyncio
         group_id=settings.group_id,
         topics=(QUERIES_RETRIEVED.name,),
         max_batch=settings.max_batch,
-        fetch_max_wait_ms=20,
     )
     handler = partial(answer_batch, backend=backend, replies=GrpcReplyChannel(clients), sink=publisher)
     consumer = await start_consumer(stack, settings, options, handler, publisher)

@@ -87,7 +87,6 @@ async def start(settings: RetrieveSettings, stack: AsyncExitStack, stop: asyncio
         topics=(QUERIES_EMBEDDED.name,),
         max_batch=settings.query_batch_max,
         batch_wait_ms=settings.query_batch_wait_ms,
-        fetch_max_wait_ms=settings.query_fetch_max_wait_ms,
     )
     index_consumer = await start_consumer(stack, settings, index_options, on_chunks, publisher)
     query_consumer = await start_consumer(stack, settings, query_options, on_queries, publisher)

@@ -33,7 +33,6 @@ class RetrieveSettings(ServiceSettings):
     query_group_id: str = "ragstream-retrieve-queries"
     query_batch_max: int = Field(default=16, ge=1, le=512)
     query_batch_wait_ms: int = Field(default=0, ge=0, le=50)
-    query_fetch_max_wait_ms: int = Field(default=10, ge=0, le=500)
     reply_timeout_s: float = Field(default=2.0, gt=0)
 
     # RetrieveService.Search embeds query texts through the embed service.

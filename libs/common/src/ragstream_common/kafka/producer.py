@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from ragstream_common.kafka import cloudevents
 from ragstream_common.kafka.connection import client_options
 from ragstream_common.kafka.topics import LARGE_MESSAGE_BYTES
 from ragstream_common.tracing import inject_headers
+
+tracer = trace.get_tracer("ragstream.kafka")
 
 
 @dataclass(frozen=True)
@@ -52,16 +55,32 @@ class EventPublisher:
         await self.publish_many([event])
 
     async def publish_many(self, events: Sequence[OutgoingEvent]) -> None:
-        """Send all, then wait for every acknowledgement (so batches share round trips)."""
-        pending = []
-        for event in events:
-            value, headers = cloudevents.encode(event.message, source=self._source, content_type=event.content_type)
-            headers.extend(inject_headers(event.context))
-            pending.append(
-                await self._producer.send(event.topic, value=value, key=event.key.encode(), headers=headers)
-            )
-        if pending:
-            await asyncio.gather(*pending)
+        """Send all, then wait for every acknowledgement (so batches share round trips).
+
+        Each event gets a PRODUCER span (send until acknowledged) that its consumer's span continues."""
+        pending, spans = [], []
+        try:
+            for event in events:
+                span = tracer.start_span(f"{event.topic} publish", context=event.context, kind=trace.SpanKind.PRODUCER,
+                                         attributes={"messaging.system": "kafka",
+                                                     "messaging.destination.name": event.topic})
+                spans.append(span)
+                value, headers = cloudevents.encode(event.message, source=self._source,
+                                                    content_type=event.content_type)
+                headers.extend(inject_headers(trace.set_span_in_context(span, event.context)))
+                pending.append(
+                    await self._producer.send(event.topic, value=value, key=event.key.encode(), headers=headers)
+                )
+            if pending:
+                await asyncio.gather(*pending)
+        except Exception as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+            raise
+        finally:
+            for span in spans:
+                span.end()
 
     async def send_raw(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]

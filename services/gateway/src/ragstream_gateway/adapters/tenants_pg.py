@@ -7,7 +7,7 @@ audit log is tenant data and is only touched inside `tenant_transaction`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -41,7 +41,7 @@ class PostgresTenantDirectory:
             tenant_id=tenant_id,
             scopes=tuple(scopes),
             revoked=revoked_at is not None,
-            expired=expires_at is not None and expires_at <= datetime.now(UTC),
+            expires_at=expires_at,
             rate_limit=rate_limit,
             ip_allowlist=tuple(allowlist or ()),
         )
