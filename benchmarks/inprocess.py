@@ -22,7 +22,7 @@ async def inprocess_latencies(
 ) -> dict[str, Any]:
     """Per-question latency (ms) of encode + hybrid search + extractive answer, run sequentially.
 
-    `torch_threads` overrides torch's intra-op thread count (default: torch's own choice, as in the embed service).
+    `torch_threads` overrides the query encode's torch thread count (default: the embed service's setting).
     """
     from ragstream_common.db import create_pool
     from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
@@ -38,9 +38,11 @@ async def inprocess_latencies(
 
     embed_settings = EmbedSettings()
     retrieve_settings = RetrieveSettings()
-    # The embed service's own loader, so the baseline runs the model exactly as the service does.
+    # The embed service's own loader and query path (its query thread and thread count), so the baseline runs
+    # the model exactly as the service does.
     encoder = SentenceTransformerEncoder.load(
-        embed_settings.device, embed_settings.encode_batch_size, torch_threads or embed_settings.torch_threads
+        embed_settings.device, embed_settings.encode_batch_size, embed_settings.torch_threads,
+        torch_threads or embed_settings.query_torch_threads,
     )
     backend = ExtractiveBackend(ExtractiveConfig(max_sentences=GenerateSettings().max_sentences))
     limits = TopKLimits(retrieve_settings.default_top_k, retrieve_settings.max_top_k)
@@ -52,7 +54,7 @@ async def inprocess_latencies(
 
     async def answer(question: str) -> dict[str, float]:
         started = time.perf_counter()
-        vector = checked_vector(encoder.encode_sync([question])[0], retrieve_settings.embedding_dimensions)
+        vector = checked_vector((await encoder.encode_queries([question]))[0], retrieve_settings.embedding_dimensions)
         embedded = time.perf_counter()
         request = SearchRequest(tenant_id=tenant, text=question, top_k=limits.clamp(top_k),
                                 mode=RetrievalMode.HYBRID, filters=SearchFilters(), vector=vector)

@@ -47,7 +47,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit-corpus", type=int, default=None, help="index only the first N documents (smoke runs)")
     parser.add_argument("--skip-inproc", action="store_true", help="no in-process baseline")
     parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads of the in-process baseline (default: torch's, as the service)")
+                        help="torch threads of the baseline's query encode (default: EMBED_QUERY_TORCH_THREADS)")
     args = parser.parse_args(argv)
     args.steps = [int(step) for step in args.steps.split(",") if step.strip()]
     if args.questions < 300:

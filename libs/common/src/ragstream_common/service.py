@@ -47,9 +47,14 @@ def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | N
     return None
 
 
-async def start_publisher(stack: AsyncExitStack, settings: ServiceSettings, linger_ms: int = 0) -> EventPublisher:
-    publisher = EventPublisher(settings.kafka_bootstrap_servers, source=f"ragstream/{settings.service_name}",
-                               linger_ms=linger_ms)
+async def start_publisher(
+    stack: AsyncExitStack, settings: ServiceSettings, linger_ms: int = 0, lane: str = ""
+) -> EventPublisher:
+    """A producer; a named `lane` (e.g. "queries") gets its own connection, so that its sends never wait behind
+    another lane's large batches (a producer has one request in flight per broker)."""
+    source = f"ragstream/{settings.service_name}"
+    publisher = EventPublisher(settings.kafka_bootstrap_servers, source=source, linger_ms=linger_ms,
+                               client_id=f"{source}/{lane}" if lane else "")
     await publisher.start()
     stack.push_async_callback(publisher.stop)
     return publisher

@@ -12,6 +12,7 @@ from prometheus_client import Counter
 from rag.v1 import chunks_pb2, services_pb2_grpc
 from ragstream_common.kafka import ConsumerOptions, Envelope
 from ragstream_common.kafka.topics import CHUNKS_READY, QUERIES_REQUESTED
+from ragstream_common.logs import get_logger
 from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
 
 from ragstream_embed.adapters.cache_pg import PostgresEmbeddingCache
@@ -26,17 +27,22 @@ def chunks_in(message: object) -> int:
     return len(message.chunks) if isinstance(message, chunks_pb2.ChunksReady) else 1
 
 
+log = get_logger(__name__)
 CHUNKS = Counter("ragstream_embed_chunks_total", "Chunks embedded or reused", ["outcome"])
 
 
 async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
     encoder = await asyncio.to_thread(
-        SentenceTransformerEncoder.load, settings.device, settings.encode_batch_size, settings.torch_threads
+        SentenceTransformerEncoder.load, settings.device, settings.encode_batch_size, settings.torch_threads,
+        settings.query_torch_threads,
     )
     stack.callback(encoder.close)
+    log.info("model loaded", model=encoder.model_name, dimensions=encoder.dimensions,
+             torch_threads=await asyncio.to_thread(encoder.thread_counts))
     pool = await open_pool(stack, settings, max_size=4)
     cache = PostgresEmbeddingCache(pool)
     publisher = await start_publisher(stack, settings)
+    query_publisher = await start_publisher(stack, settings, lane="queries")
     counters = EmbedCounters()
     server = await start_grpc(
         stack,
@@ -67,8 +73,8 @@ async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Ev
     )
     chunk_consumer = await start_consumer(stack, settings, chunk_options, on_chunks, publisher)
     query_consumer = await start_consumer(
-        stack, settings, query_options, partial(embed_query_batch, encoder=encoder, sink=publisher, counters=counters),
-        publisher,
+        stack, settings, query_options,
+        partial(embed_query_batch, encoder=encoder, sink=query_publisher, counters=counters), query_publisher,
     )
     await server.mark_serving()
     return [chunk_consumer.run(stop), query_consumer.run(stop)]

@@ -23,7 +23,10 @@ class EmbedSettings(ServiceSettings):
     query_batch_wait_ms: int = Field(default=0, ge=0, le=50)
     encode_batch_size: int = Field(default=32, ge=1, le=1024)
     device: str = "cpu"
-    # torch intra-op threads per model call; 0 keeps torch's default (one per core).
+    # torch intra-op threads for document batches; 0 keeps torch's default (one per core).
     torch_threads: int = Field(default=0, ge=0, le=256)
+    # ... and for queries: one core encodes a short query as fast as two, without taking the second core from
+    # Kafka, Postgres and the other services (p99 halves on 2 cores; benchmarks/README.md).
+    query_torch_threads: int = Field(default=1, ge=0, le=256)
     chunk_group_id: str = "ragstream-embed-chunks"
     query_group_id: str = "ragstream-embed-queries"

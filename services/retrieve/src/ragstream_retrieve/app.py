@@ -42,6 +42,7 @@ def _export(outcomes: dict[str, int], counter: Counter, before: dict[str, int]) 
 async def start(settings: RetrieveSettings, stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
     pool = await open_pool(stack, settings, max_size=settings.db_pool_size)
     publisher = await start_publisher(stack, settings)
+    query_publisher = await start_publisher(stack, settings, lane="queries")
     replies = GrpcReplyClient(settings.reply_timeout_s)
     stack.push_async_callback(replies.close)
     embedder = GrpcQueryEmbedder(settings.embed_address, settings.embed_timeout_s)
@@ -58,7 +59,7 @@ async def start(settings: RetrieveSettings, stack: AsyncExitStack, stop: asyncio
         [partial(services_pb2_grpc.add_RetrieveServiceServicer_to_server, servicer)],
     )
     indexer = Indexer(PostgresChunkIndex(pool), publisher, analyzer, dimensions, settings.index_concurrency)
-    responder = QueryResponder(search_index, analyzer, publisher, replies, tuning, limits, dimensions)
+    responder = QueryResponder(search_index, analyzer, query_publisher, replies, tuning, limits, dimensions)
 
     async def on_chunks(batch: Sequence[Envelope[Any]]) -> None:
         before = dict(indexer.outcomes)
@@ -89,7 +90,7 @@ async def start(settings: RetrieveSettings, stack: AsyncExitStack, stop: asyncio
         batch_wait_ms=settings.query_batch_wait_ms,
     )
     index_consumer = await start_consumer(stack, settings, index_options, on_chunks, publisher)
-    query_consumer = await start_consumer(stack, settings, query_options, on_queries, publisher)
+    query_consumer = await start_consumer(stack, settings, query_options, on_queries, query_publisher)
     await server.mark_serving()
     return [index_consumer.run(stop), query_consumer.run(stop)]
 
