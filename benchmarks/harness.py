@@ -51,6 +51,9 @@ class SystemUnderTest:
     # The tenant that `api_key` belongs to ($BENCH_TENANT, default "default", the dev tenant).
     tenant: str
     started_here: bool
+    # The system's Kafka (known when the harness started it, else $KAFKA_BOOTSTRAP_SERVERS); the transport floor
+    # of the latency benchmark needs it.
+    kafka_bootstrap: str | None = None
 
     def describe(self) -> str:
         origin = "started by the harness" if self.started_here else "already running"
@@ -76,7 +79,7 @@ def system_under_test(data_dir: Path | None = None) -> Iterator[SystemUnderTest]
     tenant = os.environ.get("BENCH_TENANT", DEV_TENANT)
     if _answers_health(url):
         yield SystemUnderTest(url, api_key, os.environ.get("DATABASE_URL"), os.environ.get("GATEWAY_ADMIN_TOKEN"),
-                              tenant, started_here=False)
+                              tenant, started_here=False, kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
         return
     data_dir = data_dir or (Path(os.environ["BENCH_DATA_DIR"]) if os.environ.get("BENCH_DATA_DIR") else None)
     log(f"no system answers {url}/healthz: starting one (Kafka, Postgres, five services)")
@@ -109,7 +112,7 @@ def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnder
         asyncio.run(services.wait_serving(timeout_s=300))
         log(f"system up at {services.gateway_url}; logs in {log_dir}")
         yield SystemUnderTest(services.gateway_url, api_key, postgres.database_url, admin_token, DEV_TENANT,
-                              started_here=True)
+                              started_here=True, kafka_bootstrap=kafka.bootstrap_servers)
 
 
 def api_client(system: SystemUnderTest, api_key: str | None = None, timeout_s: float = 120.0) -> httpx.AsyncClient:

@@ -11,6 +11,8 @@
 3. In-process baseline: the same questions, sequentially, in this process: SentenceTransformerEncoder encode,
    the retrieve service's hybrid_search over PostgresSearchIndex (its settings, as its gRPC Search does) against
    DATABASE_URL, then ExtractiveBackend().answer. Ratio e2e_p50 / inproc_p50.
+4. Transport floor (transport_floor.py): a bare Kafka hop, gRPC and HTTP round trip on the same machine, and the
+   best ratio they leave room for (floor_ratio_p50).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from corpus import index_dataset, load_corpus, load_queries
 from harness import DEFAULT_DATASET, SystemUnderTest, api_client, finish, log, system_under_test
 from inprocess import inprocess_latencies
 from metrics import latency_summary, percentile
+from transport_floor import transport_floor
 
 STAGES = ("embed", "retrieve", "generate", "transport", "total")
 WARMUP_QUERIES = 10
@@ -135,6 +138,12 @@ async def run_e2e(system: SystemUnderTest, questions: Sequence[str], args: argpa
         concurrent = await timed_queries(client, questions, args.concurrency, args.top_k)
         log("throughput steps ...")
         steps, sustainable = await throughput_steps(client, questions, args)
+        floor = None
+        if system.kafka_bootstrap:
+            log("transport floor: bare Kafka hop, gRPC and HTTP round trips ...")
+            floor = await transport_floor(system.kafka_bootstrap, client)
+        else:
+            log("transport floor skipped: set KAFKA_BOOTSTRAP_SERVERS to the system's Kafka")
     for name, batch in (("sequential", sequential), ("concurrent", concurrent)):
         if batch.errors:
             log(f"  {name}: {len(batch.errors)} errors, e.g. {batch.errors[:3]}")
@@ -144,7 +153,7 @@ async def run_e2e(system: SystemUnderTest, questions: Sequence[str], args: argpa
         "concurrent": {**latency_summary(concurrent.latencies_ms), "errors": len(concurrent.errors),
                        "qps": round(concurrent.throughput, 2), "concurrency": args.concurrency},
         "stages": stage_breakdown(sequential.timings),
-        "steps": steps, "qps_at_p99_target": sustainable,
+        "steps": steps, "qps_at_p99_target": sustainable, "transport_floor": floor,
         "backends": sorted(sequential.backends | concurrent.backends),
     }
 
@@ -169,6 +178,11 @@ def print_report(e2e: dict[str, Any], inproc: dict[str, Any] | None, args: argpa
         print(f"    concurrency {step['concurrency']}: {step['qps']:.1f} q/s, p50 {step['p50_ms']:.0f} ms, "
               f"p99 {step['p99_ms']:.0f} ms, {step['errors']} errors")
     print(f"  sustainable q/s at p99 < {args.p99_target_ms:.0f} ms: {e2e['qps_at_p99_target']}")
+    floor = e2e["transport_floor"]
+    if floor:
+        print(f"  transport floor (p50): Kafka hop {floor['kafka_hop_p50_ms']:.2f} ms x 3 + gRPC "
+              f"{floor['grpc_roundtrip_p50_ms']:.2f} + HTTP {floor['http_roundtrip_p50_ms']:.2f} = "
+              f"{floor['floor_ms']:.1f} ms")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -195,7 +209,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "e2e_p99_ms": e2e["sequential"]["p99_ms"], "inproc_p50_ms": inproc_p50,
         "ratio_p50": round(e2e["sequential"]["p50_ms"] / inproc_p50, 2) if inproc_p50 else None,
         "qps_at_p99_250ms": e2e["qps_at_p99_target"], "stages": e2e["stages"],
+        "p99_over_p50": round(e2e["sequential"]["p99_ms"] / e2e["sequential"]["p50_ms"], 2),
     }
+    floor = e2e["transport_floor"]
+    if floor and inproc_p50:
+        summary["transport_floor_ms"] = floor["floor_ms"]
+        summary["floor_ratio_p50"] = round((inproc_p50 + floor["floor_ms"]) / inproc_p50, 2)
     finish("query_latency", summary, {"args": vars(args) | {"dataset": str(args.dataset)}, "e2e": e2e,
                                       "inproc": inproc})
 

@@ -79,6 +79,9 @@ async def _answer_one(
     retrieved = envelope.message
     query = retrieved.query
     stream: AnswerStream | None = replies.open(query.reply_to, query.query_id) if query.reply_to else None
+    if stream is not None:
+        # Let the call reach the gateway while the answer is composed (a CPU-bound backend never yields).
+        await asyncio.sleep(0)
     started = time.perf_counter()
     answer = queries_pb2.AnswerProduced()
     async for event in stream_answer(backend, query.query_id, query.tenant_id, query.question, retrieved.chunks):
