@@ -6,7 +6,8 @@ Spans are exported over OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT is set. Extra
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -97,3 +98,18 @@ def inject_metadata(context: otel_context.Context | None = None) -> list[tuple[s
 def trace_id_hex(context: otel_context.Context | None = None) -> str:
     span_context = trace.get_current_span(context).get_span_context()
     return format(span_context.trace_id, "032x") if span_context.is_valid else ""
+
+
+@contextlib.contextmanager
+def ending(spans: list[trace.Span]) -> Iterator[list[trace.Span]]:
+    """End every span of `spans` (which may grow inside the block) on exit; on an error, mark each failed first."""
+    try:
+        yield spans
+    except Exception as exc:
+        for span in spans:
+            span.record_exception(exc)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+        raise
+    finally:
+        for span in spans:
+            span.end()

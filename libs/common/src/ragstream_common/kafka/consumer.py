@@ -28,7 +28,7 @@ from ragstream_common.kafka.connection import client_options
 from ragstream_common.kafka.producer import EventPublisher
 from ragstream_common.kafka.topics import TOPICS_BY_NAME
 from ragstream_common.logs import get_logger
-from ragstream_common.tracing import extract_headers
+from ragstream_common.tracing import ending, extract_headers
 
 M = TypeVar("M", bound=Message)
 log = get_logger(__name__)
@@ -226,7 +226,7 @@ class EventConsumer:
             _with_context(e, trace.set_span_in_context(s, e.trace_context))
             for e, s in zip(envelopes, spans, strict=True)
         ]
-        try:
+        with ending(spans):
             if len(traced) == 1:
                 token = otel_context.attach(traced[0].trace_context)
                 try:
@@ -235,14 +235,6 @@ class EventConsumer:
                     otel_context.detach(token)
             else:
                 await self._handler(traced)
-        except Exception as exc:
-            for span in spans:
-                span.record_exception(exc)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
-            raise
-        finally:
-            for span in spans:
-                span.end()
         for e in envelopes:
             CONSUMED.labels(e.topic, self.options.group_id).inc()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
@@ -14,7 +15,7 @@ from opentelemetry import trace
 from ragstream_common.kafka import cloudevents
 from ragstream_common.kafka.connection import client_options
 from ragstream_common.kafka.topics import LARGE_MESSAGE_BYTES
-from ragstream_common.tracing import inject_headers
+from ragstream_common.tracing import ending, inject_headers
 
 tracer = trace.get_tracer("ragstream.kafka")
 
@@ -58,8 +59,8 @@ class EventPublisher:
         """Send all, then wait for every acknowledgement (so batches share round trips).
 
         Each event gets a PRODUCER span (send until acknowledged) that its consumer's span continues."""
-        pending, spans = [], []
-        try:
+        pending: list[asyncio.Future[Any]] = []
+        with ending([]) as spans:
             for event in events:
                 span = tracer.start_span(f"{event.topic} publish", context=event.context, kind=trace.SpanKind.PRODUCER,
                                          attributes={"messaging.system": "kafka",
@@ -73,14 +74,6 @@ class EventPublisher:
                 )
             if pending:
                 await asyncio.gather(*pending)
-        except Exception as exc:
-            for span in spans:
-                span.record_exception(exc)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
-            raise
-        finally:
-            for span in spans:
-                span.end()
 
     async def send_raw(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
