@@ -86,3 +86,21 @@ def test_services_run_on_uvloop_unless_told_otherwise(monkeypatch: pytest.Monkey
         assert isinstance(runner.get_loop(), uvloop.Loop)
     monkeypatch.setenv("RAGSTREAM_EVENT_LOOP", "asyncio")
     assert event_loop_factory(ServiceSettings().event_loop) is None
+
+
+def test_without_an_exporter_spans_are_not_recorded_but_still_carry_the_trace() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    quiet = tracing.build_tracer_provider("svc", None)
+    with quiet.get_tracer("t").start_as_current_span("work") as span:
+        headers = tracing.inject_headers()
+    assert not span.is_recording() and span.get_span_context().is_valid
+    extracted = trace.get_current_span(tracing.extract_headers(headers)).get_span_context()
+    assert extracted.trace_id == span.get_span_context().trace_id
+
+    exported = InMemorySpanExporter()
+    recording = tracing.build_tracer_provider("svc", None, [SimpleSpanProcessor(exported)])
+    with recording.get_tracer("t").start_as_current_span("work") as span:
+        assert span.is_recording()
+    assert [s.name for s in exported.get_finished_spans()] == ["work"]

@@ -17,6 +17,7 @@ from opentelemetry.propagators.jaeger import JaegerPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 KafkaHeaders = Sequence[tuple[str, bytes]]
@@ -55,15 +56,28 @@ def setup_tracing(
     extra_processors: Iterable[SpanProcessor] = (),
 ) -> TracerProvider:
     """Install the global tracer provider and propagator; export OTLP only when an endpoint is set."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider = build_tracer_provider(service_name, otlp_endpoint, extra_processors)
+    trace.set_tracer_provider(provider)
+    propagate.set_global_textmap(_AcceptJaegerPropagator())
+    return provider
+
+
+def build_tracer_provider(
+    service_name: str, otlp_endpoint: str | None, extra_processors: Iterable[SpanProcessor] = ()
+) -> TracerProvider:
+    """With nowhere to send spans, none is recorded (ALWAYS_OFF): spans still get trace and span ids, which reach
+    the logs and the events this service publishes, at a fraction of a recorded span's cost. Otherwise the sampler
+    is the SDK's (OTEL_TRACES_SAMPLER, default parent-based always-on)."""
+    processors = list(extra_processors)
+    exporting = bool(otlp_endpoint or processors)
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
+                              sampler=None if exporting else ALWAYS_OFF)
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
-    for processor in extra_processors:
+    for processor in processors:
         provider.add_span_processor(processor)
-    trace.set_tracer_provider(provider)
-    propagate.set_global_textmap(_AcceptJaegerPropagator())
     return provider
 
 
