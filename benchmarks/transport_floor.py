@@ -1,8 +1,7 @@
 """What the hops of the query path cost at the least on this machine, measured beside the latency benchmark.
 
-- Kafka hop: the services' own EventPublisher -> EventConsumer (acks=all, idempotent, manual commits), one
-  QueryRequested at a time, send until the handler runs; producer and consumer share one process, which makes
-  this a lower bound (a hop between two processes costs a little more).
+- Kafka hop: the services' own EventPublisher in this process -> EventConsumer in a child process (acks=all,
+  idempotent, manual commits), one QueryRequested at a time, from send to handler.
 - gRPC round trip: a unary grpc.health.v1 Check over loopback to an in-process grpc.aio server.
 - HTTP round trip: GET /healthz on the gateway through the benchmark's own client.
 
@@ -14,6 +13,7 @@ is the best ratio the query path could reach here.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from typing import Any
@@ -27,41 +27,54 @@ PAUSE_S = 0.01  # between samples, so each one starts from idle as a lone query 
 
 
 async def kafka_hop_ms(bootstrap: str, samples: int = SAMPLES) -> list[float]:
+    """Publish from this process, handle in a child process (as from one service to the next); each latency is
+    the child's handler wall time minus the send time the event carries."""
     from rag.v1 import queries_pb2
-    from ragstream_common.kafka import ConsumerOptions, EventConsumer, EventPublisher, OutgoingEvent
+    from ragstream_common.kafka import EventPublisher, OutgoingEvent
     from ragstream_common.kafka.bootstrap import ensure_topics
     from ragstream_common.kafka.topics import TopicSpec
 
     spec = TopicSpec(f"bench.transport-floor.{uuid.uuid4().hex[:8]}.v1", partitions=1, retention_ms=600_000)
     await ensure_topics(bootstrap, (spec, TopicSpec(spec.dlq, partitions=1, retention_ms=600_000)))
+    child = await asyncio.create_subprocess_exec(sys.executable, __file__, "consume", bootstrap, spec.name,
+                                                 stdout=asyncio.subprocess.PIPE)
+    assert child.stdout is not None
     publisher = EventPublisher(bootstrap, source="bench/transport-floor")
     await publisher.start()
-    arrivals: asyncio.Queue[float] = asyncio.Queue()
-
-    async def handler(batch: Any) -> None:
-        for _ in batch:
-            arrivals.put_nowait(time.perf_counter())
-
-    consumer = EventConsumer(bootstrap, ConsumerOptions(group_id=spec.name, topics=(spec.name,)), handler, publisher)
-    await consumer.start()
-    stop = asyncio.Event()
-    running = asyncio.create_task(consumer.run(stop))
     try:
+        if (await asyncio.wait_for(child.stdout.readline(), 60)).strip() != b"ready":
+            raise RuntimeError("the consumer process did not start")
         latencies = []
         for n in range(samples + 20):  # the first 20 warm up the connections and the group
-            message = queries_pb2.QueryRequested(query_id=f"q{n}", tenant_id="bench", question="a lone question")
-            sent = time.perf_counter()
+            message = queries_pb2.QueryRequested(query_id=f"q{n}", tenant_id="bench", question=repr(time.time()))
             await publisher.publish(OutgoingEvent(spec.name, f"q{n}", message))
-            arrived = await asyncio.wait_for(arrivals.get(), 30)
+            latency = float(await asyncio.wait_for(child.stdout.readline(), 30))
             if n >= 20:
-                latencies.append((arrived - sent) * 1000)
+                latencies.append(latency)
             await asyncio.sleep(PAUSE_S)
         return latencies
     finally:
-        stop.set()
-        await running
-        await consumer.stop()
         await publisher.stop()
+        child.terminate()
+        await child.wait()
+
+
+async def _consume_and_report(bootstrap: str, topic: str) -> None:
+    """The child: the services' EventConsumer; prints each event's send-to-handler time (ms) on stdout."""
+    from ragstream_common.kafka import ConsumerOptions, EventConsumer, EventPublisher
+
+    dead_letters = EventPublisher(bootstrap, source="bench/transport-floor")
+    await dead_letters.start()
+
+    async def handler(batch: Any) -> None:
+        handled = time.time()
+        for envelope in batch:
+            print(f"{(handled - float(envelope.message.question)) * 1000:.3f}", flush=True)
+
+    consumer = EventConsumer(bootstrap, ConsumerOptions(group_id=topic, topics=(topic,)), handler, dead_letters)
+    await consumer.start()
+    print("ready", flush=True)  # the first events wait for the group to form: the warm-up absorbs that
+    await consumer.run(asyncio.Event())
 
 
 async def grpc_roundtrip_ms(samples: int = SAMPLES) -> list[float]:
@@ -104,3 +117,10 @@ async def transport_floor(bootstrap: str, client: httpx.AsyncClient) -> dict[str
     http_rtt = percentile(await http_roundtrip_ms(client), 50)
     return {"kafka_hop_p50_ms": round(hop, 2), "grpc_roundtrip_p50_ms": round(grpc_rtt, 2),
             "http_roundtrip_p50_ms": round(http_rtt, 2), "floor_ms": round(HOPS * hop + grpc_rtt + http_rtt, 2)}
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["consume"]:
+    from ragstream_common.service import event_loop_factory
+
+    with asyncio.Runner(loop_factory=event_loop_factory("uvloop")) as runner:
+        runner.run(_consume_and_report(sys.argv[2], sys.argv[3]))
