@@ -87,6 +87,16 @@ def test_cluster_id_is_16_bytes_of_url_safe_base64() -> None:
     assert new_cluster_id() != cluster_id
 
 
+def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    # 0xf8.. encodes to '-' first in URL-safe base64: the first draw must be skipped.
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" + bytes(15))])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
+    assert not new_cluster_id().startswith("-")
+    assert base64.urlsafe_b64encode(b"\xf8" + bytes(15)).startswith(b"-")
+
+
 def test_pom_pins_the_broker_and_a_log4j_binding() -> None:
     pom = render_pom()
     assert f"<artifactId>kafka_2.13</artifactId>\n      <version>{KAFKA_VERSION}</version>" in pom

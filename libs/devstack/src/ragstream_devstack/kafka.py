@@ -182,7 +182,7 @@ class LocalKafka:
         if (self.data_dir / "kraft" / "meta.properties").is_file():
             return
         command = [*base, "kafka.tools.StorageTool", "format", "--ignore-formatted"]
-        command += ["-t", new_cluster_id(), "-c", str(server_properties)]
+        command += [f"--cluster-id={new_cluster_id()}", "-c", str(server_properties)]
         result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
         if result.returncode != 0:
             raise DevstackError(

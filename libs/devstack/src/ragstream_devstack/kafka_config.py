@@ -95,8 +95,12 @@ def render_log4j2(log_file: Path) -> str:
 
 
 def new_cluster_id() -> str:
-    """Same shape as `kafka-storage random-uuid`: URL-safe base64 of 16 random bytes."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+    """Same shape as `kafka-storage random-uuid`: URL-safe base64 of 16 random bytes, never starting with '-'
+    (Kafka's own generator skips those too; the storage tool's argument parser would read one as an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def parse_java_major(version_output: str) -> int | None:
