@@ -205,3 +205,38 @@ async def test_database_outage_is_503_problem() -> None:
         response = await client.get("/v1/documents/doc-1", headers={"X-API-Key": KEY})
     assert _assert_problem(response, 503)["type"] == "urn:ragstream:problem:unavailable"
     assert response.headers["retry-after"] == "5"
+
+
+def test_no_route_runs_a_dependency_or_endpoint_in_a_worker_thread() -> None:
+    """FastAPI runs plain `def` dependencies and endpoints in a thread pool: a thread handoff per request."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+    from ragstream_gateway.query import routes as query_routes
+
+    app = create_app(GatewaySettings(admin_token=None), _deps(_grant()), routers=[query_routes.router])
+
+    def sync_calls(dependant: object) -> list[str]:
+        found = []
+        call = getattr(dependant, "call", None)
+        if call is not None:
+            target = call if inspect.isfunction(call) else getattr(call, "__call__", call)  # noqa: B004
+            if not inspect.iscoroutinefunction(target) and not inspect.isasyncgenfunction(target):
+                found.append(getattr(call, "__qualname__", repr(call)))
+        for child in getattr(dependant, "dependencies", ()):
+            found += sync_calls(child)
+        return found
+
+    def api_routes(routes: list[object]) -> list[APIRoute]:
+        found = []
+        for route in routes:
+            if isinstance(route, APIRoute):
+                found.append(route)
+            included = getattr(route, "original_router", None)  # FastAPI >= 0.16x keeps included routers whole
+            found += api_routes(list(getattr(included, "routes", ())))
+        return found
+
+    routes = api_routes(list(app.routes))
+    assert len(routes) > 10 and any(route.path.endswith("/query") for route in routes)
+    offenders = {route.path: sync_calls(route.dependant) for route in routes}
+    assert {path: calls for path, calls in offenders.items() if calls} == {}

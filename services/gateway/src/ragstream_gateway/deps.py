@@ -67,15 +67,17 @@ class Principal:
         return Caller(actor=f"key:{self.key_id}", client_ip=self.client_ip)
 
 
-def get_deps(request: Request) -> GatewayDeps:
+# Accessors are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thread handoff per request
+# for a dictionary lookup.
+async def get_deps(request: Request) -> GatewayDeps:
     return request.app.state.deps
 
 
-def get_settings(request: Request) -> GatewaySettings:
+async def get_settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
 
-def get_documents(request: Request) -> DocumentService:
+async def get_documents(request: Request) -> DocumentService:
     return request.app.state.documents
 
 

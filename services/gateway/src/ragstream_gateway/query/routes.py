@@ -29,7 +29,7 @@ Asker = Annotated[Principal, Depends(require_scope(SCOPE_QUERY))]
 PROBLEMS = problem_responses(401, 403, 422, 429, 502, 504)
 
 
-def _dispatcher(request: Request) -> QueryDispatcher:
+async def _dispatcher(request: Request) -> QueryDispatcher:
     return request.app.state.queries  # type: ignore[no-any-return]
 
 
