@@ -87,7 +87,7 @@ async def query(
 
 async def _stream(dispatcher: QueryDispatcher, submission: Submission) -> AsyncIterator[dict[str, str]]:
     try:
-        async for event in dispatcher.follow(submission):
+        async for event in dispatcher.follow(submission, sources_first=True):
             if isinstance(event, SourcesEvent):
                 results = [chunk_out(c).model_dump() for c in event.chunks]
                 yield _sse("sources", {"query_id": submission.query_id, "results": results})

@@ -82,24 +82,71 @@ class QueryDispatcher:
             raise
         return Submission(query_id, request.search_only, started + request.timeout_s, started, queue)
 
-    async def follow(self, submission: Submission) -> AsyncIterator[ReplyEvent]:
-        """Reply events in arrival order; ends after the final one, raises QueryTimeout at the deadline."""
+    async def follow(self, submission: Submission, sources_first: bool = False) -> AsyncIterator[ReplyEvent]:
+        """Reply events in arrival order; ends after the final one, raises QueryTimeout at the deadline.
+
+        With `sources_first` (the SSE stream promises `sources` before `token`s) answer events that overtook the
+        sources are held until the sources arrive: they come from retrieve and the answer from generate, over two
+        independent gRPC calls. A complete answer waits at most SOURCES_GRACE_S for them, then goes out alone."""
+        order = SourcesFirst() if sources_first and not submission.search_only else None
         try:
             while True:
-                remaining = submission.deadline - time.monotonic()
-                if remaining <= 0:
-                    raise QueryTimeout(submission.query_id)
+                wait = submission.deadline - time.monotonic()
+                if order is not None and order.answer_complete:
+                    wait = min(wait, order.grace_left())
                 try:
-                    event = await asyncio.wait_for(submission.queue.get(), remaining)
+                    event = await asyncio.wait_for(submission.queue.get(), max(wait, 0))
                 except TimeoutError as exc:
+                    if order is not None and order.answer_complete:
+                        for held in order.release():
+                            yield held
+                        return
                     raise QueryTimeout(submission.query_id) from exc
-                yield event
-                if isinstance(event, DoneEvent | FailureEvent):
-                    return
-                if isinstance(event, SourcesEvent) and submission.search_only:
-                    return
+                for ready in order.admit(event) if order is not None else (event,):
+                    yield ready
+                    if _is_last(ready, submission):
+                        return
         finally:
             self._pending.close(submission.query_id)
+
+
+SOURCES_GRACE_S = 1.0
+
+
+class SourcesFirst:
+    """Holds answer events (tokens, done) until the sources event has been let through."""
+
+    def __init__(self) -> None:
+        self._held: list[ReplyEvent] = []
+        self._sources_seen = False
+        self._done_at: float | None = None
+
+    @property
+    def answer_complete(self) -> bool:
+        return self._done_at is not None
+
+    def grace_left(self) -> float:
+        return SOURCES_GRACE_S - (time.monotonic() - (self._done_at or time.monotonic()))
+
+    def admit(self, event: ReplyEvent) -> list[ReplyEvent]:
+        """The events to pass on now, in order."""
+        if self._sources_seen or isinstance(event, FailureEvent):
+            return [event]
+        if isinstance(event, SourcesEvent):
+            self._sources_seen = True
+            return [event, *self.release()]
+        self._held.append(event)
+        if isinstance(event, DoneEvent):
+            self._done_at = time.monotonic()
+        return []
+
+    def release(self) -> list[ReplyEvent]:
+        held, self._held = self._held, []
+        return held
+
+
+def _is_last(event: ReplyEvent, submission: Submission) -> bool:
+    return isinstance(event, DoneEvent | FailureEvent) or (isinstance(event, SourcesEvent) and submission.search_only)
 
 
 def total_timings(submission: Submission, stage_timings: dict[str, float]) -> dict[str, float]:
