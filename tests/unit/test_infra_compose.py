@@ -84,11 +84,12 @@ def test_one_shots_run_their_module_once_their_store_is_healthy(compose, one_sho
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_service_is_built_from_its_dockerfile(compose, name) -> None:
+def test_service_is_built_from_the_shared_dockerfile_for_itself(compose, name) -> None:
     build = compose["services"][name]["build"]
     assert build["context"] == "."
-    assert build["dockerfile"] == f"services/{name}/Dockerfile"
+    assert build["dockerfile"] == "services/Dockerfile"
     assert (ROOT / build["dockerfile"]).is_file()
+    assert build["args"]["SERVICE"] == name
 
 
 @pytest.mark.parametrize("name", SERVICES)

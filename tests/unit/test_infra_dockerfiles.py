@@ -1,4 +1,4 @@
-"""services/*/Dockerfile and .dockerignore: locked, per-service, non-root images; torch only in embed."""
+"""services/Dockerfile and .dockerignore: one locked, non-root image recipe per service; torch only in embed."""
 
 from __future__ import annotations
 
@@ -8,20 +8,24 @@ from pathlib import Path
 import pytest
 from docker.utils.build import exclude_paths
 from dockerfile_parse import DockerfileParser
+from ragstream_common.healthcheck import settings_class
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "services" / "Dockerfile"
 SERVICES = ("gateway", "ingest", "embed", "retrieve", "generate")
 
 
-def instructions(service: str, kind: str) -> list[str]:
-    parser = DockerfileParser(path=str(ROOT / "services" / service / "Dockerfile"))
-    return [i["value"] for i in parser.structure if i["instruction"] == kind]
+def instructions(kind: str, service: str | None = None) -> list[str]:
+    """The values of every `kind` instruction, with ${SERVICE} as `service` builds it."""
+    structure = DockerfileParser(path=str(DOCKERFILE)).structure
+    values = [i["value"] for i in structure if i["instruction"] == kind]
+    return [v.replace("${SERVICE}", service) for v in values] if service else values
 
 
-def final_stage(service: str) -> list[dict[str, str]]:
-    structure = DockerfileParser(path=str(ROOT / "services" / service / "Dockerfile")).structure
+def final_stage() -> list[dict[str, str]]:
+    structure = DockerfileParser(path=str(DOCKERFILE)).structure
     last_from = max(n for n, i in enumerate(structure) if i["instruction"] == "FROM")
     return structure[last_from:]
 
@@ -48,56 +52,60 @@ def locked_closure(root: str) -> set[str]:
     return {name for name, _ in seen}
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_final_stage_is_python_311_slim_and_runs_as_uid_10001(service) -> None:
-    assert any(a.startswith("PYTHON_IMAGE=python:3.11-slim") for a in instructions(service, "ARG"))
-    stage = final_stage(service)
+def test_one_dockerfile_serves_every_service() -> None:
+    assert sorted(p.parent.name for p in (ROOT / "services").glob("*/Dockerfile")) == []
+    assert any("SERVICE" in run and "required" in run for run in instructions("RUN"))
+
+
+def test_final_stage_is_python_311_slim_and_runs_as_uid_10001() -> None:
+    assert any(a.startswith("PYTHON_IMAGE=python:3.11-slim") for a in instructions("ARG"))
+    stage = final_stage()
     assert stage[0]["value"].startswith("${PYTHON_IMAGE}")
-    users = [i["value"] for i in stage if i["instruction"] == "USER"]
-    assert users == ["10001:10001"]
+    assert [i["value"] for i in stage if i["instruction"] == "USER"] == ["10001:10001"]
+    env = " ".join(i["value"] for i in stage if i["instruction"] == "ENV")
+    assert "RAGSTREAM_BIND_HOST=0.0.0.0" in env and "HF_HUB_OFFLINE=1" in env
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_venv_is_synced_frozen_without_dev_deps_for_this_service_only(service) -> None:
-    syncs = [run for run in instructions(service, "RUN") if "uv sync" in run]
+def test_venv_is_synced_frozen_without_dev_deps_for_this_service_only(service: str) -> None:
+    syncs = [run for run in instructions("RUN", service) if "uv sync" in run]
     assert len(syncs) == 2
     for sync in syncs:
         assert "--frozen" in sync and "--no-dev" in sync and "--no-editable" in sync
         assert f"--package ragstream-{service}" in sync
-    copied = " ".join(instructions(service, "COPY"))
-    assert "ghcr.io/astral-sh/uv" in " ".join(instructions(service, "ARG")) and "--from=uv /uv" in copied
-
-
-def test_only_the_embed_image_syncs_the_embed_package() -> None:
-    syncing_embed = [s for s in SERVICES if any("ragstream-embed" in r for r in instructions(s, "RUN"))]
-    assert syncing_embed == ["embed"]
+        assert sum(f"ragstream-{other}" in sync for other in SERVICES) == 1
+    copied = " ".join(instructions("COPY"))
+    assert "ghcr.io/astral-sh/uv" in " ".join(instructions("ARG")) and "--from=uv /uv" in copied
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_torch_is_only_locked_into_the_embed_image(service) -> None:
+def test_torch_is_only_locked_into_the_embed_image(service: str) -> None:
     closure = locked_closure(f"ragstream-{service}")
     assert ("torch" in closure) == (service == "embed")
     assert "ragstream-devstack" not in closure
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_entrypoint_is_the_service_console_script_with_a_healthcheck(service) -> None:
+def test_entrypoint_is_the_service_console_script_with_a_healthcheck(service: str) -> None:
     manifest = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())
     assert f"ragstream-{service}" in manifest["project"]["scripts"]
-    assert instructions(service, "ENTRYPOINT") == [f'["ragstream-{service}"]']
-    (health,) = instructions(service, "HEALTHCHECK")
-    assert "CMD" in health
-    assert ("/healthz" in health) if service == "gateway" else ("grpc_health.v1" in health)
+    assert any(f"ln -s /app/.venv/bin/ragstream-{service} /app/.venv/bin/ragstream-service" in run
+               for run in instructions("RUN", service))
+    assert instructions("ENTRYPOINT") == ['["ragstream-service"]']
+    (health,) = instructions("HEALTHCHECK")
+    assert "CMD python -m ragstream_common.healthcheck" in health
+    # The healthcheck finds the port through the service's one settings class.
+    assert settings_class(service)().grpc_port > 0
 
 
-def test_dockerignore_keeps_every_copy_source_and_drops_local_state() -> None:
+@pytest.mark.parametrize("service", SERVICES)
+def test_dockerignore_keeps_every_copy_source_and_drops_local_state(service: str) -> None:
     context = exclude_paths(str(ROOT), (ROOT / ".dockerignore").read_text().splitlines())
-    for service in SERVICES:
-        for copy in instructions(service, "COPY"):
-            if copy.startswith("--from="):
-                continue
-            *sources, _destination = copy.split()
-            for source in sources:
-                assert source in context, f"{service}: COPY {source} is not in the build context"
+    for copy in instructions("COPY", service):
+        if copy.startswith("--from="):
+            continue
+        *sources, _destination = copy.split()
+        for source in sources:
+            assert source in context, f"{service}: COPY {source} is not in the build context"
     assert not any(p.startswith((".venv/", ".git/", "tests/", "infra/")) for p in context)
     assert not any("__pycache__" in p for p in context)

@@ -6,6 +6,7 @@ no prefix; everything service-specific reads `<SERVICE>_<FIELD>`.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Literal, TypeVar
 
@@ -13,6 +14,11 @@ from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def bind_host() -> str:
+    """The default address servers bind: $RAGSTREAM_BIND_HOST (0.0.0.0 in the container image) or loopback."""
+    return os.environ.get("RAGSTREAM_BIND_HOST", "127.0.0.1")
 
 
 class ServiceSettings(BaseSettings):
@@ -31,7 +37,9 @@ class ServiceSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT")
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
-    grpc_host: str = "127.0.0.1"
+    # RAGSTREAM_BIND_HOST is the default address of every server (the container image sets 0.0.0.0);
+    # `<SERVICE>_GRPC_HOST` still wins.
+    grpc_host: str = Field(default_factory=bind_host)
     grpc_port: int = Field(default=0, ge=0, le=65535)
     metrics_port: int = Field(default=0, ge=0, le=65535)
     # How long SIGTERM waits for in-flight work before giving up.
@@ -44,6 +52,7 @@ class ServiceSettings(BaseSettings):
 
 
 S = TypeVar("S", bound=BaseSettings)
+
 
 
 def env_name(settings_cls: type[BaseSettings], field: str) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Self
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
-from ragstream_common.config import ServiceSettings
+from ragstream_common.config import ServiceSettings, bind_host
 
 MIB = 1024 * 1024
 
@@ -16,7 +16,7 @@ class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
     service_name: str = "gateway"
-    host: str = "127.0.0.1"
+    host: str = Field(default_factory=bind_host)
     port: int = Field(default=8080, ge=0, le=65535)
     # ReplyService (query answers delivered by the workers) listens here.
     grpc_port: int = Field(default=50050, ge=0, le=65535)

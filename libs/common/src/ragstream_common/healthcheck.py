@@ -1,0 +1,44 @@
+"""`python -m ragstream_common.healthcheck <service>`: exit 0 when the service's gRPC health says SERVING.
+
+The container HEALTHCHECK of every image. The port is the service's own setting (`<SERVICE>_GRPC_PORT` or its
+default), read through the service's settings class, so a port changed at run time is still the one asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import sys
+
+from ragstream_common.config import ServiceSettings
+from ragstream_common.grpc_server import check_health
+
+
+def settings_class(service: str) -> type[ServiceSettings]:
+    """The ServiceSettings subclass in `ragstream_<service>.config`."""
+    module = importlib.import_module(f"ragstream_{service}.config")
+    found = [
+        value for value in vars(module).values()
+        if inspect.isclass(value) and issubclass(value, ServiceSettings) and value is not ServiceSettings
+        and value.__module__ == module.__name__
+    ]
+    if len(found) != 1:
+        raise SystemExit(f"ragstream_{service}.config has {len(found)} settings classes, expected one")
+    return found[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    (service,) = argv if argv is not None else sys.argv[1:]
+    settings = settings_class(service)()
+    try:
+        status = asyncio.run(check_health(f"127.0.0.1:{settings.grpc_port}", timeout_s=3.0))
+    except Exception as exc:  # unreachable, refused, timed out: all mean unhealthy
+        print(f"{service}: {exc!r}", file=sys.stderr)
+        return 1
+    print(f"{service}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
