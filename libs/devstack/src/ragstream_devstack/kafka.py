@@ -15,7 +15,6 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import NamedTuple, Self
 
 from aiokafka import AIOKafkaClient  # type: ignore[attr-defined]
@@ -31,6 +30,7 @@ from ragstream_devstack.kafka_config import (
 )
 from ragstream_devstack.processes import (
     DevstackError,
+    LocalProcess,
     die_with_parent,
     free_port,
     port_accepts,
@@ -57,7 +57,7 @@ class _ConfigFiles(NamedTuple):
     log4j2: Path
 
 
-class LocalKafka:
+class LocalKafka(LocalProcess):
     """Kafka broker+controller bound to `host` on free (or given) ports.
 
     With no `data_dir` a temporary directory is used and removed on stop; a given
@@ -86,13 +86,6 @@ class LocalKafka:
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def data_dir(self) -> Path:
@@ -136,17 +129,6 @@ class LocalKafka:
         if self._given_dir is None and self._data_dir is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _launch(self, java: str, lib: Path) -> subprocess.Popen[bytes]:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,6 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import psycopg
@@ -31,6 +30,7 @@ with warnings.catch_warnings():
 
 from ragstream_devstack.processes import (
     DevstackError,
+    LocalProcess,
     die_with_parent,
     free_port,
     stop_process_tree,
@@ -46,7 +46,7 @@ _EPHEMERAL_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=
 _COMMON_SETTINGS = ("max_connections=200", "unix_socket_directories=")
 
 
-class LocalPostgres:
+class LocalPostgres(LocalProcess):
     """PostgreSQL on `host`:`port` (free port by default) with trust auth for `postgres`.
 
     start() also creates `database` and the `vector` extension in it, so a failing pgvector
@@ -76,13 +76,6 @@ class LocalPostgres:
 
     def url_for(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def pgdata(self) -> Path:
@@ -127,17 +120,6 @@ class LocalPostgres:
         if self._base_dir is not None:
             shutil.rmtree(self._base_dir, ignore_errors=True)
             self._base_dir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _launch(self) -> subprocess.Popen[bytes]:
         """initdb when the directory is new, then the postmaster bound to host:port."""

@@ -12,11 +12,40 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import psutil
 
 _PR_SET_PDEATHSIG = 1
 _ERROR_MARK = re.compile(r"\b(ERROR|FATAL|PANIC)\b")
+
+
+class LocalProcess:
+    """A server run as a child process (`_proc`), with `start() -> Self` and `stop()`; usable as `with`."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 class DevstackError(RuntimeError):
