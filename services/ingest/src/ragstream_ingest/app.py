@@ -9,19 +9,21 @@ from functools import partial
 
 from ragstream_common.blobs import build_blob_store
 from ragstream_common.kafka import ConsumerOptions
+from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED
 from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
 
 from ragstream_ingest.adapters.content import UriContentSource
+from ragstream_ingest.adapters.routes import INGEST_ROUTES
 from ragstream_ingest.chunker import Chunker
 from ragstream_ingest.config import IngestSettings
-from ragstream_ingest.handlers import IngestCounters, ingest_batch
+from ragstream_ingest.handlers import ingest_batch
 
 
 async def start(settings: IngestSettings, stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
     chunker = Chunker(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
-    pool = await open_pool(stack, settings, max_size=4) if settings.blob_store == "postgres" else None
-    blobs = build_blob_store(settings.blob_store, pool, settings.s3_bucket, settings.s3_prefix)
+    pool = await open_pool(stack, settings, max_size=4) if settings.blobs.store == "postgres" else None
+    blobs = build_blob_store(settings.blobs, pool)
     source = UriContentSource(
         blobs,
         timeout_s=settings.fetch_timeout_s,
@@ -33,7 +35,7 @@ async def start(settings: IngestSettings, stack: AsyncExitStack, stop: asyncio.E
     options = ConsumerOptions(
         group_id=settings.group_id, topics=(DOCUMENTS_RECEIVED.name,), max_batch=settings.max_batch
     )
-    handler = partial(ingest_batch, source=source, chunker=chunker, sink=publisher, counters=IngestCounters())
+    handler = partial(ingest_batch, source=source, chunker=chunker, sink=RoutedEventSink(publisher, INGEST_ROUTES))
     consumer = await start_consumer(stack, settings, options, handler, publisher)
     await server.mark_serving()
     return [consumer.run(stop)]

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TypeAlias
 
 from rag.v1 import chunks_pb2, documents_pb2, status_pb2
 from ragstream_common.blobs import BlobNotFound
-from ragstream_common.kafka import Envelope, OutgoingEvent, PermanentError
-from ragstream_common.kafka.topics import CHUNKS_READY, DOCUMENTS_STATUS
+from ragstream_common.events import Emitted, Envelope, EventSink, PermanentError
 from ragstream_common.logs import get_logger
-from ragstream_common.messages import document_key, now_timestamp
+from ragstream_common.messages import now_timestamp
 
 from ragstream_ingest.chunker import Chunker, chunk_id
 from ragstream_ingest.extract import ExtractedDocument, ExtractionError, extract_document
 from ragstream_ingest.fetch import FetchError
-from ragstream_ingest.ports import ContentSource, EventSink, RawContent
+from ragstream_ingest.metrics import CHUNKS, DOCUMENTS
+from ragstream_ingest.ports import ContentSource, RawContent
 
 log = get_logger(__name__)
-DocumentEvent = documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated
-
-
-@dataclass
-class IngestCounters:
-    documents_chunked: int = 0
-    documents_failed: int = 0
-    chunks_emitted: int = 0
+DocumentEvent: TypeAlias = documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated
+IngestEvent: TypeAlias = DocumentEvent | documents_pb2.DocumentDeleted
 
 
 class DocumentRejected(Exception):
@@ -39,33 +32,30 @@ class DocumentRejected(Exception):
 
 
 async def ingest_batch(
-    batch: Sequence[Envelope[Any]], source: ContentSource, chunker: Chunker, sink: EventSink, counters: IngestCounters
+    batch: Sequence[Envelope[IngestEvent]], source: ContentSource, chunker: Chunker, sink: EventSink
 ) -> None:
-    """Turn each event of the batch into its output event; publish them all, acknowledged, in one go."""
-    events: list[OutgoingEvent] = []
+    """Turn each event of the batch into its output events; emit them all, in order, in one go."""
+    events: list[Emitted] = []
     for envelope in batch:
         message = envelope.message
         if isinstance(message, documents_pb2.DocumentDeleted):
-            # Deletes ride the same keyed topics as chunks so they stay behind earlier versions.
-            key = document_key(message.tenant_id, message.document_id)
-            events.append(OutgoingEvent(CHUNKS_READY.name, key, message, context=envelope.trace_context))
+            # Forwarded behind the document's earlier versions: the index deletes in order.
+            events.append(Emitted(message, envelope.trace_context))
             continue
-        events.extend(await _ingest_document(envelope, source, chunker, counters))
-    await sink.publish_many(events)
+        events.extend(await _ingest_document(message, envelope, source, chunker))
+    await sink.emit(events)
 
 
 async def _ingest_document(
-    envelope: Envelope[Any], source: ContentSource, chunker: Chunker, counters: IngestCounters
-) -> list[OutgoingEvent]:
-    document: DocumentEvent = envelope.message
+    document: DocumentEvent, envelope: Envelope[IngestEvent], source: ContentSource, chunker: Chunker
+) -> list[Emitted]:
     _validate(document)
-    key = document_key(document.tenant_id, document.document_id)
     try:
         raw = await _read_content(document, source)
         extracted = await asyncio.to_thread(_extract, raw, document.source.filename)
         ready = await asyncio.to_thread(_chunk, document, extracted, chunker)
     except DocumentRejected as rejected:
-        counters.documents_failed += 1
+        DOCUMENTS.labels("failed").inc()
         log.info("document failed", document_id=document.document_id, reason=rejected.reason)
         failed = status_pb2.DocumentFailed(
             tenant_id=document.tenant_id,
@@ -76,9 +66,9 @@ async def _ingest_document(
             error_class=rejected.error_class,
             occurred_at=now_timestamp(),
         )
-        return [OutgoingEvent(DOCUMENTS_STATUS.name, key, failed, context=envelope.trace_context)]
-    counters.documents_chunked += 1
-    counters.chunks_emitted += len(ready.chunks)
+        return [Emitted(failed, envelope.trace_context)]
+    DOCUMENTS.labels("chunked").inc()
+    CHUNKS.inc(len(ready.chunks))
     processing = status_pb2.DocumentProcessing(
         tenant_id=document.tenant_id,
         document_id=document.document_id,
@@ -86,14 +76,11 @@ async def _ingest_document(
         stage="embed",
         occurred_at=now_timestamp(),
     )
-    return [
-        OutgoingEvent(DOCUMENTS_STATUS.name, key, processing, context=envelope.trace_context),
-        OutgoingEvent(CHUNKS_READY.name, key, ready, context=envelope.trace_context),
-    ]
+    return [Emitted(processing, envelope.trace_context), Emitted(ready, envelope.trace_context)]
 
 
 def _validate(document: DocumentEvent) -> None:
-    problems = []
+    problems: list[str] = []
     if not document.tenant_id:
         problems.append("tenant_id is required")
     if not document.document_id:

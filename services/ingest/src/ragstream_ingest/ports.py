@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
-
-from ragstream_common.kafka import OutgoingEvent
 
 
 @dataclass(frozen=True)
@@ -19,7 +16,3 @@ class ContentSource(Protocol):
     async def read(self, tenant_id: str, uri: str) -> RawContent:
         """Bytes behind a `blob://` or http(s) URI; raises FetchError or BlobNotFound."""
         ...
-
-
-class EventSink(Protocol):
-    async def publish_many(self, events: Sequence[OutgoingEvent]) -> None: ...

@@ -16,8 +16,9 @@ from google.protobuf.message import DecodeError, Message
 # Importing the generated modules registers every rag.v1 type in the default symbol database.
 from rag.v1 import chunks_pb2, documents_pb2, queries_pb2, services_pb2, status_pb2  # noqa: F401
 
+from ragstream_common.events import PROTOBUF
+
 SPEC_VERSION = "1.0"
-PROTOBUF = "application/protobuf"
 JSON = "application/json"
 _PROTOBUF_ALIASES = {PROTOBUF, "application/x-protobuf", "application/vnd.google.protobuf"}
 

@@ -1,45 +1,45 @@
-"""How every Kafka client of Ragstream connects: plaintext locally, TLS + SASL on MSK.
-
-KAFKA_SECURITY_PROTOCOL (PLAINTEXT | SSL | SASL_SSL) and KAFKA_SASL_MECHANISM (OAUTHBEARER for MSK IAM,
-SCRAM-SHA-512, PLAIN) come from the environment, as set by the Kubernetes overlay; the defaults suit the local
-broker. With OAUTHBEARER, tokens are signed by the pod's IAM role (IRSA) for AWS_REGION.
-"""
+"""The connection options every Kafka client of Ragstream shares, built from `KafkaSettings`."""
 
 from __future__ import annotations
 
-import os
+import asyncio
 from typing import Any
 
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.helpers import create_ssl_context
 
+from ragstream_common.kafka_settings import KafkaSettings
+
 
 class MskIamTokenProvider(AbstractTokenProvider):
+    """SASL/OAUTHBEARER tokens for MSK IAM, signed with the pod's role (IRSA) for `region`."""
+
     def __init__(self, region: str) -> None:
         self._region = region
 
     async def token(self) -> str:
-        import asyncio
-
         from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
 
         token, _expiry_ms = await asyncio.to_thread(MSKAuthTokenProvider.generate_auth_token, self._region)
         return str(token)
 
 
-def client_options(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Keyword arguments for AIOKafkaProducer, AIOKafkaConsumer and AIOKafkaAdminClient."""
-    env = os.environ if environ is None else environ
-    protocol = env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Security keyword arguments for AIOKafkaProducer, AIOKafkaConsumer and AIOKafkaAdminClient
+    (the bootstrap servers are passed separately)."""
+    protocol = settings.security_protocol
     if protocol == "PLAINTEXT":
         return {}
-    options: dict[str, Any] = {"security_protocol": protocol, "ssl_context": create_ssl_context()}
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context()
     if protocol.startswith("SASL"):
-        mechanism = env.get("KAFKA_SASL_MECHANISM", "OAUTHBEARER").upper()
-        options["sasl_mechanism"] = mechanism
-        if mechanism == "OAUTHBEARER":
-            options["sasl_oauth_token_provider"] = MskIamTokenProvider(env.get("AWS_REGION", "us-east-1"))
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        if settings.sasl_mechanism == "OAUTHBEARER":
+            options["sasl_oauth_token_provider"] = MskIamTokenProvider(settings.aws_region)
         else:
-            options["sasl_plain_username"] = env.get("KAFKA_SASL_USERNAME", "")
-            options["sasl_plain_password"] = env.get("KAFKA_SASL_PASSWORD", "")
+            options["sasl_plain_username"] = settings.sasl_username
+            # The only place the password leaves its SecretStr.
+            password = settings.sasl_password
+            options["sasl_plain_password"] = password.get_secret_value() if password is not None else None
     return options

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import Counter
 
+from ragstream_common.events import BatchHandler, Envelope, PermanentError
 from ragstream_common.kafka import cloudevents
 from ragstream_common.kafka.connection import client_options
 from ragstream_common.kafka.producer import EventPublisher
@@ -30,34 +30,11 @@ from ragstream_common.kafka.topics import TOPICS_BY_NAME
 from ragstream_common.logs import get_logger
 from ragstream_common.tracing import ending, extract_headers
 
-M = TypeVar("M", bound=Message)
 log = get_logger(__name__)
 tracer = trace.get_tracer("ragstream.kafka")
 
 CONSUMED = Counter("ragstream_events_consumed_total", "Events handled", ["topic", "group"])
 DEAD_LETTERED = Counter("ragstream_events_dead_lettered_total", "Events sent to a DLQ", ["topic", "group"])
-
-
-class PermanentError(Exception):
-    """The event can never succeed (bad content, broken contract): dead-letter it, do not retry."""
-
-
-@dataclass(frozen=True)
-class Envelope(Generic[M]):
-    message: M
-    key: str
-    event_id: str
-    event_type: str
-    source: str
-    time: datetime | None
-    topic: str
-    partition: int
-    offset: int
-    # The trace this event belongs to; handlers pass it on to what they publish.
-    trace_context: otel_context.Context = field(compare=False, repr=False)
-
-
-BatchHandler = Callable[[Sequence[Envelope[Any]]], Awaitable[None]]
 
 
 @dataclass(frozen=True)

@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from google.protobuf.message import Message
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from ragstream_common.events import OutgoingEvent
 from ragstream_common.kafka import cloudevents
 from ragstream_common.kafka.connection import client_options
 from ragstream_common.kafka.topics import LARGE_MESSAGE_BYTES
 from ragstream_common.tracing import ending, inject_headers
 
 tracer = trace.get_tracer("ragstream.kafka")
-
-
-@dataclass(frozen=True)
-class OutgoingEvent:
-    topic: str
-    key: str
-    message: Message
-    # The trace this event continues; defaults to the current context.
-    context: otel_context.Context | None = None
-    content_type: str = cloudevents.PROTOBUF
 
 
 class EventPublisher:

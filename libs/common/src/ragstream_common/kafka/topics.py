@@ -7,6 +7,7 @@ Names follow `rag.<context>.<event>.v1`. Dead-letter topics are `<topic>.dlq`. B
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 DAY_MS = 24 * 3600 * 1000
 LARGE_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -17,6 +18,8 @@ class TopicSpec:
     name: str
     partitions: int
     retention_ms: int
+    # What orders the topic's records: one document's events ("document": `<tenant>/<document>`) or one query's.
+    partition_key: Literal["document", "query"] = "document"
     cleanup_policy: str = "delete"
     # Fully-qualified proto names (also the CloudEvents `ce_type`) accepted on the topic.
     event_types: tuple[str, ...] = ()
@@ -71,16 +74,20 @@ DOCUMENTS_STATUS = TopicSpec(
     ),
 )
 QUERIES_REQUESTED = TopicSpec(
-    "rag.queries.requested.v1", partitions=6, retention_ms=DAY_MS, event_types=("rag.v1.QueryRequested",)
+    "rag.queries.requested.v1", partitions=6, retention_ms=DAY_MS, partition_key="query",
+    event_types=("rag.v1.QueryRequested",)
 )
 QUERIES_EMBEDDED = TopicSpec(
-    "rag.queries.embedded.v1", partitions=6, retention_ms=DAY_MS, event_types=("rag.v1.QueryEmbedded",)
+    "rag.queries.embedded.v1", partitions=6, retention_ms=DAY_MS, partition_key="query",
+    event_types=("rag.v1.QueryEmbedded",)
 )
 QUERIES_RETRIEVED = TopicSpec(
-    "rag.queries.retrieved.v1", partitions=6, retention_ms=DAY_MS, event_types=("rag.v1.QueryRetrieved",)
+    "rag.queries.retrieved.v1", partitions=6, retention_ms=DAY_MS, partition_key="query",
+    event_types=("rag.v1.QueryRetrieved",)
 )
 ANSWERS_PRODUCED = TopicSpec(
-    "rag.answers.produced.v1", partitions=6, retention_ms=7 * DAY_MS, event_types=("rag.v1.AnswerProduced",)
+    "rag.answers.produced.v1", partitions=6, retention_ms=7 * DAY_MS, partition_key="query",
+    event_types=("rag.v1.AnswerProduced",)
 )
 
 PIPELINE_TOPICS: tuple[TopicSpec, ...] = (

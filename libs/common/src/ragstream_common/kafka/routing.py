@@ -1,0 +1,53 @@
+"""The Kafka side of `EventSink`: each message type goes to the topic a service routes it to, keyed by that
+topic's partition key. Handlers emit domain messages; only this adapter knows topics and keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from google.protobuf.message import Message
+
+from ragstream_common.events import Emitted, OutgoingEvent
+from ragstream_common.kafka.topics import TopicSpec
+from ragstream_common.messages import document_key
+
+Routes = Mapping[type[Message], TopicSpec]
+
+
+class Publisher(Protocol):
+    async def publish_many(self, events: Sequence[OutgoingEvent]) -> None: ...
+
+
+def partition_key(topic: TopicSpec, message: Message) -> str:
+    """`<tenant>/<document>` on document topics, the query id on query topics."""
+    fields = message.DESCRIPTOR.fields_by_name
+    if topic.partition_key == "document":
+        return document_key(getattr(message, "tenant_id"), getattr(message, "document_id"))  # noqa: B009
+    if "query_id" in fields:
+        return str(getattr(message, "query_id"))  # noqa: B009
+    # QueryEmbedded and QueryRetrieved wrap the QueryRequested they continue.
+    return str(getattr(message, "query").query_id)  # noqa: B009
+
+
+def outgoing(routes: Routes, event: Emitted) -> OutgoingEvent:
+    """The record for `event`; TypeError for a message type the service does not route (a programming error)."""
+    topic = routes.get(type(event.message))
+    if topic is None:
+        raise TypeError(f"no route for {event.message.DESCRIPTOR.full_name}")
+    if event.message.DESCRIPTOR.full_name not in topic.event_types:
+        raise TypeError(f"{event.message.DESCRIPTOR.full_name} is not declared on {topic.name}")
+    return OutgoingEvent(topic.name, partition_key(topic, event.message), event.message, event.context)
+
+
+class RoutedEventSink:
+    """Implements `EventSink` over a publisher: all events of one call go out together, acknowledged."""
+
+    def __init__(self, publisher: Publisher, routes: Routes) -> None:
+        self._publisher = publisher
+        self._routes = dict(routes)
+
+    async def emit(self, events: Sequence[Emitted]) -> None:
+        records = [outgoing(self._routes, event) for event in events]
+        if records:
+            await self._publisher.publish_many(records)
