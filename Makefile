@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export UV_LINK_MODE ?= copy
 
-.PHONY: setup run test test-unit test-integration test-e2e lint protos bench-ingest bench-query eval clean
+.PHONY: setup run test check test-unit test-integration test-e2e lint protos bench-ingest bench-query eval clean
 
 ## setup: install uv if missing, create the environment, fetch Kafka
 setup:
@@ -19,10 +19,20 @@ setup:
 run: setup
 	$(UV_RUN) python -m ragstream_devstack run
 
-## test: the whole suite (unit, integration, e2e) against real Kafka, Postgres, gRPC and model
-test: setup
+## test: static checks, then the whole suite (unit, integration, e2e) against real Kafka, Postgres, gRPC and
+## model, with line+branch coverage per package checked against its floor
+test: setup check
+	rm -f .coverage .coverage.*
+	$(UV_RUN) pytest --cov --cov-report=
+	$(UV_RUN) coverage combine --quiet || true
+	$(UV_RUN) python scripts/coverage_report.py
+
+## check: lint, formatting, strict types and the import boundaries (no services needed)
+check: setup
 	$(UV_RUN) ruff check .
-	$(UV_RUN) pytest
+	$(UV_RUN) ruff format --check .
+	$(UV_RUN) mypy
+	$(UV_RUN) lint-imports
 
 test-unit: setup
 	$(UV_RUN) pytest -m unit
@@ -35,6 +45,7 @@ test-e2e: setup
 
 lint:
 	$(UV_RUN) ruff check .
+	$(UV_RUN) ruff format --check .
 
 protos:
 	$(UV_RUN) python scripts/gen_protos.py
@@ -53,4 +64,4 @@ eval: setup
 	$(UV_RUN) python benchmarks/eval_retrieval.py --dataset $(DATASET) --split $(SPLIT)
 
 clean:
-	rm -rf .cache/run .pytest_cache
+	rm -rf .cache/run .pytest_cache .mypy_cache .coverage .coverage.*

@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
-from psycopg_pool import AsyncConnectionPool
 
 from ragstream_common.config import ServiceSettings, load_settings
-from ragstream_common.db import create_pool
+from ragstream_common.events import BatchHandler
 from ragstream_common.grpc_server import GrpcServer
 from ragstream_common.kafka import ConsumerOptions, EventConsumer, EventPublisher
-from ragstream_common.kafka.consumer import BatchHandler
 from ragstream_common.lifecycle import run_until_stopped
 from ragstream_common.logs import configure_logging
 from ragstream_common.metrics import serve_metrics
 from ragstream_common.tracing import setup_tracing
+
+if TYPE_CHECKING:  # the database driver is the `postgres` extra: services without a database never import it
+    from psycopg_pool import AsyncConnectionPool
 
 S = TypeVar("S", bound=ServiceSettings)
 StartFn = Callable[[S, AsyncExitStack, asyncio.Event], Awaitable[list[Awaitable[None]]]]
@@ -53,7 +54,7 @@ async def start_publisher(
     """A producer; a named `lane` (e.g. "queries") gets its own connection, so that its sends never wait behind
     another lane's large batches (a producer has one request in flight per broker)."""
     source = f"ragstream/{settings.service_name}"
-    publisher = EventPublisher(settings.kafka_bootstrap_servers, source=source, linger_ms=linger_ms,
+    publisher = EventPublisher(settings.kafka, source=source, linger_ms=linger_ms,
                                client_id=f"{source}/{lane}" if lane else "")
     await publisher.start()
     stack.push_async_callback(publisher.stop)
@@ -67,13 +68,15 @@ async def start_consumer(
     handler: BatchHandler,
     dead_letters: EventPublisher,
 ) -> EventConsumer:
-    consumer = EventConsumer(settings.kafka_bootstrap_servers, options, handler, dead_letters)
+    consumer = EventConsumer(settings.kafka, options, handler, dead_letters)
     await consumer.start()
     stack.push_async_callback(consumer.stop)
     return consumer
 
 
 async def open_pool(stack: AsyncExitStack, settings: ServiceSettings, max_size: int = 8) -> AsyncConnectionPool:
+    from ragstream_common.db import create_pool
+
     pool = create_pool(settings.database_url, max_size=max_size, name=settings.service_name)
     await pool.open(wait=True, timeout=30)
     stack.push_async_callback(pool.close)
