@@ -59,9 +59,8 @@ output "kustomize_config" {
     KAFKA_SECURITY_PROTOCOL = "SASL_SSL"
     KAFKA_SASL_MECHANISM    = "OAUTHBEARER"
     AWS_REGION              = var.region
-    GATEWAY_BLOB_STORE      = "s3"
-    GATEWAY_S3_BUCKET       = module.blobstore.bucket_name
-    INGEST_BLOB_STORE       = "s3"
-    INGEST_S3_BUCKET        = module.blobstore.bucket_name
+    BLOB_STORE              = "s3"
+    BLOB_S3_BUCKET          = module.blobstore.bucket_name
+    BLOB_S3_REGION          = var.region
   }
 }

@@ -1,9 +1,10 @@
 """Claim-check blob stores: raw uploads stay out of Kafka; events carry `blob://<key>` instead.
 
-PostgresBlobStore (the `blobs` table, tenant-scoped by row-level security) is the default and what ingest
-resolves `blob://` URIs against; S3BlobStore is the production option (GATEWAY_BLOB_STORE=s3). Both key
-objects per tenant, so the same `blob://<key>` in two tenants' events names two different objects.
-The gateway writes blobs and the ingest worker reads them.
+PostgresBlobStore (the `blobs` table, tenant-scoped by row-level security) is the default; S3BlobStore is
+the production option (BLOB_STORE=s3). Both key objects per tenant, so the same `blob://<key>` in two
+tenants' events names two different objects. The gateway writes blobs and the ingest worker reads them;
+both build their store with `build_blob_store` from the same `BlobStoreSettings`, so they always agree on
+where a blob lives.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
+from ragstream_common.blob_settings import BlobStoreSettings
 from ragstream_common.db import tenant_transaction
 
 BLOB_SCHEME = "blob://"
@@ -123,12 +125,13 @@ class S3BlobStore:
         )
 
 
-def build_blob_store(kind: str, pool: AsyncConnectionPool | None, bucket: str = "", prefix: str = "") -> BlobStore:
-    """The configured store: "postgres" (needs the pool) or "s3" (needs a bucket)."""
-    if kind == "s3":
-        if not bucket:
-            raise ValueError("the s3 blob store needs a bucket")
-        return S3BlobStore(bucket, prefix=prefix)
+def build_blob_store(settings: BlobStoreSettings, pool: AsyncConnectionPool | None) -> BlobStore:
+    """The configured store: "postgres" (needs the pool) or "s3" (bucket, prefix, endpoint and region)."""
+    if settings.store == "s3":
+        if not settings.s3_bucket:
+            raise ValueError("BLOB_STORE=s3 needs the bucket name in BLOB_S3_BUCKET")
+        return S3BlobStore(settings.s3_bucket, prefix=settings.s3_prefix, endpoint_url=settings.s3_endpoint_url,
+                           region=settings.s3_region)
     if pool is None:
         raise ValueError("the postgres blob store needs a database pool")
     return PostgresBlobStore(pool)

@@ -1,4 +1,4 @@
-"""Ingest service settings (env prefix INGEST_)."""
+"""Ingest service settings (env prefix INGEST_; the blob store reads the shared, unprefixed BLOB_*)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
+from ragstream_common.blob_settings import BlobStoreSettings
 from ragstream_common.config import ServiceSettings
 
 
@@ -24,9 +25,8 @@ class IngestSettings(ServiceSettings):
     fetch_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     # Only for local development: lets http(s) URIs point at private addresses.
     fetch_allow_private_networks: bool = False
-    blob_store: str = Field(default="postgres", pattern="^(postgres|s3)$")
-    s3_bucket: str = ""
-    s3_prefix: str = ""
+    # Shared with the gateway (unprefixed BLOB_* variables): ingest reads where the gateway writes.
+    blobs: BlobStoreSettings = Field(default_factory=BlobStoreSettings)
 
     @model_validator(mode="after")
     def _overlap_fits_window(self) -> Self:
