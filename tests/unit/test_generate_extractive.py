@@ -96,6 +96,16 @@ def test_no_answer_when_nothing_matches(question: str) -> None:
     assert draft == DraftAnswer(text=NO_ANSWER_TEXT, no_answer=True, backend="extractive")
 
 
+@pytest.mark.parametrize(
+    "question", ["Can you tell me how refunds are issued?", "how long do refunds take", "tell me about support"]
+)
+def test_conversational_phrasing_does_not_hide_the_answer(question: str) -> None:
+    # "tell", "me", "how", "long" are terms for the shared analyzer; found in no source, they must not
+    # count against the words that are.
+    draft = compose_answer(question, SOURCES)
+    assert not draft.no_answer and len(draft.citations) == 1
+
+
 def test_no_answer_without_sources() -> None:
     assert compose_answer("How are refunds issued?", []).no_answer
 

@@ -1,11 +1,15 @@
-"""Sentence spans, content terms and [n] citation markers, shared by the answer backends."""
+"""Sentence spans, content terms and [n] citation markers, shared by the answer backends.
+
+Content terms come from the project's one analyzer (`ragstream_common.text_analysis`), so a sentence
+matches a question exactly as retrieval matched the chunk: same stopwords, normalisation and stemming.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
 
-import Stemmer
+from ragstream_common.text_analysis import ENGLISH_ANALYZER
 
 # Words before a period that do not end a sentence ("e.g. this", "Dr. Smith").
 _ABBREVIATIONS = frozenset(
@@ -13,21 +17,8 @@ _ABBREVIATIONS = frozenset(
     "u.s u.k a.m p.m cf al ca resp viz sec ch vol pp ed eds rev gen col "
     "jan feb mar apr jun jul aug sep sept oct nov dec".split()
 )
-_STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being
-    below between both but by can cannot could did do does doing down during each few for from further
-    had has have having he her here hers herself him himself his how i if in into is it its itself just
-    let me more most my myself nor not now of off on once only or other ought our ours ourselves out over
-    own same shall she should so some such than that the their theirs them themselves then there these
-    they this those through to too under until up very was we were what when where which while who whom
-    why will with would you your yours yourself yourselves also may might must us get gets got much many
-    tell explain describe list give show please know want need use used using one ones thing things way
-    don doesn didn isn aren wasn weren won wouldn shouldn couldn hasn haven hadn ll ve re
-    take takes taken took make makes made happen happens mean means long often soon
-    """.split()
-)
-
-_WORD = re.compile(r"[^\W_]+")
+# A sentence needs at least one letter or digit ("---" or "*" alone is not one).
+_WORD_CHAR = re.compile(r"[^\W_]")
 # Terminal punctuation (plus closing quotes/brackets) followed by whitespace: a candidate boundary.
 _TERMINAL = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s)")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
@@ -43,15 +34,10 @@ _MARKER_GROUP = re.compile(r"\[\s*(\d{1,3}(?:\s*(?:[,;]|[-\u2013])\s*\d{1,3})*)\
 _MARKER_ITEM = re.compile(r"(\d{1,3})(?:\s*[-\u2013]\s*(\d{1,3}))?")
 _LEADING_MARKERS = re.compile(r"(?:\s*" + _MARKER_GROUP.pattern + r")+")
 
-_stemmer = Stemmer.Stemmer("english")
-
 
 def content_terms(text: str) -> list[str]:
-    """Lower-cased, stemmed words of `text`, without stopwords and one-letter words."""
-    words = [
-        word for word in _WORD.findall(text.lower()) if word not in _STOPWORDS and (len(word) > 1 or word.isdigit())
-    ]
-    return _stemmer.stemWords(words)
+    """The terms of `text` as retrieval indexes them (the shared analyzer: stemmed, stopwords removed)."""
+    return ENGLISH_ANALYZER.terms(text)
 
 
 def _ends_sentence(text: str, punct_start: int, punct_end: int) -> bool:
@@ -94,7 +80,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         if markup:
             left = markup.end()
         right = len(piece.rstrip())
-        if right > left and _WORD.search(piece, left, right):
+        if right > left and _WORD_CHAR.search(piece, left, right):
             spans.append((start + left, start + right))
         start = cut
     return spans

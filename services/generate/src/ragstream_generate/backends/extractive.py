@@ -1,24 +1,25 @@
 """Extractive answers: the source sentences most relevant to the question, each cited with [n].
 
-No model weights: relevance is BM25 over the candidate sentences (stemmed content words of the
-question) blended with the chunk's retrieval score. Pure CPU; about a millisecond for ten chunks.
+No model weights: relevance is BM25 over the candidate sentences (the question's terms, from the
+project's one analyzer in `ragstream_common.text_analysis`, the same that built the retrieval index)
+blended with the chunk's retrieval score. Pure CPU; about a millisecond for ten chunks.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
 from rag.v1.queries_pb2 import ScoredChunk
+from ragstream_common.text_analysis import Bm25Parameters, bm25_idf, bm25_term_weight
 
 from ragstream_generate.backends.base import NO_ANSWER_TEXT, AnswerEvent, CitationRef, DraftAnswer
 from ragstream_generate.citations import content_terms, sentence_spans
 
-_BM25_K1 = 1.2
-_BM25_B = 0.75
+# Sentences are the "documents": the retrieval index's BM25 parameters serve them too.
+_SENTENCE_BM25 = Bm25Parameters()
 _WORDISH_TOKEN = re.compile(r"\s*\S+\s*$|\s*\S+")
 _TERMINAL_PUNCT = re.compile(r"[.!?]+$")
 
@@ -26,7 +27,7 @@ _TERMINAL_PUNCT = re.compile(r"[.!?]+$")
 @dataclass(frozen=True)
 class ExtractiveConfig:
     max_sentences: int = 3
-    # Share of the question's IDF weight a sentence must match to be answer material.
+    # Share of the IDF weight of the question terms found in the candidates a sentence must match.
     min_coverage: float = 0.2
     # Sentences scoring below this fraction of the best one are left out.
     relative_floor: float = 0.35
@@ -68,8 +69,11 @@ def _score(
     """Set BM25-blended scores; return the sentences covering enough of the question."""
     count = len(sentences)
     document_frequency = Counter(term for s in sentences for term in set(s.terms) & question)
-    idf = {t: math.log(1 + (count - document_frequency[t] + 0.5) / (document_frequency[t] + 0.5)) for t in question}
-    total_idf = sum(idf.values())
+    idf = {t: bm25_idf(document_frequency[t], count) for t in question}
+    # Coverage counts only question terms some candidate contains: over a handful of sentences a term found
+    # nowhere ("tell", "how", "long") gets the top idf whether it is filler or substance, and would sink
+    # every sentence of a chatty question. A question matching nothing still gets no answer.
+    total_idf = sum(idf[t] for t in document_frequency)
     average_length = sum(len(s.terms) for s in sentences) / count or 1.0
     retrieval = _retrieval_weights(sources)
     relevant: list[_Sentence] = []
@@ -77,8 +81,10 @@ def _score(
         frequencies = Counter(t for t in sentence.terms if t in question)
         if not frequencies or sum(idf[t] for t in frequencies) < config.min_coverage * total_idf:
             continue
-        norm = _BM25_K1 * (1 - _BM25_B + _BM25_B * len(sentence.terms) / average_length)
-        sentence.score = sum(idf[t] * tf * (_BM25_K1 + 1) / (tf + norm) for t, tf in frequencies.items())
+        sentence.score = sum(
+            bm25_term_weight(tf, document_frequency[t], count, len(sentence.terms), average_length, _SENTENCE_BM25)
+            for t, tf in frequencies.items()
+        )
         relevant.append(sentence)
     best_lexical = max((s.score for s in relevant), default=1.0)
     for sentence in relevant:
