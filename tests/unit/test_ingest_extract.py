@@ -6,12 +6,11 @@ import docx
 import pypdf
 import pytest
 from fpdf import FPDF
+from ragstream_common.formats import DOCX, PDF
+from ragstream_common.formats import TEXT_HTML as HTML
+from ragstream_common.formats import TEXT_MARKDOWN as MARKDOWN
+from ragstream_common.formats import TEXT_PLAIN as TEXT
 from ragstream_ingest.extract import (
-    DOCX,
-    HTML,
-    MARKDOWN,
-    PDF,
-    TEXT,
     CorruptDocumentError,
     EmptyDocumentError,
     EncryptedDocumentError,
@@ -205,12 +204,13 @@ def test_zip_that_is_not_docx_is_unsupported() -> None:
         (b"a,b\n1,2\n", "text/csv", "data.csv", TEXT),
         (b"plain words", None, None, TEXT),
         (b"mentions %PDF- in passing", None, None, TEXT),
-        (b"%PDF-1.4 ...", "text/plain", "x.txt", PDF),
+        (b"junk\n%PDF-1.4 ...", "application/x-pdf", None, PDF),  # a declared PDF may follow junk
+        (b"<p>x</p>", "application/xhtml+xml", None, HTML),
+        (b"# Title", "text/plain", "notes.md", MARKDOWN),  # browsers label .md as text/plain
+        ("Grüße".encode("utf-16"), "text/plain", None, TEXT),
     ],
 )
-def test_content_type_detection(
-    data: bytes, declared: str | None, filename: str | None, expected: str
-) -> None:
+def test_content_type_detection(data: bytes, declared: str | None, filename: str | None, expected: str) -> None:
     assert detect_content_type(data, declared, filename) == expected
 
 
@@ -221,27 +221,26 @@ def test_content_type_detection(
         (b"anything", "image/jpeg", UnsupportedTypeError),
         (b"plain text, not a pdf", "application/pdf", CorruptDocumentError),
         (b"plain text, not a docx", DOCX, CorruptDocumentError),
+        # The bytes must agree with the declared format (magic bytes used to override the declaration).
+        (b"%PDF-1.4 ...", "text/plain", UnsupportedTypeError),
+        (b" \n\t\n\x00 ", "text/plain", UndecodableTextError),  # NUL bytes are not text
     ],
 )
-def test_unsupported_or_mislabelled_content(
-    data: bytes, declared: str | None, error: type[ExtractionError]
-) -> None:
+def test_unsupported_or_mislabelled_content(data: bytes, declared: str | None, error: type[ExtractionError]) -> None:
     with pytest.raises(error):
         detect_content_type(data, declared)
 
 
 def test_whitespace_only_text_is_empty() -> None:
     with pytest.raises(EmptyDocumentError):
-        extract_document(b" \n\t\n\x00 ", "text/plain")
+        extract_document(" \n\t\n\u00a0 ".encode(), "text/plain")
 
 
 def test_text_decoding_fallbacks() -> None:
     assert decode_text("naïve café".encode()) == "naïve café"
     assert decode_text("Grüße aus Köln".encode("utf-16")) == "Grüße aus Köln"
     assert decode_text("\ufeffBOM text".encode()) == "BOM text"
-    assert decode_text("Le café est très bon, même en été.".encode("latin-1")) == (
-        "Le café est très bon, même en été."
-    )
+    assert decode_text("Le café est très bon, même en été.".encode("latin-1")) == ("Le café est très bon, même en été.")
 
 
 def test_declared_charset_is_honoured() -> None:

@@ -1,7 +1,8 @@
-"""Content type detection and plain-text extraction for txt, markdown, HTML, PDF and DOCX.
+"""Plain-text extraction for txt, markdown, HTML, PDF and DOCX.
 
-extract_document() returns normalised text (see normalize.py); markdown-style "#" heading lines are
-kept so the chunker can attach the nearest heading to each chunk.
+Which format a document is (and whether it is accepted at all) is decided by `ragstream_common.formats`,
+the rules the gateway applies too. extract_document() returns normalised text (see normalize.py);
+markdown-style "#" heading lines are kept so the chunker can attach the nearest heading to each chunk.
 """
 
 from __future__ import annotations
@@ -18,25 +19,22 @@ import pypdf
 import trafilatura
 from docx.table import Table
 from docx.text.paragraph import Paragraph
+from ragstream_common.formats import (
+    DOCX,
+    PDF,
+    TEXT_HTML,
+    TEXT_MARKDOWN,
+    TEXT_PLAIN,
+    TEXT_TYPES,
+    UnsupportedFormat,
+    resolve_format,
+)
 
 from ragstream_ingest.normalize import normalize_text
 
-TEXT = "text/plain"
-MARKDOWN = "text/markdown"
-HTML = "text/html"
-PDF = "application/pdf"
-DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-SUPPORTED_TYPES = frozenset({TEXT, MARKDOWN, HTML, PDF, DOCX})
-
-_TYPE_ALIASES = {"text/x-markdown": MARKDOWN, "application/xhtml+xml": HTML}
-_UNDECLARED = frozenset({"", "application/octet-stream", "binary/octet-stream"})
-_EXTENSIONS = {
-    ".txt": TEXT, ".text": TEXT, ".md": MARKDOWN, ".markdown": MARKDOWN, ".html": HTML,
-    ".htm": HTML, ".xhtml": HTML, ".pdf": PDF, ".docx": DOCX,
-}  # fmt: skip
-_BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"\x1f\x8b", b"\xd0\xcf\x11\xe0", b"7z\xbc\xaf")
-_HTML_SNIFF = re.compile(rb"^(\xef\xbb\xbf)?\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)[\s>]", re.I | re.S)
 _WESTERN_CODECS = ("cp1252", "latin_1", "iso8859_15")
+# Byte order marks of UTF-16 and UTF-32 (UTF-32 LE starts with the UTF-16 LE mark).
+_WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)
 # A DOCX expanding past this is treated as a zip bomb rather than a document.
 MAX_DOCX_UNCOMPRESSED_BYTES = 512 * 1024 * 1024
 
@@ -78,30 +76,18 @@ class ExtractedDocument:
     title: str | None
 
 
-def detect_content_type(
-    data: bytes, declared: str | None = None, filename: str | None = None
-) -> str:
-    """One of SUPPORTED_TYPES; magic bytes win over the declared type, which wins over the name."""
-    head = data[:1024]
-    claimed = _declared_type(declared) or _extension_type(filename)
-    pdf_header_at = head.find(b"%PDF-")
-    # The header may follow some junk bytes, but then only trust it for a file called a PDF.
-    if pdf_header_at == 0 or (pdf_header_at > 0 and claimed == PDF):
-        return PDF
-    if data.startswith(b"PK\x03\x04"):
-        return _zip_type(data)
-    if data.startswith(_BINARY_MAGIC):
-        raise UnsupportedTypeError("binary format (image, archive or legacy Office) is not supported")
-    if claimed in (PDF, DOCX):
-        raise CorruptDocumentError(f"content is not a valid {claimed} file")
-    if claimed:
-        return claimed
-    return HTML if _HTML_SNIFF.match(head) else TEXT
+def detect_content_type(data: bytes, declared: str | None = None, filename: str | None = None) -> str:
+    """One of formats.ACCEPTED_TYPES, by the shared rules; refusals become ExtractionErrors."""
+    try:
+        content_type = resolve_format(declared, filename, data)
+    except UnsupportedFormat as exc:
+        raise _refusal(exc) from exc
+    if content_type == DOCX:
+        _check_docx_size(data)
+    return content_type
 
 
-def extract_document(
-    data: bytes, declared: str | None = None, filename: str | None = None
-) -> ExtractedDocument:
+def extract_document(data: bytes, declared: str | None = None, filename: str | None = None) -> ExtractedDocument:
     content_type = detect_content_type(data, declared, filename)
     raw_text, title = _EXTRACTORS[content_type](data, _declared_charset(declared))
     text = normalize_text(raw_text)
@@ -142,35 +128,21 @@ def _declared_charset(declared: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def _declared_type(declared: str | None) -> str | None:
-    media_type = (declared or "").split(";", 1)[0].strip().lower()
-    media_type = _TYPE_ALIASES.get(media_type, media_type)
-    if media_type in _UNDECLARED:
-        return None
-    if media_type in SUPPORTED_TYPES:
-        return media_type
-    if media_type.startswith("text/"):
-        return TEXT  # csv, x-rst, ...: still readable as plain text
-    raise UnsupportedTypeError(f"content type {media_type!r} is not supported")
+def _refusal(exc: UnsupportedFormat) -> ExtractionError:
+    """The DocumentFailed error class of a refusal: a mislabelled PDF/DOCX is corrupt, binary "text" undecodable."""
+    reason = str(exc)
+    if exc.declared in (PDF, DOCX) and exc.sniffed in ("text", "html", "binary"):
+        return CorruptDocumentError(reason)
+    if exc.declared in TEXT_TYPES and exc.sniffed == "binary":
+        return UndecodableTextError(reason)
+    return UnsupportedTypeError(reason)
 
 
-def _extension_type(filename: str | None) -> str | None:
-    suffix = "." + filename.rsplit(".", 1)[-1].lower() if filename and "." in filename else ""
-    return _EXTENSIONS.get(suffix)
-
-
-def _zip_type(data: bytes) -> str:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = set(archive.namelist())
-            expanded = sum(info.file_size for info in archive.infolist())
-    except zipfile.BadZipFile as exc:
-        raise CorruptDocumentError(f"broken zip container: {exc}") from exc
-    if "word/document.xml" not in names:
-        raise UnsupportedTypeError("zip archive that is not a Word (.docx) document")
+def _check_docx_size(data: bytes) -> None:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:  # formats.sniff has opened it once already
+        expanded = sum(info.file_size for info in archive.infolist())
     if expanded > MAX_DOCX_UNCOMPRESSED_BYTES:
         raise CorruptDocumentError(f"DOCX expands to {expanded} bytes; refusing a likely zip bomb")
-    return DOCX
 
 
 def _extract_text(data: bytes, charset: str | None) -> tuple[str, str | None]:
@@ -184,18 +156,20 @@ def _extract_markdown(data: bytes, charset: str | None) -> tuple[str, str | None
 
 
 def _extract_html(data: bytes, charset: str | None) -> tuple[str, str | None]:
-    del charset  # trafilatura reads <meta charset> and sniffs the bytes itself
-    text = trafilatura.extract(data, output_format="markdown", include_comments=False)
+    # trafilatura reads <meta charset> and sniffs the bytes itself, but not UTF-16/32 text: decode that here.
+    page = decode_text(data, charset) if data.startswith(_WIDE_BOMS) else data
+    text = trafilatura.extract(page, output_format="markdown", include_comments=False)
     if not text:  # short pages often fall below trafilatura's main-content threshold
-        text = trafilatura.html2txt(data) or _html_fallback_text(data)
-    metadata = trafilatura.extract_metadata(data)
+        text = trafilatura.html2txt(page) or _html_fallback_text(page)
+    metadata = trafilatura.extract_metadata(page)
     return strip_markdown(text or ""), metadata.title if metadata else None
 
 
-def _html_fallback_text(data: bytes) -> str:
+def _html_fallback_text(page: bytes | str) -> str:
     """Text of a fragment trafilatura cannot load as a page (no <html>/<body>)."""
-    wrapped = b"<html><body>" + data + b"</body></html>"
-    return trafilatura.html2txt(wrapped) or ""
+    if isinstance(page, str):
+        return trafilatura.html2txt(f"<html><body>{page}</body></html>") or ""
+    return trafilatura.html2txt(b"<html><body>" + page + b"</body></html>") or ""
 
 
 def _extract_pdf(data: bytes, charset: str | None) -> tuple[str, str | None]:
@@ -280,9 +254,9 @@ def strip_markdown(text: str) -> str:
 
 # Each takes the bytes and the declared charset (used by the text formats) and returns text, title.
 _EXTRACTORS = {
-    TEXT: _extract_text,
-    MARKDOWN: _extract_markdown,
-    HTML: _extract_html,
+    TEXT_PLAIN: _extract_text,
+    TEXT_MARKDOWN: _extract_markdown,
+    TEXT_HTML: _extract_html,
     PDF: _extract_pdf,
     DOCX: _extract_docx,
 }
