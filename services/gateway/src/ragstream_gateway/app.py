@@ -19,26 +19,26 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from rag.v1 import services_pb2_grpc
-from ragstream_common.blobs import PostgresBlobStore, S3BlobStore
+from ragstream_common.blobs import build_blob_store
 from ragstream_common.kafka import ConsumerOptions, EventPublisher
+from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED, DOCUMENTS_STATUS
 from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
 
 from ragstream_gateway.adapters.key_cache import CachedTenantDirectory
 from ragstream_gateway.adapters.registry_pg import PostgresDocumentRegistry
+from ragstream_gateway.adapters.routes import QUERY_ROUTES
 from ragstream_gateway.adapters.tenants_pg import PostgresAuditLog, PostgresTenantDirectory
 from ragstream_gateway.config import GatewaySettings
-from ragstream_gateway.deps import GatewayDeps
+from ragstream_gateway.deps import GatewayDeps, GatewayServices
 from ragstream_gateway.documents import DocumentService
 from ragstream_gateway.observability import HttpMetrics
-from ragstream_gateway.ports import BlobStore
 from ragstream_gateway.problems import install_problem_handlers, on_dependency_down
 from ragstream_gateway.projector import project_registrations, project_status
-from ragstream_gateway.query import routes as query_routes
 from ragstream_gateway.query.replies import PendingQueries, ReplyServicer
 from ragstream_gateway.query.service import QueryDispatcher
 from ragstream_gateway.ratelimit import TenantRateLimiter
-from ragstream_gateway.routes import admin, documents, health
+from ragstream_gateway.routes import admin, documents, health, query
 from ragstream_gateway.security import hash_api_key
 from ragstream_gateway.uploads import ENVELOPE_BYTES, BodySizeLimit
 
@@ -50,23 +50,27 @@ Errors are RFC 9457 `application/problem+json`. Authenticate with `Authorization
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def create_app(settings: GatewaySettings, deps: GatewayDeps, routers: Sequence[APIRouter] = ()) -> FastAPI:
-    """The HTTP app over ready collaborators.
+def create_app(
+    settings: GatewaySettings,
+    deps: GatewayDeps,
+    routers: Sequence[APIRouter] = (),
+    queries: QueryDispatcher | None = None,
+) -> FastAPI:
+    """The HTTP app over ready collaborators; with `queries` it also serves the query API.
 
-    `routers` adds more routes (e.g. the query API); like the built-in ones they carry their full path
-    prefix ("/v1/..."), so that route templates in metrics and traces are complete.
+    `routers` adds more routes; like the built-in ones they carry their full path prefix ("/v1/..."), so that
+    route templates in metrics and traces are complete.
     """
     # FastAPI traces requests natively (OpenTelemetry) once ragstream_common.tracing installed a provider.
     app = FastAPI(
         title="Ragstream Gateway", version="0.1.0", description=DESCRIPTION,
         telemetry={"exclude": lambda scope: scope.get("path") in UNTRACED_PATHS},
     )
-    app.state.settings = settings
-    app.state.deps = deps
-    app.state.documents = DocumentService(
+    documents_service = DocumentService(
         deps.registry, deps.blobs, deps.publisher, deps.audit,
         inline_text_max_bytes=settings.inline_text_max_bytes, publish_timeout_s=settings.publish_timeout_s,
     )
+    app.state.services = GatewayServices(settings, deps, documents_service, queries)
     install_problem_handlers(app)
     for unavailable in (psycopg.OperationalError, PoolTimeout):
         app.add_exception_handler(unavailable, on_dependency_down)
@@ -75,7 +79,8 @@ def create_app(settings: GatewaySettings, deps: GatewayDeps, routers: Sequence[A
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
     app.add_middleware(HttpMetrics)
-    for router in (health.router, documents.router, admin.router, *routers):
+    query_routers = [query.router] if queries is not None else []
+    for router in (health.router, documents.router, admin.router, *query_routers, *routers):
         app.include_router(router)
     return app
 
@@ -99,14 +104,6 @@ class PoolAndProducerReadiness:
             return False
 
 
-def make_blob_store(settings: GatewaySettings, pool: AsyncConnectionPool) -> BlobStore:
-    if settings.blob_store == "s3":
-        assert settings.s3_bucket is not None
-        return S3BlobStore(settings.s3_bucket, prefix=settings.s3_prefix, endpoint_url=settings.s3_endpoint_url,
-                           region=settings.s3_region)
-    return PostgresBlobStore(pool)
-
-
 async def open_deps(settings: GatewaySettings, stack: AsyncExitStack) -> GatewayDeps:
     """Open the pool and the producer (closed by `stack`), provision the dev tenant, wire the adapters."""
     pool = await open_pool(stack, settings, max_size=settings.db_pool_size)
@@ -120,7 +117,7 @@ async def open_deps(settings: GatewaySettings, stack: AsyncExitStack) -> Gateway
         await tenants.ensure_tenant_key(settings.dev_tenant, key, key_id=f"dev_{hash_api_key(key)[:16]}")
     return GatewayDeps(
         registry=PostgresDocumentRegistry(pool),
-        blobs=make_blob_store(settings, pool),
+        blobs=build_blob_store(settings.blobs, pool),
         publisher=publisher,
         audit=PostgresAuditLog(pool),
         tenants=CachedTenantDirectory(tenants, settings.key_cache_ttl_s),
@@ -172,8 +169,8 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
         [partial(services_pb2_grpc.add_ReplyServiceServicer_to_server, ReplyServicer(pending))],
     )
     reply_address = settings.reply_advertise_address or reply_server.address
-    app = create_app(settings, deps, routers=[query_routes.router])
-    app.state.queries = QueryDispatcher(publisher, pending, reply_address)
+    queries = QueryDispatcher(RoutedEventSink(publisher, QUERY_ROUTES), pending, reply_address)
+    app = create_app(settings, deps, queries=queries)
     await reply_server.mark_serving()
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, lifespan="off", log_config=None,

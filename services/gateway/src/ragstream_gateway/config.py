@@ -1,25 +1,28 @@
-"""Gateway settings (env prefix GATEWAY_; KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL and OTEL_* are unprefixed)."""
+"""Gateway settings (env prefix GATEWAY_; KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, OTEL_* and BLOB_* are unprefixed)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated
 
 from limits import parse_many
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
+from ragstream_common.blob_settings import BlobStoreSettings
 from ragstream_common.config import ServiceSettings, bind_host
+from ragstream_common.registry import GATEWAY_HTTP_PORT, SERVICES
 
 MIB = 1024 * 1024
 
 
-class GatewaySettings(ServiceSettings):
+# ragstream_common ships no py.typed marker, so mypy sees ServiceSettings as Any unless it is on the mypy path.
+class GatewaySettings(ServiceSettings):  # type: ignore[misc,unused-ignore]
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
     service_name: str = "gateway"
     host: str = Field(default_factory=bind_host)
-    port: int = Field(default=8080, ge=0, le=65535)
+    port: int = Field(default=GATEWAY_HTTP_PORT, ge=0, le=65535)
     # ReplyService (query answers delivered by the workers) listens here.
-    grpc_port: int = Field(default=50050, ge=0, le=65535)
+    grpc_port: int = Field(default=SERVICES["gateway"].grpc_port, ge=0, le=65535)
     # Comma-separated proxy addresses whose X-Forwarded-For is trusted (uvicorn), e.g. the ingress.
     forwarded_allow_ips: str = "127.0.0.1"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -40,11 +43,8 @@ class GatewaySettings(ServiceSettings):
     # How long a request waits for Kafka to acknowledge its event before answering 503.
     publish_timeout_s: float = Field(default=10.0, gt=0)
 
-    blob_store: Literal["postgres", "s3"] = "postgres"
-    s3_bucket: str | None = None
-    s3_prefix: str = ""
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
+    # Shared with ingest (unprefixed BLOB_* variables): the gateway writes where ingest reads.
+    blobs: BlobStoreSettings = Field(default_factory=BlobStoreSettings)
 
     # host:port the workers use to reach this instance's ReplyService (its pod or container address).
     reply_advertise_address: str = ""
@@ -69,9 +69,3 @@ class GatewaySettings(ServiceSettings):
     def _valid_limit(cls, value: str) -> str:
         parse_many(value)
         return value
-
-    @model_validator(mode="after")
-    def _s3_needs_bucket(self) -> Self:
-        if self.blob_store == "s3" and not self.s3_bucket:
-            raise ValueError("GATEWAY_BLOB_STORE=s3 needs GATEWAY_S3_BUCKET")
-        return self

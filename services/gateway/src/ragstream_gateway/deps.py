@@ -1,4 +1,4 @@
-"""What routes get injected: the service's collaborators, the authenticated tenant, the admin check.
+"""What routes get injected: the service's collaborators and services, the authenticated tenant, the admin check.
 
 Authentication order for tenant routes: API key (401) -> key revoked or expired (401) -> client address
 against the tenant's allowlist (403) -> tenant rate limit (429) -> route scope (403). Failures of a known
@@ -30,6 +30,7 @@ from ragstream_gateway.ports import (
     TenantDirectory,
 )
 from ragstream_gateway.problems import Problem
+from ragstream_gateway.query.service import QueryDispatcher
 from ragstream_gateway.ratelimit import TenantRateLimiter
 from ragstream_gateway.security import address_allowed, extract_api_key, hash_api_key, tokens_match
 
@@ -57,6 +58,17 @@ class GatewayDeps:
 
 
 @dataclass(frozen=True)
+class GatewayServices:
+    """What `create_app` hands its routes, kept on `app.state.services`; read through the accessors below."""
+
+    settings: GatewaySettings
+    deps: GatewayDeps
+    documents: DocumentService
+    # None when the app serves no query API (no reply server to hear the answers).
+    queries: QueryDispatcher | None = None
+
+
+@dataclass(frozen=True)
 class Principal:
     tenant_id: str
     key_id: str
@@ -67,18 +79,33 @@ class Principal:
         return Caller(actor=f"key:{self.key_id}", client_ip=self.client_ip)
 
 
+def services_of(request: Request) -> GatewayServices:
+    """The services `create_app` stored; Starlette's `app.state` is untyped, so check what comes out of it."""
+    services = request.app.state.services
+    if not isinstance(services, GatewayServices):
+        raise TypeError(f"app.state.services is {type(services).__name__}, not GatewayServices (use create_app)")
+    return services
+
+
 # Accessors are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thread handoff per request
-# for a dictionary lookup.
+# for an attribute lookup.
 async def get_deps(request: Request) -> GatewayDeps:
-    return request.app.state.deps
+    return services_of(request).deps
 
 
 async def get_settings(request: Request) -> GatewaySettings:
-    return request.app.state.settings
+    return services_of(request).settings
 
 
 async def get_documents(request: Request) -> DocumentService:
-    return request.app.state.documents
+    return services_of(request).documents
+
+
+async def get_queries(request: Request) -> QueryDispatcher:
+    queries = services_of(request).queries
+    if queries is None:
+        raise RuntimeError("query routes are mounted but create_app was given no QueryDispatcher")
+    return queries
 
 
 def client_ip(request: Request) -> str:
@@ -94,8 +121,9 @@ async def _refuse_known_key(audit: AuditLog, grant: KeyGrant, ip: str, reason: s
     AUTH_FAILURES.labels(reason).inc()
     log.warning("api key refused", tenant_id=grant.tenant_id, key_id=grant.key_id, reason=reason, client_ip=ip)
     try:
-        await audit.record(AuditEntry(grant.tenant_id, f"key:{grant.key_id}", "auth.refused", path, ip,
-                                      {"reason": reason}))
+        await audit.record(
+            AuditEntry(grant.tenant_id, f"key:{grant.key_id}", "auth.refused", path, ip, {"reason": reason})
+        )
     except Exception as exc:
         log.error("audit write failed", action="auth.refused", error=repr(exc))
 
@@ -122,14 +150,19 @@ async def authenticate(
         raise _unauthorized(f"the API key is {reason}")
     if not address_allowed(ip, grant.ip_allowlist):
         await _refuse_known_key(deps.audit, grant, ip, "address_not_allowed", path)
-        raise Problem(403, f"client address {ip or 'unknown'} is not in the tenant's allowlist",
-                      slug="address-not-allowed")
+        raise Problem(
+            403, f"client address {ip or 'unknown'} is not in the tenant's allowlist", slug="address-not-allowed"
+        )
     decision = await deps.limiter.check(grant.tenant_id, grant.rate_limit)
     if not decision.allowed:
         RATE_LIMITED.inc()
-        raise Problem(429, f"rate limit {decision.limit} exceeded; retry in {decision.retry_after_s} s",
-                      slug="rate-limited", headers={"Retry-After": str(decision.retry_after_s)},
-                      extensions={"retry_after_s": decision.retry_after_s})
+        raise Problem(
+            429,
+            f"rate limit {decision.limit} exceeded; retry in {decision.retry_after_s} s",
+            slug="rate-limited",
+            headers={"Retry-After": str(decision.retry_after_s)},
+            extensions={"retry_after_s": decision.retry_after_s},
+        )
     return Principal(grant.tenant_id, grant.key_id, grant.scopes, ip)
 
 
@@ -143,8 +176,7 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     ) -> Principal:
         if scope not in principal.scopes:
             grant = KeyGrant(principal.key_id, principal.tenant_id, principal.scopes, False, None, None, ())
-            await _refuse_known_key(deps.audit, grant, principal.client_ip, f"missing_scope:{scope}",
-                                    request.url.path)
+            await _refuse_known_key(deps.audit, grant, principal.client_ip, f"missing_scope:{scope}", request.url.path)
             raise Problem(403, f"the API key lacks the {scope!r} scope", slug="missing-scope")
         return principal
 

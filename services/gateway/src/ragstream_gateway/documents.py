@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rag.v1 import documents_pb2
-from ragstream_common.kafka import OutgoingEvent
+from ragstream_common.events import OutgoingEvent
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import document_key, now_timestamp
@@ -116,20 +116,32 @@ class DocumentService:
         if current is not None and is_unchanged(current, sha256, submission.title, submission.metadata):
             return document_id, Registration(current.version, current.status, unchanged=True)
         inline = submission.inline_allowed and len(submission.content) <= self._inline_max
-        source_uri = "" if inline else await self._blobs.put(
-            tenant_id, blob_key(document_id, sha256), submission.content, submission.content_type
+        source_uri = (
+            ""
+            if inline
+            else await self._blobs.put(
+                tenant_id, blob_key(document_id, sha256), submission.content, submission.content_type
+            )
         )
         registration = await self._registry.register(
             DocumentVersion(
-                tenant_id, document_id, submission.title, dict(submission.metadata), submission.content_type,
-                sha256, len(submission.content), source_uri,
+                tenant_id,
+                document_id,
+                submission.title,
+                dict(submission.metadata),
+                submission.content_type,
+                sha256,
+                len(submission.content),
+                source_uri,
             )
         )
         if registration.unchanged:
             return document_id, registration
         source = documents_pb2.DocumentSource(
-            content_type=submission.content_type, filename=submission.filename,
-            size_bytes=len(submission.content), sha256=sha256,
+            content_type=submission.content_type,
+            filename=submission.filename,
+            size_bytes=len(submission.content),
+            sha256=sha256,
         )
         if inline:
             source.text = submission.content.decode("utf-8")
@@ -140,12 +152,21 @@ class DocumentService:
             await self._publish(event)
         except PublishFailed as exc:
             await self._registry.mark_publish_failed(tenant_id, document_id, registration.version, str(exc))
-            await self._record(tenant_id, caller, "document.publish_failed", document_id,
-                               version=registration.version, error=str(exc))
+            await self._record(
+                tenant_id, caller, "document.publish_failed", document_id, version=registration.version, error=str(exc)
+            )
             raise
         action = "document.create" if registration.previous_version is None else "document.update"
-        await self._record(tenant_id, caller, action, document_id, version=registration.version, sha256=sha256,
-                           size_bytes=len(submission.content), content_type=submission.content_type)
+        await self._record(
+            tenant_id,
+            caller,
+            action,
+            document_id,
+            version=registration.version,
+            sha256=sha256,
+            size_bytes=len(submission.content),
+            content_type=submission.content_type,
+        )
         return document_id, registration
 
     async def delete(self, tenant_id: str, document_id: str, caller: Caller) -> DocumentRecord:
@@ -162,8 +183,9 @@ class DocumentService:
         await self._record(tenant_id, caller, "document.delete", document_id, version=current.version)
         return current
 
-    async def _publish(self, message: documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated
-                       | documents_pb2.DocumentDeleted) -> None:
+    async def _publish(
+        self, message: documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated | documents_pb2.DocumentDeleted
+    ) -> None:
         event = OutgoingEvent(DOCUMENTS_RECEIVED.name, document_key(message.tenant_id, message.document_id), message)
         try:
             async with asyncio.timeout(self._publish_timeout_s):
@@ -173,8 +195,7 @@ class DocumentService:
             raise PublishFailed(f"event not published: {type(exc).__name__}: {exc}") from exc
 
     async def _record(self, tenant_id: str, caller: Caller, action: str, resource: str, **details: object) -> None:
-        entry = AuditEntry(tenant_id, caller.actor, action, resource, caller.client_ip,
-                           {**caller.details, **details})
+        entry = AuditEntry(tenant_id, caller.actor, action, resource, caller.client_ip, {**caller.details, **details})
         try:
             await self._audit.record(entry)
         except Exception as exc:
@@ -183,16 +204,20 @@ class DocumentService:
 
 
 def _version_event(
-    tenant_id: str, document_id: str, submission: Submission, registration: Registration,
+    tenant_id: str,
+    document_id: str,
+    submission: Submission,
+    registration: Registration,
     source: documents_pb2.DocumentSource,
 ) -> documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated:
-    fields = {
-        "tenant_id": tenant_id, "document_id": document_id, "version": registration.version,
-        "title": submission.title, "source": source, "occurred_at": now_timestamp(),
-    }
+    event: documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated
     if registration.previous_version is None:
-        event = documents_pb2.DocumentReceived(**fields)
+        event = documents_pb2.DocumentReceived()
     else:
-        event = documents_pb2.DocumentUpdated(**fields, previous_version=registration.previous_version)
+        event = documents_pb2.DocumentUpdated(previous_version=registration.previous_version)
+    event.tenant_id, event.document_id, event.version = tenant_id, document_id, registration.version
+    event.title = submission.title
+    event.source.CopyFrom(source)
+    event.occurred_at.CopyFrom(now_timestamp())
     event.metadata.update(submission.metadata)
     return event

@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, StringConstraints, field_validator
+from ragstream_common.formats import TEXT_HTML, TEXT_MARKDOWN, TEXT_PLAIN
 
-from ragstream_gateway.content import TEXT_HTML, TEXT_MARKDOWN, TEXT_PLAIN
+from ragstream_gateway.ports import DocumentStatus
 from ragstream_gateway.ratelimit import validate_limit
 
 DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -17,7 +18,6 @@ MAX_METADATA_ENTRIES = 64
 DocumentId = Annotated[str, StringConstraints(pattern=DOCUMENT_ID_PATTERN)]
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
 Title = Annotated[str, StringConstraints(max_length=1024)]
-DocumentStatus = Literal["received", "processing", "indexed", "failed", "deleted"]
 Scope = Literal["documents:write", "documents:read", "query"]
 
 

@@ -9,7 +9,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("ragstream_gateway_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
-    "ragstream_gateway_http_request_seconds", "HTTP request duration", ["method", "route"],
+    "ragstream_gateway_http_request_seconds",
+    "HTTP request duration",
+    ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from ragstream_common.blobs import Blob, BlobStore  # noqa: F401 - re-exported port of the gateway
-from ragstream_common.kafka import OutgoingEvent
+# Re-exported (the `as` form): the blob store is one of the gateway's ports, shared with ingest.
+from ragstream_common.blobs import Blob as Blob
+from ragstream_common.blobs import BlobStore as BlobStore
+from ragstream_common.events import OutgoingEvent
 
 from ragstream_gateway.security import IPNetwork
+
+# Lifecycle of a document version: received -> processing -> indexed | failed; deleted is final.
+DocumentStatus = Literal["received", "processing", "indexed", "failed", "deleted"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +25,7 @@ class DocumentRecord:
     tenant_id: str
     document_id: str
     version: int
-    status: str
+    status: DocumentStatus
     title: str
     metadata: dict[str, str]
     content_type: str
@@ -53,7 +58,7 @@ class DocumentVersion:
 @dataclass(frozen=True)
 class Registration:
     version: int
-    status: str
+    status: DocumentStatus
     # The version this one replaces while it is still live (not deleted); None for new documents.
     previous_version: int | None = None
     # True when the submission equals the current version: nothing was registered or published.
@@ -65,7 +70,7 @@ class StatusChange:
     tenant_id: str
     document_id: str
     version: int
-    status: str
+    status: DocumentStatus
     chunk_count: int | None = None
     error_stage: str | None = None
     error: str | None = None
@@ -80,7 +85,9 @@ class DocumentListing:
 class DocumentRegistry(Protocol):
     async def get(self, tenant_id: str, document_id: str) -> DocumentRecord | None: ...
 
-    async def list(self, tenant_id: str, *, limit: int, cursor: str | None, status: str | None) -> DocumentListing:
+    async def list(
+        self, tenant_id: str, *, limit: int, cursor: str | None, status: DocumentStatus | None
+    ) -> DocumentListing:
         """Newest first; raises ValueError for a cursor it did not issue."""
         ...
 

@@ -58,7 +58,12 @@ class Problem(Exception):
 
 
 def problem_body(
-    status: int, *, instance: str, detail: str = "", type_: str = "about:blank", title: str | None = None,
+    status: int,
+    *,
+    instance: str,
+    detail: str = "",
+    type_: str = "about:blank",
+    title: str | None = None,
     extensions: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
@@ -74,20 +79,32 @@ def problem_body(
 
 
 def problem_response(
-    request: Request, status: int, *, detail: str = "", type_: str = "about:blank", title: str | None = None,
-    headers: Mapping[str, str] | None = None, extensions: Mapping[str, Any] | None = None,
+    request: Request,
+    status: int,
+    *,
+    detail: str = "",
+    type_: str = "about:blank",
+    title: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
     body = problem_body(
         status, instance=request.url.path, detail=detail, type_=type_, title=title, extensions=extensions
     )
-    return JSONResponse(jsonable_encoder(body), status_code=status, headers=dict(headers or {}),
-                        media_type=PROBLEM_JSON)
+    return JSONResponse(
+        jsonable_encoder(body), status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON
+    )
 
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Problem)
     return problem_response(
-        request, exc.status, detail=exc.detail, type_=exc.type, title=exc.title, headers=exc.headers,
+        request,
+        exc.status,
+        detail=exc.detail,
+        type_=exc.type,
+        title=exc.title,
+        headers=exc.headers,
         extensions=exc.extensions,
     )
 
@@ -110,16 +127,25 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     ]
     summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
     return problem_response(
-        request, 422, detail=summary or "the request is not valid", type_=f"{PROBLEM_TYPE_PREFIX}validation",
-        title="Request validation failed", extensions={"errors": errors},
+        request,
+        422,
+        detail=summary or "the request is not valid",
+        type_=f"{PROBLEM_TYPE_PREFIX}validation",
+        title="Request validation failed",
+        extensions={"errors": errors},
     )
 
 
 async def on_dependency_down(request: Request, exc: Exception) -> JSONResponse:
     """A backing service (database, blob store) is unreachable: 503, worth retrying."""
     log.error("dependency unavailable", path=request.url.path, error=repr(exc))
-    return problem_response(request, 503, detail="a backing service is unavailable; retry shortly",
-                            type_=f"{PROBLEM_TYPE_PREFIX}unavailable", headers={"Retry-After": "5"})
+    return problem_response(
+        request,
+        503,
+        detail="a backing service is unavailable; retry shortly",
+        type_=f"{PROBLEM_TYPE_PREFIX}unavailable",
+        headers={"Retry-After": "5"},
+    )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from rag.v1 import documents_pb2, status_pb2
-from ragstream_common.kafka import Envelope
+from ragstream_common.events import Envelope
 from ragstream_common.logs import get_logger
 
 from ragstream_gateway.ports import DocumentRegistry, DocumentVersion, StatusChange
@@ -35,15 +36,15 @@ def status_change(message: Any) -> StatusChange | None:
     """The registry change a status (or delete) event asks for; None for anything else."""
     if not isinstance(message, _STATUS_EVENTS):
         return None
-    ids = {"tenant_id": message.tenant_id, "document_id": message.document_id, "version": message.version}
+    change = partial(StatusChange, message.tenant_id, message.document_id, message.version)
     if isinstance(message, status_pb2.DocumentProcessing):
-        return StatusChange(**ids, status="processing")
+        return change("processing")
     if isinstance(message, status_pb2.DocumentIndexed):
-        return StatusChange(**ids, status="indexed", chunk_count=message.chunk_count)
+        return change("indexed", chunk_count=message.chunk_count)
     if isinstance(message, status_pb2.DocumentFailed):
         reason = f"{message.error_class}: {message.reason}" if message.error_class else message.reason
-        return StatusChange(**ids, status="failed", error_stage=message.stage or "unknown", error=reason)
-    return StatusChange(**ids, status="deleted")
+        return change("failed", error_stage=message.stage or "unknown", error=reason)
+    return change("deleted")
 
 
 def _valid(change: StatusChange) -> bool:

@@ -40,7 +40,7 @@ def parse_limits(limit: str) -> tuple[RateLimitItem, ...]:
 
 def normalise_storage_uri(uri: str) -> str:
     """limits names its async storages `async+<scheme>`; accept `async-<scheme>` as well."""
-    return "async+" + uri[len("async-"):] if uri.startswith("async-") else uri
+    return "async+" + uri[len("async-") :] if uri.startswith("async-") else uri
 
 
 def validate_limit(limit: str) -> str:
@@ -51,7 +51,7 @@ def validate_limit(limit: str) -> str:
 class TenantRateLimiter:
     def __init__(self, storage_uri: str, default_limit: str) -> None:
         storage = storage_from_string(normalise_storage_uri(storage_uri))
-        self._limiter = MovingWindowRateLimiter(storage)  # type: ignore[arg-type]
+        self._limiter = MovingWindowRateLimiter(storage)
         self._default = validate_limit(default_limit)
 
     async def check(self, tenant_id: str, limit: str | None = None) -> RateDecision:

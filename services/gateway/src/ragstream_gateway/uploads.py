@@ -12,11 +12,12 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from ragstream_common.formats import bare_mime
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ragstream_gateway.content import UnsupportedContent, bare_mime, resolve_content_type
+from ragstream_gateway.content import resolve_upload_type
 from ragstream_gateway.documents import Submission
 from ragstream_gateway.models import DocumentFields, DocumentTextIn
 from ragstream_gateway.problems import Problem
@@ -86,8 +87,9 @@ async def read_json_upload(request: Request, tenant_id: str, max_bytes: int) -> 
         raise _validation_error(exc, "body") from None
     content = parsed.text.encode("utf-8")
     _check_size(len(content), max_bytes)
-    return Submission(tenant_id, parsed.id, parsed.title, parsed.metadata, content, parsed.content_type,
-                      inline_allowed=True)
+    return Submission(
+        tenant_id, parsed.id, parsed.title, parsed.metadata, content, parsed.content_type, inline_allowed=True
+    )
 
 
 async def read_multipart_upload(request: Request, tenant_id: str, max_bytes: int) -> Submission:
@@ -107,12 +109,10 @@ async def read_multipart_upload(request: Request, tenant_id: str, max_bytes: int
         fields = _form_fields(form.get("id"), form.get("title"), form.get("metadata"))
         data = await upload.read(max_bytes + 1)
         _check_size(len(data), max_bytes)
-        try:
-            content_type = resolve_content_type(upload.content_type, upload.filename, data)
-        except UnsupportedContent as exc:
-            raise Problem(415, str(exc), slug="unsupported-content") from None
-        return Submission(tenant_id, fields.id, fields.title, fields.metadata, data, content_type,
-                          filename=upload.filename or "")
+        content_type = resolve_upload_type(upload.content_type, upload.filename, data)
+        return Submission(
+            tenant_id, fields.id, fields.title, fields.metadata, data, content_type, filename=upload.filename or ""
+        )
     finally:
         await form.close()
 
@@ -142,5 +142,8 @@ async def read_upload(request: Request, tenant_id: str, max_bytes: int) -> Submi
         return await read_json_upload(request, tenant_id, max_bytes)
     if media_type == "multipart/form-data":
         return await read_multipart_upload(request, tenant_id, max_bytes)
-    raise Problem(415, f"send application/json or multipart/form-data, not {media_type or 'no content type'!r}",
-                  slug="unsupported-media-type")
+    raise Problem(
+        415,
+        f"send application/json or multipart/form-data, not {media_type or 'no content type'!r}",
+        slug="unsupported-media-type",
+    )

@@ -116,6 +116,17 @@ class SearchTuning:
 
 
 @dataclass(frozen=True)
+class HnswSettings:
+    """pgvector HNSW search parameters, set per search transaction."""
+
+    # Candidate list size of the graph search; raised to the requested depth when that is larger.
+    ef_search: int = 100
+    # pgvector 0.8: keep scanning when filters (tenant, documents, metadata) reject most of the nearest rows.
+    iterative_scan: str = "relaxed_order"
+    max_scan_tuples: int = 20_000
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A chunk found by one retriever: its index row key and that retriever's score."""
 

@@ -25,7 +25,14 @@ from psycopg_pool import AsyncConnectionPool
 from ragstream_common.db import tenant_transaction
 
 from ragstream_gateway.documents import is_unchanged
-from ragstream_gateway.ports import DocumentListing, DocumentRecord, DocumentVersion, Registration, StatusChange
+from ragstream_gateway.ports import (
+    DocumentListing,
+    DocumentRecord,
+    DocumentStatus,
+    DocumentVersion,
+    Registration,
+    StatusChange,
+)
 
 _COLUMNS = (
     "tenant_id, document_id, version, status, title, metadata, content_type, content_sha256, size_bytes,"
@@ -90,7 +97,9 @@ class PostgresDocumentRegistry:
         async with tenant_transaction(self._pool, tenant_id) as connection:
             return await _select(connection, tenant_id, document_id)
 
-    async def list(self, tenant_id: str, *, limit: int, cursor: str | None, status: str | None) -> DocumentListing:
+    async def list(
+        self, tenant_id: str, *, limit: int, cursor: str | None, status: DocumentStatus | None
+    ) -> DocumentListing:
         after = _decode_cursor(cursor) if cursor else None
         conditions = ["tenant_id = %(tenant)s"]
         params: dict[str, Any] = {"tenant": tenant_id, "limit": limit + 1}
@@ -107,9 +116,10 @@ class PostgresDocumentRegistry:
             f"SELECT {_COLUMNS} FROM documents WHERE {' AND '.join(conditions)}"
             " ORDER BY created_at DESC, document_id LIMIT %(limit)s"
         )
-        async with tenant_transaction(self._pool, tenant_id) as connection, connection.cursor(
-            row_factory=dict_row
-        ) as cur:
+        async with (
+            tenant_transaction(self._pool, tenant_id) as connection,
+            connection.cursor(row_factory=dict_row) as cur,
+        ):
             await cur.execute(query, params)
             rows = [DocumentRecord(**row) for row in await cur.fetchall()]
         more = len(rows) > limit
@@ -118,9 +128,14 @@ class PostgresDocumentRegistry:
 
     async def register(self, version: DocumentVersion) -> Registration:
         params = {
-            "tenant": version.tenant_id, "doc": version.document_id, "title": version.title,
-            "metadata": Jsonb(dict(version.metadata)), "content_type": version.content_type,
-            "sha256": version.content_sha256, "size": version.size_bytes, "uri": version.source_uri,
+            "tenant": version.tenant_id,
+            "doc": version.document_id,
+            "title": version.title,
+            "metadata": Jsonb(dict(version.metadata)),
+            "content_type": version.content_type,
+            "sha256": version.content_sha256,
+            "size": version.size_bytes,
+            "uri": version.source_uri,
         }
         for _ in range(3):
             try:
@@ -143,27 +158,41 @@ class PostgresDocumentRegistry:
 
     async def register_external(self, version: DocumentVersion, number: int) -> bool:
         params = {
-            "tenant": version.tenant_id, "doc": version.document_id, "version": number, "title": version.title,
-            "metadata": Jsonb(dict(version.metadata)), "content_type": version.content_type,
-            "sha256": version.content_sha256, "size": version.size_bytes, "uri": version.source_uri,
+            "tenant": version.tenant_id,
+            "doc": version.document_id,
+            "version": number,
+            "title": version.title,
+            "metadata": Jsonb(dict(version.metadata)),
+            "content_type": version.content_type,
+            "sha256": version.content_sha256,
+            "size": version.size_bytes,
+            "uri": version.source_uri,
         }
-        async with tenant_transaction(self._pool, version.tenant_id) as connection:
-            cursor = await connection.execute(_EXTERNAL_VERSION, params)
-            return cursor.rowcount > 0
+        return await self._changes_rows(version.tenant_id, _EXTERNAL_VERSION, params)
 
     async def apply_status(self, change: StatusChange) -> bool:
         params = {
-            "tenant": change.tenant_id, "doc": change.document_id, "version": change.version,
-            "status": change.status, "chunks": change.chunk_count, "stage": change.error_stage,
+            "tenant": change.tenant_id,
+            "doc": change.document_id,
+            "version": change.version,
+            "status": change.status,
+            "chunks": change.chunk_count,
+            "stage": change.error_stage,
             "error": change.error[:2000] if change.error else None,
         }
-        async with tenant_transaction(self._pool, change.tenant_id) as connection:
-            cursor = await connection.execute(_STATUS, params)
+        return await self._changes_rows(change.tenant_id, _STATUS, params)
+
+    async def _changes_rows(self, tenant_id: str, statement: str, params: dict[str, Any]) -> bool:
+        """Run `statement` in the tenant's transaction; True when it changed (or inserted) a row."""
+        connection: AsyncConnection
+        async with tenant_transaction(self._pool, tenant_id) as connection:
+            cursor = await connection.execute(statement, params)
             return cursor.rowcount > 0
 
 
-async def _select(connection: AsyncConnection, tenant_id: str, document_id: str, *, lock: bool = False
-                  ) -> DocumentRecord | None:
+async def _select(
+    connection: AsyncConnection, tenant_id: str, document_id: str, *, lock: bool = False
+) -> DocumentRecord | None:
     query = f"SELECT {_COLUMNS} FROM documents WHERE tenant_id = %s AND document_id = %s"
     async with connection.cursor(row_factory=dict_row) as cur:
         await cur.execute(query + (" FOR UPDATE" if lock else ""), (tenant_id, document_id))

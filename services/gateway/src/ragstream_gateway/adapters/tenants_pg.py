@@ -117,8 +117,14 @@ class PostgresAuditLog:
             await connection.execute(
                 "INSERT INTO audit_log (tenant_id, actor, action, resource, client_ip, details)"
                 " VALUES (%s, %s, %s, %s, %s, %s)",
-                (entry.tenant_id, entry.actor, entry.action, entry.resource, entry.client_ip,
-                 Jsonb(dict(entry.details))),
+                (
+                    entry.tenant_id,
+                    entry.actor,
+                    entry.action,
+                    entry.resource,
+                    entry.client_ip,
+                    Jsonb(dict(entry.details)),
+                ),
             )
 
     async def list(self, tenant_id: str, *, limit: int, before: int | None) -> list[AuditRecord]:

@@ -65,7 +65,8 @@ class PendingQueries:
         return len(self._queues)
 
 
-class ReplyServicer(services_pb2_grpc.ReplyServiceServicer):
+# rag.v1 ships no py.typed marker (and no .pyi for the *_grpc modules): to mypy the generated base is Any.
+class ReplyServicer(services_pb2_grpc.ReplyServiceServicer):  # type: ignore[misc,unused-ignore]
     def __init__(self, pending: PendingQueries) -> None:
         self._pending = pending
 

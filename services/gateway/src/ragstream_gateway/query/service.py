@@ -11,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from rag.v1 import queries_pb2
-from ragstream_common.kafka import OutgoingEvent
-from ragstream_common.kafka.topics import QUERIES_REQUESTED
+from ragstream_common.events import Emitted, EventSink
 from ragstream_common.messages import now_timestamp
 
 from ragstream_gateway.query.models import QueryFiltersBody
@@ -50,8 +49,12 @@ class Submission:
 
 
 class QueryDispatcher:
-    def __init__(self, publisher: object, pending: PendingQueries, reply_address: str) -> None:
-        self._publisher = publisher
+    """Emits QueryRequested naming this instance's ReplyService, then reads the replies `pending` collects.
+
+    `publisher` is any `EventSink`; the composition root routes QueryRequested to its Kafka topic."""
+
+    def __init__(self, publisher: EventSink, pending: PendingQueries, reply_address: str) -> None:
+        self._sink = publisher
         self._pending = pending
         self._reply_address = reply_address
 
@@ -76,7 +79,7 @@ class QueryDispatcher:
             message.filters.document_ids.extend(request.filters.document_ids)
             message.filters.metadata.update(request.filters.metadata)
         try:
-            await self._publisher.publish(OutgoingEvent(QUERIES_REQUESTED.name, query_id, message))  # type: ignore[attr-defined]
+            await self._sink.emit([Emitted(message)])
         except BaseException:
             self._pending.close(query_id)
             raise

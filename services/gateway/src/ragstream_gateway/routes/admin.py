@@ -29,8 +29,11 @@ ADMIN_PROBLEMS = (401, 403, 422)
 
 def tenant_view(record: TenantRecord) -> TenantView:
     return TenantView(
-        tenant_id=record.tenant_id, name=record.name, rate_limit=record.rate_limit,
-        ip_allowlist=[str(network) for network in record.ip_allowlist], created_at=record.created_at,
+        tenant_id=record.tenant_id,
+        name=record.name,
+        rate_limit=record.rate_limit,
+        ip_allowlist=[str(network) for network in record.ip_allowlist],
+        created_at=record.created_at,
     )
 
 
@@ -41,17 +44,25 @@ async def _require_tenant(deps: GatewayDeps, tenant_id: str) -> TenantRecord:
     return tenant
 
 
-@router.post("/tenants", status_code=201, response_model=TenantView,
-             responses=problem_responses(*ADMIN_PROBLEMS, 409))
+@router.post("/tenants", status_code=201, response_model=TenantView, responses=problem_responses(*ADMIN_PROBLEMS, 409))
 async def create_tenant(body: TenantIn, request: Request, actor: Admin, deps: Deps) -> TenantView:
     record = await deps.tenants.create_tenant(body.tenant_id, body.name, body.rate_limit, body.ip_allowlist)
     if record is None:
         raise Problem(409, f"tenant {body.tenant_id!r} already exists", slug="tenant-exists")
-    await deps.audit.record(AuditEntry(
-        record.tenant_id, actor, "tenant.create", record.tenant_id, client_ip(request),
-        {"name": record.name, "rate_limit": record.rate_limit,
-         "ip_allowlist": [str(n) for n in record.ip_allowlist]},
-    ))
+    await deps.audit.record(
+        AuditEntry(
+            record.tenant_id,
+            actor,
+            "tenant.create",
+            record.tenant_id,
+            client_ip(request),
+            {
+                "name": record.name,
+                "rate_limit": record.rate_limit,
+                "ip_allowlist": [str(n) for n in record.ip_allowlist],
+            },
+        )
+    )
     return tenant_view(record)
 
 
@@ -60,9 +71,13 @@ async def get_tenant(tenant_id: TenantIdPath, _actor: Admin, deps: Deps) -> Tena
     return tenant_view(await _require_tenant(deps, tenant_id))
 
 
-@router.post("/tenants/{tenant_id}/api-keys", status_code=201, response_model=ApiKeyCreated,
-             responses=problem_responses(*ADMIN_PROBLEMS, 404),
-             summary="Create an API key; the secret is returned only once")
+@router.post(
+    "/tenants/{tenant_id}/api-keys",
+    status_code=201,
+    response_model=ApiKeyCreated,
+    responses=problem_responses(*ADMIN_PROBLEMS, 404),
+    summary="Create an API key; the secret is returned only once",
+)
 async def create_api_key(
     tenant_id: TenantIdPath, body: ApiKeyIn, request: Request, actor: Admin, deps: Deps
 ) -> ApiKeyCreated:
@@ -70,21 +85,39 @@ async def create_api_key(
     secret = new_api_key()
     scopes = list(dict.fromkeys(body.scopes))
     record = await deps.tenants.create_key(tenant_id, secret, body.name, scopes, body.expires_at)
-    await deps.audit.record(AuditEntry(
-        tenant_id, actor, "api_key.create", record.key_id, client_ip(request),
-        {"name": record.name, "scopes": scopes,
-         "expires_at": record.expires_at.isoformat() if record.expires_at else None},
-    ))
+    await deps.audit.record(
+        AuditEntry(
+            tenant_id,
+            actor,
+            "api_key.create",
+            record.key_id,
+            client_ip(request),
+            {
+                "name": record.name,
+                "scopes": scopes,
+                "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+            },
+        )
+    )
     return ApiKeyCreated(
-        key_id=record.key_id, tenant_id=tenant_id, name=record.name, scopes=list(record.scopes),
-        created_at=record.created_at, expires_at=record.expires_at, api_key=secret,
+        key_id=record.key_id,
+        tenant_id=tenant_id,
+        name=record.name,
+        scopes=list(record.scopes),
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        api_key=secret,
     )
 
 
-@router.delete("/tenants/{tenant_id}/api-keys/{key_id}", status_code=204,
-               responses=problem_responses(*ADMIN_PROBLEMS, 404))
+@router.delete(
+    "/tenants/{tenant_id}/api-keys/{key_id}", status_code=204, responses=problem_responses(*ADMIN_PROBLEMS, 404)
+)
 async def revoke_api_key(
-    tenant_id: TenantIdPath, key_id: Annotated[str, Path(max_length=64)], request: Request, actor: Admin,
+    tenant_id: TenantIdPath,
+    key_id: Annotated[str, Path(max_length=64)],
+    request: Request,
+    actor: Admin,
     deps: Deps,
 ) -> None:
     if not await deps.tenants.revoke_key(tenant_id, key_id):
@@ -92,8 +125,12 @@ async def revoke_api_key(
     await deps.audit.record(AuditEntry(tenant_id, actor, "api_key.revoke", key_id, client_ip(request)))
 
 
-@router.get("/tenants/{tenant_id}/audit", response_model=AuditPage,
-            responses=problem_responses(*ADMIN_PROBLEMS, 404), summary="Audit log, newest first")
+@router.get(
+    "/tenants/{tenant_id}/audit",
+    response_model=AuditPage,
+    responses=problem_responses(*ADMIN_PROBLEMS, 404),
+    summary="Audit log, newest first",
+)
 async def read_audit_log(
     tenant_id: TenantIdPath,
     _actor: Admin,
@@ -104,8 +141,15 @@ async def read_audit_log(
     await _require_tenant(deps, tenant_id)
     records = await deps.audit.list(tenant_id, limit=limit, before=before)
     items = [
-        AuditEntryView(audit_id=r.audit_id, actor=r.actor, action=r.action, resource=r.resource,
-                       client_ip=r.client_ip, details=r.details, at=r.at)
+        AuditEntryView(
+            audit_id=r.audit_id,
+            actor=r.actor,
+            action=r.action,
+            resource=r.resource,
+            client_ip=r.client_ip,
+            details=r.details,
+            at=r.at,
+        )
         for r in records
     ]
     return AuditPage(items=items, next_before=items[-1].audit_id if len(items) == limit else None)

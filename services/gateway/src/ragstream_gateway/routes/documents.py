@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from ragstream_common.formats import ACCEPTED_TYPES
 
 from ragstream_gateway.config import GatewaySettings
-from ragstream_gateway.content import ACCEPTED_TYPES
 from ragstream_gateway.deps import GatewayDeps, Principal, get_deps, get_documents, get_settings, require_scope
 from ragstream_gateway.documents import DocumentNotFound, DocumentService, PublishFailed
 from ragstream_gateway.models import (
@@ -15,11 +15,10 @@ from ragstream_gateway.models import (
     DocumentAccepted,
     DocumentError,
     DocumentPage,
-    DocumentStatus,
     DocumentTextIn,
     DocumentView,
 )
-from ragstream_gateway.ports import DocumentRecord
+from ragstream_gateway.ports import DocumentRecord, DocumentStatus
 from ragstream_gateway.problems import Problem, problem_responses
 from ragstream_gateway.security import SCOPE_DOCUMENTS_READ, SCOPE_DOCUMENTS_WRITE
 from ragstream_gateway.uploads import read_upload
@@ -54,10 +53,19 @@ _UPLOAD_BODY = {
 def document_view(record: DocumentRecord) -> DocumentView:
     error = DocumentError(stage=record.error_stage or "", message=record.error or "") if record.error else None
     return DocumentView(
-        document_id=record.document_id, version=record.version, status=record.status,  # type: ignore[arg-type]
-        title=record.title, metadata=record.metadata, content_type=record.content_type,
-        content_sha256=record.content_sha256, size_bytes=record.size_bytes, chunk_count=record.chunk_count,
-        error=error, created_at=record.created_at, updated_at=record.updated_at, indexed_at=record.indexed_at,
+        document_id=record.document_id,
+        version=record.version,
+        status=record.status,
+        title=record.title,
+        metadata=record.metadata,
+        content_type=record.content_type,
+        content_sha256=record.content_sha256,
+        size_bytes=record.size_bytes,
+        chunk_count=record.chunk_count,
+        error=error,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        indexed_at=record.indexed_at,
         deleted_at=record.deleted_at,
     )
 
@@ -67,8 +75,9 @@ def _not_found(document_id: str) -> Problem:
 
 
 def _unavailable(exc: PublishFailed) -> Problem:
-    return Problem(503, f"{exc}; nothing was accepted, retry the request", slug="publish-failed",
-                   headers={"Retry-After": "5"})
+    return Problem(
+        503, f"{exc}; nothing was accepted, retry the request", slug="publish-failed", headers={"Retry-After": "5"}
+    )
 
 
 @router.post(
@@ -81,8 +90,10 @@ def _unavailable(exc: PublishFailed) -> Problem:
         "as a JSON string). 202: the version is registered and its event published. 200: identical content, "
         "title and metadata to the current version; nothing new was registered (`unchanged: true`)."
     ),
-    responses={200: {"model": DocumentAccepted, "description": "Unchanged"},
-               **problem_responses(*AUTH_PROBLEMS, 413, 415, 422, 503)},
+    responses={
+        200: {"model": DocumentAccepted, "description": "Unchanged"},
+        **problem_responses(*AUTH_PROBLEMS, 413, 415, 422, 503),
+    },
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload_document(
@@ -100,8 +111,12 @@ async def upload_document(
     response.headers["Location"] = f"{request.url.path}/{document_id}"
     if registration.unchanged:
         response.status_code = 200
-    return DocumentAccepted(document_id=document_id, version=registration.version,
-                            status=registration.status, unchanged=registration.unchanged)  # type: ignore[arg-type]
+    return DocumentAccepted(
+        document_id=document_id,
+        version=registration.version,
+        status=registration.status,
+        unchanged=registration.unchanged,
+    )
 
 
 @router.get("/{document_id}", response_model=DocumentView, responses=problem_responses(*AUTH_PROBLEMS, 404, 422))
@@ -114,8 +129,12 @@ async def get_document(
     return document_view(record)
 
 
-@router.get("", response_model=DocumentPage, responses=problem_responses(*AUTH_PROBLEMS, 422),
-            summary="List documents, newest first (deleted ones only when asked for by status)")
+@router.get(
+    "",
+    response_model=DocumentPage,
+    responses=problem_responses(*AUTH_PROBLEMS, 422),
+    summary="List documents, newest first (deleted ones only when asked for by status)",
+)
 async def list_documents(
     principal: Reader,
     deps: Annotated[GatewayDeps, Depends(get_deps)],
@@ -130,9 +149,13 @@ async def list_documents(
     return DocumentPage(items=[document_view(r) for r in listing.items], next_cursor=listing.next_cursor)
 
 
-@router.delete("/{document_id}", status_code=202, response_model=DocumentAccepted,
-               responses=problem_responses(*AUTH_PROBLEMS, 404, 422, 503),
-               summary="Delete every version of a document from the index (idempotent)")
+@router.delete(
+    "/{document_id}",
+    status_code=202,
+    response_model=DocumentAccepted,
+    responses=problem_responses(*AUTH_PROBLEMS, 404, 422, 503),
+    summary="Delete every version of a document from the index (idempotent)",
+)
 async def delete_document(
     document_id: DocumentIdPath,
     principal: Writer,

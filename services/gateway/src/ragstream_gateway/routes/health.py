@@ -20,15 +20,24 @@ async def healthz() -> Health:
     return Health()
 
 
-@router.get("/readyz", response_model=Readiness, responses=problem_responses(503),
-            summary="Kafka producer started and database reachable")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses=problem_responses(503),
+    summary="Kafka producer started and database reachable",
+)
 async def readyz(request: Request, deps: Annotated[GatewayDeps, Depends(get_deps)]) -> Response:
     checks = await deps.readiness.checks()
     if all(checks.values()):
         return JSONResponse(Readiness(status="ready", checks=checks).model_dump())
     failing = ", ".join(name for name, ok in checks.items() if not ok)
-    return problem_response(request, 503, detail=f"not ready: {failing}", type_="urn:ragstream:problem:not-ready",
-                            extensions={"checks": checks})
+    return problem_response(
+        request,
+        503,
+        detail=f"not ready: {failing}",
+        type_="urn:ragstream:problem:not-ready",
+        extensions={"checks": checks},
+    )
 
 
 @router.get("/metrics", include_in_schema=False)

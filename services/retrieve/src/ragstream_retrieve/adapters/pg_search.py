@@ -7,7 +7,6 @@ planner can use the tenant-leading indexes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from ragstream_common.db import tenant_transaction
 
 from ragstream_retrieve.lexical import Bm25Parameters
-from ragstream_retrieve.models import Candidate, SearchFilters, StoredChunk
+from ragstream_retrieve.models import Candidate, HnswSettings, SearchFilters, StoredChunk
 
 # BM25 with Lucene's idf; df is the number of postings of the term in the tenant (a window count over the very
 # postings being scored), N and avgdl come from the sharded corpus statistics. Filters apply after df is taken,
@@ -63,15 +62,7 @@ SELECT set_config('hnsw.ef_search', %(ef_search)s, true),
 
 
 MAX_EF_SEARCH = 1000  # pgvector's upper bound
-
-
-@dataclass(frozen=True)
-class HnswSettings:
-    # Candidate list size of the graph search; raised to the requested depth when that is larger.
-    ef_search: int = 100
-    # pgvector 0.8: keep scanning when filters (tenant, documents, metadata) reject most of the nearest rows.
-    iterative_scan: str = "relaxed_order"
-    max_scan_tuples: int = 20_000
+DEFAULT_HNSW = HnswSettings()
 
 
 def _filter_sql(filters: SearchFilters, params: dict[str, Any]) -> str:
@@ -88,7 +79,7 @@ def _filter_sql(filters: SearchFilters, params: dict[str, Any]) -> str:
 class PostgresSearchIndex:
     """Implements `SearchIndex`."""
 
-    def __init__(self, pool: AsyncConnectionPool, hnsw: HnswSettings = HnswSettings()) -> None:
+    def __init__(self, pool: AsyncConnectionPool, hnsw: HnswSettings = DEFAULT_HNSW) -> None:
         self._pool = pool
         self._hnsw = hnsw
 

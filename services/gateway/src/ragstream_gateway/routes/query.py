@@ -1,0 +1,178 @@
+"""Query API: `POST /v1/query` (JSON or Server-Sent Events) and `POST /v1/search`.
+
+Mounted by `create_app` when it is given a `QueryDispatcher`; the query domain (models, replies, the dispatcher)
+lives in `ragstream_gateway.query`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from sse_starlette import EventSourceResponse
+
+from ragstream_gateway.config import GatewaySettings
+from ragstream_gateway.deps import Principal, get_queries, get_settings, require_scope
+from ragstream_gateway.problems import Problem, problem_responses
+from ragstream_gateway.query.models import (
+    QueryBody,
+    QueryResponse,
+    SearchBody,
+    SearchResponse,
+    chunk_out,
+    citation_out,
+)
+from ragstream_gateway.query.replies import DoneEvent, FailureEvent, SourcesEvent, TokenEvent
+from ragstream_gateway.query.service import QueryDispatcher, QueryRequest, QueryTimeout, Submission, total_timings
+from ragstream_gateway.security import SCOPE_QUERY
+
+router = APIRouter(prefix="/v1", tags=["query"])
+Asker = Annotated[Principal, Depends(require_scope(SCOPE_QUERY))]
+PROBLEMS = problem_responses(401, 403, 422, 429, 502, 504)
+
+
+def _timeout_s(timeout_ms: int | None, settings: GatewaySettings) -> float:
+    return (timeout_ms or settings.query_timeout_ms) / 1000
+
+
+def _timed_out(submission: Submission) -> Problem:
+    return Problem(
+        504, "no answer within the query deadline", slug="query-timeout", extensions={"query_id": submission.query_id}
+    )
+
+
+def _failed(submission: Submission, event: FailureEvent) -> Problem:
+    return Problem(
+        502, f"{event.stage} failed: {event.reason}", slug="query-failed", extensions={"query_id": submission.query_id}
+    )
+
+
+@router.post(
+    "/query",
+    response_model=QueryResponse,
+    responses={**PROBLEMS, 200: {"content": {"text/event-stream": {"description": "sources, token..., done | error"}}}},
+)
+async def query(
+    body: QueryBody,
+    request: Request,
+    principal: Asker,
+    settings: Annotated[GatewaySettings, Depends(get_settings)],
+    dispatcher: Annotated[QueryDispatcher, Depends(get_queries)],
+) -> Any:
+    """Ask a question; the answer cites the indexed chunks it comes from. `Accept: text/event-stream` streams
+    `sources`, then `token`s, then `done` (or `error`)."""
+    submission = await dispatcher.submit(
+        QueryRequest(
+            principal.tenant_id,
+            body.question,
+            body.top_k,
+            body.filters,
+            body.mode == "search",
+            body.retrieval,
+            _timeout_s(body.timeout_ms, settings),
+        )
+    )
+    if "text/event-stream" in request.headers.get("accept", ""):
+        return EventSourceResponse(_stream(dispatcher, submission), ping=15)
+    answer = sources = None
+    try:
+        async for event in dispatcher.follow(submission):
+            if isinstance(event, FailureEvent):
+                raise _failed(submission, event)
+            if isinstance(event, SourcesEvent):
+                sources = event
+            elif isinstance(event, DoneEvent):
+                answer = event.answer
+    except QueryTimeout:
+        raise _timed_out(submission) from None
+    if answer is None:  # search mode
+        return QueryResponse(
+            query_id=submission.query_id,
+            answer="",
+            no_answer=not (sources and sources.chunks),
+            degraded=False,
+            backend="",
+            citations=[],
+            timings=total_timings(submission, sources.timings_ms if sources else {}),
+        )
+    return QueryResponse(
+        query_id=submission.query_id,
+        answer=answer.answer,
+        no_answer=answer.no_answer,
+        degraded=answer.degraded,
+        backend=answer.backend,
+        citations=[citation_out(c) for c in answer.citations],
+        timings=total_timings(submission, dict(answer.timings_ms)),
+    )
+
+
+async def _stream(dispatcher: QueryDispatcher, submission: Submission) -> AsyncIterator[dict[str, str]]:
+    try:
+        async for event in dispatcher.follow(submission, sources_first=True):
+            if isinstance(event, SourcesEvent):
+                results = [chunk_out(c).model_dump() for c in event.chunks]
+                yield _sse("sources", {"query_id": submission.query_id, "results": results})
+            elif isinstance(event, TokenEvent):
+                yield _sse("token", {"text": event.text})
+            elif isinstance(event, DoneEvent):
+                answer = event.answer
+                yield _sse(
+                    "done",
+                    {
+                        "query_id": submission.query_id,
+                        "answer": answer.answer,
+                        "no_answer": answer.no_answer,
+                        "degraded": answer.degraded,
+                        "backend": answer.backend,
+                        "citations": [citation_out(c).model_dump() for c in answer.citations],
+                        "timings": total_timings(submission, dict(answer.timings_ms)),
+                    },
+                )
+            else:
+                yield _sse(
+                    "error",
+                    {"query_id": submission.query_id, "status": 502, "detail": f"{event.stage} failed: {event.reason}"},
+                )
+    except QueryTimeout:
+        yield _sse(
+            "error", {"query_id": submission.query_id, "status": 504, "detail": "no answer within the query deadline"}
+        )
+
+
+def _sse(event: str, data: dict[str, Any]) -> dict[str, str]:
+    return {"event": event, "data": json.dumps(data)}
+
+
+@router.post("/search", response_model=SearchResponse, responses=PROBLEMS)
+async def search(
+    body: SearchBody,
+    principal: Asker,
+    settings: Annotated[GatewaySettings, Depends(get_settings)],
+    dispatcher: Annotated[QueryDispatcher, Depends(get_queries)],
+) -> SearchResponse:
+    """Ranked chunks alone (hybrid, dense or lexical), for clients that bring their own LLM."""
+    submission = await dispatcher.submit(
+        QueryRequest(
+            principal.tenant_id,
+            body.query,
+            body.top_k,
+            body.filters,
+            True,
+            body.retrieval,
+            _timeout_s(body.timeout_ms, settings),
+        )
+    )
+    try:
+        async for event in dispatcher.follow(submission):
+            if isinstance(event, FailureEvent):
+                raise _failed(submission, event)
+            if isinstance(event, SourcesEvent):
+                return SearchResponse(
+                    query_id=submission.query_id,
+                    results=[chunk_out(c) for c in event.chunks],
+                    timings=total_timings(submission, event.timings_ms),
+                )
+    except QueryTimeout:
+        raise _timed_out(submission) from None
+    raise Problem(502, "the retrieve stage ended without sources", slug="query-failed")
