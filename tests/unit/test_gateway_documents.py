@@ -8,6 +8,8 @@ from unittest.mock import AsyncMock
 
 import pytest
 from rag.v1 import documents_pb2, status_pb2
+from ragstream_common.kafka.routing import outgoing
+from ragstream_gateway.adapters.routes import GATEWAY_ROUTES
 from ragstream_gateway.documents import Caller, DocumentService, PublishFailed, Submission, is_unchanged
 from ragstream_gateway.ports import DocumentRecord, Registration, StatusChange
 from ragstream_gateway.projector import external_version, status_change
@@ -47,7 +49,7 @@ async def test_unchanged_submission_touches_nothing() -> None:
     assert registration == Registration(1, "indexed", unchanged=True)
     ports.blobs.put.assert_not_called()
     ports.registry.register.assert_not_called()
-    ports.sink.publish.assert_not_called()
+    ports.sink.emit.assert_not_called()
 
 
 @pytest.mark.parametrize(
@@ -63,24 +65,25 @@ async def test_blob_first_then_registry_then_event() -> None:
     service, ports = _service(None, Registration(1, "received"))
     await service.submit(_submission(b"longer than four bytes"), Caller("key:k"))
     names = [name for name, *_ in ports.mock_calls if not name.startswith("audit")]
-    assert names == ["registry.get", "blobs.put", "registry.register", "sink.publish"]
-    event = ports.sink.publish.call_args.args[0]
-    assert event.key == "t/d" and event.topic == "rag.documents.received.v1"
-    assert event.message.source.uri == "blob://d/sha"
+    assert names == ["registry.get", "blobs.put", "registry.register", "sink.emit"]
+    [emitted] = ports.sink.emit.call_args.args[0]
+    record = outgoing(GATEWAY_ROUTES, emitted)
+    assert record.key == "t/d" and record.topic == "rag.documents.received.v1"
+    assert record.message.source.uri == "blob://d/sha"  # type: ignore[attr-defined]  # a DocumentReceived
 
 
 async def test_small_text_travels_inline_and_updates_name_their_previous_version() -> None:
     service, ports = _service(_record(title="old"), Registration(2, "received", previous_version=1))
     await service.submit(_submission(b"hi"), Caller("key:k"))
     ports.blobs.put.assert_not_called()
-    message = ports.sink.publish.call_args.args[0].message
+    message = ports.sink.emit.call_args.args[0][0].message
     assert isinstance(message, documents_pb2.DocumentUpdated)
     assert (message.source.text, message.version, message.previous_version) == ("hi", 2, 1)
 
 
 async def test_failed_publish_marks_the_version_and_raises() -> None:
     service, ports = _service(None, Registration(3, "received"))
-    ports.sink.publish.side_effect = ConnectionError("broker gone")
+    ports.sink.emit.side_effect = ConnectionError("broker gone")
     with pytest.raises(PublishFailed):
         await service.submit(_submission(), Caller("key:k"))
     ports.registry.mark_publish_failed.assert_awaited_once()
@@ -90,13 +93,13 @@ async def test_failed_publish_marks_the_version_and_raises() -> None:
 
 async def test_delete_publishes_before_marking() -> None:
     service, ports = _service(_record(version=4), Registration(0, ""))
-    ports.sink.publish.side_effect = TimeoutError()
+    ports.sink.emit.side_effect = TimeoutError()
     with pytest.raises(PublishFailed):
         await service.delete("t", "d", Caller("key:k"))
     ports.registry.mark_deleted.assert_not_called()
-    ports.sink.publish.side_effect = None
+    ports.sink.emit.side_effect = None
     await service.delete("t", "d", Caller("key:k"))
-    assert ports.sink.publish.call_args.args[0].message.version == 4
+    assert ports.sink.emit.call_args.args[0][0].message.version == 4
     ports.registry.mark_deleted.assert_awaited_once_with("t", "d", 4)
 
 

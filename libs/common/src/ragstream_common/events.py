@@ -68,3 +68,9 @@ class OutgoingEvent:
     # The trace this event continues; defaults to the current context.
     context: otel_context.Context | None = None
     content_type: str = PROTOBUF
+
+
+class RecordPublisher(Protocol):
+    """What the routing sink and the gateway need of a publisher: send records, return once acknowledged."""
+
+    async def publish_many(self, events: Sequence[OutgoingEvent]) -> None: ...

@@ -27,7 +27,7 @@ from ragstream_common.service import open_pool, run_service, start_consumer, sta
 
 from ragstream_gateway.adapters.key_cache import CachedTenantDirectory
 from ragstream_gateway.adapters.registry_pg import PostgresDocumentRegistry
-from ragstream_gateway.adapters.routes import QUERY_ROUTES
+from ragstream_gateway.adapters.routes import GATEWAY_ROUTES
 from ragstream_gateway.adapters.tenants_pg import PostgresAuditLog, PostgresTenantDirectory
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps, GatewayServices
@@ -67,7 +67,7 @@ def create_app(
         telemetry={"exclude": lambda scope: scope.get("path") in UNTRACED_PATHS},
     )
     documents_service = DocumentService(
-        deps.registry, deps.blobs, deps.publisher, deps.audit,
+        deps.registry, deps.blobs, RoutedEventSink(deps.publisher, GATEWAY_ROUTES), deps.audit,
         inline_text_max_bytes=settings.inline_text_max_bytes, publish_timeout_s=settings.publish_timeout_s,
     )
     app.state.services = GatewayServices(settings, deps, documents_service, queries)
@@ -169,7 +169,7 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
         [partial(services_pb2_grpc.add_ReplyServiceServicer_to_server, ReplyServicer(pending))],
     )
     reply_address = settings.reply_advertise_address or reply_server.address
-    queries = QueryDispatcher(RoutedEventSink(publisher, QUERY_ROUTES), pending, reply_address)
+    queries = QueryDispatcher(RoutedEventSink(publisher, GATEWAY_ROUTES), pending, reply_address)
     app = create_app(settings, deps, queries=queries)
     await reply_server.mark_serving()
     config = uvicorn.Config(

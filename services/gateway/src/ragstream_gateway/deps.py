@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
 from prometheus_client import Counter
+from ragstream_common.events import RecordPublisher
 from ragstream_common.logs import get_logger
 
 from ragstream_gateway.config import GatewaySettings
@@ -24,7 +25,6 @@ from ragstream_gateway.ports import (
     AuditLog,
     BlobStore,
     DocumentRegistry,
-    EventSink,
     KeyGrant,
     ReadinessProbe,
     TenantDirectory,
@@ -50,7 +50,8 @@ class GatewayDeps:
 
     registry: DocumentRegistry
     blobs: BlobStore
-    publisher: EventSink
+    # The Kafka producer: routed for document and query events, and the consumers' dead-letter producer.
+    publisher: RecordPublisher
     audit: AuditLog
     tenants: TenantDirectory
     limiter: TenantRateLimiter

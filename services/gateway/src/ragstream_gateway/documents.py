@@ -24,10 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rag.v1 import documents_pb2
-from ragstream_common.events import OutgoingEvent
-from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED
+from ragstream_common.events import Emitted, EventSink
 from ragstream_common.logs import get_logger
-from ragstream_common.messages import document_key, now_timestamp
+from ragstream_common.messages import now_timestamp
 
 from ragstream_gateway.ports import (
     AuditEntry,
@@ -36,7 +35,6 @@ from ragstream_gateway.ports import (
     DocumentRecord,
     DocumentRegistry,
     DocumentVersion,
-    EventSink,
     Registration,
 )
 
@@ -186,12 +184,12 @@ class DocumentService:
     async def _publish(
         self, message: documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated | documents_pb2.DocumentDeleted
     ) -> None:
-        event = OutgoingEvent(DOCUMENTS_RECEIVED.name, document_key(message.tenant_id, message.document_id), message)
         try:
             async with asyncio.timeout(self._publish_timeout_s):
-                await self._sink.publish(event)
+                await self._sink.emit([Emitted(message)])
         except Exception as exc:
-            log.error("publish failed", topic=event.topic, key=event.key, error=repr(exc))
+            log.error("publish failed", tenant_id=message.tenant_id, document_id=message.document_id,
+                      version=message.version, error=repr(exc))
             raise PublishFailed(f"event not published: {type(exc).__name__}: {exc}") from exc
 
     async def _record(self, tenant_id: str, caller: Caller, action: str, resource: str, **details: object) -> None:

@@ -10,7 +10,6 @@ from typing import Any, Literal, Protocol
 # Re-exported (the `as` form): the blob store is one of the gateway's ports, shared with ingest.
 from ragstream_common.blobs import Blob as Blob
 from ragstream_common.blobs import BlobStore as BlobStore
-from ragstream_common.events import OutgoingEvent
 
 from ragstream_gateway.security import IPNetwork
 
@@ -106,10 +105,6 @@ class DocumentRegistry(Protocol):
     async def apply_status(self, change: StatusChange) -> bool:
         """Apply a pipeline status unless it is older than what the registry holds; True when applied."""
         ...
-
-
-class EventSink(Protocol):
-    async def publish(self, event: OutgoingEvent) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -4,19 +4,14 @@ topic's partition key. Handlers emit domain messages; only this adapter knows to
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 from google.protobuf.message import Message
 
-from ragstream_common.events import Emitted, OutgoingEvent
+from ragstream_common.events import Emitted, OutgoingEvent, RecordPublisher
 from ragstream_common.kafka.topics import TopicSpec
 from ragstream_common.messages import document_key
 
 Routes = Mapping[type[Message], TopicSpec]
-
-
-class Publisher(Protocol):
-    async def publish_many(self, events: Sequence[OutgoingEvent]) -> None: ...
 
 
 def partition_key(topic: TopicSpec, message: Message) -> str:
@@ -43,7 +38,7 @@ def outgoing(routes: Routes, event: Emitted) -> OutgoingEvent:
 class RoutedEventSink:
     """Implements `EventSink` over a publisher: all events of one call go out together, acknowledged."""
 
-    def __init__(self, publisher: Publisher, routes: Routes) -> None:
+    def __init__(self, publisher: RecordPublisher, routes: Routes) -> None:
         self._publisher = publisher
         self._routes = dict(routes)
 
