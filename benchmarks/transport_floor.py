@@ -33,13 +33,15 @@ async def kafka_hop_ms(bootstrap: str, samples: int = SAMPLES) -> list[float]:
     from ragstream_common.kafka import EventPublisher, OutgoingEvent
     from ragstream_common.kafka.bootstrap import ensure_topics
     from ragstream_common.kafka.topics import TopicSpec
+    from ragstream_common.kafka_settings import KafkaSettings
 
     spec = TopicSpec(f"bench.transport-floor.{uuid.uuid4().hex[:8]}.v1", partitions=1, retention_ms=600_000)
-    await ensure_topics(bootstrap, (spec, TopicSpec(spec.dlq, partitions=1, retention_ms=600_000)))
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    await ensure_topics(kafka, (spec, TopicSpec(spec.dlq, partitions=1, retention_ms=600_000)))
     child = await asyncio.create_subprocess_exec(sys.executable, __file__, "consume", bootstrap, spec.name,
                                                  stdout=asyncio.subprocess.PIPE)
     assert child.stdout is not None
-    publisher = EventPublisher(bootstrap, source="bench/transport-floor")
+    publisher = EventPublisher(kafka, source="bench/transport-floor")
     await publisher.start()
     try:
         if (await asyncio.wait_for(child.stdout.readline(), 60)).strip() != b"ready":
@@ -62,8 +64,10 @@ async def kafka_hop_ms(bootstrap: str, samples: int = SAMPLES) -> list[float]:
 async def _consume_and_report(bootstrap: str, topic: str) -> None:
     """The child: the services' EventConsumer; prints each event's send-to-handler time (ms) on stdout."""
     from ragstream_common.kafka import ConsumerOptions, EventConsumer, EventPublisher
+    from ragstream_common.kafka_settings import KafkaSettings
 
-    dead_letters = EventPublisher(bootstrap, source="bench/transport-floor")
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    dead_letters = EventPublisher(kafka, source="bench/transport-floor")
     await dead_letters.start()
 
     async def handler(batch: Any) -> None:
@@ -71,7 +75,7 @@ async def _consume_and_report(bootstrap: str, topic: str) -> None:
         for envelope in batch:
             print(f"{(handled - float(envelope.message.question)) * 1000:.3f}", flush=True)
 
-    consumer = EventConsumer(bootstrap, ConsumerOptions(group_id=topic, topics=(topic,)), handler, dead_letters)
+    consumer = EventConsumer(kafka, ConsumerOptions(group_id=topic, topics=(topic,)), handler, dead_letters)
     await consumer.start()
     print("ready", flush=True)  # the first events wait for the group to form: the warm-up absorbs that
     await consumer.run(asyncio.Event())

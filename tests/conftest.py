@@ -38,6 +38,7 @@ def migrated_database(database_url: str) -> str:
 async def kafka_topics(kafka_bootstrap: str) -> str:
     """The session broker with every declared topic created."""
     from ragstream_common.kafka.bootstrap import ensure_topics
+    from ragstream_common.kafka_settings import KafkaSettings
 
-    await ensure_topics(kafka_bootstrap)
+    await ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap))
     return kafka_bootstrap

@@ -16,6 +16,7 @@ from google.protobuf import json_format
 from rag.v1 import documents_pb2
 from ragstream_common.kafka import EventPublisher, OutgoingEvent
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED
+from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.messages import document_key
 from support.pipeline import metric_value, wait_drained, wait_for_status
 from support.samples import ARTICLE, FORMATS
@@ -104,7 +105,7 @@ async def test_update_replaces_chunks_and_delete_removes_them(
 
 
 async def _publish_external(kafka: str, message: documents_pb2.DocumentReceived, content_type: str) -> None:
-    publisher = EventPublisher(kafka, source="crm/exporter")
+    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka), source="crm/exporter")
     await publisher.start()
     try:
         key = document_key(message.tenant_id, message.document_id)

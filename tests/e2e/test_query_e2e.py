@@ -12,6 +12,7 @@ import pytest
 from rag.v1 import queries_pb2
 from ragstream_common.kafka import ConsumerOptions, Envelope, EventConsumer, EventPublisher, OutgoingEvent
 from ragstream_common.kafka.topics import ANSWERS_PRODUCED, QUERIES_REQUESTED
+from ragstream_common.kafka_settings import KafkaSettings
 from support.otlp_receiver import OtlpReceiver
 from support.pipeline import wait_for_status
 
@@ -161,7 +162,7 @@ async def test_legacy_jaeger_header_joins_the_trace(gateway: httpx.AsyncClient, 
 async def test_external_kafka_query_gets_its_answer_on_the_answers_topic(kafka_topics: str, corpus: dict) -> None:
     query_id = f"ext-{uuid.uuid4().hex}"
     question = queries_pb2.QueryRequested(query_id=query_id, tenant_id="default", question="How high is Uhuru Peak?")
-    publisher = EventPublisher(kafka_topics, source="crm/asker")
+    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_topics), source="crm/asker")
     await publisher.start()
     await publisher.publish(OutgoingEvent(QUERIES_REQUESTED.name, query_id, question, content_type="application/json"))
     answers: list[queries_pb2.AnswerProduced] = []
@@ -169,8 +170,9 @@ async def test_external_kafka_query_gets_its_answer_on_the_answers_topic(kafka_t
     async def collect(batch: list[Envelope]) -> None:
         answers.extend(e.message for e in batch if e.key == query_id)
 
-    consumer = EventConsumer(kafka_topics, ConsumerOptions(group_id=f"crm-{uuid.uuid4().hex}",
-                                                           topics=(ANSWERS_PRODUCED.name,)), collect, publisher)
+    consumer = EventConsumer(KafkaSettings(bootstrap_servers=kafka_topics),
+                             ConsumerOptions(group_id=f"crm-{uuid.uuid4().hex}", topics=(ANSWERS_PRODUCED.name,)),
+                             collect, publisher)
     await consumer.start()
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))

@@ -22,6 +22,7 @@ from rag.v1 import documents_pb2, queries_pb2
 from ragstream_common.kafka import ConsumerOptions, Envelope, EventConsumer, EventPublisher, OutgoingEvent
 from ragstream_common.kafka.bootstrap import ensure_topics
 from ragstream_common.kafka.topics import TopicSpec
+from ragstream_common.kafka_settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).parent
@@ -30,16 +31,17 @@ HERE = Path(__file__).parent
 async def _new_topic(bootstrap: str, partitions: int = 3) -> TopicSpec:
     spec = TopicSpec(f"test.kafka.{uuid.uuid4().hex[:8]}.v1", partitions=partitions, retention_ms=3_600_000)
     dlq = TopicSpec(spec.dlq, partitions=1, retention_ms=3_600_000)
-    await ensure_topics(bootstrap, (spec, dlq))
+    await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), (spec, dlq))
     return spec
 
 
 async def _consume_until(
     bootstrap: str, topic: str, group: str, handler: Any, stop_when: Any, timeout_s: float = 30
 ) -> EventConsumer:
-    publisher = EventPublisher(bootstrap, source="test/dlq")
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    publisher = EventPublisher(kafka, source="test/dlq")
     await publisher.start()
-    consumer = EventConsumer(bootstrap, ConsumerOptions(group_id=group, topics=(topic,)), handler, publisher)
+    consumer = EventConsumer(kafka, ConsumerOptions(group_id=group, topics=(topic,)), handler, publisher)
     await consumer.start()
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
@@ -69,7 +71,7 @@ async def _first_dead_letter(bootstrap: str, dlq_topic: str) -> tuple[Any, dict[
 async def test_event_arrives_with_trace_id_and_cloudevents_headers(kafka_bootstrap: str) -> None:
     spec = await _new_topic(kafka_bootstrap)
     tracer = TracerProvider().get_tracer("test")
-    publisher = EventPublisher(kafka_bootstrap, source="test/producer")
+    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap), source="test/producer")
     await publisher.start()
     with tracer.start_as_current_span("upload") as span:
         sent_trace = span.get_span_context().trace_id
@@ -124,7 +126,7 @@ async def test_handler_permanent_error_is_dead_lettered(kafka_bootstrap: str) ->
     from ragstream_common.kafka import PermanentError
 
     spec = await _new_topic(kafka_bootstrap, partitions=1)
-    publisher = EventPublisher(kafka_bootstrap, source="test")
+    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap), source="test")
     await publisher.start()
     await publisher.publish_many(
         [OutgoingEvent(spec.name, "k", documents_pb2.DocumentDeleted(document_id=d)) for d in ("bad", "ok")]
@@ -146,8 +148,8 @@ async def test_handler_permanent_error_is_dead_lettered(kafka_bootstrap: str) ->
 
 
 async def test_topic_bootstrap_is_idempotent(kafka_bootstrap: str) -> None:
-    first = await ensure_topics(kafka_bootstrap)
-    second = await ensure_topics(kafka_bootstrap)
+    first = await ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap))
+    second = await ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap))
     assert second == []
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
@@ -174,7 +176,7 @@ async def _committed_total(bootstrap: str, group: str, topic: str, partitions: i
 async def test_sigterm_mid_stream_commits_exactly_what_was_processed(kafka_bootstrap: str, tmp_path: Path) -> None:
     spec = await _new_topic(kafka_bootstrap, partitions=3)
     count = 120
-    publisher = EventPublisher(kafka_bootstrap, source="test")
+    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap), source="test")
     await publisher.start()
     await publisher.publish_many(
         [OutgoingEvent(spec.name, f"k{i}", queries_pb2.QueryRequested(query_id=f"q{i}")) for i in range(count)]

@@ -16,6 +16,7 @@ from rag.v1 import documents_pb2
 from ragstream_common.blobs import blob_key_of
 from ragstream_common.kafka import EventPublisher, cloudevents
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED
+from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_gateway.app import create_app, open_deps
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps
@@ -72,7 +73,8 @@ class TopicTail:
 
 def settings_for(database_url: str, bootstrap: str, **changes: Any) -> GatewaySettings:
     return GatewaySettings(
-        DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap, dev_tenant=TENANT, dev_api_key=KEY,
+        DATABASE_URL=database_url, kafka=KafkaSettings(bootstrap_servers=bootstrap), dev_tenant=TENANT,
+        dev_api_key=KEY,
         admin_token="admin-secret", max_upload_bytes=MAX_UPLOAD, inline_text_max_bytes=1024, db_pool_size=4,
         **changes,
     )
@@ -328,7 +330,7 @@ async def test_admin_keys_audit_and_revocation(
 async def test_failed_publish_is_503_and_marks_the_version_failed(
     gateway: tuple[GatewaySettings, GatewayDeps], client: httpx.AsyncClient, kafka_topics: str
 ) -> None:
-    stopped = EventPublisher(kafka_topics, source="ragstream/gateway")
+    stopped = EventPublisher(KafkaSettings(bootstrap_servers=kafka_topics), source="ragstream/gateway")
     await stopped.start()
     await stopped.stop()  # a producer that can no longer deliver: every publish fails
     settings, deps = gateway

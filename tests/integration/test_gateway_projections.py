@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from rag.v1 import documents_pb2, status_pb2
 from ragstream_common.kafka import ConsumerOptions, EventConsumer, EventPublisher, OutgoingEvent
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED, DOCUMENTS_STATUS
+from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.messages import document_key
 from ragstream_gateway.app import create_app, open_deps
 from ragstream_gateway.config import GatewaySettings
@@ -31,7 +32,8 @@ KEY = f"gwp-key-{RUN}"
 async def gateway(migrated_database: str, kafka_topics: str) -> AsyncIterator[tuple[GatewaySettings, GatewayDeps]]:
     """The gateway's collaborators with both projections consuming, as `app.start` runs them."""
     settings = GatewaySettings(
-        DATABASE_URL=migrated_database, KAFKA_BOOTSTRAP_SERVERS=kafka_topics, dev_tenant=TENANT, dev_api_key=KEY,
+        DATABASE_URL=migrated_database, kafka=KafkaSettings(bootstrap_servers=kafka_topics),
+        dev_tenant=TENANT, dev_api_key=KEY,
         db_pool_size=4, status_group_id=f"gw-status-{RUN}", registry_group_id=f"gw-registry-{RUN}",
     )
     stop = asyncio.Event()
@@ -44,7 +46,7 @@ async def gateway(migrated_database: str, kafka_topics: str) -> AsyncIterator[tu
             (settings.registry_group_id, DOCUMENTS_RECEIVED.name, project_registrations),
         ):
             options = ConsumerOptions(group_id=group, topics=(topic,))
-            consumer = EventConsumer(kafka_topics, options, partial(handler, registry=deps.registry), deps.publisher)
+            consumer = EventConsumer(settings.kafka, options, partial(handler, registry=deps.registry), deps.publisher)
             await consumer.start()
             stack.push_async_callback(consumer.stop)
             loops.append(asyncio.create_task(consumer.run(stop)))

@@ -21,6 +21,7 @@ import pytest
 from rag.v1 import chunks_pb2, documents_pb2, queries_pb2, services_pb2, services_pb2_grpc, status_pb2
 from ragstream_common.kafka import ConsumerOptions, Envelope, EventConsumer, EventPublisher, OutgoingEvent
 from ragstream_common.kafka.topics import CHUNKS_EMBEDDED, DOCUMENTS_STATUS, QUERIES_EMBEDDED, QUERIES_RETRIEVED
+from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.messages import document_key, pack_vector
 from ragstream_devstack.processes import free_port
 from ragstream_retrieve.app import start
@@ -102,18 +103,19 @@ async def stack(kafka_topics: str, migrated_database: str, encoder: Any) -> Asyn
             await server.start()
             exits.push_async_callback(server.stop, None)
         settings = RetrieveSettings(
-            KAFKA_BOOTSTRAP_SERVERS=kafka_topics, DATABASE_URL=migrated_database, grpc_port=free_port("127.0.0.1"),
+            kafka=KafkaSettings(bootstrap_servers=kafka_topics), DATABASE_URL=migrated_database,
+            grpc_port=free_port("127.0.0.1"),
             metrics_port=0, index_group_id=f"test-retrieve-index-{run}", query_group_id=f"test-retrieve-query-{run}",
             embed_address=f"127.0.0.1:{servers[1]}", db_pool_size=4,
         )
         stop = asyncio.Event()
         loops = [asyncio.ensure_future(loop) for loop in await start(settings, exits, stop)]
-        publisher = EventPublisher(kafka_topics, source="test/retrieve")
+        publisher = EventPublisher(settings.kafka, source="test/retrieve")
         await publisher.start()
         exits.push_async_callback(publisher.stop)
         options = ConsumerOptions(group_id=f"test-retrieve-observer-{run}",
                                   topics=(DOCUMENTS_STATUS.name, QUERIES_RETRIEVED.name))
-        observer = EventConsumer(kafka_topics, options, collector, publisher)
+        observer = EventConsumer(settings.kafka, options, collector, publisher)
         await observer.start()
         exits.push_async_callback(observer.stop)
         loops.append(asyncio.ensure_future(observer.run(stop)))

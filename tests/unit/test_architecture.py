@@ -59,3 +59,41 @@ def test_composition_roots_import_without_torch_and_without_io(service: str) -> 
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+# What each service may leave out of its install: the extras of ragstream-common it does not declare.
+OPTIONAL_DRIVERS = {
+    "postgres": ("psycopg", "psycopg_pool", "pgvector"),
+    "s3": ("boto3", "botocore"),
+    "msk": ("aws_msk_iam_sasl_signer",),
+}
+
+
+def _declared_common_extras(service: str) -> set[str]:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())["project"]
+    (common,) = [d for d in project["dependencies"] if d.startswith("ragstream-common")]
+    return set(common.partition("[")[2].rstrip("]").split(",")) - {""}
+
+
+@pytest.mark.parametrize("service", [*NON_EMBED_SERVICES, "embed"])
+def test_a_service_imports_no_driver_of_an_extra_it_does_not_declare(service: str) -> None:
+    """Block every driver the service's pyproject leaves out; its composition root must still import."""
+    blocked = [m for extra, modules in OPTIONAL_DRIVERS.items() if extra not in _declared_common_extras(service)
+               for m in modules]
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}:\n    sys.modules[name] = None\n"
+        f"import ragstream_{service}.app\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_generate_needs_no_database_driver_and_no_service_pulls_every_extra() -> None:
+    assert "postgres" not in _declared_common_extras("generate")
+    assert "s3" not in _declared_common_extras("embed") | _declared_common_extras("retrieve")
+    common = (ROOT / "libs" / "common" / "pyproject.toml").read_text()
+    dependencies = common.split("[project.optional-dependencies]")[0]
+    assert not any(driver in dependencies for driver in ("psycopg", "pgvector", "boto3", "aws-msk-iam"))

@@ -38,7 +38,7 @@ def test_shared_infrastructure_variables_have_no_prefix(monkeypatch: pytest.Monk
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker:9092")
     monkeypatch.setenv("DATABASE_URL", "postgresql://db/x")
     settings = ServiceSettings()
-    assert settings.kafka_bootstrap_servers == "broker:9092"
+    assert settings.kafka.bootstrap_servers == "broker:9092"
     assert settings.database_url == "postgresql://db/x"
 
 
@@ -59,19 +59,6 @@ def test_legacy_jaeger_header_is_accepted() -> None:
     metadata = [("uber-trace-id", f"{trace_id}:00000000000000aa:0:1")]
     from_grpc = trace.get_current_span(tracing.extract_metadata(metadata)).get_span_context()
     assert format(from_grpc.trace_id, "032x") == trace_id
-
-
-def test_kafka_connects_plainly_by_default_and_with_msk_iam_when_configured() -> None:
-    from ragstream_common.kafka.connection import MskIamTokenProvider, client_options
-
-    assert client_options({}) == {}
-    msk = client_options({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "OAUTHBEARER",
-                          "AWS_REGION": "eu-west-1"})
-    assert msk["security_protocol"] == "SASL_SSL" and msk["sasl_mechanism"] == "OAUTHBEARER"
-    assert isinstance(msk["sasl_oauth_token_provider"], MskIamTokenProvider)
-    scram = client_options({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-                            "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"})
-    assert scram["sasl_plain_username"] == "u"
 
 
 def test_services_run_on_uvloop_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:

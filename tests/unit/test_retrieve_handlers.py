@@ -1,25 +1,25 @@
-"""Indexer and query handlers over mocked ports; version rules and event validation."""
+"""Indexer and query handlers over in-memory ports: outputs and their order, version rules, trace contexts,
+failure paths and the metrics they move; plus event validation and the version rules themselves."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from unittest.mock import AsyncMock
 
 import numpy as np
 import pytest
-from opentelemetry import context as otel_context
+from fakes import RecordingSink, envelope, metric
+from fakes.retrieve import ListPublisher, ListSearchIndex, RecordingReplies, VersionedChunkIndex
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from rag.v1 import chunks_pb2, documents_pb2, queries_pb2, status_pb2
-from ragstream_common.kafka import Envelope, PermanentError
+from ragstream_common.events import Emitted, Envelope, PermanentError
+from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.messages import pack_vector
-from ragstream_retrieve.indexing import Indexer
+from ragstream_retrieve.adapters.routes import INDEX_ROUTES, QUERY_ROUTES
+from ragstream_retrieve.indexing import Indexer, IndexEvent
 from ragstream_retrieve.lexical import LexicalAnalyzer
-from ragstream_retrieve.models import (
-    IndexState,
-    SearchHit,
-    StoredChunk,
-    UpsertOutcome,
-)
+from ragstream_retrieve.models import IndexState, StoredChunk, UpsertOutcome
 from ragstream_retrieve.querying import QueryResponder
 from ragstream_retrieve.wire import InvalidDocument, InvalidVector, TopKLimits, checked_vector, document_from_event
 
@@ -27,22 +27,39 @@ pytestmark = pytest.mark.unit
 DIMS = 8
 
 
-def _envelope(message: Any, key: str = "t1/d1") -> Envelope[Any]:
-    return Envelope(message, key, "id", message.DESCRIPTOR.full_name, "test", None, "topic", 0, 0,
-                    otel_context.get_current())
+# A real SDK tracer: its spans have valid ids, so trace continuity can be checked.
+TRACER = TracerProvider().get_tracer("test")
 
 
 def _vector(seed: int, dims: int = DIMS) -> bytes:
-    return pack_vector(np.random.default_rng(seed).standard_normal(dims).astype(np.float32))
+    return bytes(pack_vector(np.random.default_rng(seed).standard_normal(dims).astype(np.float32)))
 
 
-def _embedded(version: int = 1, dims: int = DIMS, vector_dims: int = DIMS, ids: tuple[str, ...] = ("c1", "c2")) -> Any:
-    event = chunks_pb2.ChunksEmbedded(tenant_id="t1", document_id="d1", version=version, title="Cell Biology",
-                                      model="m", model_version="1", dimensions=dims)
+def _embedded(
+    version: int = 1,
+    dims: int = DIMS,
+    vector_dims: int = DIMS,
+    ids: tuple[str, ...] = ("c1", "c2"),
+    document_id: str = "d1",
+) -> Any:
+    event = chunks_pb2.ChunksEmbedded(
+        tenant_id="t1",
+        document_id=document_id,
+        version=version,
+        title="Cell Biology",
+        model="m",
+        model_version="1",
+        dimensions=dims,
+    )
     event.metadata["lang"] = "en"
     for position, chunk_id in enumerate(ids):
-        chunk = chunks_pb2.Chunk(chunk_id=chunk_id, position=position, text=f"Cells divide\x00 {position}",
-                                 content_sha256=f"h{position}", heading="Mitosis")
+        chunk = chunks_pb2.Chunk(
+            chunk_id=chunk_id,
+            position=position,
+            text=f"Cells divide\x00 {position}",
+            content_sha256=f"h{position}",
+            heading="Mitosis",
+        )
         event.chunks.append(chunks_pb2.EmbeddedChunk(chunk=chunk, vector=_vector(position, vector_dims)))
     return event
 
@@ -102,150 +119,341 @@ def test_top_k_limits() -> None:
     assert (limits.clamp(0), limits.clamp(5), limits.clamp(500)) == (8, 5, 20)
 
 
-def _indexer(outcome: UpsertOutcome = UpsertOutcome.INDEXED) -> tuple[Indexer, AsyncMock, AsyncMock]:
-    writer, sink = AsyncMock(), AsyncMock()
-    writer.upsert_document.return_value = outcome
-    return Indexer(writer, sink, LexicalAnalyzer(), DIMS), writer, sink
+# --- Indexer -------------------------------------------------------------------------------------------------
 
 
-def _published(sink: AsyncMock) -> list[Any]:
-    return [event.message for call in sink.publish_many.await_args_list for event in call.args[0]]
+def _deleted(version: int, document_id: str = "d1") -> documents_pb2.DocumentDeleted:
+    return documents_pb2.DocumentDeleted(tenant_id="t1", document_id=document_id, version=version)
 
 
-@pytest.mark.parametrize("outcome", [UpsertOutcome.INDEXED, UpsertOutcome.ALREADY_INDEXED])
-async def test_indexed_and_redelivered_versions_announce_document_indexed(outcome: UpsertOutcome) -> None:
-    indexer, _, sink = _indexer(outcome)
-    await indexer.handle_batch([_envelope(_embedded())])
-    [status] = _published(sink)
+def _indexed_state(**states: IndexState) -> VersionedChunkIndex:
+    return VersionedChunkIndex(states={("t1", document): state for document, state in states.items()})
+
+
+async def _index(*messages: IndexEvent, writer: VersionedChunkIndex | None = None) -> RecordingSink:
+    sink = RecordingSink()
+    batch = [envelope(m, f"t1/{m.document_id}", offset=i) for i, m in enumerate(messages)]
+    await Indexer(writer or VersionedChunkIndex(), sink, LexicalAnalyzer(), DIMS).handle_batch(batch)
+    return sink
+
+
+def _documents(outcome: str) -> float:
+    return metric("ragstream_retrieve_documents_total", outcome=outcome)
+
+
+@pytest.mark.parametrize(
+    ("state", "outcome"),
+    [(IndexState(), UpsertOutcome.INDEXED), (IndexState(1, 0), UpsertOutcome.ALREADY_INDEXED)],
+)
+async def test_indexed_and_redelivered_versions_announce_document_indexed(
+    state: IndexState, outcome: UpsertOutcome
+) -> None:
+    writer = _indexed_state(d1=state)
+    before = _documents(outcome.value)
+    sink = await _index(_embedded(), writer=writer)
+    [status] = sink.messages()
     assert isinstance(status, status_pb2.DocumentIndexed)
-    assert (status.version, status.chunk_count, status.model) == (1, 2, "m")
-    assert sink.publish_many.await_args.args[0][0].key == "t1/d1"
+    assert (status.tenant_id, status.document_id, status.version, status.chunk_count, status.model) == (
+        "t1",
+        "d1",
+        1,
+        2,
+        "m",
+    )
+    assert writer.operations == [f"upsert d1 v1 {outcome.value}"]
+    assert writer.states[("t1", "d1")].indexed_version == 1
+    assert _documents(outcome.value) - before == 1
 
 
-@pytest.mark.parametrize("outcome", [UpsertOutcome.SUPERSEDED, UpsertOutcome.DELETED])
-async def test_stale_versions_publish_nothing(outcome: UpsertOutcome) -> None:
-    indexer, _, sink = _indexer(outcome)
-    await indexer.handle_batch([_envelope(_embedded())])
-    assert _published(sink) == []
-    assert indexer.outcomes == {outcome.value: 1}
+@pytest.mark.parametrize(
+    ("state", "outcome"),
+    [(IndexState(3, 0), UpsertOutcome.SUPERSEDED), (IndexState(0, 2), UpsertOutcome.DELETED)],
+)
+async def test_stale_versions_emit_nothing_and_write_nothing(state: IndexState, outcome: UpsertOutcome) -> None:
+    writer = _indexed_state(d1=state)
+    before = _documents(outcome.value)
+    sink = await _index(_embedded(version=2), writer=writer)
+    assert sink.emitted == [] and sink.calls == 1
+    assert writer.operations == [f"upsert d1 v2 {outcome.value}"]
+    assert writer.states[("t1", "d1")] == state and writer.documents == {}
+    assert _documents(outcome.value) - before == 1
 
 
 async def test_wrong_dimensions_fail_the_document_without_writing() -> None:
-    indexer, writer, sink = _indexer()
-    await indexer.handle_batch([_envelope(_embedded(dims=16, vector_dims=16))])
-    [status] = _published(sink)
+    writer = VersionedChunkIndex()
+    before = _documents("failed")
+    sink = await _index(_embedded(dims=16, vector_dims=16), writer=writer)
+    [status] = sink.messages()
     assert isinstance(status, status_pb2.DocumentFailed)
-    assert status.stage == "index" and "16 dimensions" in status.reason
-    writer.upsert_document.assert_not_awaited()
+    assert (status.document_id, status.version, status.stage) == ("d1", 1, "index")
+    assert "16 dimensions" in status.reason and status.error_class == "InvalidDocument"
+    assert writer.operations == []
+    assert _documents("failed") - before == 1
 
 
 async def test_delete_removes_and_announces() -> None:
-    indexer, writer, sink = _indexer()
-    await indexer.handle_batch([_envelope(documents_pb2.DocumentDeleted(tenant_id="t1", document_id="d1", version=4))])
-    writer.delete_document.assert_awaited_once_with("t1", "d1", 4)
-    [status] = _published(sink)
-    assert isinstance(status, status_pb2.DocumentRemoved) and status.version == 4
+    writer = VersionedChunkIndex()
+    await _index(_embedded(version=3), writer=writer)
+    before = _documents("removed")
+    sink = await _index(_deleted(4), writer=writer)
+    assert writer.operations[-1] == "delete d1 v4"
+    assert writer.documents == {} and writer.states[("t1", "d1")] == IndexState(3, 4)
+    [status] = sink.messages()
+    assert isinstance(status, status_pb2.DocumentRemoved)
+    assert (status.tenant_id, status.document_id, status.version) == ("t1", "d1", 4)
+    assert _documents("removed") - before == 1
 
 
-async def test_events_of_one_document_keep_their_order() -> None:
-    indexer, writer, sink = _indexer()
-    calls: list[str] = []
-    writer.upsert_document.side_effect = lambda doc: calls.append(f"upsert{doc.version}") or UpsertOutcome.INDEXED
-    writer.delete_document.side_effect = lambda *args: calls.append(f"delete{args[2]}")
-    batch = [_envelope(_embedded(1)), _envelope(documents_pb2.DocumentDeleted(tenant_id="t1", document_id="d1",
-                                                                              version=1)), _envelope(_embedded(2))]
-    await indexer.handle_batch(batch)
-    assert calls == ["upsert1", "delete1", "upsert2"]
-    assert sink.publish_many.await_count == 1
+async def test_events_of_one_document_keep_their_order_and_the_batch_emits_once() -> None:
+    writer = VersionedChunkIndex()
+    sink = await _index(_embedded(1), _deleted(1), _embedded(1, document_id="d2"), _embedded(2), writer=writer)
+    assert [op for op in writer.operations if " d1 " in op] == [
+        "upsert d1 v1 indexed",
+        "delete d1 v1",
+        "upsert d1 v2 indexed",
+    ]
+    assert "upsert d2 v1 indexed" in writer.operations
+    statuses = [(type(m).__name__, m.document_id, m.version) for m in sink.messages()]
+    assert statuses == [
+        ("DocumentIndexed", "d1", 1),
+        ("DocumentRemoved", "d1", 1),
+        ("DocumentIndexed", "d1", 2),
+        ("DocumentIndexed", "d2", 1),
+    ]
+    assert sink.calls == 1
+    assert writer.states[("t1", "d1")] == IndexState(2, 1) and writer.documents[("t1", "d1")].version == 2
 
 
-async def test_events_without_ids_are_permanent_errors() -> None:
-    indexer, _, _ = _indexer()
-    event = _embedded()
-    event.tenant_id = ""
-    with pytest.raises(PermanentError):
-        await indexer.handle_batch([_envelope(event)])
+@pytest.mark.parametrize("field", ["tenant_id", "document_id"])
+async def test_events_without_ids_are_permanent_errors(field: str) -> None:
+    for event in (_embedded(), _deleted(1)):
+        setattr(event, field, "")
+        writer, sink = VersionedChunkIndex(), RecordingSink()
+        with pytest.raises(PermanentError):
+            await Indexer(writer, sink, LexicalAnalyzer(), DIMS).handle_batch([envelope(event)])
+        assert writer.operations == [] and sink.emitted == []
 
 
-def _hit(key: int) -> SearchHit:
-    chunk = StoredChunk(key, f"c{key}", "d1", 2, "T", "text", 0, {"a": "b"}, "h", np.ones(DIMS, np.float32))
-    return SearchHit(chunk, 0.5, 0.4, 3.0)
+async def test_a_failed_write_propagates_and_the_batch_emits_nothing() -> None:
+    writer = VersionedChunkIndex(fail_with=ConnectionError("database down"))
+    sink = RecordingSink()
+    with pytest.raises(ConnectionError):
+        await Indexer(writer, sink, LexicalAnalyzer(), DIMS).handle_batch([envelope(_embedded())])
+    assert sink.emitted == []
 
 
-def _query(mode: int = queries_pb2.QUERY_MODE_ANSWER, reply_to: str = "gw:50050", expired: bool = False) -> Any:
-    query = queries_pb2.QueryRequested(query_id="q1", tenant_id="t1", question="cells", top_k=3, mode=mode,
-                                       reply_to=reply_to, retrieval=queries_pb2.RETRIEVAL_MODE_HYBRID)
+async def test_a_failed_emit_propagates_so_the_consumer_retries() -> None:
+    sink = RecordingSink(fail_with=ConnectionError("broker down"))
+    with pytest.raises(ConnectionError):
+        await Indexer(VersionedChunkIndex(), sink, LexicalAnalyzer(), DIMS).handle_batch([envelope(_embedded())])
+
+
+async def test_status_events_continue_the_trace_of_their_own_document() -> None:
+    incoming: list[Envelope[IndexEvent]] = []
+    trace_ids: dict[str, int] = {}
+    for document_id in ("d1", "d2"):
+        with TRACER.start_as_current_span(f"upload {document_id}") as span:
+            incoming.append(envelope(_embedded(document_id=document_id), f"t1/{document_id}"))
+        trace_ids[document_id] = span.get_span_context().trace_id
+    sink = RecordingSink()
+    await Indexer(VersionedChunkIndex(), sink, LexicalAnalyzer(), DIMS).handle_batch(incoming)
+    emitted = {m.document_id: _trace_id(e) for m, e in zip(sink.messages(), sink.emitted, strict=True)}
+    assert emitted == trace_ids and len(set(trace_ids.values())) == 2
+
+
+async def test_status_events_route_to_the_status_topic_keyed_by_document() -> None:
+    publisher = ListPublisher()
+    indexer = Indexer(VersionedChunkIndex(), RoutedEventSink(publisher, INDEX_ROUTES), LexicalAnalyzer(), DIMS)
+    await indexer.handle_batch([envelope(_embedded()), envelope(_deleted(1))])
+    assert [(e.topic, e.key, type(e.message).__name__) for e in publisher.sent] == [
+        ("rag.documents.status.v1", "t1/d1", "DocumentIndexed"),
+        ("rag.documents.status.v1", "t1/d1", "DocumentRemoved"),
+    ]
+
+
+def _trace_id(event: Emitted) -> int:
+    return trace.get_current_span(event.context).get_span_context().trace_id
+
+
+# --- QueryResponder ------------------------------------------------------------------------------------------
+
+
+def _unit(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).standard_normal(DIMS).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def _stored(key: int, text: str, embedding: np.ndarray, document_id: str = "d1") -> StoredChunk:
+    return StoredChunk(key, f"c{key}", document_id, 2, "T", text, 0, {"lang": "en"}, f"h{key}", embedding)
+
+
+def _search_index() -> ListSearchIndex:
+    """c1 matches the query vector exactly and says "cells" twice, c2 less of both; c3 belongs to another tenant."""
+    return ListSearchIndex(
+        [
+            ("t1", _stored(1, "Cells and more cells", _unit(1))),
+            ("t1", _stored(2, "Cells divide", _unit(2))),
+            ("t2", _stored(3, "cells cells cells", _unit(1))),
+        ]
+    )
+
+
+def _query(
+    mode: int = queries_pb2.QUERY_MODE_ANSWER,
+    reply_to: str = "gw:50050",
+    expired: bool = False,
+    query_id: str = "q1",
+    tenant_id: str = "t1",
+) -> queries_pb2.QueryEmbedded:
+    query = queries_pb2.QueryRequested(
+        query_id=query_id,
+        tenant_id=tenant_id,
+        question="cells",
+        top_k=3,
+        mode=mode,
+        reply_to=reply_to,
+        retrieval=queries_pb2.RETRIEVAL_MODE_HYBRID,
+    )
     query.timings_ms["embed"] = 4.0
     query.deadline.FromDatetime(datetime.now(UTC) + timedelta(seconds=-1 if expired else 30))
     return queries_pb2.QueryEmbedded(query=query, vector=_vector(1), model="m")
 
 
-def _responder(hits: list[SearchHit] | Exception) -> tuple[QueryResponder, AsyncMock, AsyncMock, AsyncMock]:
-    index, sink, replies = AsyncMock(), AsyncMock(), AsyncMock()
-    responder = QueryResponder(index, LexicalAnalyzer(), sink, replies, dimensions=DIMS)
-    responder.search = AsyncMock(side_effect=hits) if isinstance(hits, Exception) else AsyncMock(return_value=hits)
-    return responder, sink, replies, index
+def _responder(
+    index: ListSearchIndex | None = None, sink: Any = None, limits: TopKLimits | None = None
+) -> tuple[QueryResponder, RecordingSink, RecordingReplies]:
+    sink = sink if sink is not None else RecordingSink()
+    replies = RecordingReplies()
+    responder = QueryResponder(
+        index if index is not None else _search_index(),
+        LexicalAnalyzer(),
+        sink,
+        replies,
+        limits=limits or TopKLimits(),
+        dimensions=DIMS,
+    )
+    return responder, sink, replies
+
+
+def _queries(outcome: str) -> float:
+    return metric("ragstream_retrieve_queries_total", outcome=outcome)
 
 
 async def test_answer_queries_reply_and_go_on_to_generation() -> None:
-    responder, sink, replies, _ = _responder([_hit(1), _hit(2)])
-    await responder.handle_batch([_envelope(_query(), key="q1")])
-    address, reply = replies.deliver_sources.await_args.args
-    assert address == "gw:50050" and reply.query_id == "q1"
+    responder, sink, replies = _responder()
+    before, batches = _queries("answered"), metric("ragstream_retrieve_query_batch_seconds_count")
+    await responder.handle_batch([envelope(_query(), key="q1")])
+    [delivery] = replies.sources
+    reply = delivery.message
+    assert delivery.address == "gw:50050" and reply.query_id == "q1"
     assert [c.chunk_id for c in reply.chunks] == ["c1", "c2"]
     assert set(reply.timings_ms) == {"embed", "retrieve"}
-    [event] = sink.publish_many.await_args.args[0]
-    assert event.topic == "rag.queries.retrieved.v1" and event.key == "q1"
-    assert event.message.query.timings_ms["retrieve"] >= 0 and len(event.message.chunks) == 2
+    [retrieved] = sink.messages()
+    assert isinstance(retrieved, queries_pb2.QueryRetrieved)
+    assert retrieved.query.query_id == "q1" and retrieved.query.timings_ms["retrieve"] >= 0
+    assert [c.chunk_id for c in retrieved.chunks] == ["c1", "c2"]
+    assert _queries("answered") - before == 1
+    assert metric("ragstream_retrieve_query_batch_seconds_count") - batches == 1
 
 
-async def test_search_mode_replies_but_publishes_nothing() -> None:
-    responder, sink, replies, _ = _responder([_hit(1)])
-    await responder.handle_batch([_envelope(_query(queries_pb2.QUERY_MODE_SEARCH))])
-    replies.deliver_sources.assert_awaited_once()
-    sink.publish_many.assert_not_awaited()
+async def test_query_retrieved_routes_to_the_retrieved_topic_keyed_by_query() -> None:
+    publisher = ListPublisher()
+    responder, _, _ = _responder(sink=RoutedEventSink(publisher, QUERY_ROUTES))
+    await responder.handle_batch([envelope(_query(), key="q1")])
+    [event] = publisher.sent
+    assert (event.topic, event.key) == ("rag.queries.retrieved.v1", "q1")
+    assert isinstance(event.message, queries_pb2.QueryRetrieved) and len(event.message.chunks) == 2
 
 
-async def test_kafka_only_answer_queries_are_published_without_reply() -> None:
-    responder, sink, replies, _ = _responder([_hit(1)])
-    await responder.handle_batch([_envelope(_query(reply_to=""))])
-    replies.deliver_sources.assert_not_awaited()
-    sink.publish_many.assert_awaited_once()
+async def test_search_mode_replies_but_emits_nothing() -> None:
+    responder, sink, replies = _responder()
+    await responder.handle_batch([envelope(_query(queries_pb2.QUERY_MODE_SEARCH))])
+    assert len(replies.sources) == 1
+    assert sink.calls == 0
+
+
+async def test_kafka_only_answer_queries_are_emitted_without_reply() -> None:
+    responder, sink, replies = _responder()
+    await responder.handle_batch([envelope(_query(reply_to=""))])
+    assert replies.sources == [] and replies.failures == []
+    assert sink.calls == 1 and len(sink.messages(queries_pb2.QueryRetrieved)) == 1
 
 
 async def test_expired_queries_are_dropped_without_work() -> None:
-    responder, sink, replies, _ = _responder([_hit(1)])
-    await responder.handle_batch([_envelope(_query(expired=True))])
-    responder.search.assert_not_awaited()
-    replies.deliver_sources.assert_not_awaited()
-    sink.publish_many.assert_not_awaited()
-    assert responder.outcomes == {"expired": 1}
+    index = _search_index()
+    responder, sink, replies = _responder(index)
+    before = _queries("expired")
+    await responder.handle_batch([envelope(_query(expired=True))])
+    assert index.dense_calls == [] and index.lexical_calls == []
+    assert replies.sources == [] and replies.failures == []
+    assert sink.calls == 0
+    assert _queries("expired") - before == 1
 
 
-async def test_failed_search_is_reported_to_the_gateway_and_not_raised() -> None:
-    responder, sink, replies, _ = _responder(RuntimeError("database down"))
-    await responder.handle_batch([_envelope(_query())])
-    address, failure = replies.deliver_failure.await_args.args
-    assert address == "gw:50050" and failure.stage == "retrieve" and "database down" in failure.reason
-    sink.publish_many.assert_not_awaited()
+@pytest.mark.parametrize(
+    ("index", "query", "reason"),
+    [
+        (ListSearchIndex(fail_with=RuntimeError("database down")), _query(), "database down"),
+        (None, _query(tenant_id=""), "tenant_id"),
+    ],
+)
+async def test_failed_search_is_reported_to_the_gateway_and_not_raised(
+    index: ListSearchIndex | None, query: queries_pb2.QueryEmbedded, reason: str
+) -> None:
+    responder, sink, replies = _responder(index)
+    before = _queries("failed")
+    await responder.handle_batch([envelope(query)])
+    [delivery] = replies.failures
+    failure = delivery.message
+    assert delivery.address == "gw:50050" and failure.query_id == "q1"
+    assert failure.stage == "retrieve" and reason in failure.reason
+    assert sink.calls == 0 and replies.sources == []
+    assert _queries("failed") - before == 1
+
+
+async def test_a_failed_query_does_not_end_the_others_of_its_batch() -> None:
+    responder, sink, replies = _responder()
+    await responder.handle_batch([envelope(_query(tenant_id="", query_id="bad")), envelope(_query(query_id="ok"))])
+    assert [d.message.query_id for d in replies.failures] == ["bad"]
+    assert [d.message.query_id for d in replies.sources] == ["ok"]
+    assert [m.query.query_id for m in sink.messages()] == ["ok"]
+
+
+async def test_a_failed_emit_propagates_so_the_query_is_retried() -> None:
+    responder, _, _ = _responder(sink=RecordingSink(fail_with=ConnectionError("broker down")))
+    with pytest.raises(ConnectionError):
+        await responder.handle_batch([envelope(_query())])
+
+
+async def test_each_query_of_a_batch_replies_and_emits_in_its_own_trace() -> None:
+    incoming: list[Envelope[queries_pb2.QueryEmbedded]] = []
+    trace_ids: dict[str, int] = {}
+    for query_id in ("q1", "q2"):
+        with TRACER.start_as_current_span(f"ask {query_id}") as span:
+            incoming.append(envelope(_query(query_id=query_id), key=query_id))
+        trace_ids[query_id] = span.get_span_context().trace_id
+    responder, sink, replies = _responder()
+    await responder.handle_batch(incoming)
+    assert {m.query.query_id: _trace_id(e) for m, e in zip(sink.messages(), sink.emitted, strict=True)} == trace_ids
+    assert {d.message.query_id: d.trace_id for d in replies.sources} == trace_ids
+    assert len(set(trace_ids.values())) == 2
 
 
 async def test_search_builds_the_request_from_the_query() -> None:
-    index = AsyncMock()
-    index.dense_candidates.return_value = []
-    index.lexical_candidates.return_value = []
-    responder = QueryResponder(index, LexicalAnalyzer(), AsyncMock(), AsyncMock(), dimensions=DIMS,
-                               limits=TopKLimits(8, 5))
+    index = _search_index()
+    responder, _, _ = _responder(index, limits=TopKLimits(8, 5))
     embedded = _query()
     embedded.query.top_k = 50
     embedded.query.filters.document_ids.append("d9")
     embedded.query.filters.metadata["lang"] = "en"
-    await responder.search(embedded.query, embedded.vector)
-    tenant, vector, filters, depth = index.dense_candidates.await_args.args
-    assert tenant == "t1" and vector.shape == (DIMS,) and depth == 100
-    assert filters.document_ids == ("d9",) and filters.metadata == {"lang": "en"}
+    assert await responder.search(embedded.query, embedded.vector) == []  # d9 holds nothing
+    [dense] = index.dense_calls
+    assert dense.tenant_id == "t1" and dense.vector.shape == (DIMS,) and dense.limit == 100
+    assert dense.filters.document_ids == ("d9",) and dense.filters.metadata == {"lang": "en"}
     embedded.query.retrieval = queries_pb2.RETRIEVAL_MODE_LEXICAL
-    index.dense_candidates.reset_mock()
-    await responder.search(embedded.query, b"")
-    index.dense_candidates.assert_not_awaited()
-    index.lexical_candidates.assert_awaited()
+    embedded.query.filters.ClearField("document_ids")
+    hits = await responder.search(embedded.query, b"")
+    assert len(index.dense_calls) == 1
+    assert index.lexical_calls[-1].term_weights == {"cell": 1.0}
+    # top_k 50 is capped at the maximum of 5; only the tenant's two chunks exist; lexical order (c1 says it twice).
+    assert [h.chunk.chunk_id for h in hits] == ["c1", "c2"]

@@ -10,13 +10,14 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from ragstream_common.kafka import ConsumerOptions, Envelope, EventConsumer, EventPublisher
+from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.lifecycle import run_until_stopped
 from ragstream_common.logs import configure_logging
 
 
 async def main(bootstrap: str, topic: str, group: str, out_path: str, delay_s: float) -> None:
     async def body(stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
-        publisher = EventPublisher(bootstrap, source="test/counting-consumer")
+        publisher = EventPublisher(KafkaSettings(bootstrap_servers=bootstrap), source="test/counting-consumer")
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         out = open(out_path, "a", buffering=1)
@@ -30,7 +31,7 @@ async def main(bootstrap: str, topic: str, group: str, out_path: str, delay_s: f
                 os.fsync(out.fileno())
 
         options = ConsumerOptions(group_id=group, topics=(topic,), max_batch=5)
-        consumer = EventConsumer(bootstrap, options, handle, publisher)
+        consumer = EventConsumer(KafkaSettings(bootstrap_servers=bootstrap), options, handle, publisher)
         await consumer.start()
         stack.push_async_callback(consumer.stop)
         print("ready", flush=True)

@@ -8,15 +8,16 @@ their checksum is recorded and verified. Services never create tables themselves
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sys
 from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ragstream_common.config import DEFAULT_DATABASE_URL
+from ragstream_common.config import DEFAULT_DATABASE_URL, load_settings
 
 _LOCK_ID = 0x5241_4753  # "RAGS"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -31,6 +32,12 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+class MigrateSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, validation_alias=AliasChoices("DATABASE_URL"))
 
 
 def discover() -> list[Migration]:
@@ -77,8 +84,8 @@ def apply_migrations(database_url: str) -> list[int]:
 
 
 def main() -> None:
-    url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
-    applied = apply_migrations(url)
+    settings = load_settings(MigrateSettings)
+    applied = apply_migrations(settings.database_url)
     print(f"migrations applied: {applied or 'none pending'}", file=sys.stderr)
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Any
 
-from prometheus_client import Counter
 from rag.v1 import chunks_pb2, services_pb2_grpc
-from ragstream_common.kafka import ConsumerOptions, Envelope
+from ragstream_common.kafka import ConsumerOptions
+from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import CHUNKS_READY, QUERIES_REQUESTED
 from ragstream_common.logs import get_logger
 from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
@@ -18,8 +17,11 @@ from ragstream_common.service import open_pool, run_service, start_consumer, sta
 from ragstream_embed.adapters.cache_pg import PostgresEmbeddingCache
 from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
 from ragstream_embed.adapters.grpc_api import EmbedServicer
+from ragstream_embed.adapters.routes import CHUNK_ROUTES, QUERY_ROUTES
 from ragstream_embed.config import EmbedSettings
-from ragstream_embed.handlers import EmbedCounters, embed_chunk_batch, embed_query_batch
+from ragstream_embed.handlers import embed_chunk_batch, embed_query_batch
+
+log = get_logger(__name__)
 
 
 def chunks_in(message: object) -> int:
@@ -27,35 +29,32 @@ def chunks_in(message: object) -> int:
     return len(message.chunks) if isinstance(message, chunks_pb2.ChunksReady) else 1
 
 
-log = get_logger(__name__)
-CHUNKS = Counter("ragstream_embed_chunks_total", "Chunks embedded or reused", ["outcome"])
-
-
 async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
     encoder = await asyncio.to_thread(
-        SentenceTransformerEncoder.load, settings.device, settings.encode_batch_size, settings.torch_threads,
+        SentenceTransformerEncoder.load,
+        settings.device,
+        settings.encode_batch_size,
+        settings.torch_threads,
         settings.query_torch_threads,
     )
     stack.callback(encoder.close)
-    log.info("model loaded", model=encoder.model_name, dimensions=encoder.dimensions,
-             torch_threads=await asyncio.to_thread(encoder.thread_counts))
+    log.info(
+        "model loaded",
+        model=encoder.model_name,
+        dimensions=encoder.dimensions,
+        torch_threads=await asyncio.to_thread(encoder.thread_counts),
+    )
     pool = await open_pool(stack, settings, max_size=4)
     cache = PostgresEmbeddingCache(pool)
     publisher = await start_publisher(stack, settings)
+    # Queries get their own producer, so a query never waits behind a large ChunksEmbedded send.
     query_publisher = await start_publisher(stack, settings, lane="queries")
-    counters = EmbedCounters()
     server = await start_grpc(
         stack,
         settings,
         ["rag.v1.EmbedService"],
         [partial(services_pb2_grpc.add_EmbedServiceServicer_to_server, EmbedServicer(encoder))],
     )
-
-    async def on_chunks(batch: Sequence[Envelope[Any]]) -> None:
-        before = (counters.chunks_encoded, counters.chunks_reused)
-        await embed_chunk_batch(batch, encoder, cache, publisher, counters)
-        CHUNKS.labels("encoded").inc(counters.chunks_encoded - before[0])
-        CHUNKS.labels("reused").inc(counters.chunks_reused - before[1])
 
     chunk_options = ConsumerOptions(
         group_id=settings.chunk_group_id,
@@ -71,11 +70,10 @@ async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Ev
         max_batch=settings.query_batch_max,
         batch_wait_ms=settings.query_batch_wait_ms,
     )
+    on_chunks = partial(embed_chunk_batch, encoder=encoder, cache=cache, sink=RoutedEventSink(publisher, CHUNK_ROUTES))
+    on_queries = partial(embed_query_batch, encoder=encoder, sink=RoutedEventSink(query_publisher, QUERY_ROUTES))
     chunk_consumer = await start_consumer(stack, settings, chunk_options, on_chunks, publisher)
-    query_consumer = await start_consumer(
-        stack, settings, query_options,
-        partial(embed_query_batch, encoder=encoder, sink=query_publisher, counters=counters), query_publisher,
-    )
+    query_consumer = await start_consumer(stack, settings, query_options, on_queries, query_publisher)
     await server.mark_serving()
     return [chunk_consumer.run(stop), query_consumer.run(stop)]
 

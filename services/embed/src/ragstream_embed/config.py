@@ -5,14 +5,15 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from ragstream_common.config import ServiceSettings
+from ragstream_common.registry import SERVICES
 
 
 class EmbedSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EMBED_", extra="ignore")
 
     service_name: str = "embed"
-    grpc_port: int = Field(default=50052, ge=0, le=65535)
-    metrics_port: int = Field(default=9102, ge=0, le=65535)
+    grpc_port: int = Field(default=SERVICES["embed"].grpc_port, ge=0, le=65535)
+    metrics_port: int = Field(default=SERVICES["embed"].metrics_port, ge=0, le=65535)
     # Document micro-batch: up to N chunks or T ms, whichever comes first.
     batch_max_chunks: int = Field(default=256, ge=1, le=4096)
     batch_max_messages: int = Field(default=256, ge=1, le=4096)

@@ -1,120 +1,142 @@
-"""Embed handlers: chunks in, vectors out; queries in, query vectors out."""
+"""Embed handlers: chunks in, vectors out (ChunksEmbedded); queries in, query vectors out (QueryEmbedded)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeAlias
 
 import numpy as np
 from rag.v1 import chunks_pb2, documents_pb2, queries_pb2
-from ragstream_common.kafka import Envelope, OutgoingEvent
-from ragstream_common.kafka.topics import CHUNKS_EMBEDDED, QUERIES_EMBEDDED
-from ragstream_common.logs import get_logger
-from ragstream_common.messages import document_key, is_expired, now_timestamp, pack_vector
+from ragstream_common.events import Emitted, Envelope, EventSink, PermanentError
+from ragstream_common.messages import is_expired, now_timestamp, pack_vector
 
-from ragstream_embed.ports import EmbeddingCache, Encoder, EventSink
+from ragstream_embed.metrics import CHUNKS, ENCODE_BATCH, ENCODE_SECONDS, QUERIES
+from ragstream_embed.ports import EmbeddingCache, Encoder
 
-log = get_logger(__name__)
-
-
-@dataclass
-class EmbedCounters:
-    """Observable work done, also exported as Prometheus metrics by the adapters."""
-
-    chunks_encoded: int = 0
-    chunks_reused: int = 0
-    queries_encoded: int = 0
-    queries_expired: int = 0
-    by_stage: dict[str, int] = field(default_factory=dict)
+ChunkEvent: TypeAlias = chunks_pb2.ChunksReady | documents_pb2.DocumentDeleted
+QueryEvent: TypeAlias = queries_pb2.QueryRequested
+# (tenant_id, content_sha256): cached vectors never cross tenants.
+ContentKey: TypeAlias = tuple[str, str]
+Vectors: TypeAlias = dict[ContentKey, np.ndarray]
 
 
 async def embed_chunk_batch(
-    batch: Sequence[Envelope[Any]], encoder: Encoder, cache: EmbeddingCache, sink: EventSink, counters: EmbedCounters
+    batch: Sequence[Envelope[ChunkEvent]], encoder: Encoder, cache: EmbeddingCache, sink: EventSink
 ) -> None:
-    """Encode every chunk of the batch that has no cached vector, in one model call across documents."""
-    ready = [e for e in batch if isinstance(e.message, chunks_pb2.ChunksReady)]
-    cached: dict[tuple[str, str], np.ndarray] = {}
-    for envelope in ready:
-        doc = envelope.message
-        hashes = [c.content_sha256 for c in doc.chunks]
-        for digest, vector in (await cache.lookup(doc.tenant_id, encoder.model_name, hashes)).items():
-            cached[(doc.tenant_id, digest)] = vector
-    pending: dict[tuple[str, str], str] = {}
-    for envelope in ready:
-        for chunk in envelope.message.chunks:
-            key = (envelope.message.tenant_id, chunk.content_sha256)
+    """Encode every chunk of the batch that has no cached vector, in one model call across documents; emit the
+    embedded documents and the forwarded deletes in batch order, in one go."""
+    documents = [e.message for e in batch if isinstance(e.message, chunks_pb2.ChunksReady)]
+    for document in documents:
+        _validate(document)
+    cached = await _cached_vectors(documents, encoder.model_name, cache)
+    fresh = await _encode_missing(documents, cached, encoder, cache)
+    CHUNKS.labels("encoded").inc(len(fresh))
+    events: list[Emitted] = []
+    for envelope in batch:
+        message = envelope.message
+        if isinstance(message, documents_pb2.DocumentDeleted):
+            # Forwarded on the document's own key, so the index deletes behind its earlier versions.
+            events.append(Emitted(message, envelope.trace_context))
+        else:
+            events.append(Emitted(_embedded(message, encoder, cached, fresh), envelope.trace_context))
+    await sink.emit(events)
+
+
+def _validate(document: chunks_pb2.ChunksReady) -> None:
+    """What embedding relies on: the tenant scopes the cache, the content hash is each chunk's cache key."""
+    problems: list[str] = []
+    if not document.tenant_id:
+        problems.append("tenant_id is required")
+    if not document.document_id:
+        problems.append("document_id is required")
+    if any(not chunk.content_sha256 for chunk in document.chunks):
+        problems.append("every chunk needs a content_sha256")
+    if problems:
+        raise PermanentError("; ".join(problems))
+
+
+async def _cached_vectors(documents: Sequence[chunks_pb2.ChunksReady], model: str, cache: EmbeddingCache) -> Vectors:
+    """One cache lookup per tenant of the batch."""
+    hashes_by_tenant: dict[str, set[str]] = {}
+    for document in documents:
+        hashes_by_tenant.setdefault(document.tenant_id, set()).update(c.content_sha256 for c in document.chunks)
+    cached: Vectors = {}
+    for tenant_id, hashes in hashes_by_tenant.items():
+        found = await cache.lookup(tenant_id, model, sorted(hashes))
+        cached.update(((tenant_id, digest), vector) for digest, vector in found.items())
+    return cached
+
+
+async def _encode_missing(
+    documents: Sequence[chunks_pb2.ChunksReady], cached: Vectors, encoder: Encoder, cache: EmbeddingCache
+) -> Vectors:
+    """Encode each distinct uncached content of the batch once, and store the vectors for next time."""
+    pending: dict[ContentKey, str] = {}
+    for document in documents:
+        for chunk in document.chunks:
+            key = (document.tenant_id, chunk.content_sha256)
             if key not in cached:
                 pending.setdefault(key, chunk.text)
-    fresh: dict[tuple[str, str], np.ndarray] = {}
-    if pending:
-        vectors = await encoder.encode_documents(list(pending.values()))
-        fresh = dict(zip(pending.keys(), vectors, strict=True))
-        for tenant_id in {tenant for tenant, _ in fresh}:
-            await cache.store(
-                tenant_id, encoder.model_name, {h: v for (t, h), v in fresh.items() if t == tenant_id}
-            )
-    counters.chunks_encoded += len(fresh)
-    events = [_embedded_event(e, encoder, cached, fresh, counters) for e in ready]
-    events += [_forward_delete(e) for e in batch if isinstance(e.message, documents_pb2.DocumentDeleted)]
-    await sink.publish_many(events)
+    if not pending:
+        return {}
+    vectors, _ = await _timed_encode(encoder.encode_documents, list(pending.values()), "documents")
+    fresh = dict(zip(pending, vectors, strict=True))
+    for tenant_id in dict.fromkeys(tenant for tenant, _ in fresh):
+        tenant_vectors = {digest: vector for (tenant, digest), vector in fresh.items() if tenant == tenant_id}
+        await cache.store(tenant_id, encoder.model_name, tenant_vectors)
+    return fresh
 
 
-def _embedded_event(
-    envelope: Envelope[Any],
-    encoder: Encoder,
-    cached: dict[tuple[str, str], np.ndarray],
-    fresh: dict[tuple[str, str], np.ndarray],
-    counters: EmbedCounters,
-) -> OutgoingEvent:
-    doc: chunks_pb2.ChunksReady = envelope.message
+def _embedded(
+    document: chunks_pb2.ChunksReady, encoder: Encoder, cached: Vectors, fresh: Vectors
+) -> chunks_pb2.ChunksEmbedded:
     out = chunks_pb2.ChunksEmbedded(
-        tenant_id=doc.tenant_id,
-        document_id=doc.document_id,
-        version=doc.version,
-        title=doc.title,
-        content_type=doc.content_type,
+        tenant_id=document.tenant_id,
+        document_id=document.document_id,
+        version=document.version,
+        title=document.title,
+        content_type=document.content_type,
         model=encoder.model_name,
         model_version=encoder.model_version,
         dimensions=encoder.dimensions,
         occurred_at=now_timestamp(),
     )
-    out.metadata.update(doc.metadata)
-    for chunk in doc.chunks:
-        key = (doc.tenant_id, chunk.content_sha256)
+    out.metadata.update(document.metadata)
+    for chunk in document.chunks:
+        key = (document.tenant_id, chunk.content_sha256)
         reused = key not in fresh
-        counters.chunks_reused += int(reused)
-        vector = fresh[key] if not reused else cached[key]
+        vector = cached[key] if reused else fresh[key]
         out.chunks.append(chunks_pb2.EmbeddedChunk(chunk=chunk, vector=pack_vector(vector), reused=reused))
-    key = document_key(doc.tenant_id, doc.document_id)
-    return OutgoingEvent(CHUNKS_EMBEDDED.name, key, out, context=envelope.trace_context)
+    CHUNKS.labels("reused").inc(sum(c.reused for c in out.chunks))
+    return out
 
 
-def _forward_delete(envelope: Envelope[Any]) -> OutgoingEvent:
-    """Deletes travel the same keyed path as chunks, so they stay ordered behind earlier versions."""
-    deleted: documents_pb2.DocumentDeleted = envelope.message
-    key = document_key(deleted.tenant_id, deleted.document_id)
-    return OutgoingEvent(CHUNKS_EMBEDDED.name, key, deleted, context=envelope.trace_context)
-
-
-async def embed_query_batch(
-    batch: Sequence[Envelope[queries_pb2.QueryRequested]], encoder: Encoder, sink: EventSink, counters: EmbedCounters
-) -> None:
-    """Embed live queries in one model call; expired ones are dropped without work."""
+async def embed_query_batch(batch: Sequence[Envelope[QueryEvent]], encoder: Encoder, sink: EventSink) -> None:
+    """Embed the batch's live queries in one model call; expired ones are dropped without work."""
     live = [e for e in batch if not is_expired(e.message)]
-    counters.queries_expired += len(batch) - len(live)
+    QUERIES.labels("expired").inc(len(batch) - len(live))
     if not live:
         return
-    started = time.perf_counter()
-    vectors = await encoder.encode_queries([e.message.question for e in live])
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    counters.queries_encoded += len(live)
-    events = []
+    vectors, seconds = await _timed_encode(encoder.encode_queries, [e.message.question for e in live], "queries")
+    QUERIES.labels("encoded").inc(len(live))
+    events: list[Emitted] = []
     for envelope, vector in zip(live, vectors, strict=True):
         query = queries_pb2.QueryRequested()
         query.CopyFrom(envelope.message)
-        query.timings_ms["embed"] = elapsed_ms
-        out = queries_pb2.QueryEmbedded(query=query, vector=pack_vector(vector), model=encoder.model_name)
-        events.append(OutgoingEvent(QUERIES_EMBEDDED.name, query.query_id, out, context=envelope.trace_context))
-    await sink.publish_many(events)
+        query.timings_ms["embed"] = seconds * 1000
+        embedded = queries_pb2.QueryEmbedded(query=query, vector=pack_vector(vector), model=encoder.model_name)
+        events.append(Emitted(embedded, envelope.trace_context))
+    await sink.emit(events)
+
+
+async def _timed_encode(
+    encode: Callable[[Sequence[str]], Awaitable[np.ndarray]], texts: list[str], path: str
+) -> tuple[np.ndarray, float]:
+    """One model call on `path` ("documents" or "queries"): the vectors and the seconds it took."""
+    started = time.perf_counter()
+    vectors = await encode(texts)
+    seconds = time.perf_counter() - started
+    ENCODE_BATCH.labels(path).observe(len(texts))
+    ENCODE_SECONDS.labels(path).observe(seconds)
+    return vectors, seconds

@@ -1,4 +1,4 @@
-"""What the embed handlers need from the outside world."""
+"""What the embed handlers need from the outside world (events go out through `ragstream_common.events.EventSink`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
-from ragstream_common.kafka import OutgoingEvent
 
 
 class Encoder(Protocol):
@@ -18,16 +17,16 @@ class Encoder(Protocol):
         """L2-normalised float32 vectors, one row per text."""
         ...
 
-    async def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+    async def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """As `encode_documents`, on the query path (its own model thread)."""
+        ...
 
 
 class EmbeddingCache(Protocol):
+    """Vectors by (tenant, model, content hash): a tenant never sees another tenant's entries."""
+
     async def lookup(self, tenant_id: str, model: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached vectors by content hash (missing hashes are absent)."""
         ...
 
     async def store(self, tenant_id: str, model: str, vectors: dict[str, np.ndarray]) -> None: ...
-
-
-class EventSink(Protocol):
-    async def publish_many(self, events: Sequence[OutgoingEvent]) -> None: ...

@@ -9,12 +9,14 @@ from functools import partial
 
 from rag.v1 import services_pb2_grpc
 from ragstream_common.kafka import ConsumerOptions
+from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import QUERIES_RETRIEVED
-from ragstream_common.reply_client import ReplyClients
+from ragstream_common.reply_client import GrpcReplyClient
 from ragstream_common.service import run_service, start_consumer, start_grpc, start_publisher
 
 from ragstream_generate.adapters.grpc_api import GenerateServicer
 from ragstream_generate.adapters.replies import GrpcReplyChannel
+from ragstream_generate.adapters.routes import GENERATE_ROUTES
 from ragstream_generate.backends.base import AnswerBackend
 from ragstream_generate.backends.extractive import ExtractiveBackend, ExtractiveConfig
 from ragstream_generate.backends.openai_chat import OpenAIChatBackend, OpenAIChatConfig
@@ -40,8 +42,8 @@ async def start(settings: GenerateSettings, stack: AsyncExitStack, stop: asyncio
     backend = build_backend(settings)
     if isinstance(backend, OpenAIChatBackend):
         stack.push_async_callback(backend.aclose)
-    clients = ReplyClients()
-    stack.push_async_callback(clients.close)
+    replies = GrpcReplyClient(settings.reply_timeout_s, settings.answer_stream_timeout_s, settings.reply_max_channels)
+    stack.push_async_callback(replies.close)
     publisher = await start_publisher(stack, settings)
     server = await start_grpc(
         stack,
@@ -54,7 +56,12 @@ async def start(settings: GenerateSettings, stack: AsyncExitStack, stop: asyncio
         topics=(QUERIES_RETRIEVED.name,),
         max_batch=settings.max_batch,
     )
-    handler = partial(answer_batch, backend=backend, replies=GrpcReplyChannel(clients), sink=publisher)
+    handler = partial(
+        answer_batch,
+        backend=backend,
+        replies=GrpcReplyChannel(replies),
+        sink=RoutedEventSink(publisher, GENERATE_ROUTES),
+    )
     consumer = await start_consumer(stack, settings, options, handler, publisher)
     await server.mark_serving()
     return [consumer.run(stop)]

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from ragstream_common.config import ServiceSettings
+from ragstream_common.registry import SERVICES
 
 
 class GenerateSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GENERATE_", extra="ignore")
 
     service_name: str = "generate"
-    grpc_port: int = Field(default=50054, ge=0, le=65535)
-    metrics_port: int = Field(default=9104, ge=0, le=65535)
+    grpc_port: int = Field(default=SERVICES["generate"].grpc_port, ge=0, le=65535)
+    metrics_port: int = Field(default=SERVICES["generate"].metrics_port, ge=0, le=65535)
     group_id: str = "ragstream-generate"
     max_batch: int = Field(default=16, ge=1, le=256)
     backend: str = Field(default="extractive", pattern="^(extractive|openai)$")
@@ -23,3 +24,8 @@ class GenerateSettings(ServiceSettings):
     openai_timeout_s: float = Field(default=30.0, gt=0)
     openai_max_retries: int = Field(default=2, ge=0, le=5)
     max_sentences: int = Field(default=3, ge=1, le=20)
+    # Answers stream straight to the gateway instance a query names: one cached channel per instance address.
+    # The stream lasts as long as the backend composes the answer, hence its longer bound.
+    reply_timeout_s: float = Field(default=2.0, gt=0)
+    answer_stream_timeout_s: float = Field(default=60.0, gt=0)
+    reply_max_channels: int = Field(default=64, ge=1, le=4096)

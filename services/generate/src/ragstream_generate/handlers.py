@@ -1,21 +1,40 @@
-"""Generate handlers: retrieved sources in, a cited answer out (streamed to the gateway, published on Kafka)."""
+"""Generate handler: QueryRetrieved in; the answer streamed to the waiting gateway and AnswerProduced out.
+
+- reply_to set: the answer's tokens, then the final AnswerProduced, go live to that gateway instance. A gateway
+  that is gone or stopped waiting ends only the live stream: the answer still goes out on Kafka.
+- Every produced answer is emitted (AnswerProduced) through the EventSink, all of a batch together.
+Expired queries are dropped without work. A query whose backend fails ends alone: counted, logged, not published
+and not retried (by the time a retry ran, its caller would have given up). A query without ids breaks the
+contract: PermanentError, raised before any query of the batch is worked on.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeAlias
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from rag.v1 import queries_pb2
-from ragstream_common.kafka import Envelope, OutgoingEvent
-from ragstream_common.kafka.topics import ANSWERS_PRODUCED
+from ragstream_common.events import Emitted, Envelope, EventSink, PermanentError
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import is_expired, now_timestamp
 
-from ragstream_generate.backends.base import AnswerBackend, DraftAnswer
-from ragstream_generate.ports import AnswerStream, EventSink, ReplyChannel
+from ragstream_generate.backends.base import DraftAnswer
+from ragstream_generate.metrics import ANSWER_SECONDS, ANSWERS, CITATIONS, DEGRADED, TOKENS_STREAMED
+from ragstream_generate.ports import AnswerBackend, AnswerStream, ReplyChannel
 
 log = get_logger(__name__)
+tracer = trace.get_tracer("ragstream.generate")
+STAGE = "generate"
+# What rag.queries.retrieved.v1 carries (the consumer dead-letters anything else).
+RetrievedEvent: TypeAlias = queries_pb2.QueryRetrieved
+
+
+class BackendContractError(RuntimeError):
+    """The backend's stream ended without its final DraftAnswer."""
 
 
 def to_answer_produced(
@@ -48,51 +67,122 @@ def to_answer_produced(
 async def stream_answer(
     backend: AnswerBackend, query_id: str, tenant_id: str, question: str, sources: Sequence[queries_pb2.ScoredChunk]
 ) -> AsyncIterator[str | queries_pb2.AnswerProduced]:
-    """Tokens as the backend produces them, then the structured AnswerProduced."""
+    """Tokens as the backend produces them, then the structured AnswerProduced (shared with the gRPC API)."""
+    answered = False
     async for event in backend.stream(question, sources):
         if isinstance(event, DraftAnswer):
+            answered = True
             yield to_answer_produced(query_id, tenant_id, event, sources)
         else:
             yield event
+    if not answered:
+        raise BackendContractError(f"backend {backend.name} ended without a final answer")
 
 
 async def answer_batch(
-    batch: Sequence[Envelope[queries_pb2.QueryRetrieved]],
-    backend: AnswerBackend,
-    replies: ReplyChannel,
-    sink: EventSink,
+    batch: Sequence[Envelope[RetrievedEvent]], backend: AnswerBackend, replies: ReplyChannel, sink: EventSink
 ) -> None:
-    """Answer the batch's live queries concurrently (LLM backends are I/O bound); publish all answers."""
-    live = [e for e in batch if not is_expired(e.message.query)]
-    answers = await asyncio.gather(*(_answer_one(e, backend, replies) for e in live))
-    await sink.publish_many(
-        [
-            OutgoingEvent(ANSWERS_PRODUCED.name, answer.query_id, answer, context=envelope.trace_context)
-            for envelope, answer in zip(live, answers, strict=True)
-        ]
-    )
+    """Answer the batch's queries concurrently (LLM backends are I/O bound); emit all answers in batch order."""
+    for envelope in batch:
+        _validate(envelope.message.query)
+    answers = await asyncio.gather(*(_answer_query(envelope, backend, replies) for envelope in batch))
+    await sink.emit([answer for answer in answers if answer is not None])
 
 
-async def _answer_one(
-    envelope: Envelope[queries_pb2.QueryRetrieved], backend: AnswerBackend, replies: ReplyChannel
-) -> queries_pb2.AnswerProduced:
-    retrieved = envelope.message
+def _validate(query: queries_pb2.QueryRequested) -> None:
+    missing = [name for name in ("query_id", "tenant_id") if not getattr(query, name)]
+    if missing:
+        raise PermanentError(f"QueryRetrieved without {' and '.join(missing)}")
+
+
+async def _answer_query(
+    envelope: Envelope[RetrievedEvent], backend: AnswerBackend, replies: ReplyChannel
+) -> Emitted | None:
+    query = envelope.message.query
+    if is_expired(query):
+        ANSWERS.labels(backend.name, "expired").inc()
+        return None
+    # Each query continues its own trace, also inside a batch (gather gives each its own context copy).
+    attributes = {"rag.query_id": query.query_id, "rag.tenant_id": query.tenant_id}
+    with tracer.start_as_current_span("generate answer", context=envelope.trace_context, attributes=attributes):
+        answer = await _compose(envelope.message, backend, LiveReply(replies, query.reply_to, query.query_id))
+        return None if answer is None else Emitted(answer, otel_context.get_current())
+
+
+async def _compose(
+    retrieved: queries_pb2.QueryRetrieved, backend: AnswerBackend, live: LiveReply
+) -> queries_pb2.AnswerProduced | None:
     query = retrieved.query
-    stream: AnswerStream | None = replies.open(query.reply_to, query.query_id) if query.reply_to else None
-    if stream is not None:
-        # Let the call reach the gateway while the answer is composed (a CPU-bound backend never yields).
-        await asyncio.sleep(0)
     started = time.perf_counter()
-    answer = queries_pb2.AnswerProduced()
-    async for event in stream_answer(backend, query.query_id, query.tenant_id, query.question, retrieved.chunks):
-        if isinstance(event, str):
-            if stream is not None:
-                await stream.token(event)
-            continue
-        answer = event
+    try:
+        answer = await _relay(
+            stream_answer(backend, query.query_id, query.tenant_id, query.question, retrieved.chunks), live
+        )
+    except Exception as exc:  # a failing backend ends this query only, never the batch
+        ANSWERS.labels(backend.name, "failed").inc()
+        log.error("answer failed", query_id=query.query_id, tenant_id=query.tenant_id, error=repr(exc))
+        return None
+    elapsed = time.perf_counter() - started
     answer.timings_ms.update(query.timings_ms)
-    answer.timings_ms["generate"] = (time.perf_counter() - started) * 1000
-    if stream is not None:
-        await stream.done(answer)
+    answer.timings_ms[STAGE] = elapsed * 1000
+    await live.done(answer)
+    _count(answer, elapsed)
     return answer
 
+
+async def _relay(
+    events: AsyncIterator[str | queries_pb2.AnswerProduced], live: LiveReply
+) -> queries_pb2.AnswerProduced:
+    """Tokens go live as they come; the stream's final AnswerProduced is returned."""
+    answer: queries_pb2.AnswerProduced | None = None
+    async for event in events:
+        if isinstance(event, str):
+            await live.token(event)
+        else:
+            answer = event
+    if answer is None:  # stream_answer raises first; kept for the type checker
+        raise BackendContractError("no final answer")
+    return answer
+
+
+def _count(answer: queries_pb2.AnswerProduced, elapsed_s: float) -> None:
+    ANSWERS.labels(answer.backend, "no_answer" if answer.no_answer else "answered").inc()
+    ANSWER_SECONDS.labels(answer.backend).observe(elapsed_s)
+    CITATIONS.observe(len(answer.citations))
+    if answer.degraded:
+        DEGRADED.inc()
+
+
+class LiveReply:
+    """The answer's live stream to the gateway that waits for it; nothing without a reply address.
+
+    Opened at the backend's first event, so a backend failing up front holds no call open. A stream that fails
+    (gateway gone, unreachable, or no longer waiting) is dropped: only the live view is lost, never the answer.
+    """
+
+    def __init__(self, replies: ReplyChannel, address: str, query_id: str) -> None:
+        self._replies = replies
+        self._address = address
+        self._query_id = query_id
+        self._stream: AnswerStream | None = None
+        self._lost = not address
+
+    async def token(self, text: str) -> None:
+        if await self._send(lambda stream: stream.token(text)):
+            TOKENS_STREAMED.inc()
+
+    async def done(self, answer: queries_pb2.AnswerProduced) -> None:
+        await self._send(lambda stream: stream.done(answer))
+
+    async def _send(self, deliver: Callable[[AnswerStream], Awaitable[None]]) -> bool:
+        if self._lost:
+            return False
+        try:
+            if self._stream is None:
+                self._stream = self._replies.open(self._address, self._query_id)
+            await deliver(self._stream)
+        except Exception as exc:  # the gateway's trouble must not cost the Kafka answer
+            self._lost = True
+            log.warning("live answer stream lost", query_id=self._query_id, address=self._address, error=repr(exc))
+            return False
+        return True

@@ -1,16 +1,25 @@
-"""What the generate handlers need from the outside world."""
+"""What the generate handler needs from the outside world (adapters implement these; tests fake them).
+
+- `AnswerBackend` (backends/base.py): streams answer text, then one structured draft.
+- `ReplyChannel` / `AnswerStream`: the live answer to the gateway instance named in `QueryRequested.reply_to`.
+- `EventSink` (ragstream_common.events): where produced `AnswerProduced` messages go (Kafka in production).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Protocol
 
 from rag.v1 import queries_pb2
-from ragstream_common.kafka import OutgoingEvent
+from ragstream_common.events import EventSink
+
+from ragstream_generate.backends.base import AnswerBackend
+
+__all__ = ["AnswerBackend", "AnswerStream", "EventSink", "ReplyChannel"]
 
 
 class AnswerStream(Protocol):
-    """One answer on its way to the gateway instance that waits for it."""
+    """One answer on its way to the gateway instance that waits for it: tokens, then exactly one `done`.
+    Either may raise when the gateway is unreachable; the handler then drops the live stream."""
 
     async def token(self, text: str) -> None: ...
 
@@ -19,7 +28,3 @@ class AnswerStream(Protocol):
 
 class ReplyChannel(Protocol):
     def open(self, address: str, query_id: str) -> AnswerStream: ...
-
-
-class EventSink(Protocol):
-    async def publish_many(self, events: Sequence[OutgoingEvent]) -> None: ...

@@ -8,14 +8,15 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 from ragstream_common.blob_settings import BlobStoreSettings
 from ragstream_common.config import ServiceSettings
+from ragstream_common.registry import SERVICES
 
 
 class IngestSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore")
 
     service_name: str = "ingest"
-    grpc_port: int = Field(default=50051, ge=0, le=65535)
-    metrics_port: int = Field(default=9101, ge=0, le=65535)
+    grpc_port: int = Field(default=SERVICES["ingest"].grpc_port, ge=0, le=65535)
+    metrics_port: int = Field(default=SERVICES["ingest"].metrics_port, ge=0, le=65535)
     group_id: str = "ragstream-ingest"
     max_batch: int = Field(default=16, ge=1, le=1024)
     # Chunk window in content tokens; the model sees at most 256 including [CLS] and [SEP].

@@ -7,18 +7,18 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 from ragstream_common.config import ServiceSettings
+from ragstream_common.registry import SERVICES
 
-from ragstream_retrieve.adapters.pg_search import HnswSettings
 from ragstream_retrieve.lexical import Bm25Parameters
-from ragstream_retrieve.models import FusionMethod, ScoreNormalization, SearchTuning
+from ragstream_retrieve.models import FusionMethod, HnswSettings, ScoreNormalization, SearchTuning
 
 
 class RetrieveSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="RETRIEVE_", extra="ignore")
 
     service_name: str = "retrieve"
-    grpc_port: int = Field(default=50053, ge=0, le=65535)
-    metrics_port: int = Field(default=9103, ge=0, le=65535)
+    grpc_port: int = Field(default=SERVICES["retrieve"].grpc_port, ge=0, le=65535)
+    metrics_port: int = Field(default=SERVICES["retrieve"].metrics_port, ge=0, le=65535)
     db_pool_size: int = Field(default=8, ge=2, le=128)
 
     # Indexer: documents are written one transaction each, up to `index_concurrency` documents at a time.
@@ -33,7 +33,9 @@ class RetrieveSettings(ServiceSettings):
     query_group_id: str = "ragstream-retrieve-queries"
     query_batch_max: int = Field(default=16, ge=1, le=512)
     query_batch_wait_ms: int = Field(default=0, ge=0, le=50)
+    # Replies go straight to the gateway instance a query names: one cached channel per instance address.
     reply_timeout_s: float = Field(default=2.0, gt=0)
+    reply_max_channels: int = Field(default=64, ge=1, le=4096)
 
     # RetrieveService.Search embeds query texts through the embed service.
     embed_address: str = "127.0.0.1:50052"

@@ -1,4 +1,4 @@
-"""What the retrieve handlers need from the outside world."""
+"""What the retrieve handlers need from the outside world; events go out through `ragstream_common.events.EventSink`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Protocol
 
 import numpy as np
 from rag.v1 import services_pb2
-from ragstream_common.kafka import OutgoingEvent
 
 from ragstream_retrieve.lexical import Bm25Parameters
 from ragstream_retrieve.models import Candidate, DocumentVersion, SearchFilters, StoredChunk, UpsertOutcome
@@ -44,10 +43,6 @@ class SearchIndex(Protocol):
         ...
 
     async def fetch_chunks(self, tenant_id: str, keys: Sequence[int]) -> dict[int, StoredChunk]: ...
-
-
-class EventSink(Protocol):
-    async def publish_many(self, events: Sequence[OutgoingEvent]) -> None: ...
 
 
 class ReplyClient(Protocol):

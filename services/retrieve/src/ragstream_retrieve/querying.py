@@ -13,18 +13,18 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from rag.v1 import queries_pb2, services_pb2
-from ragstream_common.kafka import Envelope, OutgoingEvent
-from ragstream_common.kafka.topics import QUERIES_RETRIEVED
+from ragstream_common.events import Emitted, Envelope, EventSink
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import is_expired, unpack_vector
 
 from ragstream_retrieve.lexical import LexicalAnalyzer
+from ragstream_retrieve.metrics import QUERIES, QUERY_BATCH_SECONDS
 from ragstream_retrieve.models import SearchHit, SearchRequest, SearchTuning
-from ragstream_retrieve.ports import EventSink, ReplyClient, SearchIndex
+from ragstream_retrieve.ports import ReplyClient, SearchIndex
 from ragstream_retrieve.search import hybrid_search
 from ragstream_retrieve.wire import RETRIEVAL_MODES, TopKLimits, checked_vector, scored_chunks, search_filters
 
@@ -42,16 +42,13 @@ class QueryResponder:
     tuning: SearchTuning = field(default_factory=SearchTuning)
     limits: TopKLimits = field(default_factory=TopKLimits)
     dimensions: int = 384
-    outcomes: dict[str, int] = field(default_factory=dict)
 
-    async def handle_batch(self, batch: Sequence[Envelope[Any]]) -> None:
+    async def handle_batch(self, batch: Sequence[Envelope[queries_pb2.QueryEmbedded]]) -> None:
         """Every live query of the batch at once; each replies as soon as its own search is done."""
-        await asyncio.gather(*(self.handle(envelope) for envelope in batch))
+        with QUERY_BATCH_SECONDS.time():
+            await asyncio.gather(*(self.handle(envelope) for envelope in batch))
 
-    async def handle(self, envelope: Envelope[Any]) -> None:
-        if not isinstance(envelope.message, queries_pb2.QueryEmbedded):
-            log.warning("ignoring unexpected event", event_type=envelope.event_type)
-            return
+    async def handle(self, envelope: Envelope[queries_pb2.QueryEmbedded]) -> None:
         # Each query continues its own trace, also inside a batch (gather gives each its own context copy).
         query = envelope.message.query
         attributes = {"rag.query_id": query.query_id, "rag.tenant_id": query.tenant_id}
@@ -60,7 +57,7 @@ class QueryResponder:
 
     async def _answer(self, embedded: queries_pb2.QueryEmbedded) -> None:
         if is_expired(embedded.query):
-            self._count("expired")
+            QUERIES.labels("expired").inc()
             return
         query = queries_pb2.QueryRequested()
         query.CopyFrom(embedded.query)
@@ -68,14 +65,14 @@ class QueryResponder:
         try:
             hits = await self.search(query, embedded.vector)
         except Exception as exc:  # any failure ends this one query, never the batch
-            self._count("failed")
+            QUERIES.labels("failed").inc()
             log.error("query failed", query_id=query.query_id, tenant_id=query.tenant_id, error=repr(exc))
             if query.reply_to:
                 failure = services_pb2.QueryFailure(query_id=query.query_id, stage=STAGE, reason=str(exc)[:500])
                 await self.replies.deliver_failure(query.reply_to, failure)
             return
         query.timings_ms[STAGE] = query.timings_ms.get(STAGE, 0.0) + (time.perf_counter() - started) * 1000
-        self._count("answered")
+        QUERIES.labels("answered").inc()
         await asyncio.gather(self._reply(query, hits), self._forward(query, hits))
 
     async def search(self, query: queries_pb2.QueryRequested, packed_vector: bytes) -> list[SearchHit]:
@@ -103,8 +100,5 @@ class QueryResponder:
         if query.mode == queries_pb2.QUERY_MODE_SEARCH:
             return
         retrieved = queries_pb2.QueryRetrieved(query=query, chunks=scored_chunks(hits))
-        # context=None: the current span (this query's) becomes the parent of the generate stage.
-        await self.sink.publish_many([OutgoingEvent(QUERIES_RETRIEVED.name, query.query_id, retrieved)])
-
-    def _count(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        # This query's span (a child of the envelope's trace) becomes the parent of the generate stage.
+        await self.sink.emit([Emitted(retrieved, otel_context.get_current())])

@@ -1,24 +1,37 @@
-"""Create every declared topic idempotently: `python -m ragstream_common.kafka.bootstrap`."""
+"""Create every declared topic idempotently: `python -m ragstream_common.kafka.bootstrap`.
+
+Reads the KAFKA_* connection variables and KAFKA_REPLICATION_FACTOR (1 in compose, 3 in Kubernetes).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ragstream_common.config import load_settings
 from ragstream_common.kafka.connection import client_options
 from ragstream_common.kafka.topics import ALL_TOPICS, TopicSpec
+from ragstream_common.kafka_settings import KafkaSettings
+
+
+class BootstrapSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    replication_factor: int = Field(default=1, ge=1, validation_alias=AliasChoices("KAFKA_REPLICATION_FACTOR"))
 
 
 async def ensure_topics(
-    bootstrap_servers: str, specs: tuple[TopicSpec, ...] = ALL_TOPICS, replication_factor: int = 1
+    kafka: KafkaSettings, specs: tuple[TopicSpec, ...] = ALL_TOPICS, replication_factor: int = 1
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, client_id="ragstream-bootstrap", **client_options()
+        bootstrap_servers=kafka.bootstrap_servers, client_id="ragstream-bootstrap", **client_options(kafka)
     )
     await admin.start()
     try:
@@ -37,12 +50,10 @@ async def ensure_topics(
         await admin.close()
 
 
-async def _main() -> None:
-    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    replication = int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
+async def _main(settings: BootstrapSettings) -> None:
     for attempt in range(30):
         try:
-            created = await ensure_topics(servers, replication_factor=replication)
+            created = await ensure_topics(settings.kafka, replication_factor=settings.replication_factor)
             break
         except KafkaConnectionError:
             if attempt == 29:
@@ -52,4 +63,4 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    asyncio.run(_main(load_settings(BootstrapSettings)))

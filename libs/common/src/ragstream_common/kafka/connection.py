@@ -11,7 +11,7 @@ from aiokafka.helpers import create_ssl_context
 from ragstream_common.kafka_settings import KafkaSettings
 
 
-class MskIamTokenProvider(AbstractTokenProvider):
+class MskIamTokenProvider(AbstractTokenProvider):  # type: ignore[misc]  # aiokafka ships no type hints
     """SASL/OAUTHBEARER tokens for MSK IAM, signed with the pod's role (IRSA) for `region`."""
 
     def __init__(self, region: str) -> None:

@@ -27,6 +27,7 @@ from ragstream_common.kafka import cloudevents
 from ragstream_common.kafka.connection import client_options
 from ragstream_common.kafka.producer import EventPublisher
 from ragstream_common.kafka.topics import TOPICS_BY_NAME
+from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.logs import get_logger
 from ragstream_common.tracing import ending, extract_headers
 
@@ -62,7 +63,7 @@ class EventConsumer:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaSettings,
         options: ConsumerOptions,
         handler: BatchHandler,
         dead_letters: EventPublisher,
@@ -72,7 +73,7 @@ class EventConsumer:
         self._dead_letters = dead_letters
         self._consumer = AIOKafkaConsumer(
             *options.topics,
-            bootstrap_servers=bootstrap_servers,
+            bootstrap_servers=kafka.bootstrap_servers,
             group_id=options.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -82,7 +83,7 @@ class EventConsumer:
             max_partition_fetch_bytes=options.max_partition_fetch_bytes,
             fetch_max_bytes=max(options.max_partition_fetch_bytes, 52_428_800),
             isolation_level="read_committed",
-            **client_options(),
+            **client_options(kafka),
         )
         self.processed = 0
         self._records_by_position: dict[tuple[str, int, int], ConsumerRecord] = {}

@@ -13,6 +13,7 @@ from ragstream_common.events import OutgoingEvent
 from ragstream_common.kafka import cloudevents
 from ragstream_common.kafka.connection import client_options
 from ragstream_common.kafka.topics import LARGE_MESSAGE_BYTES
+from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.tracing import ending, inject_headers
 
 tracer = trace.get_tracer("ragstream.kafka")
@@ -21,17 +22,17 @@ tracer = trace.get_tracer("ragstream.kafka")
 class EventPublisher:
     """Publishes typed events; every `publish*` returns only once the brokers acknowledged."""
 
-    def __init__(self, bootstrap_servers: str, *, source: str, linger_ms: int = 0, client_id: str = "") -> None:
+    def __init__(self, kafka: KafkaSettings, *, source: str, linger_ms: int = 0, client_id: str = "") -> None:
         self._source = source
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
+            bootstrap_servers=kafka.bootstrap_servers,
             client_id=client_id or source,
             enable_idempotence=True,
             acks="all",
             linger_ms=linger_ms,
             max_request_size=LARGE_MESSAGE_BYTES,
             request_timeout_ms=30000,
-            **client_options(),
+            **client_options(kafka),
         )
 
     async def start(self) -> None:

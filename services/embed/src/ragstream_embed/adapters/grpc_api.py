@@ -10,7 +10,7 @@ from ragstream_embed.ports import Encoder
 MAX_TEXTS = 512
 
 
-class EmbedServicer(services_pb2_grpc.EmbedServiceServicer):
+class EmbedServicer(services_pb2_grpc.EmbedServiceServicer):  # type: ignore[misc,unused-ignore]  # no gRPC stubs
     def __init__(self, encoder: Encoder) -> None:
         self._encoder = encoder
 

@@ -12,7 +12,7 @@ from ragstream_generate.backends.base import AnswerBackend
 from ragstream_generate.handlers import stream_answer
 
 
-class GenerateServicer(services_pb2_grpc.GenerateServiceServicer):
+class GenerateServicer(services_pb2_grpc.GenerateServiceServicer):  # type: ignore[misc,unused-ignore]  # no gRPC stubs
     def __init__(self, backend: AnswerBackend) -> None:
         self._backend = backend
 

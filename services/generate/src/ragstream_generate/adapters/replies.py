@@ -1,26 +1,23 @@
-"""Streams answers to the waiting gateway over ReplyService.StreamAnswer (a client-streaming RPC)."""
+"""Streams answers to the waiting gateway over ReplyService.StreamAnswer (a client-streaming RPC), through the
+shared `GrpcReplyClient` (channel cache, timeouts, failures logged and never raised)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
-import grpc
 from rag.v1 import queries_pb2, services_pb2
-from ragstream_common.logs import get_logger
-from ragstream_common.reply_client import ReplyClients
+from ragstream_common.reply_client import GrpcReplyClient
 
-log = get_logger(__name__)
 _END = None
 
 
 class GrpcAnswerStream:
-    def __init__(self, clients: ReplyClients, address: str, query_id: str, timeout_s: float) -> None:
+    def __init__(self, client: GrpcReplyClient, address: str, query_id: str) -> None:
         self._query_id = query_id
-        self._address = address
-        self._timeout_s = timeout_s
         self._queue: asyncio.Queue[services_pb2.AnswerFragment | None] = asyncio.Queue()
-        self._call = asyncio.ensure_future(clients.stub(address).StreamAnswer(self._fragments(), timeout=timeout_s))
+        # The call runs alongside the backend; the client bounds it with its answer-stream timeout.
+        self._call = asyncio.ensure_future(client.stream_answer(address, query_id, self._fragments()))
 
     async def _fragments(self) -> AsyncIterator[services_pb2.AnswerFragment]:
         """Queued fragments in order. Tokens already waiting together (an extractive answer arrives all at once)
@@ -48,19 +45,15 @@ class GrpcAnswerStream:
     async def done(self, answer: queries_pb2.AnswerProduced) -> None:
         self._queue.put_nowait(services_pb2.AnswerFragment(query_id=self._query_id, done=answer))
         self._queue.put_nowait(_END)
-        try:
-            ack = await asyncio.wait_for(self._call, self._timeout_s)
-            if not ack.accepted:
-                log.info("gateway no longer waits for the answer", query_id=self._query_id)
-        except (grpc.aio.AioRpcError, TimeoutError) as exc:
-            # The answer still goes out on Kafka; only the live stream is lost.
-            log.warning("answer stream to gateway failed", address=self._address, error=repr(exc))
+        # A failed stream was logged by the client; the answer still goes out on Kafka.
+        await self._call
 
 
 class GrpcReplyChannel:
-    def __init__(self, clients: ReplyClients, timeout_s: float = 60.0) -> None:
-        self._clients = clients
-        self._timeout_s = timeout_s
+    """Implements `ReplyChannel` over the shared reply client."""
+
+    def __init__(self, client: GrpcReplyClient) -> None:
+        self._client = client
 
     def open(self, address: str, query_id: str) -> GrpcAnswerStream:
-        return GrpcAnswerStream(self._clients, address, query_id, self._timeout_s)
+        return GrpcAnswerStream(self._client, address, query_id)

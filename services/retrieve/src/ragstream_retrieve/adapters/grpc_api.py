@@ -24,7 +24,8 @@ from ragstream_retrieve.wire import (
 log = get_logger(__name__)
 
 
-class RetrieveServicer(services_pb2_grpc.RetrieveServiceServicer):
+# rag.v1 ships no py.typed marker (and no .pyi for the *_grpc modules): to mypy the generated base is Any.
+class RetrieveServicer(services_pb2_grpc.RetrieveServiceServicer):  # type: ignore[misc,unused-ignore]
     def __init__(
         self,
         index: SearchIndex,

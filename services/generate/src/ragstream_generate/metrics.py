@@ -1,0 +1,26 @@
+"""The generate service's Prometheus metrics (the one way it counts); served on GENERATE_METRICS_PORT."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+# outcome: answered | no_answer | expired | failed. backend: the backend that wrote the answer (the extractive
+# fallback after a failed LLM call), or the configured one for queries that got no answer.
+ANSWERS = Counter(
+    "ragstream_generate_answers_total", "Queries by answering backend and outcome", ["backend", "outcome"]
+)
+DEGRADED = Counter(
+    "ragstream_generate_degraded_answers_total", "Answers from the fallback after the configured backend failed"
+)
+ANSWER_SECONDS = Histogram(
+    "ragstream_generate_answer_seconds",
+    "Time to compose and stream one answer",
+    ["backend"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0),
+)
+CITATIONS = Histogram(
+    "ragstream_generate_citations_per_answer",
+    "Citations per produced answer",
+    buckets=(0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20),
+)
+TOKENS_STREAMED = Counter("ragstream_generate_tokens_streamed_total", "Answer text pieces streamed to gateways")
