@@ -33,6 +33,9 @@ class RecordingAnswerStream:
             raise ConnectionError("gateway stopped waiting")
         self.received.append(("done", answer))
 
+    async def abort(self) -> None:
+        self.received.append(("abort", None))
+
     def tokens(self) -> list[str]:
         return [str(value) for kind, value in self.received if kind == "token"]
 
@@ -48,6 +51,11 @@ class RecordingReplyChannel:
 
     fail_at: FailAt | None = None
     streams: list[RecordingAnswerStream] = field(default_factory=list)
+    # (address, query_id, reason) of every failure reported to a gateway.
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+
+    async def fail(self, address: str, query_id: str, reason: str) -> None:
+        self.failures.append((address, query_id, reason))
 
     def open(self, address: str, query_id: str) -> RecordingAnswerStream:
         if self.fail_at == "open":

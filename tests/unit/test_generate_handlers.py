@@ -143,6 +143,10 @@ async def test_a_failing_backend_ends_its_own_query_and_not_the_batch(
     failed = [s for s in replies.streams if s.query_id == "q1"]
     assert bool(failed) is streamed
     assert all(s.answer() is None for s in failed)
+    # An open stream is ended without an answer, and the waiting gateway hears of the failure now.
+    assert all(s.received[-1] == ("abort", None) for s in failed)
+    [(address, query_id, reason)] = replies.failures
+    assert query_id == "q1" and address and reason
     assert replies.stream_for("q2").answer() is not None
 
 

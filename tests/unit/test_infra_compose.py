@@ -11,23 +11,19 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from ragstream_common.registry import SERVICE_NAMES, SERVICES
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-# grpc and metrics ports from the project conventions (gateway serves /metrics on its HTTP port).
-WORKER_PORTS = {
-    "ingest": (50051, 9101),
-    "embed": (50052, 9102),
-    "retrieve": (50053, 9103),
-    "generate": (50054, 9104),
-}
-SERVICES = ("gateway", *WORKER_PORTS)
+# grpc and metrics ports of the workers, from the registry (the gateway serves /metrics on its HTTP port).
+WORKER_PORTS = {s.name: (s.grpc_port, s.metrics_port) for s in SERVICES.values() if s.http_port is None}
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
 
 
 @pytest.fixture(scope="module")
@@ -40,32 +36,36 @@ def compose_validator() -> jsonschema.protocols.Validator:
     return validator_cls(schema)
 
 
-def test_compose_file_matches_the_compose_spec(compose, compose_validator) -> None:
+def test_compose_file_matches_the_compose_spec(
+    compose: dict[str, Any], compose_validator: jsonschema.protocols.Validator
+) -> None:
     errors = [f"{list(e.absolute_path)}: {e.message}" for e in compose_validator.iter_errors(compose)]
     assert errors == []
 
 
-def test_schema_rejects_unknown_service_keys(compose, compose_validator) -> None:
+def test_schema_rejects_unknown_service_keys(
+    compose: dict[str, Any], compose_validator: jsonschema.protocols.Validator
+) -> None:
     broken = copy.deepcopy(compose)
     broken["services"]["kafka"]["helthcheck"] = broken["services"]["kafka"].pop("healthcheck")
     assert not compose_validator.is_valid(broken)
 
 
-def test_infrastructure_images_are_pinned(compose) -> None:
+def test_infrastructure_images_are_pinned(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert services["kafka"]["image"] == "apache/kafka:4.1.1"
     assert services["postgres"]["image"].startswith("pgvector/pgvector:pg")
     assert services["jaeger"]["image"].startswith("jaegertracing/all-in-one:1.")
 
 
-def test_kafka_is_single_node_kraft_without_topic_auto_creation(compose) -> None:
+def test_kafka_is_single_node_kraft_without_topic_auto_creation(compose: dict[str, Any]) -> None:
     env = compose["services"]["kafka"]["environment"]
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
 
 
-def test_jaeger_accepts_otlp_and_serves_its_ui(compose) -> None:
+def test_jaeger_accepts_otlp_and_serves_its_ui(compose: dict[str, Any]) -> None:
     jaeger = compose["services"]["jaeger"]
     published = {port.rsplit(":", 1)[-1] for port in jaeger["ports"]}
     assert {"16686", "4317"} <= published
@@ -76,15 +76,17 @@ def test_jaeger_accepts_otlp_and_serves_its_ui(compose) -> None:
     ("one_shot", "module", "store"),
     [("migrate", "ragstream_common.migrate", "postgres"), ("topics", "ragstream_common.kafka.bootstrap", "kafka")],
 )
-def test_one_shots_run_their_module_once_their_store_is_healthy(compose, one_shot, module, store) -> None:
+def test_one_shots_run_their_module_once_their_store_is_healthy(
+    compose: dict[str, Any], one_shot: str, module: str, store: str
+) -> None:
     service = compose["services"][one_shot]
     assert service["entrypoint"] == ["python", "-m", module]
     assert service["restart"] == "no"
     assert service["depends_on"][store]["condition"] == "service_healthy"
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_service_is_built_from_the_shared_dockerfile_for_itself(compose, name) -> None:
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_service_is_built_from_the_shared_dockerfile_for_itself(compose: dict[str, Any], name: str) -> None:
     build = compose["services"][name]["build"]
     assert build["context"] == "."
     assert build["dockerfile"] == "services/Dockerfile"
@@ -92,8 +94,8 @@ def test_service_is_built_from_the_shared_dockerfile_for_itself(compose, name) -
     assert build["args"]["SERVICE"] == name
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_service_waits_for_schema_topics_and_stores(compose, name) -> None:
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_service_waits_for_schema_topics_and_stores(compose: dict[str, Any], name: str) -> None:
     depends_on = compose["services"][name]["depends_on"]
     assert depends_on["migrate"]["condition"] == "service_completed_successfully"
     assert depends_on["topics"]["condition"] == "service_completed_successfully"
@@ -101,8 +103,8 @@ def test_service_waits_for_schema_topics_and_stores(compose, name) -> None:
     assert depends_on["postgres"]["condition"] == "service_healthy"
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_service_gets_platform_env_and_a_healthcheck(compose, name) -> None:
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_service_gets_platform_env_and_a_healthcheck(compose: dict[str, Any], name: str) -> None:
     service = compose["services"][name]
     env = service["environment"]
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
@@ -111,8 +113,8 @@ def test_service_gets_platform_env_and_a_healthcheck(compose, name) -> None:
     assert service["healthcheck"]["test"][0] == "CMD"
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_service_runs_hardened(compose, name) -> None:
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_service_runs_hardened(compose: dict[str, Any], name: str) -> None:
     service = compose["services"][name]
     assert service["read_only"] is True
     assert service["cap_drop"] == ["ALL"]
@@ -121,7 +123,7 @@ def test_service_runs_hardened(compose, name) -> None:
 
 
 @pytest.mark.parametrize(("name", "ports"), WORKER_PORTS.items())
-def test_worker_listens_on_its_conventional_ports(compose, name, ports) -> None:
+def test_worker_listens_on_its_conventional_ports(compose: dict[str, Any], name: str, ports: tuple[int, int]) -> None:
     env = compose["services"][name]["environment"]
     prefix = name.upper()
     assert env[f"{prefix}_GRPC_HOST"] == "0.0.0.0"
@@ -129,9 +131,11 @@ def test_worker_listens_on_its_conventional_ports(compose, name, ports) -> None:
     assert f"127.0.0.1:{ports[0]}" in compose["services"][name]["healthcheck"]["test"][-1]
 
 
-def test_gateway_binds_all_interfaces_and_publishes_8080(compose) -> None:
+def test_gateway_binds_all_interfaces_and_publishes_its_http_port(compose: dict[str, Any]) -> None:
     gateway = compose["services"]["gateway"]
+    spec = SERVICES["gateway"]
     assert gateway["environment"]["GATEWAY_HOST"] == "0.0.0.0"
-    assert gateway["environment"]["GATEWAY_PORT"] == 8080
-    assert any(port.endswith("8080:8080") for port in gateway["ports"])
+    assert gateway["environment"]["GATEWAY_PORT"] == spec.http_port
+    assert gateway["environment"]["GATEWAY_GRPC_PORT"] == spec.grpc_port
+    assert any(port.endswith(f"{spec.http_port}:{spec.http_port}") for port in gateway["ports"])
     assert all(gateway["depends_on"][w]["condition"] == "service_healthy" for w in WORKER_PORTS)

@@ -9,12 +9,12 @@ import pytest
 from docker.utils.build import exclude_paths
 from dockerfile_parse import DockerfileParser
 from ragstream_common.healthcheck import settings_class
+from ragstream_common.registry import SERVICE_NAMES
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "services" / "Dockerfile"
-SERVICES = ("gateway", "ingest", "embed", "retrieve", "generate")
 
 
 def instructions(kind: str, service: str | None = None) -> list[str]:
@@ -25,7 +25,7 @@ def instructions(kind: str, service: str | None = None) -> list[str]:
 
 
 def final_stage() -> list[dict[str, str]]:
-    structure = DockerfileParser(path=str(DOCKERFILE)).structure
+    structure: list[dict[str, str]] = DockerfileParser(path=str(DOCKERFILE)).structure
     last_from = max(n for n, i in enumerate(structure) if i["instruction"] == "FROM")
     return structure[last_from:]
 
@@ -66,31 +66,33 @@ def test_final_stage_is_python_311_slim_and_runs_as_uid_10001() -> None:
     assert "RAGSTREAM_BIND_HOST=0.0.0.0" in env and "HF_HUB_OFFLINE=1" in env
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", SERVICE_NAMES)
 def test_venv_is_synced_frozen_without_dev_deps_for_this_service_only(service: str) -> None:
     syncs = [run for run in instructions("RUN", service) if "uv sync" in run]
     assert len(syncs) == 2
     for sync in syncs:
         assert "--frozen" in sync and "--no-dev" in sync and "--no-editable" in sync
         assert f"--package ragstream-{service}" in sync
-        assert sum(f"ragstream-{other}" in sync for other in SERVICES) == 1
+        assert sum(f"ragstream-{other}" in sync for other in SERVICE_NAMES) == 1
     copied = " ".join(instructions("COPY"))
     assert "ghcr.io/astral-sh/uv" in " ".join(instructions("ARG")) and "--from=uv /uv" in copied
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", SERVICE_NAMES)
 def test_torch_is_only_locked_into_the_embed_image(service: str) -> None:
     closure = locked_closure(f"ragstream-{service}")
     assert ("torch" in closure) == (service == "embed")
     assert "ragstream-devstack" not in closure
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", SERVICE_NAMES)
 def test_entrypoint_is_the_service_console_script_with_a_healthcheck(service: str) -> None:
     manifest = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())
     assert f"ragstream-{service}" in manifest["project"]["scripts"]
-    assert any(f"ln -s /app/.venv/bin/ragstream-{service} /app/.venv/bin/ragstream-service" in run
-               for run in instructions("RUN", service))
+    assert any(
+        f"ln -s /app/.venv/bin/ragstream-{service} /app/.venv/bin/ragstream-service" in run
+        for run in instructions("RUN", service)
+    )
     assert instructions("ENTRYPOINT") == ['["ragstream-service"]']
     (health,) = instructions("HEALTHCHECK")
     assert "CMD python -m ragstream_common.healthcheck" in health
@@ -98,7 +100,7 @@ def test_entrypoint_is_the_service_console_script_with_a_healthcheck(service: st
     assert settings_class(service)().grpc_port > 0
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", SERVICE_NAMES)
 def test_dockerignore_keeps_every_copy_source_and_drops_local_state(service: str) -> None:
     context = exclude_paths(str(ROOT), (ROOT / ".dockerignore").read_text().splitlines())
     for copy in instructions("COPY", service):

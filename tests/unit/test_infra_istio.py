@@ -8,15 +8,17 @@ from typing import Any
 
 import pytest
 import yaml
+from ragstream_common.registry import SERVICES
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 ISTIO = ROOT / "infra" / "istio"
 BASE = ROOT / "infra" / "k8s" / "base"
-# gRPC backends with callers; ingest serves only health probes.
-GRPC_BACKENDS = {"embed": 50052, "retrieve": 50053, "generate": 50054}
-WORKERS = ("ingest", "embed", "retrieve", "generate")
+# gRPC backends reached through their Service: workers serving an API. Ingest serves only health probes; the
+# gateway's ReplyService is dialed pod by pod (headless gateway-reply), so it has no route of its own.
+GRPC_BACKENDS = {s.name: s.grpc_port for s in SERVICES.values() if s.grpc_services and s.http_port is None}
+WORKERS = tuple(s.name for s in SERVICES.values() if s.http_port is None)
 INGRESS_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
 
 
@@ -48,7 +50,7 @@ def test_namespace_requires_mutual_tls() -> None:
 
 
 @pytest.mark.parametrize("service", GRPC_BACKENDS)
-def test_grpc_backend_has_connection_limits_and_outlier_detection(service) -> None:
+def test_grpc_backend_has_connection_limits_and_outlier_detection(service: str) -> None:
     policy = of_kind("DestinationRule")[service]["spec"]
     assert policy["host"] == host(service)
     traffic = policy["trafficPolicy"]
@@ -61,7 +63,7 @@ def test_grpc_backend_has_connection_limits_and_outlier_detection(service) -> No
 
 
 @pytest.mark.parametrize(("service", "port"), GRPC_BACKENDS.items())
-def test_grpc_backend_routes_with_timeout_and_grpc_retries(service, port) -> None:
+def test_grpc_backend_routes_with_timeout_and_grpc_retries(service: str, port: int) -> None:
     spec = of_kind("VirtualService")[service]["spec"]
     assert spec["hosts"] == [host(service)]
     (route,) = spec["http"]
@@ -102,7 +104,7 @@ def test_workers_may_call_the_gateway_reply_service() -> None:
     principals = set(rule["from"][0]["source"]["principals"])
     assert principals == {f"cluster.local/ns/ragstream/sa/{w}" for w in WORKERS}
     assert rule["to"][0]["operation"]["paths"] == ["/rag.v1.ReplyService/*"]
-    assert rule["to"][0]["operation"]["ports"] == ["50050"]
+    assert rule["to"][0]["operation"]["ports"] == [str(SERVICES["gateway"].grpc_port)]
 
 
 def test_authorized_principals_are_real_service_accounts() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from ragstream_common.registry import SERVICE_NAMES, SERVICES, ServiceSpec
 
 pytestmark = pytest.mark.unit
 
@@ -18,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
 MANIFEST_DIRS = (K8S, ROOT / "infra" / "istio")
 KUBERNETES_VERSION = "1.33"
-WORKER_GRPC_PORTS = {"ingest": 50051, "embed": 50052, "retrieve": 50053, "generate": 50054}
-SERVICES = ("gateway", *WORKER_GRPC_PORTS)
+# Workers: the services probed over gRPC health, with a metrics listener of their own.
+WORKERS = [spec for spec in SERVICES.values() if spec.http_port is None]
 
 
 @functools.cache
@@ -60,7 +61,7 @@ def test_builtin_resources_match_the_kubernetes_schema() -> None:
 
 
 @pytest.mark.parametrize(("name", "spec"), pod_specs(), ids=[name for name, _ in pod_specs()])
-def test_pods_are_hardened(name, spec) -> None:
+def test_pods_are_hardened(name: str, spec: dict[str, Any]) -> None:
     pod = spec["securityContext"]
     assert pod["runAsNonRoot"] is True
     assert pod["seccompProfile"]["type"] == "RuntimeDefault"
@@ -80,17 +81,18 @@ def test_pods_are_hardened(name, spec) -> None:
             assert ":" in image and not image.endswith(":latest"), "third-party images are pinned"
 
 
-@pytest.mark.parametrize(("name", "port"), WORKER_GRPC_PORTS.items())
-def test_workers_use_grpc_probes_on_their_port(name, port) -> None:
-    (container,) = base_documents("Deployment")[name]["spec"]["template"]["spec"]["containers"]
+@pytest.mark.parametrize("spec", WORKERS, ids=lambda spec: spec.name)
+def test_workers_use_grpc_probes_on_their_port(spec: ServiceSpec) -> None:
+    (container,) = base_documents("Deployment")[spec.name]["spec"]["template"]["spec"]["containers"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == port
+        assert container[probe]["grpc"]["port"] == spec.grpc_port
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env[f"{name.upper()}_GRPC_PORT"] == str(port)
-    assert env[f"{name.upper()}_GRPC_HOST"] == "0.0.0.0"
-    annotations = base_documents("Deployment")[name]["spec"]["template"]["metadata"]["annotations"]
+    assert env[f"{spec.env_prefix}GRPC_PORT"] == str(spec.grpc_port)
+    assert env[f"{spec.env_prefix}METRICS_PORT"] == str(spec.metrics_port)
+    assert env[f"{spec.env_prefix}GRPC_HOST"] == "0.0.0.0"
+    annotations = base_documents("Deployment")[spec.name]["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == str(port - 50051 + 9101)
+    assert annotations["prometheus.io/port"] == str(spec.metrics_port)
 
 
 def test_gateway_uses_http_probes_and_binds_all_interfaces() -> None:
@@ -99,12 +101,15 @@ def test_gateway_uses_http_probes_and_binds_all_interfaces() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["GATEWAY_HOST"] == "0.0.0.0"
-    assert env["GATEWAY_PORT"] == "8080"
-    assert env["GATEWAY_GRPC_PORT"] == "50050"
+    gateway = SERVICES["gateway"]
+    assert env["GATEWAY_PORT"] == str(gateway.http_port)
+    assert env["GATEWAY_GRPC_PORT"] == str(gateway.grpc_port)
+    annotations = base_documents("Deployment")["gateway"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(gateway.metrics_port)
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_each_service_has_account_service_and_disruption_budget(name) -> None:
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_each_service_has_account_service_and_disruption_budget(name: str) -> None:
     deployment = base_documents("Deployment")[name]
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] in base_documents("ServiceAccount")
     selector = deployment["spec"]["selector"]["matchLabels"]
@@ -124,7 +129,7 @@ def test_embed_scales_horizontally() -> None:
 @pytest.mark.parametrize(
     ("job", "module"), [("migrate", "ragstream_common.migrate"), ("topics", "ragstream_common.kafka.bootstrap")]
 )
-def test_bootstrap_jobs_run_their_module_without_a_sidecar(job, module) -> None:
+def test_bootstrap_jobs_run_their_module_without_a_sidecar(job: str, module: str) -> None:
     template = base_documents("Job")[job]["spec"]["template"]
     assert template["spec"]["containers"][0]["command"] == ["python", "-m", module]
     assert template["spec"]["restartPolicy"] == "Never"
@@ -143,7 +148,7 @@ KUSTOMIZATIONS = ["infra/k8s/base", "infra/k8s/overlays/aws", "infra/k8s/observa
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
 @pytest.mark.parametrize("target", KUSTOMIZATIONS)
-def test_kustomizations_build(target) -> None:
+def test_kustomizations_build(target: str) -> None:
     built = subprocess.run(
         ["kubectl", "kustomize", str(ROOT / target)], capture_output=True, text=True, timeout=60, check=True
     ).stdout

@@ -13,23 +13,34 @@ import sys
 
 from ragstream_common.config import ServiceSettings
 from ragstream_common.grpc_server import check_health
+from ragstream_common.registry import service_spec
 
 
 def settings_class(service: str) -> type[ServiceSettings]:
-    """The ServiceSettings subclass in `ragstream_<service>.config`."""
-    module = importlib.import_module(f"ragstream_{service}.config")
+    """The ServiceSettings subclass in `ragstream_<service>.config`; `service` must be registered (registry.py)."""
+    try:
+        package = service_spec(service).package
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    module = importlib.import_module(f"{package}.config")
     found = [
-        value for value in vars(module).values()
-        if inspect.isclass(value) and issubclass(value, ServiceSettings) and value is not ServiceSettings
+        value
+        for value in vars(module).values()
+        if inspect.isclass(value)
+        and issubclass(value, ServiceSettings)
+        and value is not ServiceSettings
         and value.__module__ == module.__name__
     ]
     if len(found) != 1:
-        raise SystemExit(f"ragstream_{service}.config has {len(found)} settings classes, expected one")
+        raise SystemExit(f"{module.__name__} has {len(found)} settings classes, expected one")
     return found[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    (service,) = argv if argv is not None else sys.argv[1:]
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        raise SystemExit("usage: python -m ragstream_common.healthcheck <service>")
+    (service,) = args
     settings = settings_class(service)()
     try:
         status = asyncio.run(check_health(f"127.0.0.1:{settings.grpc_port}", timeout_s=3.0))

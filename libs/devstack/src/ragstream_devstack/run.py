@@ -25,10 +25,11 @@ from ragstream_devstack.system import SERVICE_NAMES, SystemPorts, service_comman
 def prepare_platform(kafka: str, database_url: str) -> None:
     """The one-shot steps before services start: schema migrations and topic bootstrap."""
     from ragstream_common.kafka.bootstrap import ensure_topics
+    from ragstream_common.kafka_settings import KafkaSettings
     from ragstream_common.migrate import apply_migrations
 
     applied = apply_migrations(database_url)
-    created = asyncio.run(ensure_topics(kafka))
+    created = asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=kafka)))
     print(f"migrations applied: {applied or 'none pending'}; topics created: {len(created)}", flush=True)
 
 

@@ -16,11 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ragstream_common.registry import GATEWAY_HTTP_PORT, SERVICES
+from ragstream_common.registry import SERVICE_NAMES as SERVICE_NAMES  # re-exported: run.py and tests read it here
+
 from ragstream_devstack.processes import DevstackError, free_port, tail
 
-SERVICE_NAMES = ("ingest", "embed", "retrieve", "generate", "gateway")
-DEFAULT_GRPC_PORTS = {"gateway": 50050, "ingest": 50051, "embed": 50052, "retrieve": 50053, "generate": 50054}
-DEFAULT_METRICS_PORTS = {"ingest": 9101, "embed": 9102, "retrieve": 9103, "generate": 9104}
+DEFAULT_GRPC_PORTS = {name: spec.grpc_port for name, spec in SERVICES.items()}
+# Only services with a metrics listener of their own; the gateway serves /metrics on its HTTP port.
+DEFAULT_METRICS_PORTS = {name: spec.metrics_port for name, spec in SERVICES.items() if spec.has_metrics_listener}
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,8 @@ class SystemPorts:
 
     @classmethod
     def defaults(cls) -> SystemPorts:
-        return cls(dict(DEFAULT_GRPC_PORTS), dict(DEFAULT_METRICS_PORTS), int(os.environ.get("GATEWAY_PORT", 8080)))
+        http = int(os.environ.get("GATEWAY_PORT", GATEWAY_HTTP_PORT))
+        return cls(dict(DEFAULT_GRPC_PORTS), dict(DEFAULT_METRICS_PORTS), http)
 
     @classmethod
     def free(cls) -> SystemPorts:
@@ -79,7 +83,10 @@ class LocalServices:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in names:
             env = service_env(
-                name, kafka=self.kafka, database_url=self.database_url, ports=self.ports,
+                name,
+                kafka=self.kafka,
+                database_url=self.database_url,
+                ports=self.ports,
                 extra={**self.extra_env.get("*", {}), **self.extra_env.get(name, {})},
             )
             log = (self.log_dir / f"{name}.log").open("ab")

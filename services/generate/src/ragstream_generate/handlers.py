@@ -121,6 +121,7 @@ async def _compose(
     except Exception as exc:  # a failing backend ends this query only, never the batch
         ANSWERS.labels(backend.name, "failed").inc()
         log.error("answer failed", query_id=query.query_id, tenant_id=query.tenant_id, error=repr(exc))
+        await live.fail(f"{type(exc).__name__}: {exc}"[:500])
         return None
     elapsed = time.perf_counter() - started
     answer.timings_ms.update(query.timings_ms)
@@ -173,6 +174,18 @@ class LiveReply:
 
     async def done(self, answer: queries_pb2.AnswerProduced) -> None:
         await self._send(lambda stream: stream.done(answer))
+
+    async def fail(self, reason: str) -> None:
+        """End any open stream and report the failure, so the caller is not left waiting for its deadline."""
+        if not self._address:
+            return
+        if self._stream is not None and not self._lost:
+            await self._send(lambda stream: stream.abort())
+        self._lost = True
+        try:
+            await self._replies.fail(self._address, self._query_id, reason)
+        except Exception as exc:  # reporting is best effort: the gateway's deadline still ends the query
+            log.warning("could not report the failure", query_id=self._query_id, error=repr(exc))
 
     async def _send(self, deliver: Callable[[AnswerStream], Awaitable[None]]) -> bool:
         if self._lost:

@@ -25,6 +25,15 @@ class AnswerStream(Protocol):
 
     async def done(self, answer: queries_pb2.AnswerProduced) -> None: ...
 
+    async def abort(self) -> None:
+        """End the stream without an answer (the backend failed half-way)."""
+        ...
+
 
 class ReplyChannel(Protocol):
     def open(self, address: str, query_id: str) -> AnswerStream: ...
+
+    async def fail(self, address: str, query_id: str, reason: str) -> None:
+        """Tell the waiting gateway the query failed, so its caller hears it now rather than at the deadline;
+        failures to deliver are logged, never raised."""
+        ...

@@ -10,6 +10,7 @@ from rag.v1 import queries_pb2, services_pb2
 from ragstream_common.reply_client import GrpcReplyClient
 
 _END = None
+STAGE = "generate"
 
 
 class GrpcAnswerStream:
@@ -48,6 +49,10 @@ class GrpcAnswerStream:
         # A failed stream was logged by the client; the answer still goes out on Kafka.
         await self._call
 
+    async def abort(self) -> None:
+        self._queue.put_nowait(_END)
+        await self._call
+
 
 class GrpcReplyChannel:
     """Implements `ReplyChannel` over the shared reply client."""
@@ -57,3 +62,7 @@ class GrpcReplyChannel:
 
     def open(self, address: str, query_id: str) -> GrpcAnswerStream:
         return GrpcAnswerStream(self._client, address, query_id)
+
+    async def fail(self, address: str, query_id: str, reason: str) -> None:
+        failure = services_pb2.QueryFailure(query_id=query_id, stage=STAGE, reason=reason)
+        await self._client.deliver_failure(address, failure)

@@ -1,0 +1,137 @@
+"""The Ragstream services, registered once: name, package, ports, gRPC services, Kafka groups, common extras.
+
+Python reads ports and names from here (service settings defaults, devstack, the container healthcheck).
+Files that cannot import Python (docker-compose.yml, infra/k8s, infra/istio, services/Dockerfile, docs) keep
+their own copies, and tests/unit/test_infra_*.py check those copies against this registry.
+docs/adding-a-service.md is the checklist for a new entry. Pure data: standard library only, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+# The gateway's public HTTP API (it serves /metrics too): the one port outside the mesh.
+GATEWAY_HTTP_PORT = 8080
+
+# Optional dependency groups of ragstream-common (libs/common/pyproject.toml) a service may need.
+CommonExtra = Literal["postgres", "s3", "msk", "text"]
+
+
+@dataclass(frozen=True)
+class ConsumerGroup:
+    """One Kafka consumer group of a service and the topics (kafka/topics.py names) it reads."""
+
+    group_id: str
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    grpc_port: int
+    # Where Prometheus scrapes /metrics: a worker's own listener, or the gateway's HTTP API port.
+    metrics_port: int
+    # The public HTTP API (the gateway only); it serves /metrics too.
+    http_port: int | None = None
+    # Fully-qualified gRPC services besides grpc.health.v1.Health, which every service serves.
+    grpc_services: tuple[str, ...] = ()
+    consumer_groups: tuple[ConsumerGroup, ...] = ()
+    # Extras of ragstream-common the service's pyproject depends on.
+    common_extras: frozenset[CommonExtra] = field(default_factory=frozenset)
+
+    @property
+    def package(self) -> str:
+        """The import package, `ragstream_<name>`."""
+        return f"ragstream_{self.name}"
+
+    @property
+    def distribution(self) -> str:
+        """The workspace member's project name, also its console script: `ragstream-<name>`."""
+        return f"ragstream-{self.name}"
+
+    @property
+    def env_prefix(self) -> str:
+        """The prefix of its settings: `<NAME>_GRPC_PORT`, ..."""
+        return f"{self.name.upper()}_"
+
+    @property
+    def has_metrics_listener(self) -> bool:
+        """True when /metrics has a port of its own (`<NAME>_METRICS_PORT`) rather than the HTTP API's."""
+        return self.metrics_port != self.http_port
+
+    @property
+    def needs_postgres(self) -> bool:
+        return "postgres" in self.common_extras
+
+    @property
+    def needs_s3(self) -> bool:
+        return "s3" in self.common_extras
+
+
+# Start order for local runs: the gateway last, once the workers it calls are up.
+_SPECS = (
+    ServiceSpec(
+        "ingest",
+        grpc_port=50051,
+        metrics_port=9101,
+        consumer_groups=(ConsumerGroup("ragstream-ingest", ("rag.documents.received.v1",)),),
+        common_extras=frozenset({"postgres", "s3"}),
+    ),
+    ServiceSpec(
+        "embed",
+        grpc_port=50052,
+        metrics_port=9102,
+        grpc_services=("rag.v1.EmbedService",),
+        consumer_groups=(
+            ConsumerGroup("ragstream-embed-chunks", ("rag.chunks.ready.v1",)),
+            ConsumerGroup("ragstream-embed-queries", ("rag.queries.requested.v1",)),
+        ),
+        common_extras=frozenset({"postgres"}),
+    ),
+    ServiceSpec(
+        "retrieve",
+        grpc_port=50053,
+        metrics_port=9103,
+        grpc_services=("rag.v1.RetrieveService",),
+        consumer_groups=(
+            ConsumerGroup("ragstream-retrieve-indexer", ("rag.chunks.embedded.v1",)),
+            ConsumerGroup("ragstream-retrieve-queries", ("rag.queries.embedded.v1",)),
+        ),
+        common_extras=frozenset({"postgres", "text"}),
+    ),
+    ServiceSpec(
+        "generate",
+        grpc_port=50054,
+        metrics_port=9104,
+        grpc_services=("rag.v1.GenerateService",),
+        consumer_groups=(ConsumerGroup("ragstream-generate", ("rag.queries.retrieved.v1",)),),
+        common_extras=frozenset({"text"}),
+    ),
+    ServiceSpec(
+        "gateway",
+        grpc_port=50050,
+        metrics_port=GATEWAY_HTTP_PORT,
+        http_port=GATEWAY_HTTP_PORT,
+        # Workers dial it back at the pod holding the query (QueryRequested.reply_to), not through a Service.
+        grpc_services=("rag.v1.ReplyService",),
+        consumer_groups=(
+            ConsumerGroup("ragstream-gateway-status", ("rag.documents.status.v1",)),
+            ConsumerGroup("ragstream-gateway-registry", ("rag.documents.received.v1",)),
+        ),
+        common_extras=frozenset({"postgres", "s3"}),
+    ),
+)
+
+SERVICES: Mapping[str, ServiceSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
+SERVICE_NAMES: tuple[str, ...] = tuple(SERVICES)
+
+
+def service_spec(name: str) -> ServiceSpec:
+    """The registered service called `name`; ValueError naming the registered ones otherwise."""
+    try:
+        return SERVICES[name]
+    except KeyError:
+        raise ValueError(f"unknown service {name!r}; registered services: {', '.join(SERVICE_NAMES)}") from None
