@@ -33,12 +33,15 @@ def generate(out: Path) -> list[Path]:
             f"--python_out={tmp}",
             f"--mypy_out={tmp}",
             f"--grpc_python_out={tmp}",
+            f"--mypy_grpc_out={tmp}",
             *protos,
         ]
         if protoc.main(args) != 0:
             raise SystemExit("protoc failed")
         for package in PACKAGE_DIRS:
             (Path(tmp) / package / "__init__.py").touch()
+        # PEP 561: the .pyi stubs are the package's types, so mypy checks messages and stubs, not `Any`.
+        (Path(tmp) / "rag" / "py.typed").touch()
         target = out / "rag"
         if target.exists():
             shutil.rmtree(target)

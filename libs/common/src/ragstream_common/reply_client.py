@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from rag.v1 import services_pb2, services_pb2_grpc
@@ -52,7 +52,7 @@ class GrpcReplyClient:
         """The addresses with an open channel, least recently used first."""
         return list(self._channels)
 
-    async def _stub(self, address: str) -> services_pb2_grpc.ReplyServiceStub:
+    async def _stub(self, address: str) -> services_pb2_grpc.ReplyServiceAsyncStub:
         channel = self._channels.get(address)
         if channel is None:
             channel = self._channels[address] = self._new_channel(address)
@@ -78,7 +78,7 @@ class GrpcReplyClient:
         )
 
     async def stream_answer(
-        self, address: str, query_id: str, fragments: AsyncIterable[services_pb2.AnswerFragment]
+        self, address: str, query_id: str, fragments: AsyncIterator[services_pb2.AnswerFragment]
     ) -> bool:
         """Run one client-streaming StreamAnswer call: send `fragments` as they come until the iterable ends,
         then wait for the gateway's acknowledgement. False if the stream failed or the gateway stopped waiting."""
@@ -92,7 +92,7 @@ class GrpcReplyClient:
         method: str,
         address: str,
         query_id: str,
-        invoke: Callable[[services_pb2_grpc.ReplyServiceStub], Awaitable[services_pb2.ReplyAck]],
+        invoke: Callable[[services_pb2_grpc.ReplyServiceAsyncStub], Awaitable[services_pb2.ReplyAck]],
     ) -> bool:
         try:
             ack = await invoke(await self._stub(address))

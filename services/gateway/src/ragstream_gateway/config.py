@@ -14,8 +14,7 @@ from ragstream_common.registry import GATEWAY_HTTP_PORT, SERVICES
 MIB = 1024 * 1024
 
 
-# ragstream_common ships no py.typed marker, so mypy sees ServiceSettings as Any unless it is on the mypy path.
-class GatewaySettings(ServiceSettings):  # type: ignore[misc,unused-ignore]
+class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
     service_name: str = "gateway"

@@ -64,7 +64,7 @@ class Indexer:
     async def handle(self, envelope: Envelope[IndexEvent]) -> list[Emitted]:
         """One event, traced as part of its document's trace; status events continue that trace."""
         message = envelope.message
-        attributes = {
+        attributes: dict[str, str | int] = {
             "rag.tenant_id": message.tenant_id,
             "rag.document_id": message.document_id,
             "rag.version": message.version,

@@ -10,12 +10,13 @@ from ragstream_embed.ports import Encoder
 MAX_TEXTS = 512
 
 
-class EmbedServicer(services_pb2_grpc.EmbedServiceServicer):  # type: ignore[misc,unused-ignore]  # no gRPC stubs
+class EmbedServicer(services_pb2_grpc.EmbedServiceServicer):
     def __init__(self, encoder: Encoder) -> None:
         self._encoder = encoder
 
     async def Embed(
-        self, request: services_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+        self, request: services_pb2.EmbedRequest,
+        context: grpc.aio.ServicerContext[services_pb2.EmbedRequest, services_pb2.EmbedResponse]
     ) -> services_pb2.EmbedResponse:
         if not request.texts:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "texts must not be empty")

@@ -65,19 +65,19 @@ class PendingQueries:
         return len(self._queues)
 
 
-# rag.v1 ships no py.typed marker (and no .pyi for the *_grpc modules): to mypy the generated base is Any.
-class ReplyServicer(services_pb2_grpc.ReplyServiceServicer):  # type: ignore[misc,unused-ignore]
+class ReplyServicer(services_pb2_grpc.ReplyServiceServicer):
     def __init__(self, pending: PendingQueries) -> None:
         self._pending = pending
 
     async def DeliverSources(
-        self, request: services_pb2.SourcesReply, context: grpc.aio.ServicerContext
+        self, request: services_pb2.SourcesReply,
+        context: grpc.aio.ServicerContext[services_pb2.SourcesReply, services_pb2.ReplyAck]
     ) -> services_pb2.ReplyAck:
         event = SourcesEvent(list(request.chunks), dict(request.timings_ms))
         return services_pb2.ReplyAck(accepted=self._pending.deliver(request.query_id, event))
 
     async def StreamAnswer(
-        self, request_iterator: AsyncIterator[services_pb2.AnswerFragment], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[services_pb2.AnswerFragment], context: grpc.aio.ServicerContext[services_pb2.AnswerFragment, services_pb2.ReplyAck]
     ) -> services_pb2.ReplyAck:
         accepted = True
         async for fragment in request_iterator:
@@ -87,7 +87,8 @@ class ReplyServicer(services_pb2_grpc.ReplyServiceServicer):  # type: ignore[mis
         return services_pb2.ReplyAck(accepted=accepted)
 
     async def DeliverFailure(
-        self, request: services_pb2.QueryFailure, context: grpc.aio.ServicerContext
+        self, request: services_pb2.QueryFailure,
+        context: grpc.aio.ServicerContext[services_pb2.QueryFailure, services_pb2.ReplyAck],
     ) -> services_pb2.ReplyAck:
         event = FailureEvent(request.stage, request.reason)
         return services_pb2.ReplyAck(accepted=self._pending.deliver(request.query_id, event))

@@ -12,12 +12,13 @@ from ragstream_generate.backends.base import AnswerBackend
 from ragstream_generate.handlers import stream_answer
 
 
-class GenerateServicer(services_pb2_grpc.GenerateServiceServicer):  # type: ignore[misc,unused-ignore]  # no gRPC stubs
+class GenerateServicer(services_pb2_grpc.GenerateServiceServicer):
     def __init__(self, backend: AnswerBackend) -> None:
         self._backend = backend
 
     async def Generate(
-        self, request: services_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+        self, request: services_pb2.GenerateRequest,
+        context: grpc.aio.ServicerContext[services_pb2.GenerateRequest, services_pb2.GenerateEvent]
     ) -> AsyncIterator[services_pb2.GenerateEvent]:
         if not request.question.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "question must not be empty")

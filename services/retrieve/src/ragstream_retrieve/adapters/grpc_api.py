@@ -24,8 +24,10 @@ from ragstream_retrieve.wire import (
 log = get_logger(__name__)
 
 
-# rag.v1 ships no py.typed marker (and no .pyi for the *_grpc modules): to mypy the generated base is Any.
-class RetrieveServicer(services_pb2_grpc.RetrieveServiceServicer):  # type: ignore[misc,unused-ignore]
+SearchContext = grpc.aio.ServicerContext[services_pb2.SearchRequest, services_pb2.SearchResponse]
+
+
+class RetrieveServicer(services_pb2_grpc.RetrieveServiceServicer):
     def __init__(
         self,
         index: SearchIndex,
@@ -43,7 +45,7 @@ class RetrieveServicer(services_pb2_grpc.RetrieveServiceServicer):  # type: igno
         self._dimensions = dimensions
 
     async def Search(
-        self, request: services_pb2.SearchRequest, context: grpc.aio.ServicerContext
+        self, request: services_pb2.SearchRequest, context: SearchContext
     ) -> services_pb2.SearchResponse:
         if not request.tenant_id.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id must not be empty")
@@ -67,7 +69,7 @@ class RetrieveServicer(services_pb2_grpc.RetrieveServiceServicer):  # type: igno
         return services_pb2.SearchResponse(chunks=scored_chunks(hits), timings_ms=timings)
 
     async def _query_vector(
-        self, request: services_pb2.SearchRequest, timings: dict[str, float], context: grpc.aio.ServicerContext
+        self, request: services_pb2.SearchRequest, timings: dict[str, float], context: SearchContext
     ) -> np.ndarray:
         given = len(request.query_vector) > 0
         if given:
