@@ -157,7 +157,11 @@ def summarise_views(views: dict[str, dict[str, Any]]) -> Counter[str]:
 
 
 async def index_dataset(
-    client: httpx.AsyncClient, documents: Sequence[Document], id_prefix: str, *, concurrency: int = 8,
+    client: httpx.AsyncClient,
+    documents: Sequence[Document],
+    id_prefix: str,
+    *,
+    concurrency: int = 8,
     timeout_s: float = 7200.0,
 ) -> dict[str, dict[str, Any]]:
     """Upload (identical content is a no-op at the gateway) and wait until every document is final."""

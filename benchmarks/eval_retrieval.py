@@ -33,8 +33,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="train", help="qrels/<split>.tsv")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of dense,lexical,hybrid")
     parser.add_argument("--limit-queries", type=int, default=None, help="evaluate only the first N judged queries")
-    parser.add_argument("--limit-corpus", type=int, default=None,
-                        help="index only the first N documents (judgements outside them are dropped; smoke runs)")
+    parser.add_argument(
+        "--limit-corpus",
+        type=int,
+        default=None,
+        help="index only the first N documents (judgements outside them are dropped; smoke runs)",
+    )
     parser.add_argument("--top-k", type=int, default=100, help="chunks per search (the API allows at most 100)")
     parser.add_argument("--concurrency", type=int, default=4, help="searches in flight")
     parser.add_argument("--upload-concurrency", type=int, default=8)
@@ -98,8 +102,14 @@ async def run(args: argparse.Namespace, system: SystemUnderTest) -> None:
     queries, qrels = judged_queries(args.dataset, args.split, corpus, args.limit_corpus is not None, args.limit_queries)
     log(f"{system.describe()}; {len(corpus)} documents, {len(queries)} judged queries")
     results: dict[str, dict[str, float]] = {}
-    details: dict[str, Any] = {"dataset": str(args.dataset), "split": args.split, "queries": len(queries),
-                               "documents": len(corpus), "limit_corpus": args.limit_corpus, "modes": {}}
+    details: dict[str, Any] = {
+        "dataset": str(args.dataset),
+        "split": args.split,
+        "queries": len(queries),
+        "documents": len(corpus),
+        "limit_corpus": args.limit_corpus,
+        "modes": {},
+    }
     async with api_client(system) as client:
         if not args.skip_index:
             views = await index_dataset(client, corpus, dataset_name, concurrency=args.upload_concurrency)
@@ -113,12 +123,17 @@ async def run(args: argparse.Namespace, system: SystemUnderTest) -> None:
             log(f"  {mode}: {len(queries)} searches in {time.perf_counter() - started:.1f}s, {len(failures)} failed")
             if failures:
                 log(f"    e.g. {failures[:3]}")
-            details["modes"][mode] = {"failures": len(failures), "failure_examples": failures[:5],
-                                      "mean_search_ms": round(sum(latencies) / max(len(latencies), 1), 1)}
+            details["modes"][mode] = {
+                "failures": len(failures),
+                "failure_examples": failures[:5],
+                "mean_search_ms": round(sum(latencies) / max(len(latencies), 1), 1),
+            }
     print_table(results, len(queries), dataset_name, args.split)
     if args.limit_corpus is not None or args.limit_queries is not None:
-        print(f"(partial run: --limit-corpus {args.limit_corpus}, --limit-queries {args.limit_queries}; "
-              "not comparable with full-dataset figures)")
+        print(
+            f"(partial run: --limit-corpus {args.limit_corpus}, --limit-queries {args.limit_queries}; "
+            "not comparable with full-dataset figures)"
+        )
     finish("eval_retrieval", results, details)
 
 

@@ -78,8 +78,15 @@ def system_under_test(data_dir: Path | None = None) -> Iterator[SystemUnderTest]
     api_key = os.environ.get("GATEWAY_API_KEY", "dev-key")
     tenant = os.environ.get("BENCH_TENANT", DEV_TENANT)
     if _answers_health(url):
-        yield SystemUnderTest(url, api_key, os.environ.get("DATABASE_URL"), os.environ.get("GATEWAY_ADMIN_TOKEN"),
-                              tenant, started_here=False, kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+        yield SystemUnderTest(
+            url,
+            api_key,
+            os.environ.get("DATABASE_URL"),
+            os.environ.get("GATEWAY_ADMIN_TOKEN"),
+            tenant,
+            started_here=False,
+            kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+        )
         return
     data_dir = data_dir or (Path(os.environ["BENCH_DATA_DIR"]) if os.environ.get("BENCH_DATA_DIR") else None)
     log(f"no system answers {url}/healthz: starting one (Kafka, Postgres, five services)")
@@ -102,17 +109,27 @@ def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnder
         with contextlib.redirect_stdout(sys.stderr):  # stdout is the report's
             prepare_platform(kafka.bootstrap_servers, postgres.database_url)
         gateway_env = {
-            "GATEWAY_DEV_TENANT": DEV_TENANT, "GATEWAY_DEV_API_KEY": api_key,
-            "GATEWAY_ADMIN_TOKEN": admin_token, "GATEWAY_DEFAULT_RATE_LIMIT": UNLIMITED_RATE,
+            "GATEWAY_DEV_TENANT": DEV_TENANT,
+            "GATEWAY_DEV_API_KEY": api_key,
+            "GATEWAY_ADMIN_TOKEN": admin_token,
+            "GATEWAY_DEFAULT_RATE_LIMIT": UNLIMITED_RATE,
         }
-        services = LocalServices(kafka.bootstrap_servers, postgres.database_url, log_dir,
-                                 extra_env={"gateway": gateway_env})
+        services = LocalServices(
+            kafka.bootstrap_servers, postgres.database_url, log_dir, extra_env={"gateway": gateway_env}
+        )
         services.start()
         stack.callback(lambda: log(f"services stopped: {services.stop()}; logs in {log_dir}"))
         asyncio.run(services.wait_serving(timeout_s=300))
         log(f"system up at {services.gateway_url}; logs in {log_dir}")
-        yield SystemUnderTest(services.gateway_url, api_key, postgres.database_url, admin_token, DEV_TENANT,
-                              started_here=True, kafka_bootstrap=kafka.bootstrap_servers)
+        yield SystemUnderTest(
+            services.gateway_url,
+            api_key,
+            postgres.database_url,
+            admin_token,
+            DEV_TENANT,
+            started_here=True,
+            kafka_bootstrap=kafka.bootstrap_servers,
+        )
 
 
 def api_client(system: SystemUnderTest, api_key: str | None = None, timeout_s: float = 120.0) -> httpx.AsyncClient:
@@ -152,8 +169,9 @@ async def fresh_tenant(system: SystemUnderTest, name: str) -> tuple[str, str] | 
         return None
     headers = {"Authorization": f"Bearer {system.admin_token}"}
     async with httpx.AsyncClient(base_url=system.gateway_url, headers=headers, timeout=60) as admin:
-        created = await send(admin, "POST", "/v1/admin/tenants",
-                             json={"tenant_id": name, "name": name, "rate_limit": UNLIMITED_RATE})
+        created = await send(
+            admin, "POST", "/v1/admin/tenants", json={"tenant_id": name, "name": name, "rate_limit": UNLIMITED_RATE}
+        )
         created.raise_for_status()
         key = await send(admin, "POST", f"/v1/admin/tenants/{name}/api-keys", json={"name": "benchmark"})
         key.raise_for_status()
@@ -207,8 +225,7 @@ class RssSampler:
                     matches[name][process.pid] = process
         # A wrapper (honcho's `sh -c`, `uv run`) matches too: count each tree once, from its topmost match.
         return {
-            name: [p for p in found.values() if _parent_pid(p) not in found]
-            for name, found in matches.items() if found
+            name: [p for p in found.values() if _parent_pid(p) not in found] for name, found in matches.items() if found
         }
 
 
@@ -230,8 +247,10 @@ def _tree_rss(root: psutil.Process) -> int:
 def machine_state() -> dict[str, Any]:
     """What the figures were measured on: a busy machine makes every latency figure worse."""
     return {
-        "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
     }
 
 

@@ -55,8 +55,10 @@ async def run_pipeline(
     run = run_id()
     tenant = await fresh_tenant(system, f"bench-ingest-{run}")
     if tenant is None:
-        log("no admin token (GATEWAY_ADMIN_TOKEN): uploading as the configured key's tenant; chunks whose text "
-            "that tenant embedded before come from the embedding cache, which flatters the pipeline figure")
+        log(
+            "no admin token (GATEWAY_ADMIN_TOKEN): uploading as the configured key's tenant; chunks whose text "
+            "that tenant embedded before come from the embedding cache, which flatters the pipeline figure"
+        )
     else:
         log(f"fresh tenant {tenant[0]}")
     prefix = f"ingest-{run}"
@@ -77,12 +79,20 @@ async def run_pipeline(
     elapsed_s = (ended_at - started_at).total_seconds()
     chunks = sum(int(view["chunk_count"]) for view in indexed)
     return {
-        "tenant": tenant[0] if tenant else system.tenant, "fresh_tenant": tenant is not None,
-        "documents": len(indexed), "failed": len(failed), "failure_examples": list(failed.items())[:5],
-        "refused": len(upload.errors), "chunks": chunks, "elapsed_s": elapsed_s,
-        "client_elapsed_s": finished - upload.first_sent, "upload_s": upload.elapsed_s,
-        "documents_per_s": len(indexed) / elapsed_s, "chunks_per_s": chunks / elapsed_s,
-        "indexed_ids": {d for d, view in views.items() if view["status"] == "indexed"}, "prefix": prefix,
+        "tenant": tenant[0] if tenant else system.tenant,
+        "fresh_tenant": tenant is not None,
+        "documents": len(indexed),
+        "failed": len(failed),
+        "failure_examples": list(failed.items())[:5],
+        "refused": len(upload.errors),
+        "chunks": chunks,
+        "elapsed_s": elapsed_s,
+        "client_elapsed_s": finished - upload.first_sent,
+        "upload_s": upload.elapsed_s,
+        "documents_per_s": len(indexed) / elapsed_s,
+        "chunks_per_s": chunks / elapsed_s,
+        "indexed_ids": {d for d, view in views.items() if view["status"] == "indexed"},
+        "prefix": prefix,
         "rss_mb": rss.peaks_mb,
     }
 
@@ -120,24 +130,37 @@ def raw_encode(texts: Sequence[str]) -> dict[str, Any]:
     finally:
         encoder.close()
     assert len(vectors) == len(texts)
-    return {"chunks": len(texts), "encode_s": encode_s, "chunks_per_s": len(texts) / encode_s,
-            "model_load_s": load_s, "batch_size": settings.encode_batch_size, "device": settings.device}
+    return {
+        "chunks": len(texts),
+        "encode_s": encode_s,
+        "chunks_per_s": len(texts) / encode_s,
+        "model_load_s": load_s,
+        "batch_size": settings.encode_batch_size,
+        "device": settings.device,
+    }
 
 
 def print_report(pipeline: dict[str, Any], raw: dict[str, Any] | None, ratio: float | None) -> None:
     print("\nIngestion throughput")
-    print(f"  pipeline: {pipeline['documents']} documents, {pipeline['chunks']} chunks indexed in "
-          f"{pipeline['elapsed_s']:.1f}s (first created_at -> last indexed_at); "
-          f"{pipeline['failed']} failed, {pipeline['refused']} refused")
-    print(f"            {pipeline['documents_per_s']:.2f} documents/s, {pipeline['chunks_per_s']:.2f} chunks/s "
-          f"(uploads took {pipeline['upload_s']:.1f}s; client wall time {pipeline['client_elapsed_s']:.1f}s)")
+    print(
+        f"  pipeline: {pipeline['documents']} documents, {pipeline['chunks']} chunks indexed in "
+        f"{pipeline['elapsed_s']:.1f}s (first created_at -> last indexed_at); "
+        f"{pipeline['failed']} failed, {pipeline['refused']} refused"
+    )
+    print(
+        f"            {pipeline['documents_per_s']:.2f} documents/s, {pipeline['chunks_per_s']:.2f} chunks/s "
+        f"(uploads took {pipeline['upload_s']:.1f}s; client wall time {pipeline['client_elapsed_s']:.1f}s)"
+    )
     if raw is not None:
-        print(f"  raw encode: {raw['chunks']} chunks in {raw['encode_s']:.1f}s = {raw['chunks_per_s']:.2f} chunks/s "
-              f"(batch size {raw['batch_size']}, {raw['device']}; chunking {raw['chunking_s']:.1f}s, "
-              f"model load {raw['model_load_s']:.1f}s, both excluded)")
+        print(
+            f"  raw encode: {raw['chunks']} chunks in {raw['encode_s']:.1f}s = {raw['chunks_per_s']:.2f} chunks/s "
+            f"(batch size {raw['batch_size']}, {raw['device']}; chunking {raw['chunking_s']:.1f}s, "
+            f"model load {raw['model_load_s']:.1f}s, both excluded)"
+        )
         print(f"  ratio pipeline/raw: {ratio:.3f}")
-    print("  peak RSS (MB, incl. children): "
-          + ", ".join(f"{name} {mb:.0f}" for name, mb in pipeline["rss_mb"].items()))
+    print(
+        "  peak RSS (MB, incl. children): " + ", ".join(f"{name} {mb:.0f}" for name, mb in pipeline["rss_mb"].items())
+    )
     if not pipeline["fresh_tenant"]:
         print("  note: no fresh tenant (no admin token); the embedding cache may have served repeated texts")
 
@@ -169,8 +192,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         "rss_mb": pipeline["rss_mb"],
     }
     pipeline.pop("indexed_ids")
-    finish("ingest_throughput", summary, {"corpus": str(args.corpus), "limit": args.limit,
-                                          "concurrency": args.concurrency, "pipeline": pipeline, "raw": raw})
+    finish(
+        "ingest_throughput",
+        summary,
+        {
+            "corpus": str(args.corpus),
+            "limit": args.limit,
+            "concurrency": args.concurrency,
+            "pipeline": pipeline,
+            "raw": raw,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ async def inprocess_latencies(
     # The embed service's own loader and query path (its query thread and thread count), so the baseline runs
     # the model exactly as the service does.
     encoder = SentenceTransformerEncoder.load(
-        embed_settings.device, embed_settings.encode_batch_size, embed_settings.torch_threads,
+        embed_settings.device,
+        embed_settings.encode_batch_size,
+        embed_settings.torch_threads,
         torch_threads or embed_settings.query_torch_threads,
     )
     backend = ExtractiveBackend(ExtractiveConfig(max_sentences=GenerateSettings().max_sentences))
@@ -56,16 +58,26 @@ async def inprocess_latencies(
         started = time.perf_counter()
         vector = checked_vector((await encoder.encode_queries([question]))[0], retrieve_settings.embedding_dimensions)
         embedded = time.perf_counter()
-        request = SearchRequest(tenant_id=tenant, text=question, top_k=limits.clamp(top_k),
-                                mode=RetrievalMode.HYBRID, filters=SearchFilters(), vector=vector)
+        request = SearchRequest(
+            tenant_id=tenant,
+            text=question,
+            top_k=limits.clamp(top_k),
+            mode=RetrievalMode.HYBRID,
+            filters=SearchFilters(),
+            vector=vector,
+        )
         sources = scored_chunks(await hybrid_search(index, analyzer, request, tuning))
         retrieved = time.perf_counter()
         draft = backend.answer(question, sources)
         done = time.perf_counter()
         if not sources or draft.no_answer:
             empty[0] += 1
-        return {"embed": (embedded - started) * 1000, "retrieve": (retrieved - embedded) * 1000,
-                "generate": (done - retrieved) * 1000, "total": (done - started) * 1000}
+        return {
+            "embed": (embedded - started) * 1000,
+            "retrieve": (retrieved - embedded) * 1000,
+            "generate": (done - retrieved) * 1000,
+            "total": (done - started) * 1000,
+        }
 
     empty = [0]
     try:
@@ -77,9 +89,14 @@ async def inprocess_latencies(
         await pool.close()
         encoder.close()
     stages = {
-        stage: {"mean_ms": round(sum(t[stage] for t in timings) / len(timings), 1),
-                "p50_ms": round(percentile([t[stage] for t in timings], 50), 1)}
+        stage: {
+            "mean_ms": round(sum(t[stage] for t in timings) / len(timings), 1),
+            "p50_ms": round(percentile([t[stage] for t in timings], 50), 1),
+        }
         for stage in ("embed", "retrieve", "generate", "total")
     }
-    return {"latency": latency_summary([t["total"] for t in timings]), "stages": stages,
-            "no_answer_or_no_sources": empty[0]}
+    return {
+        "latency": latency_summary([t["total"] for t in timings]),
+        "stages": stages,
+        "no_answer_or_no_sources": empty[0],
+    }

@@ -49,8 +49,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-index", action="store_true", help="assume the corpus is indexed already")
     parser.add_argument("--limit-corpus", type=int, default=None, help="index only the first N documents (smoke runs)")
     parser.add_argument("--skip-inproc", action="store_true", help="no in-process baseline")
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch threads of the baseline's query encode (default: EMBED_QUERY_TORCH_THREADS)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch threads of the baseline's query encode (default: EMBED_QUERY_TORCH_THREADS)",
+    )
     args = parser.parse_args(argv)
     args.steps = [int(step) for step in args.steps.split(",") if step.strip()]
     if args.questions < 300:
@@ -117,9 +121,13 @@ async def throughput_steps(
     for concurrency in args.steps:
         batch = await timed_queries(client, list(itertools.islice(cycle, args.step_requests)), concurrency, args.top_k)
         p99 = percentile(batch.latencies_ms, 99)
-        step = {"concurrency": concurrency, "qps": round(batch.throughput, 2),
-                "p50_ms": round(percentile(batch.latencies_ms, 50), 1), "p99_ms": round(p99, 1),
-                "errors": len(batch.errors)}
+        step = {
+            "concurrency": concurrency,
+            "qps": round(batch.throughput, 2),
+            "p50_ms": round(percentile(batch.latencies_ms, 50), 1),
+            "p99_ms": round(p99, 1),
+            "errors": len(batch.errors),
+        }
         steps.append(step)
         log(f"  step concurrency {concurrency}: {step['qps']} q/s, p99 {step['p99_ms']} ms, {step['errors']} errors")
     sustainable = [s["qps"] for s in steps if s["p99_ms"] < args.p99_target_ms and not s["errors"]]
@@ -148,26 +156,39 @@ async def run_e2e(system: SystemUnderTest, questions: Sequence[str], args: argpa
         if batch.errors:
             log(f"  {name}: {len(batch.errors)} errors, e.g. {batch.errors[:3]}")
     return {
-        "sequential": {**latency_summary(sequential.latencies_ms), "errors": len(sequential.errors),
-                       "qps": round(sequential.throughput, 2)},
-        "concurrent": {**latency_summary(concurrent.latencies_ms), "errors": len(concurrent.errors),
-                       "qps": round(concurrent.throughput, 2), "concurrency": args.concurrency},
+        "sequential": {
+            **latency_summary(sequential.latencies_ms),
+            "errors": len(sequential.errors),
+            "qps": round(sequential.throughput, 2),
+        },
+        "concurrent": {
+            **latency_summary(concurrent.latencies_ms),
+            "errors": len(concurrent.errors),
+            "qps": round(concurrent.throughput, 2),
+            "concurrency": args.concurrency,
+        },
         "stages": stage_breakdown(sequential.timings),
-        "steps": steps, "qps_at_p99_target": sustainable, "transport_floor": floor,
+        "steps": steps,
+        "qps_at_p99_target": sustainable,
+        "transport_floor": floor,
         "backends": sorted(sequential.backends | concurrent.backends),
     }
 
 
 def print_report(e2e: dict[str, Any], inproc: dict[str, Any] | None, args: argparse.Namespace) -> None:
-    print("\nQuery latency (POST /v1/query, answer mode, hybrid retrieval, backend "
-          f"{', '.join(e2e['backends']) or '?'}; top_k {args.top_k})")
+    print(
+        "\nQuery latency (POST /v1/query, answer mode, hybrid retrieval, backend "
+        f"{', '.join(e2e['backends']) or '?'}; top_k {args.top_k})"
+    )
     rows = [("e2e sequential", e2e["sequential"]), (f"e2e concurrency {args.concurrency}", e2e["concurrent"])]
     if inproc is not None:
         rows.append(("in-process sequential", inproc["latency"]))
     print(f"  {'run':<24}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'q/s':>8}")
     for name, row in rows:
-        print(f"  {name:<24}{row['n']:>6}{row['p50_ms']:>10.1f}{row['p95_ms']:>10.1f}{row['p99_ms']:>10.1f}"
-              f"{row.get('qps', float('nan')):>8.1f}")
+        print(
+            f"  {name:<24}{row['n']:>6}{row['p50_ms']:>10.1f}{row['p95_ms']:>10.1f}{row['p99_ms']:>10.1f}"
+            f"{row.get('qps', float('nan')):>8.1f}"
+        )
     print("  stages of the sequential run (from the replies' timings), mean / p50 ms:")
     for stage, values in e2e["stages"].items():
         inproc_stage = inproc["stages"].get(stage) if inproc else None
@@ -175,14 +196,18 @@ def print_report(e2e: dict[str, Any], inproc: dict[str, Any] | None, args: argpa
         print(f"    {stage:<10}{values['mean_ms']:>8.1f} / {values['p50_ms']:<8.1f}{extra}")
     print(f"  throughput steps (p99 target {args.p99_target_ms:.0f} ms):")
     for step in e2e["steps"]:
-        print(f"    concurrency {step['concurrency']}: {step['qps']:.1f} q/s, p50 {step['p50_ms']:.0f} ms, "
-              f"p99 {step['p99_ms']:.0f} ms, {step['errors']} errors")
+        print(
+            f"    concurrency {step['concurrency']}: {step['qps']:.1f} q/s, p50 {step['p50_ms']:.0f} ms, "
+            f"p99 {step['p99_ms']:.0f} ms, {step['errors']} errors"
+        )
     print(f"  sustainable q/s at p99 < {args.p99_target_ms:.0f} ms: {e2e['qps_at_p99_target']}")
     floor = e2e["transport_floor"]
     if floor:
-        print(f"  transport floor (p50): Kafka hop {floor['kafka_hop_p50_ms']:.2f} ms x 3 + gRPC "
-              f"{floor['grpc_roundtrip_p50_ms']:.2f} + HTTP {floor['http_roundtrip_p50_ms']:.2f} = "
-              f"{floor['floor_ms']:.1f} ms")
+        print(
+            f"  transport floor (p50): Kafka hop {floor['kafka_hop_p50_ms']:.2f} ms x 3 + gRPC "
+            f"{floor['grpc_roundtrip_p50_ms']:.2f} + HTTP {floor['http_roundtrip_p50_ms']:.2f} = "
+            f"{floor['floor_ms']:.1f} ms"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -199,24 +224,28 @@ def main(argv: Sequence[str] | None = None) -> None:
             log("in-process baseline skipped: set DATABASE_URL to the system's database")
         else:
             log(f"in-process baseline: {len(questions)} questions ...")
-            inproc = asyncio.run(inprocess_latencies(
-                system.database_url, system.tenant, questions, args.top_k, args.torch_threads
-            ))
+            inproc = asyncio.run(
+                inprocess_latencies(system.database_url, system.tenant, questions, args.top_k, args.torch_threads)
+            )
     print_report(e2e, inproc, args)
     inproc_p50 = inproc["latency"]["p50_ms"] if inproc else None
     summary = {
-        "e2e_p50_ms": e2e["sequential"]["p50_ms"], "e2e_p95_ms": e2e["sequential"]["p95_ms"],
-        "e2e_p99_ms": e2e["sequential"]["p99_ms"], "inproc_p50_ms": inproc_p50,
+        "e2e_p50_ms": e2e["sequential"]["p50_ms"],
+        "e2e_p95_ms": e2e["sequential"]["p95_ms"],
+        "e2e_p99_ms": e2e["sequential"]["p99_ms"],
+        "inproc_p50_ms": inproc_p50,
         "ratio_p50": round(e2e["sequential"]["p50_ms"] / inproc_p50, 2) if inproc_p50 else None,
-        "qps_at_p99_250ms": e2e["qps_at_p99_target"], "stages": e2e["stages"],
+        "qps_at_p99_250ms": e2e["qps_at_p99_target"],
+        "stages": e2e["stages"],
         "p99_over_p50": round(e2e["sequential"]["p99_ms"] / e2e["sequential"]["p50_ms"], 2),
     }
     floor = e2e["transport_floor"]
     if floor and inproc_p50:
         summary["transport_floor_ms"] = floor["floor_ms"]
         summary["floor_ratio_p50"] = round((inproc_p50 + floor["floor_ms"]) / inproc_p50, 2)
-    finish("query_latency", summary, {"args": vars(args) | {"dataset": str(args.dataset)}, "e2e": e2e,
-                                      "inproc": inproc})
+    finish(
+        "query_latency", summary, {"args": vars(args) | {"dataset": str(args.dataset)}, "e2e": e2e, "inproc": inproc}
+    )
 
 
 if __name__ == "__main__":

@@ -73,7 +73,11 @@ class Setting:
             return lambda d, lx: reciprocal_rank_fusion(d, lx, k=k, lexical_weight=weight)
         alpha, normalization = float(self.params["alpha"]), str(self.params["normalization"])
         return lambda d, lx: convex_combination_fusion(
-            d, lx, dense_weight=alpha, lexical_weight=1 - alpha, normalization=normalization  # type: ignore[arg-type]
+            d,
+            lx,
+            dense_weight=alpha,
+            lexical_weight=1 - alpha,
+            normalization=normalization,  # type: ignore[arg-type]
         )
 
     def label(self) -> str:
@@ -84,8 +88,11 @@ def service_default() -> Setting:
     """The service's default hybrid fusion (SearchTuning's defaults), as a setting of this study."""
     tuning = SearchTuning()
     if tuning.fusion == "rrf":
-        return Setting("rrf", tuning.candidate_depth, {"k": tuning.rrf_k,
-                                                       "lexical_weight": tuning.lexical_weight / tuning.dense_weight})
+        return Setting(
+            "rrf",
+            tuning.candidate_depth,
+            {"k": tuning.rrf_k, "lexical_weight": tuning.lexical_weight / tuning.dense_weight},
+        )
     alpha = tuning.dense_weight / (tuning.dense_weight + tuning.lexical_weight)
     return Setting("convex", tuning.candidate_depth, {"alpha": alpha, "normalization": tuning.score_normalization})
 
@@ -144,12 +151,15 @@ def lexical_candidates(units: Units, queries: Sequence[str], depth: int) -> list
 
     stemmer = Stemmer.Stemmer("english")
     retriever = bm25s.BM25(k1=1.2, b=0.75)
-    retriever.index(bm25s.tokenize(units.lexical_texts, stopwords="en", stemmer=stemmer, show_progress=False),
-                    show_progress=False)
+    retriever.index(
+        bm25s.tokenize(units.lexical_texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
+    )
     tokens = bm25s.tokenize(list(queries), stopwords="en", stemmer=stemmer, show_progress=False)
     keys, scores = retriever.retrieve(tokens, k=depth, show_progress=False, n_threads=1)
-    return [[Candidate(int(k), float(s)) for k, s in zip(row_keys, row_scores, strict=True) if s > 0]
-            for row_keys, row_scores in zip(keys, scores, strict=True)]
+    return [
+        [Candidate(int(k), float(s)) for k, s in zip(row_keys, row_scores, strict=True) if s > 0]
+        for row_keys, row_scores in zip(keys, scores, strict=True)
+    ]
 
 
 def by_document(candidates: Sequence[Candidate], units: Units) -> list[Candidate]:
@@ -191,10 +201,14 @@ class Study:
 
 
 def grid() -> list[Setting]:
-    rrf = [Setting("rrf", d, {"k": k, "lexical_weight": w}) for d, k, w in itertools.product(DEPTHS, RRF_KS,
-                                                                                             RRF_LEXICAL_WEIGHTS)]
-    convex = [Setting("convex", d, {"alpha": a, "normalization": n})
-              for d, n, a in itertools.product(DEPTHS, NORMALIZATIONS, ALPHAS)]
+    rrf = [
+        Setting("rrf", d, {"k": k, "lexical_weight": w})
+        for d, k, w in itertools.product(DEPTHS, RRF_KS, RRF_LEXICAL_WEIGHTS)
+    ]
+    convex = [
+        Setting("convex", d, {"alpha": a, "normalization": n})
+        for d, n, a in itertools.product(DEPTHS, NORMALIZATIONS, ALPHAS)
+    ]
     return rrf + convex
 
 
@@ -206,11 +220,18 @@ def show(name: str, scores: dict[str, dict[str, float]]) -> dict:
 
 def study(data: Dataset, units: Units, query_vectors: np.ndarray, document_level: bool) -> list[dict]:
     deepest = max(DEPTHS)
-    s = Study(data, units, dense_candidates(units, query_vectors, deepest),
-              lexical_candidates(units, list(data.queries.values()), deepest))
+    s = Study(
+        data,
+        units,
+        dense_candidates(units, query_vectors, deepest),
+        lexical_candidates(units, list(data.queries.values()), deepest),
+    )
     halves = [query_split(q) for q in data.queries]
-    print(f"{len(units.doc_ids)} units; queries tune {halves.count('tune')}, held-out {halves.count('heldout')};"
-          " cells: nDCG@10/R@100/MRR@10", flush=True)
+    print(
+        f"{len(units.doc_ids)} units; queries tune {halves.count('tune')}, held-out {halves.count('heldout')};"
+        " cells: nDCG@10/R@100/MRR@10",
+        flush=True,
+    )
     rows = [show("dense", s.scores(s.run(None, 100))), show("BM25", s.scores(_lexical_only(s)))]
     chosen = [Setting("rrf", 100, {"k": 60, "lexical_weight": 1.0}), SERVICE_DEFAULT]
     tuned: dict[str, list[tuple[float, Setting]]] = {}
@@ -232,8 +253,10 @@ def study(data: Dataset, units: Units, query_vectors: np.ndarray, document_level
 
 
 def _lexical_only(s: Study) -> Ranking:
-    return {q: documents([c.key for c in lexical[:100]], s.units)
-            for q, lexical in zip(s.data.queries, s.lexical, strict=True)}
+    return {
+        q: documents([c.key for c in lexical[:100]], s.units)
+        for q, lexical in zip(s.data.queries, s.lexical, strict=True)
+    }
 
 
 def main() -> None:

@@ -146,12 +146,16 @@ async def index_corpus(url: str, data: Dataset, vectors: np.ndarray, analyzer: L
     try:
         for (doc_id, (title, text)), vector in zip(data.corpus.items(), vectors, strict=True):
             chunk = ChunkToIndex(
-                chunk_id=f"{doc_id}#0", position=0, text=text, heading="", content_sha256=doc_id, token_count=0,
-                embedding=vector, term_frequencies=analyzer.term_frequencies(f"{title}\n{text}"),
+                chunk_id=f"{doc_id}#0",
+                position=0,
+                text=text,
+                heading="",
+                content_sha256=doc_id,
+                token_count=0,
+                embedding=vector,
+                term_frequencies=analyzer.term_frequencies(f"{title}\n{text}"),
             )
-            await writer.upsert_document(
-                DocumentVersion(TENANT, doc_id, 1, title, {}, "bench", "", [chunk])
-            )
+            await writer.upsert_document(DocumentVersion(TENANT, doc_id, 1, title, {}, "bench", "", [chunk]))
     finally:
         await pool.close()
     return time.perf_counter() - started
@@ -265,9 +269,11 @@ def report(name: str, run: Ranking, data: Dataset, latencies: list[float] | None
         row["p95_ms"] = ordered[int(len(ordered) * 0.95)]
     table.append(row)
     extra = f"  p50 {row['p50_ms']:.1f} ms  p95 {row['p95_ms']:.1f} ms" if latencies else ""
-    print(f"{name:<34} nDCG@10 {row['ndcg@10']:.4f} (tune {row['tune_ndcg@10']:.4f}, held-out "
-          f"{row['heldout_ndcg@10']:.4f})  R@100 {row['recall@100']:.4f}  MRR@10 {row['mrr@10']:.4f}{extra}",
-          flush=True)
+    print(
+        f"{name:<34} nDCG@10 {row['ndcg@10']:.4f} (tune {row['tune_ndcg@10']:.4f}, held-out "
+        f"{row['heldout_ndcg@10']:.4f})  R@100 {row['recall@100']:.4f}  MRR@10 {row['mrr@10']:.4f}{extra}",
+        flush=True,
+    )
 
 
 def main() -> None:

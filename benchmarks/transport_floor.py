@@ -38,8 +38,9 @@ async def kafka_hop_ms(bootstrap: str, samples: int = SAMPLES) -> list[float]:
     spec = TopicSpec(f"bench.transport-floor.{uuid.uuid4().hex[:8]}.v1", partitions=1, retention_ms=600_000)
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     await ensure_topics(kafka, (spec, TopicSpec(spec.dlq, partitions=1, retention_ms=600_000)))
-    child = await asyncio.create_subprocess_exec(sys.executable, __file__, "consume", bootstrap, spec.name,
-                                                 stdout=asyncio.subprocess.PIPE)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "consume", bootstrap, spec.name, stdout=asyncio.subprocess.PIPE
+    )
     assert child.stdout is not None
     publisher = EventPublisher(kafka, source="bench/transport-floor")
     await publisher.start()
@@ -119,8 +120,12 @@ async def transport_floor(bootstrap: str, client: httpx.AsyncClient) -> dict[str
     hop = percentile(await kafka_hop_ms(bootstrap), 50)
     grpc_rtt = percentile(await grpc_roundtrip_ms(), 50)
     http_rtt = percentile(await http_roundtrip_ms(client), 50)
-    return {"kafka_hop_p50_ms": round(hop, 2), "grpc_roundtrip_p50_ms": round(grpc_rtt, 2),
-            "http_roundtrip_p50_ms": round(http_rtt, 2), "floor_ms": round(HOPS * hop + grpc_rtt + http_rtt, 2)}
+    return {
+        "kafka_hop_p50_ms": round(hop, 2),
+        "grpc_roundtrip_p50_ms": round(grpc_rtt, 2),
+        "http_roundtrip_p50_ms": round(http_rtt, 2),
+        "floor_ms": round(HOPS * hop + grpc_rtt + http_rtt, 2),
+    }
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["consume"]:

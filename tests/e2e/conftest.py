@@ -32,7 +32,10 @@ def embed_metrics_port() -> int:
 @pytest.fixture(scope="session")
 async def system(
     embed_metrics_port: int,
-    kafka_topics: str, migrated_database: str, otlp_receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
+    kafka_topics: str,
+    migrated_database: str,
+    otlp_receiver: OtlpReceiver,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[LocalServices]:
     log_dir = Path(tmp_path_factory.mktemp("e2e-logs"))
     services = LocalServices(
@@ -45,8 +48,11 @@ async def system(
                 "OTEL_BSP_SCHEDULE_DELAY": "200",
                 "LOG_LEVEL": "INFO",
             },
-            "gateway": {"GATEWAY_DEV_TENANT": DEV_TENANT, "GATEWAY_DEV_API_KEY": DEV_KEY,
-                        "GATEWAY_ADMIN_TOKEN": "admin-token"},
+            "gateway": {
+                "GATEWAY_DEV_TENANT": DEV_TENANT,
+                "GATEWAY_DEV_API_KEY": DEV_KEY,
+                "GATEWAY_ADMIN_TOKEN": "admin-token",
+            },
             "ingest": {"INGEST_FETCH_ALLOW_PRIVATE_NETWORKS": "true"},
             "embed": {"EMBED_BATCH_MAX_WAIT_MS": "20", "EMBED_METRICS_PORT": str(embed_metrics_port)},
         },

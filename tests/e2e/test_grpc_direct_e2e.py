@@ -32,10 +32,16 @@ async def test_retrieve_service_search_finds_an_indexed_chunk(system, gateway: h
     await wait_for_status(gateway, document_id, {"indexed"})
     async with grpc.aio.insecure_channel(system.grpc_address("retrieve")) as channel:
         stub = services_pb2_grpc.RetrieveServiceStub(channel)
-        for mode in (queries_pb2.RETRIEVAL_MODE_HYBRID, queries_pb2.RETRIEVAL_MODE_DENSE,
-                     queries_pb2.RETRIEVAL_MODE_LEXICAL):
-            response = await stub.Search(services_pb2.SearchRequest(
-                tenant_id="default", query="How many countries does the Danube cross?", top_k=5, retrieval=mode))
+        for mode in (
+            queries_pb2.RETRIEVAL_MODE_HYBRID,
+            queries_pb2.RETRIEVAL_MODE_DENSE,
+            queries_pb2.RETRIEVAL_MODE_LEXICAL,
+        ):
+            response = await stub.Search(
+                services_pb2.SearchRequest(
+                    tenant_id="default", query="How many countries does the Danube cross?", top_k=5, retrieval=mode
+                )
+            )
             assert response.chunks[0].document_id == document_id, mode
             assert response.chunks[0].text == FACT
 
@@ -44,8 +50,14 @@ async def test_generate_service_streams_an_answer(system) -> None:
     source = queries_pb2.ScoredChunk(chunk_id="c1", document_id="d1", title="Danube", text=FACT, score=0.9)
     async with grpc.aio.insecure_channel(system.grpc_address("generate")) as channel:
         stub = services_pb2_grpc.GenerateServiceStub(channel)
-        events = [e async for e in stub.Generate(services_pb2.GenerateRequest(
-            tenant_id="default", question="How many countries does the Danube flow through?", sources=[source]))]
+        events = [
+            e
+            async for e in stub.Generate(
+                services_pb2.GenerateRequest(
+                    tenant_id="default", question="How many countries does the Danube flow through?", sources=[source]
+                )
+            )
+        ]
     tokens = [e.token for e in events if e.WhichOneof("event") == "token"]
     done = events[-1].done
     assert tokens and "".join(tokens) == done.answer

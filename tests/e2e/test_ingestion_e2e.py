@@ -139,10 +139,16 @@ async def test_poison_event_goes_to_dlq_and_the_next_event_is_indexed(
     producer = AIOKafkaProducer(bootstrap_servers=kafka_topics)
     await producer.start()
     try:
-        headers = [("ce_id", uuid.uuid4().hex.encode()), ("ce_type", b"rag.v1.DocumentReceived"),
-                   ("ce_source", b"broken/producer"), ("ce_specversion", b"1.0"), ("content-type", b"application/json")]
-        sent = await producer.send_and_wait(DOCUMENTS_RECEIVED.name, b"{this is not json", key=key.encode(),
-                                            headers=headers)
+        headers = [
+            ("ce_id", uuid.uuid4().hex.encode()),
+            ("ce_type", b"rag.v1.DocumentReceived"),
+            ("ce_source", b"broken/producer"),
+            ("ce_specversion", b"1.0"),
+            ("content-type", b"application/json"),
+        ]
+        sent = await producer.send_and_wait(
+            DOCUMENTS_RECEIVED.name, b"{this is not json", key=key.encode(), headers=headers
+        )
     finally:
         await producer.stop()
     document_id = f"after-poison-{uuid.uuid4().hex[:6]}"
@@ -151,8 +157,9 @@ async def test_poison_event_goes_to_dlq_and_the_next_event_is_indexed(
     await _publish_external(kafka_topics, good, "application/json")
     await wait_for_status(gateway, document_id, {"indexed"})
 
-    dlq = AIOKafkaConsumer(f"{DOCUMENTS_RECEIVED.name}.dlq", bootstrap_servers=kafka_topics,
-                           auto_offset_reset="earliest", group_id=None)
+    dlq = AIOKafkaConsumer(
+        f"{DOCUMENTS_RECEIVED.name}.dlq", bootstrap_servers=kafka_topics, auto_offset_reset="earliest", group_id=None
+    )
     await dlq.start()
     try:
         found = None
@@ -161,8 +168,9 @@ async def test_poison_event_goes_to_dlq_and_the_next_event_is_indexed(
                 batch = await dlq.getmany(timeout_ms=500)
                 for record in (r for records in batch.values() for r in records):
                     reasons = {n: v.decode() for n, v in record.headers}
-                    if reasons.get("dlq_original_offset") == str(sent.offset) and \
-                            reasons.get("dlq_original_partition") == str(sent.partition):
+                    if reasons.get("dlq_original_offset") == str(sent.offset) and reasons.get(
+                        "dlq_original_partition"
+                    ) == str(sent.partition):
                         found = reasons
     finally:
         await dlq.stop()
@@ -190,7 +198,8 @@ async def test_documented_external_json_example_is_indexed(gateway: httpx.AsyncC
     await producer.start()
     try:
         await producer.send_and_wait(
-            DOCUMENTS_RECEIVED.name, json.dumps(payload).encode(),
+            DOCUMENTS_RECEIVED.name,
+            json.dumps(payload).encode(),
             key=document_key(payload["tenantId"], document_id).encode(),
             headers=[(name, value.encode()) for name, value in headers.items()],
         )

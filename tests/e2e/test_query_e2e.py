@@ -33,11 +33,14 @@ async def corpus(system) -> AsyncIterator[dict[str, str]]:
     """Two small documents indexed once for this module, with distinct metadata."""
     suffix = uuid.uuid4().hex[:6]
     ids = {"volcano": f"kilimanjaro-{suffix}", "pasta": f"carbonara-{suffix}"}
-    async with httpx.AsyncClient(base_url=system.gateway_url, headers={"Authorization": "Bearer dev-key"},
-                                 timeout=60) as client:
+    async with httpx.AsyncClient(
+        base_url=system.gateway_url, headers={"Authorization": "Bearer dev-key"}, timeout=60
+    ) as client:
         for name, text in (("volcano", VOLCANO), ("pasta", PASTA)):
-            response = await client.post("/v1/documents", json={
-                "id": ids[name], "title": name.title(), "text": text, "metadata": {"topic": name}})
+            response = await client.post(
+                "/v1/documents",
+                json={"id": ids[name], "title": name.title(), "text": text, "metadata": {"topic": name}},
+            )
             assert response.status_code == 202, response.text
         for document_id in ids.values():
             await wait_for_status(client, document_id, {"indexed"})
@@ -70,8 +73,12 @@ async def _sse_events(response: httpx.Response) -> list[tuple[str, dict]]:
 
 
 async def test_sse_streams_sources_then_tokens_then_done(gateway: httpx.AsyncClient, corpus: dict) -> None:
-    async with gateway.stream("POST", "/v1/query", json={"question": "Which cones does Kilimanjaro have?"},
-                              headers={"Accept": "text/event-stream"}) as response:
+    async with gateway.stream(
+        "POST",
+        "/v1/query",
+        json={"question": "Which cones does Kilimanjaro have?"},
+        headers={"Accept": "text/event-stream"},
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = await _sse_events(response)
@@ -140,9 +147,11 @@ async def test_one_query_is_one_trace_across_every_service(
     assert wanted <= {span.service for span in spans}
     # Each hop is a publish span whose consumer's process span is its child, so Jaeger shows the Kafka wait.
     by_id = {span.span_id: span for span in spans}
-    for topic, producer, consumer in (("rag.queries.requested.v1", "gateway", "embed"),
-                                      ("rag.queries.embedded.v1", "embed", "retrieve"),
-                                      ("rag.queries.retrieved.v1", "retrieve", "generate")):
+    for topic, producer, consumer in (
+        ("rag.queries.requested.v1", "gateway", "embed"),
+        ("rag.queries.embedded.v1", "embed", "retrieve"),
+        ("rag.queries.retrieved.v1", "retrieve", "generate"),
+    ):
         process = next(s for s in spans if s.name == f"{topic} process" and s.service == consumer)
         publish = by_id[process.parent_span_id]
         assert (publish.name, publish.service) == (f"{topic} publish", producer)
@@ -170,9 +179,12 @@ async def test_external_kafka_query_gets_its_answer_on_the_answers_topic(kafka_t
     async def collect(batch: list[Envelope]) -> None:
         answers.extend(e.message for e in batch if e.key == query_id)
 
-    consumer = EventConsumer(KafkaSettings(bootstrap_servers=kafka_topics),
-                             ConsumerOptions(group_id=f"crm-{uuid.uuid4().hex}", topics=(ANSWERS_PRODUCED.name,)),
-                             collect, publisher)
+    consumer = EventConsumer(
+        KafkaSettings(bootstrap_servers=kafka_topics),
+        ConsumerOptions(group_id=f"crm-{uuid.uuid4().hex}", topics=(ANSWERS_PRODUCED.name,)),
+        collect,
+        publisher,
+    )
     await consumer.start()
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))

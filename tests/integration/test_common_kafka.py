@@ -100,8 +100,13 @@ async def test_poison_goes_to_dlq_with_reasons_and_the_partition_moves_on(kafka_
     await producer.start()
     await producer.send_and_wait(spec.name, b"not protobuf", key=b"k", headers=[("ce_id", b"1")])
     good = queries_pb2.QueryRequested(query_id="good")
-    headers = [("ce_id", b"2"), ("ce_type", b"rag.v1.QueryRequested"), ("ce_source", b"ext"),
-               ("ce_specversion", b"1.0"), ("content-type", b"application/json")]
+    headers = [
+        ("ce_id", b"2"),
+        ("ce_type", b"rag.v1.QueryRequested"),
+        ("ce_source", b"ext"),
+        ("ce_specversion", b"1.0"),
+        ("content-type", b"application/json"),
+    ]
     await producer.send_and_wait(spec.name, json_format.MessageToJson(good).encode(), key=b"k", headers=headers)
     await producer.stop()
 
@@ -183,8 +188,14 @@ async def test_sigterm_mid_stream_commits_exactly_what_was_processed(kafka_boots
     )
     await publisher.stop()
     group, out = f"g-{uuid.uuid4().hex}", tmp_path / "processed.txt"
-    args = [sys.executable, str(HERE / "processes" / "counting_consumer.py"), kafka_bootstrap, spec.name, group,
-            str(out)]
+    args = [
+        sys.executable,
+        str(HERE / "processes" / "counting_consumer.py"),
+        kafka_bootstrap,
+        spec.name,
+        group,
+        str(out),
+    ]
 
     process = subprocess.Popen([*args, "0.02"], stdout=subprocess.PIPE, text=True)
     async with asyncio.timeout(60):

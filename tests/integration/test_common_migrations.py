@@ -21,13 +21,20 @@ def test_migrations_are_idempotent(migrated_database: str) -> None:
 
 def test_every_table_carries_tenant_id(migrated_database: str) -> None:
     with psycopg.connect(migrated_database) as connection:
-        tables = [r[0] for r in connection.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-            " AND table_type = 'BASE TABLE' AND table_name <> 'schema_migrations'"
-        )]
-        missing = [t for t in tables if not connection.execute(
-            "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = 'tenant_id'", (t,)
-        ).fetchone()]
+        tables = [
+            r[0]
+            for r in connection.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                " AND table_type = 'BASE TABLE' AND table_name <> 'schema_migrations'"
+            )
+        ]
+        missing = [
+            t
+            for t in tables
+            if not connection.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = 'tenant_id'", (t,)
+            ).fetchone()
+        ]
     assert tables and not missing
 
 

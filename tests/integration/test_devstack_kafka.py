@@ -49,9 +49,7 @@ async def test_record_round_trips_through_a_created_topic(kafka: LocalKafka) -> 
     topic = f"devstack.{uuid.uuid4().hex[:8]}"
     await _create_topic(kafka.bootstrap_servers, topic)
     big = b"x" * (2 * 1024 * 1024)  # above Kafka's 1 MiB default, below our 16 MiB limit
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers, max_request_size=16 * 1024 * 1024
-    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, max_request_size=16 * 1024 * 1024)
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"hello", key=b"k")

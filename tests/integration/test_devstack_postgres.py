@@ -32,9 +32,7 @@ def test_vector_extension_works(postgres: LocalPostgres) -> None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         conn.execute("CREATE TEMP TABLE items (id int, embedding vector(3))")
         conn.execute("INSERT INTO items VALUES (1, '[1,0,0]'), (2, '[0,1,0]'), (3, '[0.9,0.1,0]')")
-        rows = conn.execute(
-            "SELECT id FROM items ORDER BY embedding <=> '[1,0,0]' LIMIT 2"
-        ).fetchall()
+        rows = conn.execute("SELECT id FROM items ORDER BY embedding <=> '[1,0,0]' LIMIT 2").fetchall()
         version = conn.execute("SHOW server_version_num").fetchone()
     assert [row[0] for row in rows] == [1, 3]
     assert version is not None and int(version[0]) >= 180000

@@ -39,8 +39,7 @@ class TopicTail:
 
     async def __aenter__(self) -> TopicTail:
         await self._consumer.start()
-        partitions = [TopicPartition(DOCUMENTS_RECEIVED.name, p)
-                      for p in range(DOCUMENTS_RECEIVED.partitions)]
+        partitions = [TopicPartition(DOCUMENTS_RECEIVED.name, p) for p in range(DOCUMENTS_RECEIVED.partitions)]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
         for partition in partitions:  # resolve now, so records produced from here on are all seen
@@ -73,9 +72,14 @@ class TopicTail:
 
 def settings_for(database_url: str, bootstrap: str, **changes: Any) -> GatewaySettings:
     return GatewaySettings(
-        DATABASE_URL=database_url, kafka=KafkaSettings(bootstrap_servers=bootstrap), dev_tenant=TENANT,
+        DATABASE_URL=database_url,
+        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        dev_tenant=TENANT,
         dev_api_key=KEY,
-        admin_token="admin-secret", max_upload_bytes=MAX_UPLOAD, inline_text_max_bytes=1024, db_pool_size=4,
+        admin_token="admin-secret",
+        max_upload_bytes=MAX_UPLOAD,
+        inline_text_max_bytes=1024,
+        db_pool_size=4,
         **changes,
     )
 
@@ -87,8 +91,9 @@ async def gateway(migrated_database: str, kafka_topics: str) -> AsyncIterator[tu
         yield settings, await open_deps(settings, stack)
 
 
-def client_for(gateway: tuple[GatewaySettings, GatewayDeps], key: str | None = KEY, ip: str = "127.0.0.1"
-               ) -> httpx.AsyncClient:
+def client_for(
+    gateway: tuple[GatewaySettings, GatewayDeps], key: str | None = KEY, ip: str = "127.0.0.1"
+) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=create_app(*gateway), client=(ip, 50000))
     headers = {"X-API-Key": key} if key else {}
     return httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=headers)
@@ -155,17 +160,27 @@ async def test_large_json_text_goes_through_the_blob_store(
     [
         ("notes.txt", b"plain text upload", "text/plain", "text/plain"),
         ("report.pdf", pdf_file(), "application/pdf", "application/pdf"),
-        ("letter.docx", docx_file(), "application/octet-stream",
-         "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+        (
+            "letter.docx",
+            docx_file(),
+            "application/octet-stream",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        ),
     ],
 )
 async def test_multipart_upload_is_claim_checked(
-    client: httpx.AsyncClient, tail: TopicTail, gateway: tuple[GatewaySettings, GatewayDeps],
-    filename: str, data: bytes, declared: str, expected: str,
+    client: httpx.AsyncClient,
+    tail: TopicTail,
+    gateway: tuple[GatewaySettings, GatewayDeps],
+    filename: str,
+    data: bytes,
+    declared: str,
+    expected: str,
 ) -> None:
     doc = new_id("file")
     response = await client.post(
-        "/v1/documents", files={"file": (filename, data, declared)},
+        "/v1/documents",
+        files={"file": (filename, data, declared)},
         data={"id": doc, "title": "File", "metadata": '{"team": "ops"}'},
     )
     assert response.status_code == 202, response.text
@@ -238,8 +253,9 @@ async def test_upload_limits_are_problems(client: httpx.AsyncClient) -> None:
     problem(await client.post("/v1/documents", content=b"{oops", headers={"Content-Type": "application/json"}), 422)
     problem(await client.post("/v1/documents", json={"id": "bad id!", "text": "x"}), 422)
     problem(await client.post("/v1/documents", json={"title": "no text"}), 422)
-    bad_metadata = await client.post("/v1/documents", files={"file": ("a.txt", b"x", "text/plain")},
-                                     data={"metadata": "[1, 2]"})
+    bad_metadata = await client.post(
+        "/v1/documents", files={"file": ("a.txt", b"x", "text/plain")}, data={"metadata": "[1, 2]"}
+    )
     assert problem(bad_metadata, 422)["errors"]
     problem(await client.get("/v1/documents/bad%20id"), 422)
 
@@ -320,8 +336,14 @@ async def test_admin_keys_audit_and_revocation(
         assert (await admin.delete(f"/v1/admin/tenants/{tenant_id}/api-keys/{key_id}")).status_code == 204
         problem(await tenant.get("/v1/documents"), 401)
     actions = [e["action"] for e in (await admin.get(f"/v1/admin/tenants/{tenant_id}/audit")).json()["items"]]
-    assert actions == ["auth.refused", "api_key.revoke", "document.delete", "document.create", "api_key.create",
-                       "tenant.create"]
+    assert actions == [
+        "auth.refused",
+        "api_key.revoke",
+        "document.delete",
+        "document.create",
+        "api_key.create",
+        "tenant.create",
+    ]
     async with client_for(gateway, key=None) as anonymous:
         problem(await anonymous.get(f"/v1/admin/tenants/{tenant_id}/audit"), 401)
     problem(await admin.get("/v1/admin/tenants/nobody-here/audit"), 404)

@@ -32,9 +32,13 @@ KEY = f"gwp-key-{RUN}"
 async def gateway(migrated_database: str, kafka_topics: str) -> AsyncIterator[tuple[GatewaySettings, GatewayDeps]]:
     """The gateway's collaborators with both projections consuming, as `app.start` runs them."""
     settings = GatewaySettings(
-        DATABASE_URL=migrated_database, kafka=KafkaSettings(bootstrap_servers=kafka_topics),
-        dev_tenant=TENANT, dev_api_key=KEY,
-        db_pool_size=4, status_group_id=f"gw-status-{RUN}", registry_group_id=f"gw-registry-{RUN}",
+        DATABASE_URL=migrated_database,
+        kafka=KafkaSettings(bootstrap_servers=kafka_topics),
+        dev_tenant=TENANT,
+        dev_api_key=KEY,
+        db_pool_size=4,
+        status_group_id=f"gw-status-{RUN}",
+        registry_group_id=f"gw-registry-{RUN}",
     )
     stop = asyncio.Event()
     async with AsyncExitStack() as stack:
@@ -67,8 +71,9 @@ async def publish(gateway: tuple[GatewaySettings, GatewayDeps], topic: str, mess
     await gateway[1].publisher.publish(OutgoingEvent(topic, key, message))
 
 
-async def eventually(client: httpx.AsyncClient, doc: str, check: Callable[[dict[str, Any]], bool],
-                     timeout_s: float = 30) -> dict[str, Any]:
+async def eventually(
+    client: httpx.AsyncClient, doc: str, check: Callable[[dict[str, Any]], bool], timeout_s: float = 30
+) -> dict[str, Any]:
     body: dict[str, Any] = {}
     async with asyncio.timeout(timeout_s):
         while True:
@@ -111,15 +116,22 @@ async def test_failed_status_carries_the_reason(
 ) -> None:
     doc = f"fails-{uuid.uuid4().hex[:8]}"
     await client.post("/v1/documents", json={"id": doc, "text": "broken"})
-    failed = status_pb2.DocumentFailed(tenant_id=TENANT, document_id=doc, version=1, stage="parse",
-                                       reason="no text in PDF", error_class="ExtractionError")
+    failed = status_pb2.DocumentFailed(
+        tenant_id=TENANT,
+        document_id=doc,
+        version=1,
+        stage="parse",
+        reason="no text in PDF",
+        error_class="ExtractionError",
+    )
     await publish(gateway, DOCUMENTS_STATUS.name, failed)
     body = await eventually(client, doc, lambda b: b["status"] == "failed")
     assert body["error"] == {"stage": "parse", "message": "ExtractionError: no text in PDF"}
 
 
-async def test_removed_status_marks_deleted(gateway: tuple[GatewaySettings, GatewayDeps], client: httpx.AsyncClient
-                                            ) -> None:
+async def test_removed_status_marks_deleted(
+    gateway: tuple[GatewaySettings, GatewayDeps], client: httpx.AsyncClient
+) -> None:
     doc = f"removed-{uuid.uuid4().hex[:8]}"
     await client.post("/v1/documents", json={"id": doc, "text": "short-lived"})
     removed = status_pb2.DocumentRemoved(tenant_id=TENANT, document_id=doc, version=1)
@@ -138,7 +150,11 @@ async def test_external_producers_are_registered_version_aware(
     await publish(gateway, DOCUMENTS_RECEIVED.name, newer)
     body = await eventually(client, doc, lambda b: b["version"] == 5)
     assert (body["status"], body["title"], body["metadata"], body["size_bytes"]) == (
-        "received", "CRM export", {"source": "crm"}, len(newer.source.text))
+        "received",
+        "CRM export",
+        {"source": "crm"},
+        len(newer.source.text),
+    )
     older = documents_pb2.DocumentReceived(tenant_id=TENANT, document_id=doc, version=3, title="stale")
     older.source.text = "older"
     await publish(gateway, DOCUMENTS_RECEIVED.name, older)
@@ -171,6 +187,7 @@ async def test_external_delete_marks_the_document_deleted(
 ) -> None:
     doc = f"ext-delete-{uuid.uuid4().hex[:8]}"
     await client.post("/v1/documents", json={"id": doc, "text": "to be removed elsewhere"})
-    await publish(gateway, DOCUMENTS_RECEIVED.name,
-                  documents_pb2.DocumentDeleted(tenant_id=TENANT, document_id=doc, version=1))
+    await publish(
+        gateway, DOCUMENTS_RECEIVED.name, documents_pb2.DocumentDeleted(tenant_id=TENANT, document_id=doc, version=1)
+    )
     await eventually(client, doc, lambda b: b["status"] == "deleted")

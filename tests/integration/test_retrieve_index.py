@@ -52,9 +52,14 @@ def document(
 ) -> DocumentVersion:
     chunks = [
         ChunkToIndex(
-            chunk_id=f"{document_id}-v{version}-{position}", position=position, text=text, heading="",
-            content_sha256=f"{document_id}-{version}-{position}", token_count=len(text.split()),
-            embedding=direction((axis, 1.0)), term_frequencies=ANALYZER.term_frequencies(lexical_text(title, "", text)),
+            chunk_id=f"{document_id}-v{version}-{position}",
+            position=position,
+            text=text,
+            heading="",
+            content_sha256=f"{document_id}-{version}-{position}",
+            token_count=len(text.split()),
+            embedding=direction((axis, 1.0)),
+            term_frequencies=ANALYZER.term_frequencies(lexical_text(title, "", text)),
         )
         for position, (text, axis) in enumerate(zip(texts, axes, strict=True))
     ]
@@ -75,8 +80,13 @@ def tenant() -> str:
 
 
 async def search(
-    pool: AsyncConnectionPool, tenant: str, text: str, mode: RetrievalMode, vector: np.ndarray | None = None,
-    filters: SearchFilters | None = None, top_k: int = 5,
+    pool: AsyncConnectionPool,
+    tenant: str,
+    text: str,
+    mode: RetrievalMode,
+    vector: np.ndarray | None = None,
+    filters: SearchFilters | None = None,
+    top_k: int = 5,
 ) -> list[str]:
     request = SearchRequest(tenant, text, top_k, mode, filters or SearchFilters(), vector)
     hits = await hybrid_search(PostgresSearchIndex(pool), ANALYZER, request, SearchTuning())
@@ -94,10 +104,12 @@ async def chunk_ids(pool: AsyncConnectionPool, tenant: str, document_id: str) ->
 async def corpus_stats(pool: AsyncConnectionPool, tenant: str) -> tuple[int, int, int]:
     """(chunk count, total lexical length, postings) as the statistics tables say."""
     async with tenant_transaction(pool, tenant) as connection:
-        row = await (await connection.execute(
-            "SELECT coalesce(sum(chunk_count), 0), coalesce(sum(total_length), 0),"
-            " (SELECT count(*) FROM chunk_terms) FROM lexical_stats"
-        )).fetchone()
+        row = await (
+            await connection.execute(
+                "SELECT coalesce(sum(chunk_count), 0), coalesce(sum(total_length), 0),"
+                " (SELECT count(*) FROM chunk_terms) FROM lexical_stats"
+            )
+        ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
 
@@ -131,7 +143,8 @@ async def test_lexical_scores_are_exact_bm25(pool: AsyncConnectionPool, tenant: 
     for i, tf in enumerate(frequencies):
         score = sum(
             bm25_term_weight(tf[term], sum(term in f for f in frequencies), len(texts), lengths[i], average)
-            for term in ("cell", "growth") if term in tf
+            for term in ("cell", "growth")
+            if term in tf
         )
         if score:
             expected[f"d{i}"] = score
@@ -231,8 +244,9 @@ async def test_tenants_are_isolated_by_row_level_security(pool: AsyncConnectionP
         for table in ("chunks", "chunk_terms", "lexical_stats", "document_index_state"):
             count = await (await connection.execute(f"SELECT count(*) FROM {table}")).fetchone()
             assert count == (0,), table
-        cursor = await connection.execute("SELECT chunk_key FROM chunks ORDER BY embedding <=> %s LIMIT 5",
-                                          (str(vector.tolist()),))
+        cursor = await connection.execute(
+            "SELECT chunk_key FROM chunks ORDER BY embedding <=> %s LIMIT 5", (str(vector.tolist()),)
+        )
         assert await cursor.fetchall() == []
     async with tenant_transaction(pool, tenant) as connection:
         keys = [r[0] for r in await (await connection.execute("SELECT chunk_key FROM chunks")).fetchall()]

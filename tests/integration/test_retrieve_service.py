@@ -95,26 +95,33 @@ async def stack(kafka_topics: str, migrated_database: str, encoder: Any) -> Asyn
     run = uuid.uuid4().hex[:8]
     async with AsyncExitStack() as exits:
         servers = []
-        for add, servicer in ((services_pb2_grpc.add_ReplyServiceServicer_to_server, replies),
-                              (services_pb2_grpc.add_EmbedServiceServicer_to_server, EmbedServicer(encoder))):
+        for add, servicer in (
+            (services_pb2_grpc.add_ReplyServiceServicer_to_server, replies),
+            (services_pb2_grpc.add_EmbedServiceServicer_to_server, EmbedServicer(encoder)),
+        ):
             server = grpc.aio.server()
             add(servicer, server)
             servers.append(server.add_insecure_port("127.0.0.1:0"))
             await server.start()
             exits.push_async_callback(server.stop, None)
         settings = RetrieveSettings(
-            kafka=KafkaSettings(bootstrap_servers=kafka_topics), DATABASE_URL=migrated_database,
+            kafka=KafkaSettings(bootstrap_servers=kafka_topics),
+            DATABASE_URL=migrated_database,
             grpc_port=free_port("127.0.0.1"),
-            metrics_port=0, index_group_id=f"test-retrieve-index-{run}", query_group_id=f"test-retrieve-query-{run}",
-            embed_address=f"127.0.0.1:{servers[1]}", db_pool_size=4,
+            metrics_port=0,
+            index_group_id=f"test-retrieve-index-{run}",
+            query_group_id=f"test-retrieve-query-{run}",
+            embed_address=f"127.0.0.1:{servers[1]}",
+            db_pool_size=4,
         )
         stop = asyncio.Event()
         loops = [asyncio.ensure_future(loop) for loop in await start(settings, exits, stop)]
         publisher = EventPublisher(settings.kafka, source="test/retrieve")
         await publisher.start()
         exits.push_async_callback(publisher.stop)
-        options = ConsumerOptions(group_id=f"test-retrieve-observer-{run}",
-                                  topics=(DOCUMENTS_STATUS.name, QUERIES_RETRIEVED.name))
+        options = ConsumerOptions(
+            group_id=f"test-retrieve-observer-{run}", topics=(DOCUMENTS_STATUS.name, QUERIES_RETRIEVED.name)
+        )
         observer = EventConsumer(settings.kafka, options, collector, publisher)
         await observer.start()
         exits.push_async_callback(observer.stop)
@@ -122,8 +129,12 @@ async def stack(kafka_topics: str, migrated_database: str, encoder: Any) -> Asyn
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port}")
         exits.push_async_callback(channel.close)
         yield {
-            "publisher": publisher, "collector": collector, "replies": replies, "encoder": encoder,
-            "search": services_pb2_grpc.RetrieveServiceStub(channel), "reply_to": f"127.0.0.1:{servers[0]}",
+            "publisher": publisher,
+            "collector": collector,
+            "replies": replies,
+            "encoder": encoder,
+            "search": services_pb2_grpc.RetrieveServiceStub(channel),
+            "reply_to": f"127.0.0.1:{servers[0]}",
         }
         stop.set()
         await asyncio.gather(*loops)
@@ -132,12 +143,22 @@ async def stack(kafka_topics: str, migrated_database: str, encoder: Any) -> Asyn
 def embedded_event(
     tenant: str, document_id: str, version: int, vectors: dict[str, np.ndarray], dims: int = DIMS
 ) -> Any:
-    event = chunks_pb2.ChunksEmbedded(tenant_id=tenant, document_id=document_id, version=version, title="Notes",
-                                      model="all-MiniLM-L6-v2", dimensions=dims)
+    event = chunks_pb2.ChunksEmbedded(
+        tenant_id=tenant,
+        document_id=document_id,
+        version=version,
+        title="Notes",
+        model="all-MiniLM-L6-v2",
+        dimensions=dims,
+    )
     event.metadata["source"] = "test"
     for position, (name, vector) in enumerate(vectors.items()):
-        chunk = chunks_pb2.Chunk(chunk_id=f"{document_id}-{version}-{name}", position=position, text=TEXTS[name],
-                                 content_sha256=f"sha-{name}")
+        chunk = chunks_pb2.Chunk(
+            chunk_id=f"{document_id}-{version}-{name}",
+            position=position,
+            text=TEXTS[name],
+            content_sha256=f"sha-{name}",
+        )
         event.chunks.append(chunks_pb2.EmbeddedChunk(chunk=chunk, vector=pack_vector(vector)))
     return event
 
@@ -159,15 +180,17 @@ async def test_indexing_failure_and_removal_are_announced(stack: dict[str, Any])
     [indexed] = collector.of(status_pb2.DocumentIndexed, tenant_id=tenant)
     assert (indexed.version, indexed.chunk_count, indexed.model) == (1, 2, "all-MiniLM-L6-v2")
     small = {"cats": np.ones(16, dtype=np.float32)}
-    await publish(stack, CHUNKS_EMBEDDED.name, document_key(tenant, "notes"),
-                  embedded_event(tenant, "notes", 2, small, dims=16))
+    await publish(
+        stack, CHUNKS_EMBEDDED.name, document_key(tenant, "notes"), embedded_event(tenant, "notes", 2, small, dims=16)
+    )
     [failed] = await eventually(lambda: collector.of(status_pb2.DocumentFailed, tenant_id=tenant))
     assert (failed.version, failed.stage) == (2, "index") and "16 dimensions" in failed.reason
     deleted = documents_pb2.DocumentDeleted(tenant_id=tenant, document_id="notes", version=1)
     await publish(stack, CHUNKS_EMBEDDED.name, document_key(tenant, "notes"), deleted)
     await eventually(lambda: collector.of(status_pb2.DocumentRemoved, tenant_id=tenant))
-    response = await stack["search"].Search(services_pb2.SearchRequest(
-        tenant_id=tenant, query="cat", retrieval=queries_pb2.RETRIEVAL_MODE_LEXICAL))
+    response = await stack["search"].Search(
+        services_pb2.SearchRequest(tenant_id=tenant, query="cat", retrieval=queries_pb2.RETRIEVAL_MODE_LEXICAL)
+    )
     assert list(response.chunks) == []
 
 
@@ -175,29 +198,41 @@ async def test_search_rpc_embeds_the_query_and_finds_by_meaning(stack: dict[str,
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     await index_cats_and_rates(stack, tenant)
     # No word in common with the cat chunk: only the embedding can find it.
-    response = await stack["search"].Search(services_pb2.SearchRequest(
-        tenant_id=tenant, query="kitten resting", top_k=1, retrieval=queries_pb2.RETRIEVAL_MODE_DENSE))
+    response = await stack["search"].Search(
+        services_pb2.SearchRequest(
+            tenant_id=tenant, query="kitten resting", top_k=1, retrieval=queries_pb2.RETRIEVAL_MODE_DENSE
+        )
+    )
     assert [c.chunk_id for c in response.chunks] == ["notes-1-cats"]
     assert response.chunks[0].metadata["source"] == "test"
     assert set(response.timings_ms) == {"embed", "retrieve"}
-    lexical = await stack["search"].Search(services_pb2.SearchRequest(
-        tenant_id=tenant, query="inflation", retrieval=queries_pb2.RETRIEVAL_MODE_LEXICAL))
+    lexical = await stack["search"].Search(
+        services_pb2.SearchRequest(tenant_id=tenant, query="inflation", retrieval=queries_pb2.RETRIEVAL_MODE_LEXICAL)
+    )
     assert [c.chunk_id for c in lexical.chunks] == ["notes-1-rates"] and lexical.chunks[0].lexical_score > 0
     assert "embed" not in lexical.timings_ms
 
 
 async def test_search_rpc_rejects_empty_tenant_query_and_bad_vectors(stack: dict[str, Any]) -> None:
-    for request in (services_pb2.SearchRequest(tenant_id="", query="x"),
-                    services_pb2.SearchRequest(tenant_id="t", query="  "),
-                    services_pb2.SearchRequest(tenant_id="t", query="x", query_vector=[1.0, 2.0])):
+    for request in (
+        services_pb2.SearchRequest(tenant_id="", query="x"),
+        services_pb2.SearchRequest(tenant_id="t", query="  "),
+        services_pb2.SearchRequest(tenant_id="t", query="x", query_vector=[1.0, 2.0]),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stack["search"].Search(request)
         assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
 def embedded_query(tenant: str, stack: dict[str, Any], mode: int, vector: np.ndarray, reply: bool = True) -> Any:
-    query = queries_pb2.QueryRequested(query_id=uuid.uuid4().hex, tenant_id=tenant, question="interest rates",
-                                       top_k=2, mode=mode, reply_to=stack["reply_to"] if reply else "")
+    query = queries_pb2.QueryRequested(
+        query_id=uuid.uuid4().hex,
+        tenant_id=tenant,
+        question="interest rates",
+        top_k=2,
+        mode=mode,
+        reply_to=stack["reply_to"] if reply else "",
+    )
     query.deadline.FromDatetime(datetime.now(UTC) + timedelta(seconds=60))
     query.timings_ms["embed"] = 3.0
     return queries_pb2.QueryEmbedded(query=query, vector=pack_vector(vector), model="all-MiniLM-L6-v2")

@@ -30,8 +30,9 @@ class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     self.spans.append(
-                        ReceivedSpan(service, span.name, span.trace_id.hex(), span.span_id.hex(),
-                                     span.parent_span_id.hex())
+                        ReceivedSpan(
+                            service, span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex()
+                        )
                     )
         return trace_service_pb2.ExportTraceServiceResponse()
 

@@ -45,8 +45,10 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int:
             partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = await consumer.end_offsets(partitions)
         committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-        return sum(ends[tp] - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
-                   for tp in partitions)
+        return sum(
+            ends[tp] - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
+            for tp in partitions
+        )
     finally:
         await consumer.stop()
         await admin.close()

@@ -80,13 +80,13 @@ def _declared_common_extras(service: str) -> set[str]:
 @pytest.mark.parametrize("service", [*NON_EMBED_SERVICES, "embed"])
 def test_a_service_imports_no_driver_of_an_extra_it_does_not_declare(service: str) -> None:
     """Block every driver the service's pyproject leaves out; its composition root must still import."""
-    blocked = [m for extra, modules in OPTIONAL_DRIVERS.items() if extra not in _declared_common_extras(service)
-               for m in modules]
-    code = (
-        "import sys\n"
-        f"for name in {blocked!r}:\n    sys.modules[name] = None\n"
-        f"import ragstream_{service}.app\n"
-    )
+    blocked = [
+        m
+        for extra, modules in OPTIONAL_DRIVERS.items()
+        if extra not in _declared_common_extras(service)
+        for m in modules
+    ]
+    code = f"import sys\nfor name in {blocked!r}:\n    sys.modules[name] = None\nimport ragstream_{service}.app\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 

@@ -50,8 +50,13 @@ def test_json_event_decodes_to_its_protobuf_twin() -> None:
             "specversion",
         ),
         (
-            {"ce_id": "1", "ce_type": "rag.v1.DocumentReceived", "ce_source": "s", "ce_specversion": "1.0",
-             "content-type": "text/csv"},
+            {
+                "ce_id": "1",
+                "ce_type": "rag.v1.DocumentReceived",
+                "ce_source": "s",
+                "ce_specversion": "1.0",
+                "content-type": "text/csv",
+            },
             "content-type",
         ),
     ],

@@ -11,8 +11,12 @@ from ragstream_common.kafka_settings import KafkaSettings
 pytestmark = pytest.mark.unit
 
 KAFKA_VARIABLES = (
-    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME",
-    "KAFKA_SASL_PASSWORD", "AWS_REGION",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    "AWS_REGION",
 )
 
 
@@ -115,8 +119,11 @@ def test_the_password_never_shows_in_reprs_or_config_errors(monkeypatch: pytest.
     # A config error elsewhere in the block must not echo the password either.
     failed = _load_in_subprocess(
         "ragstream_common.config.ServiceSettings",
-        {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-         "KAFKA_SASL_PASSWORD": "hunter2"},
+        {
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_PASSWORD": "hunter2",
+        },
     )
     assert failed.returncode == 2 and "KAFKA_SASL_USERNAME" in failed.stderr
     assert "hunter2" not in failed.stderr

@@ -25,13 +25,23 @@ async def test_s3_store_keys_objects_per_tenant() -> None:
     client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
     store = S3BlobStore("bucket", prefix="raw/", client=client)
     with Stubber(client) as stub:
-        stub.add_response("put_object", {}, {
-            "Bucket": "bucket", "Key": "raw/acme/doc/abc", "Body": b"data", "ContentType": "text/plain",
-            "Metadata": {"sha256": "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7"},
-        })
+        stub.add_response(
+            "put_object",
+            {},
+            {
+                "Bucket": "bucket",
+                "Key": "raw/acme/doc/abc",
+                "Body": b"data",
+                "ContentType": "text/plain",
+                "Metadata": {"sha256": "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7"},
+            },
+        )
         body = StreamingBody(io.BytesIO(b"data"), 4)
-        stub.add_response("get_object", {"Body": body, "ContentType": "text/plain", "Metadata": {"sha256": "h"}},
-                          {"Bucket": "bucket", "Key": "raw/acme/doc/abc"})
+        stub.add_response(
+            "get_object",
+            {"Body": body, "ContentType": "text/plain", "Metadata": {"sha256": "h"}},
+            {"Bucket": "bucket", "Key": "raw/acme/doc/abc"},
+        )
         stub.add_client_error("get_object", service_error_code="NoSuchKey", http_status_code=404)
         stub.add_response("delete_object", {}, {"Bucket": "bucket", "Key": "raw/acme/doc/abc"})
         assert await store.put("acme", "doc/abc", b"data", "text/plain") == "blob://doc/abc"

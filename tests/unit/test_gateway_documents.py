@@ -20,10 +20,23 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def _record(**changes: object) -> DocumentRecord:
     fields: dict[str, object] = {
-        "tenant_id": "t", "document_id": "d", "version": 1, "status": "indexed", "title": "T", "metadata": {},
-        "content_type": "text/plain", "content_sha256": hashlib.sha256(b"hello").hexdigest(), "size_bytes": 5,
-        "source_uri": "", "chunk_count": 1, "error_stage": None, "error": None, "created_at": NOW,
-        "updated_at": NOW, "indexed_at": NOW, "deleted_at": None,
+        "tenant_id": "t",
+        "document_id": "d",
+        "version": 1,
+        "status": "indexed",
+        "title": "T",
+        "metadata": {},
+        "content_type": "text/plain",
+        "content_sha256": hashlib.sha256(b"hello").hexdigest(),
+        "size_bytes": 5,
+        "source_uri": "",
+        "chunk_count": 1,
+        "error_stage": None,
+        "error": None,
+        "created_at": NOW,
+        "updated_at": NOW,
+        "indexed_at": NOW,
+        "deleted_at": None,
     }
     fields.update(changes)
     return DocumentRecord(**fields)  # type: ignore[arg-type]
@@ -34,8 +47,9 @@ def _service(current: DocumentRecord | None, registration: Registration) -> tupl
     ports.registry.get.return_value = current
     ports.registry.register.return_value = registration
     ports.blobs.put.return_value = "blob://d/sha"
-    service = DocumentService(ports.registry, ports.blobs, ports.sink, ports.audit, inline_text_max_bytes=4,
-                              publish_timeout_s=1)
+    service = DocumentService(
+        ports.registry, ports.blobs, ports.sink, ports.audit, inline_text_max_bytes=4, publish_timeout_s=1
+    )
     return service, ports
 
 
@@ -54,8 +68,13 @@ async def test_unchanged_submission_touches_nothing() -> None:
 
 @pytest.mark.parametrize(
     "record",
-    [_record(status="deleted"), _record(error_stage="publish", status="failed"), _record(title="other"),
-     _record(metadata={"a": "b"}), _record(content_sha256="0" * 64)],
+    [
+        _record(status="deleted"),
+        _record(error_stage="publish", status="failed"),
+        _record(title="other"),
+        _record(metadata={"a": "b"}),
+        _record(content_sha256="0" * 64),
+    ],
 )
 def test_what_counts_as_a_change(record: DocumentRecord) -> None:
     assert not is_unchanged(record, hashlib.sha256(b"hello").hexdigest(), "T", {})
@@ -119,7 +138,10 @@ def test_external_events_describe_their_version() -> None:
     inline.source.text = "hello"
     version = external_version(inline)
     assert (version.content_sha256, version.size_bytes, version.source_uri) == (
-        hashlib.sha256(b"hello").hexdigest(), 5, "")
+        hashlib.sha256(b"hello").hexdigest(),
+        5,
+        "",
+    )
     by_uri = documents_pb2.DocumentUpdated(tenant_id="t", document_id="d", version=5)
     by_uri.source.uri, by_uri.source.sha256, by_uri.source.size_bytes = "blob://k", "abc", 10
     assert (external_version(by_uri).source_uri, external_version(by_uri).content_sha256) == ("blob://k", "abc")

@@ -23,8 +23,13 @@ KEY = "test-key"
 
 def _grant(**changes: object) -> KeyGrant:
     fields: dict[str, object] = {
-        "key_id": "key_1", "tenant_id": "acme", "scopes": ALL_SCOPES, "revoked": False, "expires_at": None,
-        "rate_limit": None, "ip_allowlist": (),
+        "key_id": "key_1",
+        "tenant_id": "acme",
+        "scopes": ALL_SCOPES,
+        "revoked": False,
+        "expires_at": None,
+        "rate_limit": None,
+        "ip_allowlist": (),
     }
     fields.update(changes)
     return KeyGrant(**fields)  # type: ignore[arg-type]
@@ -38,8 +43,13 @@ def _deps(grant: KeyGrant | None) -> GatewayDeps:
     readiness = AsyncMock()
     readiness.checks.return_value = {"kafka_producer": True, "database": True}
     return GatewayDeps(
-        registry=registry, blobs=AsyncMock(), publisher=AsyncMock(), audit=AsyncMock(), tenants=tenants,
-        limiter=TenantRateLimiter("async+memory://", "1000/minute"), readiness=readiness,
+        registry=registry,
+        blobs=AsyncMock(),
+        publisher=AsyncMock(),
+        audit=AsyncMock(),
+        tenants=tenants,
+        limiter=TenantRateLimiter("async+memory://", "1000/minute"),
+        readiness=readiness,
     )
 
 
@@ -182,7 +192,7 @@ async def test_health_endpoints(client: httpx.AsyncClient) -> None:
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200 and "ragstream_gateway_http_requests_total" in metrics.text
-    assert '/v1/documents/{document_id}' in metrics.text or "route=" in metrics.text
+    assert "/v1/documents/{document_id}" in metrics.text or "route=" in metrics.text
     spec = (await client.get("/openapi.json")).json()
     assert "/v1/documents" in spec["paths"] and "ProblemDetails" in spec["components"]["schemas"]
     assert (await client.get("/docs")).status_code == 200

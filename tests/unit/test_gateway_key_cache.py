@@ -27,20 +27,29 @@ class CountingDirectory:
     async def revoke_key(self, tenant_id: str, key_id: str) -> bool:
         for digest, grant in self.grants.items():
             if grant.tenant_id == tenant_id and grant.key_id == key_id:
-                self.grants[digest] = KeyGrant(grant.key_id, grant.tenant_id, grant.scopes, True, grant.expires_at,
-                                               grant.rate_limit, grant.ip_allowlist)
+                self.grants[digest] = KeyGrant(
+                    grant.key_id,
+                    grant.tenant_id,
+                    grant.scopes,
+                    True,
+                    grant.expires_at,
+                    grant.rate_limit,
+                    grant.ip_allowlist,
+                )
                 return True
         return False
 
-    async def create_tenant(self, tenant_id: str, name: str, rate_limit: str | None,
-                            ip_allowlist: Sequence[object]) -> TenantRecord | None:
+    async def create_tenant(
+        self, tenant_id: str, name: str, rate_limit: str | None, ip_allowlist: Sequence[object]
+    ) -> TenantRecord | None:
         return TenantRecord(tenant_id, name, rate_limit, (), datetime.now(UTC))
 
     async def get_tenant(self, tenant_id: str) -> TenantRecord | None:
         return None
 
-    async def create_key(self, tenant_id: str, key: str, name: str, scopes: Sequence[str],
-                         expires_at: datetime | None) -> ApiKeyRecord:
+    async def create_key(
+        self, tenant_id: str, key: str, name: str, scopes: Sequence[str], expires_at: datetime | None
+    ) -> ApiKeyRecord:
         return ApiKeyRecord("k", tenant_id, name, tuple(scopes), datetime.now(UTC), expires_at)
 
 

@@ -1,4 +1,3 @@
-
 import pytest
 from rag.v1.queries_pb2 import ScoredChunk
 from ragstream_generate.backends import (

@@ -82,9 +82,7 @@ def test_chunk_ids_are_deterministic_uuid5() -> None:
 
 
 def _paragraph(topic: str, sentences: int) -> str:
-    return " ".join(
-        f"The {topic} sentence number {n} explains one more detail." for n in range(sentences)
-    )
+    return " ".join(f"The {topic} sentence number {n} explains one more detail." for n in range(sentences))
 
 
 def test_breaks_prefer_paragraphs_and_track_headings() -> None:
@@ -164,9 +162,7 @@ _PIECE = st.one_of(
     pieces=st.lists(_PIECE, max_size=250),
     window=st.sampled_from([(16, 0), (16, 8), (48, 12), (200, 40), (254, 100)]),
 )
-def test_chunks_fit_the_model_and_cover_the_text(
-    pieces: list[str], window: tuple[int, int]
-) -> None:
+def test_chunks_fit_the_model_and_cover_the_text(pieces: list[str], window: tuple[int, int]) -> None:
     text = normalize_text("".join(pieces))
     chunks = chunker(*window).split(text)
     assert_chunk_invariants(text, chunks, window[0])

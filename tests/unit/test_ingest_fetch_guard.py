@@ -81,9 +81,7 @@ async def test_loopback_literal_is_refused_by_default() -> None:
         await fetch_url("http://127.0.0.1:9/")
 
 
-@pytest.mark.parametrize(
-    "url", ["file:///etc/passwd", "ftp://docs.example.com/x", "gopher://a/", "http:///nohost"]
-)
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://docs.example.com/x", "gopher://a/", "http:///nohost"])
 async def test_only_http_urls_with_a_host_are_allowed(url: str) -> None:
     with pytest.raises(InvalidUrlError):
         await fetcher(no_network).fetch(url)

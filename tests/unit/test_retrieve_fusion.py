@@ -21,8 +21,16 @@ pytestmark = pytest.mark.unit
 def _chunk(key: int, vector: list[float], sha: str | None = None) -> StoredChunk:
     embedding = np.asarray(vector, dtype=np.float32)
     return StoredChunk(
-        key=key, chunk_id=f"c{key}", document_id="d", version=1, title="", text="", position=key, metadata={},
-        content_sha256=sha or f"sha{key}", embedding=embedding / np.linalg.norm(embedding),
+        key=key,
+        chunk_id=f"c{key}",
+        document_id="d",
+        version=1,
+        title="",
+        text="",
+        position=key,
+        metadata={},
+        content_sha256=sha or f"sha{key}",
+        embedding=embedding / np.linalg.norm(embedding),
     )
 
 

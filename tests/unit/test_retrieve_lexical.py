@@ -46,6 +46,7 @@ def test_term_frequencies_count_repeats(analyzer: LexicalAnalyzer) -> None:
 
 def test_analyzer_is_usable_from_several_threads(analyzer: LexicalAnalyzer) -> None:
     results: list[list[str]] = []
+
     def work() -> None:
         results.append(analyzer.terms("connected connections"))
 

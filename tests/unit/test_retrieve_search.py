@@ -21,8 +21,9 @@ def _unit(values: Sequence[float]) -> np.ndarray:
 
 
 def _stored(key: int, vector: Sequence[float], sha: str | None = None) -> StoredChunk:
-    return StoredChunk(key, f"chunk-{key}", f"doc-{key}", 1, "t", f"text {key}", 0, {"k": "v"},
-                       sha or f"sha-{key}", _unit(vector))
+    return StoredChunk(
+        key, f"chunk-{key}", f"doc-{key}", 1, "t", f"text {key}", 0, {"k": "v"}, sha or f"sha-{key}", _unit(vector)
+    )
 
 
 def _index(dense: list[Candidate], lexical: list[Candidate], chunks: dict[int, StoredChunk]) -> AsyncMock:
@@ -107,8 +108,9 @@ async def test_duplicates_are_skipped_and_more_candidates_fetched() -> None:
 
 async def test_candidate_depth_is_at_least_top_k() -> None:
     index = _index([], [], {})
-    await hybrid_search(index, LexicalAnalyzer(), _request(RetrievalMode.HYBRID, top_k=50),
-                        SearchTuning(candidate_depth=10))
+    await hybrid_search(
+        index, LexicalAnalyzer(), _request(RetrievalMode.HYBRID, top_k=50), SearchTuning(candidate_depth=10)
+    )
     assert index.dense_candidates.await_args.args[3] == 50
     assert index.lexical_candidates.await_args.args[3] == 50
 

@@ -53,7 +53,7 @@ def blob_key_of(uri: str) -> str:
     """The key inside a `blob://<key>` URI; ValueError for any other URI."""
     if not uri.startswith(BLOB_SCHEME) or len(uri) == len(BLOB_SCHEME):
         raise ValueError(f"not a blob URI: {uri!r}")
-    return uri[len(BLOB_SCHEME):]
+    return uri[len(BLOB_SCHEME) :]
 
 
 class PostgresBlobStore:
@@ -87,8 +87,15 @@ class PostgresBlobStore:
 class S3BlobStore:
     """Objects at `<prefix><tenant_id>/<key>`; boto3 is synchronous, so calls run in worker threads."""
 
-    def __init__(self, bucket: str, *, prefix: str = "", client: Any = None, endpoint_url: str | None = None,
-                 region: str | None = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        client: Any = None,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+    ) -> None:
         if client is None:
             import boto3  # production-only dependency; imported late so Postgres-only users never load it
 
@@ -103,8 +110,12 @@ class S3BlobStore:
     async def put(self, tenant_id: str, key: str, data: bytes, content_type: str) -> str:
         digest = hashlib.sha256(data).hexdigest()
         await asyncio.to_thread(
-            self._client.put_object, Bucket=self._bucket, Key=self._object_key(tenant_id, key), Body=data,
-            ContentType=content_type or "application/octet-stream", Metadata={"sha256": digest},
+            self._client.put_object,
+            Bucket=self._bucket,
+            Key=self._object_key(tenant_id, key),
+            Body=data,
+            ContentType=content_type or "application/octet-stream",
+            Metadata={"sha256": digest},
         )
         return blob_uri(key)
 
@@ -120,9 +131,7 @@ class S3BlobStore:
         return Blob(data, response.get("ContentType", ""), digest)
 
     async def delete(self, tenant_id: str, key: str) -> None:
-        await asyncio.to_thread(
-            self._client.delete_object, Bucket=self._bucket, Key=self._object_key(tenant_id, key)
-        )
+        await asyncio.to_thread(self._client.delete_object, Bucket=self._bucket, Key=self._object_key(tenant_id, key))
 
 
 def build_blob_store(settings: BlobStoreSettings, pool: AsyncConnectionPool | None) -> BlobStore:
@@ -130,8 +139,12 @@ def build_blob_store(settings: BlobStoreSettings, pool: AsyncConnectionPool | No
     if settings.store == "s3":
         if not settings.s3_bucket:
             raise ValueError("BLOB_STORE=s3 needs the bucket name in BLOB_S3_BUCKET")
-        return S3BlobStore(settings.s3_bucket, prefix=settings.s3_prefix, endpoint_url=settings.s3_endpoint_url,
-                           region=settings.s3_region)
+        return S3BlobStore(
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+        )
     if pool is None:
         raise ValueError("the postgres blob store needs a database pool")
     return PostgresBlobStore(pool)

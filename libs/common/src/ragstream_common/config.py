@@ -39,9 +39,7 @@ class ServiceSettings(BaseSettings):
     service_name: str = "ragstream"
     # KAFKA_BOOTSTRAP_SERVERS and the KAFKA_* security variables, unprefixed (see kafka_settings).
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    database_url: str = Field(
-        default=DEFAULT_DATABASE_URL, validation_alias=AliasChoices("DATABASE_URL")
-    )
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, validation_alias=AliasChoices("DATABASE_URL"))
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT")
     )
@@ -61,7 +59,6 @@ class ServiceSettings(BaseSettings):
 
 
 S = TypeVar("S", bound=BaseSettings)
-
 
 
 def env_name(settings_cls: type[BaseSettings], field: str) -> str:

@@ -29,9 +29,7 @@ def create_pool(
 
 
 @asynccontextmanager
-async def tenant_transaction(
-    pool: AsyncConnectionPool, tenant_id: str
-) -> AsyncIterator[psycopg.AsyncConnection]:
+async def tenant_transaction(pool: AsyncConnectionPool, tenant_id: str) -> AsyncIterator[psycopg.AsyncConnection]:
     """A transaction in which row-level security admits only `tenant_id`'s rows."""
     async with pool.connection() as connection, connection.transaction():
         await connection.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))

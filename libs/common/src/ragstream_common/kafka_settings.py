@@ -49,9 +49,7 @@ class KafkaSettings(BaseSettings):
 
     @field_validator("sasl_username", "sasl_password")
     @classmethod
-    def _credentials_for_mechanism(
-        cls, value: str | SecretStr | None, info: ValidationInfo
-    ) -> str | SecretStr | None:
+    def _credentials_for_mechanism(cls, value: str | SecretStr | None, info: ValidationInfo) -> str | SecretStr | None:
         mechanism = info.data.get("sasl_mechanism")
         protocol = str(info.data.get("security_protocol", ""))
         secret = value.get_secret_value() if isinstance(value, SecretStr) else value

@@ -66,14 +66,18 @@ class GrpcReplyClient:
     async def deliver_sources(self, address: str, reply: services_pb2.SourcesReply) -> bool:
         """Hand the retrieved sources to the waiting gateway; False if it could not be reached or stopped waiting."""
         return await self._call(
-            "DeliverSources", address, reply.query_id,
+            "DeliverSources",
+            address,
+            reply.query_id,
             lambda stub: stub.DeliverSources(reply, timeout=self._timeout_s),
         )
 
     async def deliver_failure(self, address: str, failure: services_pb2.QueryFailure) -> bool:
         """Tell the waiting gateway its query failed; False if that could not be delivered."""
         return await self._call(
-            "DeliverFailure", address, failure.query_id,
+            "DeliverFailure",
+            address,
+            failure.query_id,
             lambda stub: stub.DeliverFailure(failure, timeout=self._timeout_s),
         )
 
@@ -83,7 +87,9 @@ class GrpcReplyClient:
         """Run one client-streaming StreamAnswer call: send `fragments` as they come until the iterable ends,
         then wait for the gateway's acknowledgement. False if the stream failed or the gateway stopped waiting."""
         return await self._call(
-            "StreamAnswer", address, query_id,
+            "StreamAnswer",
+            address,
+            query_id,
             lambda stub: stub.StreamAnswer(fragments, timeout=self._answer_timeout_s),
         )
 

@@ -54,8 +54,9 @@ async def start_publisher(
     """A producer; a named `lane` (e.g. "queries") gets its own connection, so that its sends never wait behind
     another lane's large batches (a producer has one request in flight per broker)."""
     source = f"ragstream/{settings.service_name}"
-    publisher = EventPublisher(settings.kafka, source=source, linger_ms=linger_ms,
-                               client_id=f"{source}/{lane}" if lane else "")
+    publisher = EventPublisher(
+        settings.kafka, source=source, linger_ms=linger_ms, client_id=f"{source}/{lane}" if lane else ""
+    )
     await publisher.start()
     stack.push_async_callback(publisher.stop)
     return publisher

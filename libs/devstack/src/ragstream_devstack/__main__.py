@@ -37,13 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="keep data in DIR/kafka and DIR/postgres across runs (default: temporary)",
     )
-    infra.add_argument(
-        "--env-file", type=Path, default=None, help="also write the two VAR=value lines here"
-    )
+    infra.add_argument("--env-file", type=Path, default=None, help="also write the two VAR=value lines here")
     commands.add_parser("fetch-kafka", help="resolve the Kafka jars into the cache and exit")
-    commands.add_parser(
-        "run", help="infra + migrations, topics and all five services (see ragstream_devstack.run)"
-    )
+    commands.add_parser("run", help="infra + migrations, topics and all five services (see ragstream_devstack.run)")
     return parser
 
 
@@ -65,9 +61,7 @@ def _run_infra(args: argparse.Namespace) -> int:
                 bootstrap = kafka.bootstrap_servers
             database_url = os.environ.get(DATABASE_ENV)
             if not database_url:
-                postgres = LocalPostgres(
-                    data_dir / "postgres" if data_dir else None, port=args.postgres_port
-                )
+                postgres = LocalPostgres(data_dir / "postgres" if data_dir else None, port=args.postgres_port)
                 servers.append(stack.enter_context(postgres))
                 database_url = postgres.database_url
             lines = f"{KAFKA_ENV}={bootstrap}\n{DATABASE_ENV}={database_url}\n"

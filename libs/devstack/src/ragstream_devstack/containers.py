@@ -58,9 +58,7 @@ def kafka_container() -> Iterator[str]:
     container = DockerContainer(KAFKA_IMAGE).with_bind_ports(port, port)
     for key, value in as_docker_env(settings).items():
         container = container.with_env(key, value)
-    container = container.waiting_for(
-        LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(120)
-    )
+    container = container.waiting_for(LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(120))
     with container:
         yield f"{host}:{port}"
 

@@ -39,9 +39,7 @@ def single_node_settings(
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
         "controller.quorum.voters": f"{NODE_ID}@{voter_host}:{controller_port}",
-        "listeners": (
-            f"PLAINTEXT://{listen_host}:{broker_port},CONTROLLER://{listen_host}:{controller_port}"
-        ),
+        "listeners": (f"PLAINTEXT://{listen_host}:{broker_port},CONTROLLER://{listen_host}:{controller_port}"),
         "advertised.listeners": f"PLAINTEXT://{advertised_host}:{broker_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",

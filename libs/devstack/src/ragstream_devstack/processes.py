@@ -165,11 +165,9 @@ def wait_until(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise DevstackError(
-                f"{what} exited with status {proc.returncode} during startup. "
-                f"Log {log}:\n{log_excerpt(log)}"
+                f"{what} exited with status {proc.returncode} during startup. Log {log}:\n{log_excerpt(log)}"
             )
         if ready():
             return
         time.sleep(0.2)
     raise DevstackError(f"{what} did not become ready within {timeout:.0f}s. Log {log}:\n{log_excerpt(log)}")
-

@@ -62,12 +62,18 @@ def local_access() -> dict[str, str]:
 def run(data_dir: Path) -> int:
     ports = SystemPorts.defaults()
     with contextlib.ExitStack() as stack:
-        kafka = os.environ.get(KAFKA_ENV) or stack.enter_context(
-            LocalKafka(data_dir / "kafka", port=int(os.environ.get("RAGSTREAM_KAFKA_PORT", 9092)))
-        ).bootstrap_servers
-        database_url = os.environ.get(DATABASE_ENV) or stack.enter_context(
-            LocalPostgres(data_dir / "postgres", port=int(os.environ.get("RAGSTREAM_POSTGRES_PORT", 5432)))
-        ).database_url
+        kafka = (
+            os.environ.get(KAFKA_ENV)
+            or stack.enter_context(
+                LocalKafka(data_dir / "kafka", port=int(os.environ.get("RAGSTREAM_KAFKA_PORT", 9092)))
+            ).bootstrap_servers
+        )
+        database_url = (
+            os.environ.get(DATABASE_ENV)
+            or stack.enter_context(
+                LocalPostgres(data_dir / "postgres", port=int(os.environ.get("RAGSTREAM_POSTGRES_PORT", 5432)))
+            ).database_url
+        )
         print(f"{KAFKA_ENV}={kafka}\n{DATABASE_ENV}={database_url}", flush=True)
         prepare_platform(kafka, database_url)
         manager = Manager()

@@ -63,12 +63,18 @@ def create_app(
     """
     # FastAPI traces requests natively (OpenTelemetry) once ragstream_common.tracing installed a provider.
     app = FastAPI(
-        title="Ragstream Gateway", version="0.1.0", description=DESCRIPTION,
+        title="Ragstream Gateway",
+        version="0.1.0",
+        description=DESCRIPTION,
         telemetry={"exclude": lambda scope: scope.get("path") in UNTRACED_PATHS},
     )
     documents_service = DocumentService(
-        deps.registry, deps.blobs, RoutedEventSink(deps.publisher, GATEWAY_ROUTES), deps.audit,
-        inline_text_max_bytes=settings.inline_text_max_bytes, publish_timeout_s=settings.publish_timeout_s,
+        deps.registry,
+        deps.blobs,
+        RoutedEventSink(deps.publisher, GATEWAY_ROUTES),
+        deps.audit,
+        inline_text_max_bytes=settings.inline_text_max_bytes,
+        publish_timeout_s=settings.publish_timeout_s,
     )
     app.state.services = GatewayServices(settings, deps, documents_service, queries)
     install_problem_handlers(app)
@@ -76,8 +82,9 @@ def create_app(
         app.add_exception_handler(unavailable, on_dependency_down)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + ENVELOPE_BYTES)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
-                           allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
     app.add_middleware(HttpMetrics)
     query_routers = [query.router] if queries is not None else []
     for router in (health.router, documents.router, admin.router, *query_routers, *routers):
@@ -165,7 +172,9 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
     )
     pending = PendingQueries()
     reply_server = await start_grpc(
-        stack, settings, ["rag.v1.ReplyService"],
+        stack,
+        settings,
+        ["rag.v1.ReplyService"],
         [partial(services_pb2_grpc.add_ReplyServiceServicer_to_server, ReplyServicer(pending))],
     )
     reply_address = settings.reply_advertise_address or reply_server.address
@@ -173,8 +182,13 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
     app = create_app(settings, deps, queries=queries)
     await reply_server.mark_serving()
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, lifespan="off", log_config=None,
-        proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="off",
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         # Within the lifecycle's grace period, so the pool and producer close after the last request.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) - 2),
     )

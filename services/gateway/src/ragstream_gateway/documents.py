@@ -188,8 +188,13 @@ class DocumentService:
             async with asyncio.timeout(self._publish_timeout_s):
                 await self._sink.emit([Emitted(message)])
         except Exception as exc:
-            log.error("publish failed", tenant_id=message.tenant_id, document_id=message.document_id,
-                      version=message.version, error=repr(exc))
+            log.error(
+                "publish failed",
+                tenant_id=message.tenant_id,
+                document_id=message.document_id,
+                version=message.version,
+                error=repr(exc),
+            )
             raise PublishFailed(f"event not published: {type(exc).__name__}: {exc}") from exc
 
     async def _record(self, tenant_id: str, caller: Caller, action: str, resource: str, **details: object) -> None:

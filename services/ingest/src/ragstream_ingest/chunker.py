@@ -80,9 +80,7 @@ class Chunker:
         tokenizer_path: Path | str | None = None,
     ) -> None:
         if not MIN_CONTENT_TOKENS <= max_tokens <= MAX_CONTENT_TOKENS:
-            raise ValueError(
-                f"max_tokens must be in [{MIN_CONTENT_TOKENS}, {MAX_CONTENT_TOKENS}], got {max_tokens}"
-            )
+            raise ValueError(f"max_tokens must be in [{MIN_CONTENT_TOKENS}, {MAX_CONTENT_TOKENS}], got {max_tokens}")
         if not 0 <= overlap_tokens <= max_tokens // 2:
             raise ValueError(f"overlap_tokens must be in [0, {max_tokens // 2}], got {overlap_tokens}")
         self.max_tokens = max_tokens

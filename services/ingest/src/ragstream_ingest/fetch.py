@@ -95,12 +95,7 @@ class BadStatusError(FetchError):
 def is_public_address(address: IPAddress) -> bool:
     """False for loopback, private, link-local, multicast, reserved, unspecified, ULA and for
     IPv6 forms that embed such an IPv4 address (mapped, 6to4, Teredo, NAT64)."""
-    if (
-        not address.is_global
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    ):
+    if not address.is_global or address.is_multicast or address.is_reserved or address.is_unspecified:
         return False
     if isinstance(address, ipaddress.IPv6Address):
         if address.is_site_local:
@@ -162,9 +157,7 @@ class HttpFetcher:
                         current = _parse_url(str(current.join(location)))
                         continue
                     if not response.is_success:
-                        raise BadStatusError(
-                            f"{current} answered HTTP {response.status_code}", response.status_code
-                        )
+                        raise BadStatusError(f"{current} answered HTTP {response.status_code}", response.status_code)
                     content = await self._read_capped(response)
                     return FetchedDocument(
                         data=content,
@@ -234,9 +227,7 @@ async def fetch_url(
     allow_private_networks: bool = False,
 ) -> FetchedDocument:
     """One guarded fetch with the given limits; see HttpFetcher."""
-    policy = FetchPolicy(
-        timeout_s=timeout_s, max_bytes=max_bytes, allow_private_networks=allow_private_networks
-    )
+    policy = FetchPolicy(timeout_s=timeout_s, max_bytes=max_bytes, allow_private_networks=allow_private_networks)
     return await HttpFetcher(policy).fetch(url)
 
 

@@ -115,9 +115,7 @@ def fuse(dense: Sequence[Candidate], lexical: Sequence[Candidate], tuning: Searc
     )
 
 
-def _ranked(
-    fused: dict[int, float], dense: Sequence[Candidate], lexical: Sequence[Candidate]
-) -> list[FusedCandidate]:
+def _ranked(fused: dict[int, float], dense: Sequence[Candidate], lexical: Sequence[Candidate]) -> list[FusedCandidate]:
     dense_scores = {c.key: c.score for c in dense}
     lexical_scores = {c.key: c.score for c in lexical}
     order = sorted(fused, key=lambda key: -fused[key])  # sorted() is stable: insertion order breaks ties
@@ -126,9 +124,7 @@ def _ranked(
 
 def single_ranking(candidates: Sequence[Candidate], *, dense: bool) -> list[FusedCandidate]:
     """One retriever's results as fused candidates whose score is that retriever's own score."""
-    return [
-        FusedCandidate(c.key, c.score, c.score if dense else None, None if dense else c.score) for c in candidates
-    ]
+    return [FusedCandidate(c.key, c.score, c.score if dense else None, None if dense else c.score) for c in candidates]
 
 
 def remove_near_duplicates(chunks: Iterable[StoredChunk], min_cosine: float) -> list[StoredChunk]:

@@ -38,9 +38,7 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
-            new_topics = [
-                NewTopic(s.name, s.partitions, replication_factor, topic_configs=s.config()) for s in missing
-            ]
+            new_topics = [NewTopic(s.name, s.partitions, replication_factor, topic_configs=s.config()) for s in missing]
             try:
                 await admin.create_topics(new_topics)
             except TopicAlreadyExistsError:

@@ -261,9 +261,7 @@ def _with_context(envelope: Envelope[Any], context: otel_context.Context) -> Env
     return Envelope(**{**envelope.__dict__, "trace_context": context})
 
 
-def _reason_headers(
-    topic: str, partition: int, offset: int, exc: BaseException, group: str
-) -> list[tuple[str, bytes]]:
+def _reason_headers(topic: str, partition: int, offset: int, exc: BaseException, group: str) -> list[tuple[str, bytes]]:
     return [
         ("dlq_original_topic", topic.encode()),
         ("dlq_original_partition", str(partition).encode()),

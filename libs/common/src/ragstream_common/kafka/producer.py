@@ -51,12 +51,14 @@ class EventPublisher:
         pending: list[asyncio.Future[Any]] = []
         with ending([]) as spans:
             for event in events:
-                span = tracer.start_span(f"{event.topic} publish", context=event.context, kind=trace.SpanKind.PRODUCER,
-                                         attributes={"messaging.system": "kafka",
-                                                     "messaging.destination.name": event.topic})
+                span = tracer.start_span(
+                    f"{event.topic} publish",
+                    context=event.context,
+                    kind=trace.SpanKind.PRODUCER,
+                    attributes={"messaging.system": "kafka", "messaging.destination.name": event.topic},
+                )
                 spans.append(span)
-                value, headers = cloudevents.encode(event.message, source=self._source,
-                                                    content_type=event.content_type)
+                value, headers = cloudevents.encode(event.message, source=self._source, content_type=event.content_type)
                 headers.extend(inject_headers(trace.set_span_in_context(span, event.context)))
                 pending.append(
                     await self._producer.send(event.topic, value=value, key=event.key.encode(), headers=headers)

@@ -74,20 +74,32 @@ DOCUMENTS_STATUS = TopicSpec(
     ),
 )
 QUERIES_REQUESTED = TopicSpec(
-    "rag.queries.requested.v1", partitions=6, retention_ms=DAY_MS, partition_key="query",
-    event_types=("rag.v1.QueryRequested",)
+    "rag.queries.requested.v1",
+    partitions=6,
+    retention_ms=DAY_MS,
+    partition_key="query",
+    event_types=("rag.v1.QueryRequested",),
 )
 QUERIES_EMBEDDED = TopicSpec(
-    "rag.queries.embedded.v1", partitions=6, retention_ms=DAY_MS, partition_key="query",
-    event_types=("rag.v1.QueryEmbedded",)
+    "rag.queries.embedded.v1",
+    partitions=6,
+    retention_ms=DAY_MS,
+    partition_key="query",
+    event_types=("rag.v1.QueryEmbedded",),
 )
 QUERIES_RETRIEVED = TopicSpec(
-    "rag.queries.retrieved.v1", partitions=6, retention_ms=DAY_MS, partition_key="query",
-    event_types=("rag.v1.QueryRetrieved",)
+    "rag.queries.retrieved.v1",
+    partitions=6,
+    retention_ms=DAY_MS,
+    partition_key="query",
+    event_types=("rag.v1.QueryRetrieved",),
 )
 ANSWERS_PRODUCED = TopicSpec(
-    "rag.answers.produced.v1", partitions=6, retention_ms=7 * DAY_MS, partition_key="query",
-    event_types=("rag.v1.AnswerProduced",)
+    "rag.answers.produced.v1",
+    partitions=6,
+    retention_ms=7 * DAY_MS,
+    partition_key="query",
+    event_types=("rag.v1.AnswerProduced",),
 )
 
 PIPELINE_TOPICS: tuple[TopicSpec, ...] = (

@@ -15,8 +15,9 @@ class EmbedServicer(services_pb2_grpc.EmbedServiceServicer):
         self._encoder = encoder
 
     async def Embed(
-        self, request: services_pb2.EmbedRequest,
-        context: grpc.aio.ServicerContext[services_pb2.EmbedRequest, services_pb2.EmbedResponse]
+        self,
+        request: services_pb2.EmbedRequest,
+        context: grpc.aio.ServicerContext[services_pb2.EmbedRequest, services_pb2.EmbedResponse],
     ) -> services_pb2.EmbedResponse:
         if not request.texts:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "texts must not be empty")

@@ -70,14 +70,17 @@ class ReplyServicer(services_pb2_grpc.ReplyServiceServicer):
         self._pending = pending
 
     async def DeliverSources(
-        self, request: services_pb2.SourcesReply,
-        context: grpc.aio.ServicerContext[services_pb2.SourcesReply, services_pb2.ReplyAck]
+        self,
+        request: services_pb2.SourcesReply,
+        context: grpc.aio.ServicerContext[services_pb2.SourcesReply, services_pb2.ReplyAck],
     ) -> services_pb2.ReplyAck:
         event = SourcesEvent(list(request.chunks), dict(request.timings_ms))
         return services_pb2.ReplyAck(accepted=self._pending.deliver(request.query_id, event))
 
     async def StreamAnswer(
-        self, request_iterator: AsyncIterator[services_pb2.AnswerFragment], context: grpc.aio.ServicerContext[services_pb2.AnswerFragment, services_pb2.ReplyAck]
+        self,
+        request_iterator: AsyncIterator[services_pb2.AnswerFragment],
+        context: grpc.aio.ServicerContext[services_pb2.AnswerFragment, services_pb2.ReplyAck],
     ) -> services_pb2.ReplyAck:
         accepted = True
         async for fragment in request_iterator:
@@ -87,7 +90,8 @@ class ReplyServicer(services_pb2_grpc.ReplyServiceServicer):
         return services_pb2.ReplyAck(accepted=accepted)
 
     async def DeliverFailure(
-        self, request: services_pb2.QueryFailure,
+        self,
+        request: services_pb2.QueryFailure,
         context: grpc.aio.ServicerContext[services_pb2.QueryFailure, services_pb2.ReplyAck],
     ) -> services_pb2.ReplyAck:
         event = FailureEvent(request.stage, request.reason)

@@ -17,8 +17,9 @@ class GenerateServicer(services_pb2_grpc.GenerateServiceServicer):
         self._backend = backend
 
     async def Generate(
-        self, request: services_pb2.GenerateRequest,
-        context: grpc.aio.ServicerContext[services_pb2.GenerateRequest, services_pb2.GenerateEvent]
+        self,
+        request: services_pb2.GenerateRequest,
+        context: grpc.aio.ServicerContext[services_pb2.GenerateRequest, services_pb2.GenerateEvent],
     ) -> AsyncIterator[services_pb2.GenerateEvent]:
         if not request.question.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "question must not be empty")

@@ -44,9 +44,7 @@ class RetrieveServicer(services_pb2_grpc.RetrieveServiceServicer):
         self._limits = limits
         self._dimensions = dimensions
 
-    async def Search(
-        self, request: services_pb2.SearchRequest, context: SearchContext
-    ) -> services_pb2.SearchResponse:
+    async def Search(self, request: services_pb2.SearchRequest, context: SearchContext) -> services_pb2.SearchResponse:
         if not request.tenant_id.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id must not be empty")
         if not request.query.strip():
