@@ -127,3 +127,11 @@ def test_the_password_never_shows_in_reprs_or_config_errors(monkeypatch: pytest.
     )
     assert failed.returncode == 2 and "KAFKA_SASL_USERNAME" in failed.stderr
     assert "hunter2" not in failed.stderr
+
+
+def test_oauthbearer_without_the_msk_extra_fails_at_start_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "aws_msk_iam_sasl_signer", None)  # as in an image built without EXTRAS=msk
+    with pytest.raises(ValidationError, match="EXTRAS=msk"):
+        KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER")

@@ -222,7 +222,7 @@ def test_no_route_runs_a_dependency_or_endpoint_in_a_worker_thread() -> None:
     import inspect
 
     from fastapi.routing import APIRoute
-    from ragstream_gateway.query import routes as query_routes
+    from ragstream_gateway.routes import query as query_routes
 
     app = create_app(GatewaySettings(admin_token=None), _deps(_grant()), routers=[query_routes.router])
 

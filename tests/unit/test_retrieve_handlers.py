@@ -391,18 +391,19 @@ async def test_expired_queries_are_dropped_without_work() -> None:
 
 
 @pytest.mark.parametrize(
-    ("index", "query", "reason"),
+    ("index", "tenant_id", "reason"),
     [
-        (ListSearchIndex(fail_with=RuntimeError("database down")), _query(), "database down"),
-        (None, _query(tenant_id=""), "tenant_id"),
+        (ListSearchIndex(fail_with=RuntimeError("database down")), "t1", "database down"),
+        (None, "", "tenant_id"),
     ],
 )
 async def test_failed_search_is_reported_to_the_gateway_and_not_raised(
-    index: ListSearchIndex | None, query: queries_pb2.QueryEmbedded, reason: str
+    index: ListSearchIndex | None, tenant_id: str, reason: str
 ) -> None:
     responder, sink, replies = _responder(index)
     before = _queries("failed")
-    await responder.handle_batch([envelope(query)])
+    # Built in the test, not at collection: the query's deadline starts now.
+    await responder.handle_batch([envelope(_query(tenant_id=tenant_id))])
     [delivery] = replies.failures
     failure = delivery.message
     assert delivery.address == "gw:50050" and failure.query_id == "q1"

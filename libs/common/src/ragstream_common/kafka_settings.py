@@ -7,6 +7,7 @@ field, `kafka: KafkaSettings = Field(default_factory=KafkaSettings)`; the one-sh
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
@@ -45,6 +46,11 @@ class KafkaSettings(BaseSettings):
     def _sasl_needs_mechanism(cls, mechanism: str | None, info: ValidationInfo) -> str | None:
         if str(info.data.get("security_protocol", "")).startswith("SASL") and mechanism is None:
             raise ValueError("a SASL_* security protocol needs KAFKA_SASL_MECHANISM (OAUTHBEARER, SCRAM-SHA-512, ...)")
+        # The signer is the optional `msk` extra: say so at start rather than at the first connection attempt.
+        if mechanism == "OAUTHBEARER" and importlib.util.find_spec("aws_msk_iam_sasl_signer") is None:
+            raise ValueError(
+                "OAUTHBEARER (MSK IAM) needs the `msk` extra of the service (image: --build-arg EXTRAS=msk)"
+            )
         return mechanism
 
     @field_validator("sasl_username", "sasl_password")

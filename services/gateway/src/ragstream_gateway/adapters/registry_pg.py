@@ -127,16 +127,7 @@ class PostgresDocumentRegistry:
         return DocumentListing(items, _encode_cursor(items[-1]) if more and items else None)
 
     async def register(self, version: DocumentVersion) -> Registration:
-        params = {
-            "tenant": version.tenant_id,
-            "doc": version.document_id,
-            "title": version.title,
-            "metadata": Jsonb(dict(version.metadata)),
-            "content_type": version.content_type,
-            "sha256": version.content_sha256,
-            "size": version.size_bytes,
-            "uri": version.source_uri,
-        }
+        params = _version_params(version)
         for _ in range(3):
             try:
                 async with tenant_transaction(self._pool, version.tenant_id) as connection:
@@ -157,17 +148,7 @@ class PostgresDocumentRegistry:
         await self.apply_status(StatusChange(tenant_id, document_id, version, "deleted"))
 
     async def register_external(self, version: DocumentVersion, number: int) -> bool:
-        params = {
-            "tenant": version.tenant_id,
-            "doc": version.document_id,
-            "version": number,
-            "title": version.title,
-            "metadata": Jsonb(dict(version.metadata)),
-            "content_type": version.content_type,
-            "sha256": version.content_sha256,
-            "size": version.size_bytes,
-            "uri": version.source_uri,
-        }
+        params = {**_version_params(version), "version": number}
         return await self._changes_rows(version.tenant_id, _EXTERNAL_VERSION, params)
 
     async def apply_status(self, change: StatusChange) -> bool:
@@ -226,3 +207,17 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created_at), str(document_id)
     except (binascii.Error, ValueError, TypeError) as exc:
         raise ValueError("not a cursor this API issued") from exc
+
+
+def _version_params(version: DocumentVersion) -> dict[str, object]:
+    """The query parameters that describe a version's content."""
+    return {
+        "tenant": version.tenant_id,
+        "doc": version.document_id,
+        "title": version.title,
+        "metadata": Jsonb(dict(version.metadata)),
+        "content_type": version.content_type,
+        "sha256": version.content_sha256,
+        "size": version.size_bytes,
+        "uri": version.source_uri,
+    }
