@@ -17,7 +17,8 @@ CHANNEL_OPTIONS = [
 
 
 class GrpcServer:
-    """Serves the given servicers plus health; every named service starts NOT_SERVING until `mark_serving`."""
+    """Serves the given servicers plus health; every named service starts NOT_SERVING until `mark_serving`, and
+    readiness (`ragstream_common.readiness`) flips it back with `mark_not_serving` while a dependency is down."""
 
     def __init__(self, host: str, port: int, service_names: Sequence[str]) -> None:
         interceptor = aio_server_interceptor()  # type: ignore[no-untyped-call]  # third-party: unannotated factory
@@ -37,8 +38,16 @@ class GrpcServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def mark_serving(self) -> None:
+        await self.set_serving(True)
+
+    async def mark_not_serving(self) -> None:
+        await self.set_serving(False)
+
+    async def set_serving(self, serving: bool) -> None:
+        """Every named service (and the server as a whole) SERVING or NOT_SERVING; ignored once draining."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in self._service_names:
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self._health.set(name, status)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         await self._health.enter_graceful_shutdown()

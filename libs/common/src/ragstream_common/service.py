@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
@@ -13,9 +13,11 @@ from ragstream_common.config import ServiceSettings, load_settings
 from ragstream_common.events import BatchHandler
 from ragstream_common.grpc_server import GrpcServer
 from ragstream_common.kafka import ConsumerOptions, EventConsumer, EventPublisher
+from ragstream_common.kafka.reachability import KafkaReachability
 from ragstream_common.lifecycle import run_until_stopped
 from ragstream_common.logs import configure_logging
 from ragstream_common.metrics import serve_metrics
+from ragstream_common.readiness import DependencyProbe, consumer_keeps_up, postgres_answers
 from ragstream_common.tracing import setup_tracing
 
 if TYPE_CHECKING:  # the database driver is the `postgres` extra: services without a database never import it
@@ -96,3 +98,49 @@ async def start_grpc(
     await server.start()
     stack.push_async_callback(server.stop)
     return server
+
+
+async def dependency_probe(
+    stack: AsyncExitStack, settings: ServiceSettings, pool: AsyncConnectionPool | None = None
+) -> DependencyProbe:
+    """The service's dependency checks: Kafka always, the database when it has a `pool`."""
+    kafka = KafkaReachability(settings.kafka, client_id=f"ragstream/{settings.service_name}/readiness")
+    await kafka.start()
+    stack.push_async_callback(kafka.close)
+    probe = DependencyProbe({"kafka": kafka.reachable})
+    if pool is not None:
+        probe.add("database", postgres_answers(pool))
+    return probe
+
+
+async def serve_while_ready(
+    stack: AsyncExitStack, server: GrpcServer, probe: DependencyProbe, consumers: Sequence[EventConsumer] = ()
+) -> None:
+    """`server`'s health follows `probe` (plus: no consumer stuck on a transient failure) from now until the
+    stack closes; the first verdict is in before this returns."""
+    for consumer in consumers:
+        probe.add(f"consumer:{consumer.options.group_id}", consumer_keeps_up(consumer))
+    await probe.step(server.set_serving)
+    watch = asyncio.ensure_future(probe.watch(server.set_serving, first_delay_s=probe.interval_s))
+
+    async def stop_watching() -> None:
+        watch.cancel()
+        with suppress(asyncio.CancelledError):
+            await watch
+
+    stack.push_async_callback(stop_watching)
+
+
+async def serve_while_healthy(
+    stack: AsyncExitStack,
+    settings: ServiceSettings,
+    server: GrpcServer,
+    *,
+    pool: AsyncConnectionPool | None = None,
+    consumers: Sequence[EventConsumer] = (),
+) -> DependencyProbe:
+    """What a worker's `start` ends with instead of `server.mark_serving()`: SERVING while Kafka, the database
+    (with a `pool`) and its consumers are well, NOT_SERVING while one is not."""
+    probe = await dependency_probe(stack, settings, pool)
+    await serve_while_ready(stack, server, probe, consumers)
+    return probe

@@ -12,7 +12,14 @@ from ragstream_common.kafka import ConsumerOptions
 from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import CHUNKS_READY, QUERIES_REQUESTED
 from ragstream_common.logs import get_logger
-from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
+from ragstream_common.service import (
+    open_pool,
+    run_service,
+    serve_while_healthy,
+    start_consumer,
+    start_grpc,
+    start_publisher,
+)
 
 from ragstream_embed.adapters.cache_pg import PostgresEmbeddingCache
 from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
@@ -74,7 +81,7 @@ async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Ev
     on_queries = partial(embed_query_batch, encoder=encoder, sink=RoutedEventSink(query_publisher, QUERY_ROUTES))
     chunk_consumer = await start_consumer(stack, settings, chunk_options, on_chunks, publisher)
     query_consumer = await start_consumer(stack, settings, query_options, on_queries, query_publisher)
-    await server.mark_serving()
+    await serve_while_healthy(stack, settings, server, pool=pool, consumers=[chunk_consumer, query_consumer])
     return [chunk_consumer.run(stop), query_consumer.run(stop)]
 
 

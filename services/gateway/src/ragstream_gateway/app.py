@@ -17,18 +17,29 @@ import psycopg
 import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from rag.v1 import services_pb2_grpc
 from ragstream_common.blobs import build_blob_store
 from ragstream_common.kafka import ConsumerOptions, EventPublisher
 from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED, DOCUMENTS_STATUS
-from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
+from ragstream_common.readiness import DependencyProbe
+from ragstream_common.service import (
+    dependency_probe,
+    open_pool,
+    run_service,
+    serve_while_ready,
+    start_consumer,
+    start_grpc,
+    start_publisher,
+)
 
+from ragstream_gateway.adapters.dlq_kafka import open_dead_letters
 from ragstream_gateway.adapters.key_cache import CachedTenantDirectory
 from ragstream_gateway.adapters.registry_pg import PostgresDocumentRegistry
 from ragstream_gateway.adapters.routes import GATEWAY_ROUTES
 from ragstream_gateway.adapters.tenants_pg import PostgresAuditLog, PostgresTenantDirectory
+from ragstream_gateway.admission import AdmissionLimit
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps, GatewayServices
 from ragstream_gateway.documents import DocumentService
@@ -38,7 +49,7 @@ from ragstream_gateway.projector import project_registrations, project_status
 from ragstream_gateway.query.replies import PendingQueries, ReplyServicer
 from ragstream_gateway.query.service import QueryDispatcher
 from ragstream_gateway.ratelimit import TenantRateLimiter
-from ragstream_gateway.routes import admin, documents, health, query
+from ragstream_gateway.routes import admin, dlq, documents, health, query
 from ragstream_gateway.security import hash_api_key
 from ragstream_gateway.uploads import ENVELOPE_BYTES, BodySizeLimit
 
@@ -85,39 +96,19 @@ def create_app(
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
+    app.add_middleware(AdmissionLimit)  # questions past the in-flight bound: 503 + Retry-After, not a queue
     app.add_middleware(HttpMetrics)
     query_routers = [query.router] if queries is not None else []
-    for router in (health.router, documents.router, admin.router, *query_routers, *routers):
+    for router in (health.router, documents.router, admin.router, dlq.router, *query_routers, *routers):
         app.include_router(router)
     return app
-
-
-class PoolAndProducerReadiness:
-    """Ready while the Kafka producer is started and the database answers."""
-
-    def __init__(self, pool: AsyncConnectionPool) -> None:
-        self._pool = pool
-        self.producer_started = False
-
-    async def checks(self) -> dict[str, bool]:
-        return {"kafka_producer": self.producer_started, "database": await self._database_answers()}
-
-    async def _database_answers(self) -> bool:
-        try:
-            async with asyncio.timeout(2), self._pool.connection() as connection:
-                await connection.execute("SELECT 1")
-            return True
-        except Exception:
-            return False
 
 
 async def open_deps(settings: GatewaySettings, stack: AsyncExitStack) -> GatewayDeps:
     """Open the pool and the producer (closed by `stack`), provision the dev tenant, wire the adapters."""
     pool = await open_pool(stack, settings, max_size=settings.db_pool_size)
-    readiness = PoolAndProducerReadiness(pool)
+    readiness = await dependency_probe(stack, settings, pool)
     publisher = await start_publisher(stack, settings)
-    readiness.producer_started = True
-    stack.callback(setattr, readiness, "producer_started", False)
     tenants = PostgresTenantDirectory(pool)
     if settings.dev_tenant and settings.dev_api_key:
         key = settings.dev_api_key.get_secret_value()
@@ -130,6 +121,7 @@ async def open_deps(settings: GatewaySettings, stack: AsyncExitStack) -> Gateway
         tenants=CachedTenantDirectory(tenants, settings.key_cache_ttl_s),
         limiter=TenantRateLimiter(settings.rate_limit_storage, settings.default_rate_limit),
         readiness=readiness,
+        dead_letters=await open_dead_letters(stack, settings, publisher),
     )
 
 
@@ -180,7 +172,9 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
     reply_address = settings.reply_advertise_address or reply_server.address
     queries = QueryDispatcher(RoutedEventSink(publisher, GATEWAY_ROUTES), pending, reply_address)
     app = create_app(settings, deps, queries=queries)
-    await reply_server.mark_serving()
+    readiness = deps.readiness
+    assert isinstance(readiness, DependencyProbe)  # /readyz and the ReplyService health share its checks
+    await serve_while_ready(stack, reply_server, readiness, [status_consumer, registry_consumer])
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -19,6 +19,7 @@ from ragstream_common.events import RecordPublisher
 from ragstream_common.logs import get_logger
 
 from ragstream_gateway.config import GatewaySettings
+from ragstream_gateway.dead_letters import DeadLetterOperations
 from ragstream_gateway.documents import Caller, DocumentService
 from ragstream_gateway.ports import (
     AuditEntry,
@@ -56,6 +57,8 @@ class GatewayDeps:
     tenants: TenantDirectory
     limiter: TenantRateLimiter
     readiness: ReadinessProbe
+    # The admin API's DLQ list/inspect/redrive; None answers those routes with 503.
+    dead_letters: DeadLetterOperations | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from ragstream_common.kafka import ConsumerOptions
 from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import QUERIES_RETRIEVED
 from ragstream_common.reply_client import GrpcReplyClient
-from ragstream_common.service import run_service, start_consumer, start_grpc, start_publisher
+from ragstream_common.service import run_service, serve_while_healthy, start_consumer, start_grpc, start_publisher
 
 from ragstream_generate.adapters.grpc_api import GenerateServicer
 from ragstream_generate.adapters.replies import GrpcReplyChannel
@@ -63,7 +63,7 @@ async def start(settings: GenerateSettings, stack: AsyncExitStack, stop: asyncio
         sink=RoutedEventSink(publisher, GENERATE_ROUTES),
     )
     consumer = await start_consumer(stack, settings, options, handler, publisher)
-    await server.mark_serving()
+    await serve_while_healthy(stack, settings, server, consumers=[consumer])
     return [consumer.run(stop)]
 
 

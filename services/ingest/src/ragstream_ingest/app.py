@@ -11,7 +11,14 @@ from ragstream_common.blobs import build_blob_store
 from ragstream_common.kafka import ConsumerOptions
 from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED
-from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
+from ragstream_common.service import (
+    open_pool,
+    run_service,
+    serve_while_healthy,
+    start_consumer,
+    start_grpc,
+    start_publisher,
+)
 
 from ragstream_ingest.adapters.content import UriContentSource
 from ragstream_ingest.adapters.routes import INGEST_ROUTES
@@ -37,7 +44,7 @@ async def start(settings: IngestSettings, stack: AsyncExitStack, stop: asyncio.E
     )
     handler = partial(ingest_batch, source=source, chunker=chunker, sink=RoutedEventSink(publisher, INGEST_ROUTES))
     consumer = await start_consumer(stack, settings, options, handler, publisher)
-    await server.mark_serving()
+    await serve_while_healthy(stack, settings, server, pool=pool, consumers=[consumer])
     return [consumer.run(stop)]
 
 

@@ -13,7 +13,14 @@ from ragstream_common.kafka import ConsumerOptions
 from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import CHUNKS_EMBEDDED, QUERIES_EMBEDDED
 from ragstream_common.reply_client import GrpcReplyClient
-from ragstream_common.service import open_pool, run_service, start_consumer, start_grpc, start_publisher
+from ragstream_common.service import (
+    open_pool,
+    run_service,
+    serve_while_healthy,
+    start_consumer,
+    start_grpc,
+    start_publisher,
+)
 
 from ragstream_retrieve.adapters.grpc_api import RetrieveServicer
 from ragstream_retrieve.adapters.grpc_clients import GrpcQueryEmbedder
@@ -68,7 +75,7 @@ async def start(settings: RetrieveSettings, stack: AsyncExitStack, stop: asyncio
     )
     index_consumer = await start_consumer(stack, settings, index_options, indexer.handle_batch, publisher)
     query_consumer = await start_consumer(stack, settings, query_options, responder.handle_batch, query_publisher)
-    await server.mark_serving()
+    await serve_while_healthy(stack, settings, server, pool=pool, consumers=[index_consumer, query_consumer])
     return [index_consumer.run(stop), query_consumer.run(stop)]
 
 

@@ -1,10 +1,16 @@
-"""At-least-once event consumption with manual commits and a dead-letter topic.
+"""At-least-once event consumption with manual commits, classified failures and a dead-letter topic.
 
 Handlers see `Envelope`s (typed message plus CloudEvents attributes), never aiokafka types. Offsets are
 committed as {partition: offset + 1} only after the handler returned, i.e. after its own output was produced
-and acknowledged; the commit request overlaps the next batch, and commits are issued in order. Records that
-cannot be decoded, or whose handler raises `PermanentError` or keeps failing, go to
-`<topic>.dlq` with reason headers, and the partition moves on.
+and acknowledged; the commit request overlaps the next batch, and commits are issued in order.
+
+Failures are classified (`ragstream_common.failures`). A transient one (a dependency down) pauses the batch's
+partitions and retries the batch with capped, jittered exponential backoff, without limit and without
+committing; the member keeps polling the paused partitions, so it stays in its group. A batch that fails
+otherwise is retried one event at a time, so that one poison event never holds back the others: a permanent
+failure (an undecodable record, `PermanentError`) goes to `<topic>.dlq` at once, an unclassified one after
+`attempts` tries. A rebalance that revokes a waiting batch's partitions drops their records unhandled and
+uncommitted: their new owner re-reads them from the last committed offset.
 """
 
 from __future__ import annotations
@@ -12,30 +18,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from prometheus_client import Counter
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
-from ragstream_common.events import BatchHandler, Envelope, PermanentError
-from ragstream_common.kafka import cloudevents
+from ragstream_common.events import BatchHandler, Envelope
+from ragstream_common.failures import FailureKind, classify
 from ragstream_common.kafka.connection import client_options
+from ragstream_common.kafka.dead_letters import DeadLetters
+from ragstream_common.kafka.dlq_depth import report_dlq_depths
+from ragstream_common.kafka.envelopes import decode_or_error, handle_traced
+from ragstream_common.kafka.metrics import CONSUMED, DEAD_LETTERED, RETRIES
 from ragstream_common.kafka.producer import EventPublisher
-from ragstream_common.kafka.topics import TOPICS_BY_NAME
+from ragstream_common.kafka.retry import Backoff, PartitionPause
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.logs import get_logger
-from ragstream_common.tracing import ending, extract_headers
 
 log = get_logger(__name__)
-tracer = trace.get_tracer("ragstream.kafka")
 
-CONSUMED = Counter("ragstream_events_consumed_total", "Events handled", ["topic", "group"])
-DEAD_LETTERED = Counter("ragstream_events_dead_lettered_total", "Events sent to a DLQ", ["topic", "group"])
+__all__ = ["CONSUMED", "DEAD_LETTERED", "ConsumerOptions", "EventConsumer"]
+Position = tuple[str, int, int]
+Batch = list[tuple[ConsumerRecord, Envelope[Any] | Exception]]
 
 
 @dataclass(frozen=True)
@@ -54,8 +60,25 @@ class ConsumerOptions:
     max_poll_interval_ms: int = 300_000
     session_timeout_ms: int = 30_000
     max_partition_fetch_bytes: int = 16 * 1024 * 1024
+    # Unclassified failures: an event gets `attempts` tries, try n waiting n * retry_backoff_s, then the DLQ.
     attempts: int = 3
     retry_backoff_s: float = 0.5
+    # Transient failures: retried without limit, retry n waiting uniform(0, min(cap, base * 2**n)).
+    transient_backoff_base_s: float = 0.2
+    transient_backoff_cap_s: float = 30.0
+    # How often `ragstream_dlq_depth` is refreshed for these topics' DLQs; 0 turns it off.
+    dlq_depth_interval_s: float = 30.0
+
+
+class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
+    def __init__(self, consumer: EventConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._consumer.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
 
 
 class EventConsumer:
@@ -69,10 +92,10 @@ class EventConsumer:
         dead_letters: EventPublisher,
     ) -> None:
         self.options = options
+        self._kafka = kafka
         self._handler = handler
-        self._dead_letters = dead_letters
+        self._dead_letters = DeadLetters(dead_letters, options.group_id)
         self._consumer = AIOKafkaConsumer(
-            *options.topics,
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=options.group_id,
             enable_auto_commit=False,
@@ -85,31 +108,58 @@ class EventConsumer:
             isolation_level="read_committed",
             **client_options(kafka),
         )
+        self._pause = PartitionPause(self._consumer, options.group_id)
         self.processed = 0
-        self._records_by_position: dict[tuple[str, int, int], ConsumerRecord] = {}
+        # Revocations of a non-empty assignment (a member that never left its group sees none).
+        self.rebalances = 0
+        self._revoked: set[TopicPartition] = set()
+        self._records_by_position: dict[Position, ConsumerRecord] = {}
+        self._done: set[Position] = set()
         self._commit_in_flight: asyncio.Future[None] | None = None
+        self._retrying_since: float | None = None
 
     async def start(self) -> None:
         await self._consumer.start()
+        self._consumer.subscribe(list(self.options.topics), listener=_Revocations(self))
 
     async def stop(self) -> None:
         await self._consumer.stop()
 
+    def transient_failure_s(self) -> float:
+        """How long the batch in hand has been failing transiently (0 while it is not); readiness reads it."""
+        return 0.0 if self._retrying_since is None else time.monotonic() - self._retrying_since
+
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Rebalance listener: records of these partitions in hand are neither handled further nor committed."""
+        if partitions:
+            self.rebalances += 1
+            log.info("partitions revoked", partitions=sorted(f"{p.topic}/{p.partition}" for p in partitions))
+        self._revoked |= partitions
+        self._pause.forget(partitions)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Fetch, handle, commit; a batch in flight when `stop` is set is finished and committed."""
+        """Fetch, handle, commit; a batch in flight when `stop` is set is finished and committed, unless it is
+        waiting out a failure: then only what was already handled is committed."""
+        interval, topics = self.options.dlq_depth_interval_s, self.options.topics
+        depths = asyncio.ensure_future(report_dlq_depths(self._kafka, topics, interval)) if interval else None
         try:
             while not stop.is_set():
                 batch = await self._next_batch(stop)
                 if batch:
-                    await self._process(batch)
+                    await self._process(batch, stop)
         finally:
+            if depths is not None:
+                depths.cancel()
+                with suppress(asyncio.CancelledError):
+                    await depths
             await self._settle_commit()
 
-    async def _next_batch(self, stop: asyncio.Event) -> list[tuple[ConsumerRecord, Envelope[Any] | Exception]]:
+    async def _next_batch(self, stop: asyncio.Event) -> Batch:
         """Records decoded as they arrive, until `max_batch` records or `max_batch_weight` (e.g. chunks) is
         reached or `batch_wait_ms` passed since the first one (one record may overshoot the weight)."""
         options = self.options
-        batch: list[tuple[ConsumerRecord, Envelope[Any] | Exception]] = []
+        self._revoked = set()
+        batch: Batch = []
         weight, deadline = 0, 0.0
         while not stop.is_set() and len(batch) < options.max_batch:
             if batch:
@@ -120,7 +170,7 @@ class EventConsumer:
                 timeout_ms=remaining_ms if batch else 200, max_records=options.max_batch - len(batch)
             )
             for record in (r for records in fetched.values() for r in records):
-                decoded = self._decode_or_error(record)
+                decoded = decode_or_error(record)
                 batch.append((record, decoded))
                 weight += options.weigh(decoded.message) if options.weigh and isinstance(decoded, Envelope) else 1
             if not batch:
@@ -128,146 +178,132 @@ class EventConsumer:
             deadline = deadline or time.monotonic() + options.batch_wait_ms / 1000
         return batch
 
-    def _decode_or_error(self, record: ConsumerRecord) -> Envelope[Any] | Exception:
-        try:
-            return self._decode(record)
-        except cloudevents.InvalidEvent as exc:
-            return exc
-
-    async def _process(self, batch: list[tuple[ConsumerRecord, Envelope[Any] | Exception]]) -> None:
+    async def _process(self, batch: Batch, stop: asyncio.Event) -> None:
         records = [record for record, _ in batch]
         self._records_by_position = {(r.topic, r.partition, r.offset): r for r in records}
+        self._done = set()
         envelopes: list[Envelope[Any]] = []
         for record, decoded in batch:
             if isinstance(decoded, Envelope):
                 envelopes.append(decoded)
             else:
-                await self._dead_letter(record, decoded)
-        if envelopes:
-            await self._handle(envelopes)
+                await self._dead_letter(record, decoded, FailureKind.PERMANENT, attempts=0)
+        try:
+            if envelopes:
+                await self._handle(envelopes, stop)
+        finally:
+            self._pause.resume()
+            self._retrying_since = None
         # The commit travels while the next batch is fetched and handled; commits stay in order because each
         # one waits for the one before.
         await self._settle_commit()
-        self._commit_in_flight = asyncio.ensure_future(self._commit(records))
-        self.processed += len(records)
+        self._commit_in_flight = asyncio.ensure_future(self._commit(self._committable(records)))
+        self.processed += len(self._done)
 
     async def _settle_commit(self) -> None:
         if self._commit_in_flight is not None:
             in_flight, self._commit_in_flight = self._commit_in_flight, None
             await in_flight
 
-    async def _handle(self, envelopes: list[Envelope[Any]]) -> None:
-        try:
-            await self._traced(envelopes)
-            return
-        except Exception as exc:
-            if len(envelopes) == 1 and isinstance(exc, PermanentError):
-                await self._dead_letter_envelope(envelopes[0], exc)
+    async def _handle(self, envelopes: list[Envelope[Any]], stop: asyncio.Event) -> None:
+        """The whole batch again while it fails transiently; one event at a time once it fails otherwise."""
+        backoff = Backoff(self.options.transient_backoff_base_s, self.options.transient_backoff_cap_s)
+        failure: Exception | None = None
+        while envelopes := self._owned(envelopes):
+            failure = await self._attempt(envelopes)
+            if failure is None:
                 return
-            log.warning("batch failed, retrying one by one", error=repr(exc), size=len(envelopes))
+            if len(envelopes) == 1 or classify(failure) is not FailureKind.TRANSIENT:
+                break
+            if not await self._wait_to_retry(envelopes, failure, FailureKind.TRANSIENT, backoff.next_delay(), stop):
+                return
+        if len(envelopes) > 1:
+            log.warning("batch failed, retrying one by one", error=repr(failure), size=len(envelopes))
+            failure = None
         for envelope in envelopes:
-            await self._handle_one(envelope)
-
-    async def _handle_one(self, envelope: Envelope[Any]) -> None:
-        for attempt in range(1, self.options.attempts + 1):
-            try:
-                await self._traced([envelope])
+            if not await self._handle_one(envelope, stop, failure):
                 return
-            except PermanentError as exc:
-                await self._dead_letter_envelope(envelope, exc)
-                return
-            except Exception as exc:
-                if attempt == self.options.attempts:
-                    await self._dead_letter_envelope(envelope, exc)
-                    return
-                log.warning("handler failed, will retry", error=repr(exc), attempt=attempt)
-                await asyncio.sleep(self.options.retry_backoff_s * attempt)
 
-    async def _traced(self, envelopes: list[Envelope[Any]]) -> None:
-        spans = [
-            tracer.start_span(
-                f"{e.topic} process",
-                context=e.trace_context,
-                kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.destination.name": e.topic,
-                    "messaging.kafka.destination.partition": e.partition,
-                    "messaging.kafka.message.offset": e.offset,
-                    "messaging.message.id": e.event_id,
-                    "messaging.consumer.group.name": self.options.group_id,
-                },
+    async def _handle_one(self, envelope: Envelope[Any], stop: asyncio.Event, failure: Exception | None) -> bool:
+        """Until `envelope` is handled, dead-lettered or revoked (True) or `stop` ends a wait (False);
+        `failure` is its first attempt's, when that attempt was already made."""
+        backoff = Backoff(self.options.transient_backoff_base_s, self.options.transient_backoff_cap_s)
+        attempts = unclassified = 0
+        while self._owned([envelope]):
+            if failure is None:
+                failure = await self._attempt([envelope])
+            if failure is None:
+                return True
+            attempts += 1
+            kind = classify(failure)
+            unclassified += kind is FailureKind.UNCLASSIFIED
+            if kind is FailureKind.PERMANENT or unclassified >= self.options.attempts:
+                record = self._records_by_position[(envelope.topic, envelope.partition, envelope.offset)]
+                await self._dead_letter(record, failure, kind, attempts)
+                return True
+            delay = (
+                backoff.next_delay() if kind is FailureKind.TRANSIENT else self.options.retry_backoff_s * unclassified
             )
-            for e in envelopes
-        ]
-        traced = [
-            _with_context(e, trace.set_span_in_context(s, e.trace_context))
-            for e, s in zip(envelopes, spans, strict=True)
-        ]
-        with ending(spans):
-            if len(traced) == 1:
-                token = otel_context.attach(traced[0].trace_context)
-                try:
-                    await self._handler(traced)
-                finally:
-                    otel_context.detach(token)
-            else:
-                await self._handler(traced)
-        for e in envelopes:
-            CONSUMED.labels(e.topic, self.options.group_id).inc()
+            if not await self._wait_to_retry([envelope], failure, kind, delay, stop):
+                return False
+            failure = None
+        return True
 
-    def _decode(self, record: ConsumerRecord) -> Envelope[Any]:
-        headers = cloudevents.headers_to_dict(list(record.headers or ()))
-        spec = TOPICS_BY_NAME.get(record.topic)
-        message, attributes = cloudevents.decode(record.value, headers, spec.event_types if spec else ())
-        return Envelope(
-            message=message,
-            key=(record.key or b"").decode("utf-8", "replace"),
-            event_id=attributes.event_id,
-            event_type=attributes.event_type,
-            source=attributes.source,
-            time=attributes.time,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            trace_context=extract_headers(list(record.headers or ())),
-        )
-
-    async def _dead_letter(self, record: ConsumerRecord, exc: BaseException) -> None:
-        reason = _reason_headers(record.topic, record.partition, record.offset, exc, self.options.group_id)
-        headers = [h for h in (record.headers or ()) if not h[0].startswith("dlq_")] + reason
-        await self._dead_letters.send_raw(f"{record.topic}.dlq", record.key, record.value, headers)
-        DEAD_LETTERED.labels(record.topic, self.options.group_id).inc()
-        log.error("dead-lettered", topic=record.topic, offset=record.offset, error=repr(exc))
-
-    async def _dead_letter_envelope(self, envelope: Envelope[Any], exc: BaseException) -> None:
-        record = self._records_by_position.get((envelope.topic, envelope.partition, envelope.offset))
-        if record is not None:
-            await self._dead_letter(record, exc)
-
-    async def _commit(self, records: list[ConsumerRecord]) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    async def _attempt(self, envelopes: list[Envelope[Any]]) -> Exception | None:
         try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # A rebalance took the partitions: the new owner re-reads them (at-least-once).
+            await handle_traced(self._handler, envelopes, self.options.group_id)
+        except Exception as exc:
+            return exc
+        self._done |= {(e.topic, e.partition, e.offset) for e in envelopes}
+        self._retrying_since = None
+        return None
+
+    async def _wait_to_retry(
+        self, envelopes: list[Envelope[Any]], failure: Exception, kind: FailureKind, delay_s: float, stop: asyncio.Event
+    ) -> bool:
+        """Pause the envelopes' partitions and wait `delay_s`; False when `stop` ended the wait."""
+        if kind is FailureKind.TRANSIENT and self._retrying_since is None:
+            self._retrying_since = time.monotonic()
+        for envelope in envelopes:
+            RETRIES.labels(envelope.topic, self.options.group_id, str(kind)).inc()
+        log.warning(
+            "handler failed, will retry", kind=str(kind), error=repr(failure), size=len(envelopes), delay_s=delay_s
+        )
+        self._pause.pause({TopicPartition(e.topic, e.partition) for e in envelopes})
+        return await self._pause.sleep(delay_s, stop)
+
+    def _owned(self, envelopes: list[Envelope[Any]]) -> list[Envelope[Any]]:
+        return [e for e in envelopes if TopicPartition(e.topic, e.partition) not in self._revoked]
+
+    async def _dead_letter(self, record: ConsumerRecord, exc: BaseException, kind: FailureKind, attempts: int) -> None:
+        await self._dead_letters.send(record, exc, kind, attempts)
+        self._done.add((record.topic, record.partition, record.offset))
+
+    def _committable(self, records: list[ConsumerRecord]) -> dict[TopicPartition, int]:
+        """Per partition still owned, the offset past the run of records, from the batch's first, that were
+        handled or dead-lettered (all of them, unless `stop` ended a wait)."""
+        offsets: dict[TopicPartition, int] = {}
+        held_back: set[TopicPartition] = set(self._revoked)
+        for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+            tp = TopicPartition(record.topic, record.partition)
+            if tp in held_back:
+                continue
+            if (record.topic, record.partition, record.offset) in self._done:
+                offsets[tp] = record.offset + 1
+            else:
+                held_back.add(tp)
+        return offsets
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        # A partition a rebalance took is the new owner's to re-read; committing it would fail anyway.
+        assigned = self._consumer.assignment()
+        if lost := [tp for tp in offsets if tp not in assigned]:
+            log.warning("not committing revoked partitions", partitions=[f"{tp.topic}/{tp.partition}" for tp in lost])
+        owned = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not owned:
+            return
+        try:
+            await self._consumer.commit(owned)
+        except KafkaError as exc:
+            # A rebalance took the partitions meanwhile: the new owner re-reads them (at-least-once).
             log.warning("commit failed", error=repr(exc))
-
-
-def _with_context(envelope: Envelope[Any], context: otel_context.Context) -> Envelope[Any]:
-    return Envelope(**{**envelope.__dict__, "trace_context": context})
-
-
-def _reason_headers(topic: str, partition: int, offset: int, exc: BaseException, group: str) -> list[tuple[str, bytes]]:
-    return [
-        ("dlq_original_topic", topic.encode()),
-        ("dlq_original_partition", str(partition).encode()),
-        ("dlq_original_offset", str(offset).encode()),
-        ("dlq_error_class", type(exc).__name__.encode()),
-        ("dlq_error_message", str(exc)[:2000].encode()),
-        ("dlq_consumer_group", group.encode()),
-        ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
-    ]

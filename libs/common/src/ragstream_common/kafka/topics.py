@@ -119,5 +119,16 @@ def dead_letter_spec(spec: TopicSpec) -> TopicSpec:
     return TopicSpec(spec.dlq, partitions=1, retention_ms=30 * DAY_MS, extra_config=_LARGE)
 
 
-ALL_TOPICS: tuple[TopicSpec, ...] = PIPELINE_TOPICS + tuple(dead_letter_spec(t) for t in PIPELINE_TOPICS)
+# Which dead letters were redriven (key `<dlq topic>:<offset>`): redrives stay idempotent (ragstream_common.dlq).
+# Compacted to one mark per dead letter; marks outlive their DLQ records (30 days), then go.
+DLQ_REDRIVES = TopicSpec(
+    "rag.dlq.redrives.v1",
+    partitions=1,
+    retention_ms=60 * DAY_MS,
+    cleanup_policy="compact,delete",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    PIPELINE_TOPICS + tuple(dead_letter_spec(t) for t in PIPELINE_TOPICS) + (DLQ_REDRIVES,)
+)
 TOPICS_BY_NAME = {spec.name: spec for spec in ALL_TOPICS}

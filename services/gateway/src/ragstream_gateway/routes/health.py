@@ -24,7 +24,7 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Readiness,
     responses=problem_responses(503),
-    summary="Kafka producer started and database reachable",
+    summary="Kafka and the database answer, and no consumer is stuck on a transient failure",
 )
 async def readyz(request: Request, deps: Annotated[GatewayDeps, Depends(get_deps)]) -> Response:
     checks = await deps.readiness.checks()
