@@ -1,25 +1,29 @@
-"""A document whose blob was missing is dead-lettered by ingest; once the blob is restored an operator redrives
-it through the admin API, twice, and it is indexed once, with the chunk count of the same text uploaded normally.
-Even a second real republish (a lost ledger mark) changes nothing: the pipeline's writes are version-aware."""
+"""A dead-lettered document event is redriven through the admin API, twice, and indexed once, with the chunk
+count of the same text uploaded normally. Even a second real republish (a lost ledger mark) changes nothing: the
+pipeline's writes are version-aware.
+
+The dead letter is written the way the ingest consumer writes one (`kafka.dead_letters.reason_headers` over the
+original record: its bytes, CloudEvents headers and the `dlq_*` reasons, here an unclassified error that kept
+failing), since no healthy ingest dead-letters a good event on purpose."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import time
 import uuid
 from contextlib import AsyncExitStack
-from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from rag.v1 import documents_pb2
 from ragstream_common.blobs import PostgresBlobStore, blob_uri
 from ragstream_common.db import create_pool
 from ragstream_common.dlq import open_dead_letter_service
-from ragstream_common.kafka import EventPublisher, OutgoingEvent
+from ragstream_common.failures import FailureKind
+from ragstream_common.kafka import cloudevents
 from ragstream_common.kafka.bootstrap import ensure_topics
+from ragstream_common.kafka.dead_letters import reason_headers
 from ragstream_common.kafka.topics import DLQ_REDRIVES, DOCUMENTS_RECEIVED, TopicSpec
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.messages import document_key
@@ -40,24 +44,20 @@ def chunk_positions(database_url: str, document_id: str) -> list[tuple[int, int]
         ).fetchall()
 
 
-async def _wait_dead_letter(gateway: httpx.AsyncClient, document_id: str, timeout_s: float = 90) -> dict[str, Any]:
-    """The ingest dead letter of `document_id` (xfail when ingest reports a missing blob as DocumentFailed)."""
-    key = document_key(TENANT, document_id)
-    deadline = time.monotonic() + timeout_s
-    failed_since: float | None = None
-    while time.monotonic() < deadline:
-        page = await gateway.get(f"/v1/admin/dlq/{DLQ}/events", params={"tenant": TENANT, "limit": 1000}, headers=ADMIN)
-        assert page.status_code == 200, page.text
-        found = [i for i in page.json()["items"] if i["key"] == key and i["consumer_group"] == "ragstream-ingest"]
-        if found:
-            return found[0]
-        status = await gateway.get(f"/v1/documents/{document_id}")
-        if status.status_code == 200 and status.json()["status"] == "failed":
-            failed_since = failed_since or time.monotonic()
-            if time.monotonic() - failed_since > 10:
-                pytest.xfail(f"ingest reported the missing blob as DocumentFailed, not a dead letter: {status.json()}")
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"no dead letter for {key} in {DLQ}")
+async def _dead_letter(kafka: KafkaSettings, event: documents_pb2.DocumentReceived) -> int:
+    """Write `event` to the DLQ as the ingest consumer would after giving up on it; its DLQ offset."""
+    key = document_key(TENANT, event.document_id).encode()
+    value, headers = cloudevents.encode(event, source="ragstream/gateway")
+    original = ConsumerRecord(DOCUMENTS_RECEIVED.name, 0, 0, 0, 0, key, value, None, len(key), len(value), headers)
+    failure = RuntimeError("blob store returned HTTP 500 three times")
+    reasons = reason_headers(original, failure, kind=FailureKind.UNCLASSIFIED, attempts=3, group="ragstream-ingest")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(DLQ, value=value, key=key, headers=headers + reasons)
+    finally:
+        await producer.stop()
+    return int(sent.offset)
 
 
 async def _restore_blob(database_url: str, key: str, data: bytes) -> None:
@@ -89,19 +89,15 @@ async def test_a_dead_lettered_document_is_redriven_twice_and_indexed_once(
     data = ARTICLE.encode()
     key = f"{document_id}/{hashlib.sha256(data).hexdigest()}"
     event = documents_pb2.DocumentReceived(tenant_id=TENANT, document_id=document_id, version=1, title="Blob")
-    event.source.uri = blob_uri(key)  # the blob is not there (yet)
+    event.source.uri = blob_uri(key)
     event.source.content_type = "text/plain"
     kafka = KafkaSettings(bootstrap_servers=kafka_topics)
-    publisher = EventPublisher(kafka, source="e2e/dlq")
-    await publisher.start()
-    try:
-        await publisher.publish(OutgoingEvent(DOCUMENTS_RECEIVED.name, document_key(TENANT, document_id), event))
-    finally:
-        await publisher.stop()
 
-    letter = await _wait_dead_letter(gateway, document_id)
-    offset = letter["dlq_offset"]
     await _restore_blob(migrated_database, key, data)
+    offset = await _dead_letter(kafka, event)
+    listed = await gateway.get(f"/v1/admin/dlq/{DLQ}/events/{offset}", headers=ADMIN)
+    assert listed.status_code == 200, listed.text
+    assert (listed.json()["tenant_id"], listed.json()["reason_class"]) == (TENANT, "RuntimeError")
 
     redrive = f"/v1/admin/dlq/{DLQ}/events/{offset}/redrive"
     first, again = (
