@@ -223,7 +223,7 @@ class RssSampler:
             for name, marker in self._markers.items():
                 if marker in line:
                     matches[name][process.pid] = process
-        # A wrapper (honcho's `sh -c`, `uv run`) matches too: count each tree once, from its topmost match.
+        # A wrapper (`sh -c`, `uv run`) matches too: count each tree once, from its topmost match.
         return {
             name: [p for p in found.values() if _parent_pid(p) not in found] for name, found in matches.items() if found
         }

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             print(ensure_kafka_jars())
             return 0
         if args.command == "run":
-            from ragstream_devstack.run import main as run_system  # honcho only when needed
+            from ragstream_devstack.run import main as run_system  # the services' code only when needed
 
             return run_system()
         return _run_infra(args)

@@ -31,9 +31,10 @@ from ragstream_devstack.kafka_config import (
 from ragstream_devstack.processes import (
     DevstackError,
     LocalProcess,
-    die_with_parent,
+    ProcessSpec,
     free_port,
     port_accepts,
+    spawn,
     stop_process_tree,
     wait_until,
 )
@@ -100,15 +101,13 @@ class LocalKafka(LocalProcess):
     def start(self) -> Self:
         if self._proc is not None:
             return self
-        java = require_java()
-        lib = ensure_kafka_jars()
         if self._data_dir is None:
             self._data_dir = Path(tempfile.mkdtemp(prefix="ragstream-kafka-"))
         atexit.register(self.stop)
         try:
-            self._proc = self._launch(java, lib)
+            self._proc = spawn(self.process_spec())
             wait_until(
-                self._answers_metadata,
+                self.is_ready,
                 proc=self._proc,
                 timeout=self.startup_timeout,
                 what=f"Kafka {KAFKA_VERSION} on {self.bootstrap_servers}",
@@ -120,6 +119,37 @@ class LocalKafka(LocalProcess):
         _log.info("Kafka %s ready on %s (pid %s)", KAFKA_VERSION, self.bootstrap_servers, self.pid)
         return self
 
+    def process_spec(self, name: str = "kafka") -> ProcessSpec:
+        """Write the config, format storage once, and return how to run the broker.
+
+        `start()` runs it as our child; `make run` hands it to its Supervisor, which restarts the broker on the
+        same ports and data directory (it needs a given `data_dir`: a temporary one is made only by start()).
+        """
+        java = require_java()
+        lib = ensure_kafka_jars()
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        base = [java, *self.jvm_options, f"-Dlog4j2.configurationFile={config.log4j2}"]
+        base += ["-cp", f"{lib}/*"]
+        self._format_storage(base, config.server)
+        return ProcessSpec(
+            name=name,
+            command=(*base, "kafka.Kafka", str(config.server)),
+            log_file=self.data_dir / "logs" / "jvm.out",
+            stop_signal=signal.SIGTERM,  # a controlled shutdown
+            grace_s=30.0,
+            ready=self.is_ready,
+            startup_timeout_s=self.startup_timeout,
+        )
+
+    def is_ready(self) -> bool:
+        """True once a metadata request lists the broker."""
+        if not port_accepts(self.host, self.port):
+            return False
+        # A private loop in a worker thread: start() may be called from inside a running loop.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, _broker_registered(self.bootstrap_servers)).result()
+
     def stop(self) -> None:
         """SIGTERM for a controlled shutdown, SIGKILL if that hangs; idempotent."""
         atexit.unregister(self.stop)
@@ -129,22 +159,6 @@ class LocalKafka(LocalProcess):
         if self._given_dir is None and self._data_dir is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = None
-
-    def _launch(self, java: str, lib: Path) -> subprocess.Popen[bytes]:
-        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-        config = self._write_config()
-        base = [java, *self.jvm_options, f"-Dlog4j2.configurationFile={config.log4j2}"]
-        base += ["-cp", f"{lib}/*"]
-        self._format_storage(base, config.server)
-        with (self.data_dir / "logs" / "jvm.out").open("ab") as jvm_out:
-            return subprocess.Popen(
-                [*base, "kafka.Kafka", str(config.server)],
-                stdin=subprocess.DEVNULL,
-                stdout=jvm_out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C goes to us; we stop the broker in order
-                preexec_fn=die_with_parent(signal.SIGTERM),
-            )
 
     def _write_config(self) -> _ConfigFiles:
         settings = single_node_settings(
@@ -168,13 +182,6 @@ class LocalKafka(LocalProcess):
         result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
         if result.returncode != 0:
             raise DevstackError(f"Formatting Kafka storage in {self.data_dir} failed:\n{result.stdout}{result.stderr}")
-
-    def _answers_metadata(self) -> bool:
-        if not port_accepts(self.host, self.port):
-            return False
-        # A private loop in a worker thread: start() may be called from inside a running loop.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, _broker_registered(self.bootstrap_servers)).result()
 
 
 async def _broker_registered(bootstrap_servers: str) -> bool:

@@ -31,8 +31,9 @@ with warnings.catch_warnings():
 from ragstream_devstack.processes import (
     DevstackError,
     LocalProcess,
-    die_with_parent,
+    ProcessSpec,
     free_port,
+    spawn,
     stop_process_tree,
     wait_until,
 )
@@ -96,15 +97,15 @@ class LocalPostgres(LocalProcess):
             self._base_dir = Path(tempfile.mkdtemp(prefix="ragstream-pg-"))
         atexit.register(self.stop)
         try:
-            self._proc = self._launch()
+            self._proc = spawn(self.process_spec())
             wait_until(
-                self._accepts_connections,
+                self.is_ready,
                 proc=self._proc,
                 timeout=self.startup_timeout,
                 what=f"PostgreSQL on {self.host}:{self.port}",
                 log=self.log_file,
             )
-            self._create_database_with_vector()
+            self.ensure_database()
         except BaseException:
             self.stop()  # also removes a temporary data dir when initdb failed
             raise
@@ -121,8 +122,12 @@ class LocalPostgres(LocalProcess):
             shutil.rmtree(self._base_dir, ignore_errors=True)
             self._base_dir = None
 
-    def _launch(self) -> subprocess.Popen[bytes]:
-        """initdb when the directory is new, then the postmaster bound to host:port."""
+    def process_spec(self, name: str = "postgres") -> ProcessSpec:
+        """initdb when the directory is new; return how to run the postmaster bound to host:port.
+
+        `start()` runs it as our child; `make run` hands it to its Supervisor, which restarts it on the same port
+        and data directory (then call `ensure_database()` once it is ready).
+        """
         self.pgdata.mkdir(parents=True, exist_ok=True)
         server = PostgresServer(self.pgdata, cleanup_mode=None)
         try:
@@ -139,25 +144,27 @@ class LocalPostgres(LocalProcess):
         command += ["-h", self.host, "-p", str(self.port)]
         for setting in settings:
             command += ["-c", setting]
-        with self.log_file.open("ab") as log:
-            return subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                user=server.system_user,  # postgres refuses to run as root
-                start_new_session=True,
-                preexec_fn=die_with_parent(signal.SIGINT),
-            )
+        return ProcessSpec(
+            name=name,
+            command=tuple(command),
+            log_file=self.log_file,
+            stop_signal=signal.SIGINT,  # fast shutdown: roll back open transactions, checkpoint, exit
+            grace_s=30.0,
+            user=server.system_user,  # postgres refuses to run as root
+            ready=self.is_ready,
+            startup_timeout_s=self.startup_timeout,
+        )
 
-    def _accepts_connections(self) -> bool:
+    def is_ready(self) -> bool:
+        """True once the server accepts a connection."""
         try:
             with psycopg.connect(self.url_for(SUPERUSER), connect_timeout=2):
                 return True
         except psycopg.OperationalError:
             return False
 
-    def _create_database_with_vector(self) -> None:
+    def ensure_database(self) -> None:
+        """Create `database` and the `vector` extension in it if missing (the server must be ready)."""
         with psycopg.connect(self.url_for(SUPERUSER), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
             if exists is None:

@@ -1,4 +1,4 @@
-"""Process helpers shared by the launchers: tool checks, free ports, clean shutdown."""
+"""Process helpers shared by the launchers: tool checks, free ports, process specs, clean shutdown."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -46,6 +47,48 @@ class LocalProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """How to (re)start one server process, so a LocalProcess and the Supervisor launch it the same way.
+
+    Built once per run: a restart reuses the same command line, hence the same ports and data directory.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    env: Mapping[str, str] | None = None  # None: inherit ours
+    # Where stdout+stderr go (appended); None: the supervisor prints them, prefixed with `name`.
+    log_file: Path | None = None
+    stop_signal: signal.Signals = signal.SIGTERM
+    grace_s: float = 20.0  # after `stop_signal`, how long before SIGKILL
+    user: str | None = None  # run as this user (postgres refuses to run as root)
+    ready: Callable[[], bool] | None = field(default=None, compare=False)
+    startup_timeout_s: float = 60.0
+
+
+def spawn(spec: ProcessSpec, *, stdout: int | None = None) -> subprocess.Popen[bytes]:
+    """Start `spec` as the leader of a new session and process group.
+
+    Its own group means Ctrl-C in a terminal reaches only us (we stop servers in order) and that the whole
+    tree can be signalled with killpg. `stdout` overrides `spec.log_file` (e.g. subprocess.PIPE).
+    """
+    log = spec.log_file.open("ab") if spec.log_file is not None and stdout is None else None
+    try:
+        return subprocess.Popen(
+            spec.command,
+            env=dict(spec.env) if spec.env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=log if log is not None else stdout,
+            stderr=subprocess.STDOUT,
+            user=spec.user,
+            start_new_session=True,
+            preexec_fn=die_with_parent(spec.stop_signal),
+        )
+    finally:
+        if log is not None:
+            log.close()
 
 
 class DevstackError(RuntimeError):

@@ -1,25 +1,28 @@
-"""`make run`: Kafka, Postgres, migrations, topics and all five services under honcho until Ctrl-C.
+"""`make run`: Kafka, Postgres, migrations, topics and all five services, supervised until Ctrl-C.
 
-KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, when set, are used instead of the local servers. Data persists in
-`var/` (RAGSTREAM_DATA_DIR), so documents survive a restart.
+Every process (Kafka and Postgres too) runs under our Supervisor, which restarts any that exits with a back-off of
+1 s doubling to 30 s and, on Ctrl-C or SIGTERM, stops the services, then Kafka, then Postgres. Settings come from
+the environment (run_settings.RunSettings): KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, when set, are used instead of
+the local servers. Data persists in `var/` (RAGSTREAM_DATA_DIR), so documents survive a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import secrets
+import signal
 import sys
 import threading
 from pathlib import Path
 
-from honcho.manager import Manager
-
 from ragstream_devstack.kafka import LocalKafka
 from ragstream_devstack.postgres import LocalPostgres
+from ragstream_devstack.processes import ProcessSpec
 from ragstream_devstack.providers import DATABASE_ENV, KAFKA_ENV
+from ragstream_devstack.run_settings import RunSettings
+from ragstream_devstack.supervisor import Supervisor
 from ragstream_devstack.system import SERVICE_NAMES, SystemPorts, service_command, service_env, wait_until_serving
+
+SERVICE_STOP_GRACE_S = 20.0
 
 
 def prepare_platform(kafka: str, database_url: str) -> None:
@@ -45,57 +48,65 @@ def _print_health_when_ready(ports: SystemPorts, access: dict[str, str]) -> None
         f"\nRagstream is up.\n  gateway   http://127.0.0.1:{ports.http}  (docs: /docs, health: /healthz)\n{rows}\n"
         f"  tenant {access['GATEWAY_DEV_TENANT']!r}, API key {access['GATEWAY_DEV_API_KEY']!r},"
         f" admin token {access['GATEWAY_ADMIN_TOKEN']!r}\n"
-        "Ctrl-C stops everything.\n",
+        "Processes that exit are restarted (back-off 1 s doubling to 30 s). Ctrl-C stops everything.\n",
         flush=True,
     )
 
 
 def local_access() -> dict[str, str]:
     """A tenant and API key for trying the system locally, and an admin token (each overridable)."""
-    return {
-        "GATEWAY_DEV_TENANT": os.environ.get("GATEWAY_DEV_TENANT", "default"),
-        "GATEWAY_DEV_API_KEY": os.environ.get("GATEWAY_DEV_API_KEY", "dev-key"),
-        "GATEWAY_ADMIN_TOKEN": os.environ.get("GATEWAY_ADMIN_TOKEN", secrets.token_urlsafe(24)),
-    }
+    return RunSettings().access()
 
 
-def run(data_dir: Path) -> int:
-    ports = SystemPorts.defaults()
-    with contextlib.ExitStack() as stack:
-        kafka = (
-            os.environ.get(KAFKA_ENV)
-            or stack.enter_context(
-                LocalKafka(data_dir / "kafka", port=int(os.environ.get("RAGSTREAM_KAFKA_PORT", 9092)))
-            ).bootstrap_servers
-        )
-        database_url = (
-            os.environ.get(DATABASE_ENV)
-            or stack.enter_context(
-                LocalPostgres(data_dir / "postgres", port=int(os.environ.get("RAGSTREAM_POSTGRES_PORT", 5432)))
-            ).database_url
-        )
-        print(f"{KAFKA_ENV}={kafka}\n{DATABASE_ENV}={database_url}", flush=True)
-        prepare_platform(kafka, database_url)
-        manager = Manager()
-        access = local_access()
-        for name in SERVICE_NAMES:
-            env = service_env(name, kafka=kafka, database_url=database_url, ports=ports, extra=access)
-            # exec: the service itself, not a shell around it, receives honcho's signals.
-            manager.add_process(name, "exec " + " ".join(service_command(name)), env=env)
-        threading.Thread(target=_print_health_when_ready, args=(ports, access), daemon=True).start()
-        try:
-            manager.loop()
-        finally:
-            # Also when the loop itself failed (e.g. its output pipe closed): leave no service behind.
-            manager.terminate()
-        return 0 if manager.returncode in (0, None, 130, 143) else int(manager.returncode)
+def _start_kafka(supervisor: Supervisor, data_dir: Path, settings: RunSettings) -> str:
+    kafka = LocalKafka(data_dir / "kafka", port=settings.kafka_port, controller_port=settings.kafka_controller_port)
+    supervisor.start(kafka.process_spec())
+    return kafka.bootstrap_servers
+
+
+def _start_postgres(supervisor: Supervisor, data_dir: Path, settings: RunSettings) -> str:
+    postgres = LocalPostgres(data_dir / "postgres", port=settings.postgres_port)
+    supervisor.start(postgres.process_spec())
+    postgres.ensure_database()
+    return postgres.database_url
+
+
+def service_spec(
+    name: str, *, kafka: str, database_url: str, ports: SystemPorts, access: dict[str, str]
+) -> ProcessSpec:
+    """One service as the supervisor runs it: the same command and environment as the e2e tests use."""
+    env = service_env(name, kafka=kafka, database_url=database_url, ports=ports, extra=access)
+    return ProcessSpec(name, tuple(service_command(name)), env=env, grace_s=SERVICE_STOP_GRACE_S)
+
+
+def run(data_dir: Path, settings: RunSettings | None = None) -> int:
+    settings = settings or RunSettings(data_dir=data_dir)
+    ports = settings.system_ports()
+    access = settings.access()
+    # Until the supervisor serves, SIGTERM aborts the startup as Ctrl-C does; leaving the `with` stops what started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with Supervisor(backoff=settings.backoff()) as supervisor:
+            # Postgres first, so the reverse order stops the services, then Kafka, then Postgres.
+            database_url = settings.external_database_url or _start_postgres(supervisor, data_dir, settings)
+            kafka = settings.external_kafka or _start_kafka(supervisor, data_dir, settings)
+            print(f"{KAFKA_ENV}={kafka}\n{DATABASE_ENV}={database_url}", flush=True)
+            prepare_platform(kafka, database_url)
+            for name in SERVICE_NAMES:
+                supervisor.start(service_spec(name, kafka=kafka, database_url=database_url, ports=ports, access=access))
+            threading.Thread(target=_print_health_when_ready, args=(ports, access), daemon=True).start()
+            supervisor.serve()
+    except KeyboardInterrupt:
+        pass
+    print("Ragstream stopped.", flush=True)
     return 0
 
 
 def main() -> int:
-    data_dir = Path(os.environ.get("RAGSTREAM_DATA_DIR", "var")).resolve()
+    settings = RunSettings()
+    data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    return run(data_dir)
+    return run(data_dir, settings)
 
 
 if __name__ == "__main__":

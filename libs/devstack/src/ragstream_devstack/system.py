@@ -1,7 +1,7 @@
 """The five Ragstream services as local processes: environment, start, gRPC health, SIGTERM stop.
 
 Used by the e2e tests and the benchmarks (which need per-process control); `make run` runs the same
-commands with the same environment under honcho (see run.py).
+commands with the same environment under its supervisor (see run.py, supervisor.py).
 """
 
 from __future__ import annotations
