@@ -8,6 +8,8 @@ export TRANSFORMERS_OFFLINE := 1
 export UV_LINK_MODE ?= copy
 
 .PHONY: setup run test check test-unit test-integration test-e2e lint protos bench-ingest bench-query eval clean
+.PHONY: bench-load soak
+.PHONY: chaos
 
 ## setup: install uv if missing, create the environment, fetch Kafka
 setup:
@@ -23,7 +25,7 @@ run: setup
 ## model, with line+branch coverage per package checked against its floor
 test: setup check
 	rm -f .coverage .coverage.*
-	$(UV_RUN) pytest --cov --cov-report=
+	$(UV_RUN) pytest -m "not chaos or chaos_fast" --cov --cov-report=
 	$(UV_RUN) coverage combine --quiet || true
 	$(UV_RUN) python scripts/coverage_report.py
 
@@ -62,6 +64,20 @@ DATASET ?= ../shared/datasets/scifact
 SPLIT ?= train
 eval: setup
 	$(UV_RUN) python benchmarks/eval_retrieval.py --dataset $(DATASET) --split $(SPLIT)
+
+## bench-load: mixed questions and uploads at capacity, then 10x (refusals must carry Retry-After), then recovery
+bench-load: setup
+	$(UV_RUN) python benchmarks/load.py
+
+## soak: half capacity for MINUTES minutes: p99 drift, RSS growth per service, zero errors
+MINUTES ?= 10
+soak: setup
+	$(UV_RUN) python benchmarks/soak.py --minutes $(MINUTES)
+
+## chaos: kill -9, broker and Postgres crashes, replicas, a frozen worker, poison records and queries under faults,
+## each audited (nothing lost, nothing twice, nothing good dead-lettered); ends with one JSON summary line
+chaos: setup
+	$(UV_RUN) pytest -m chaos tests/chaos -p no:cacheprovider -rP
 
 clean:
 	rm -rf .cache/run .pytest_cache .mypy_cache .coverage .coverage.*

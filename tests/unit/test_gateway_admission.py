@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from ragstream_gateway.admission import AdmissionLimit
+from pydantic import ValidationError
+from ragstream_gateway.admission import AdmissionLimit, AdmissionSettings
 from ragstream_gateway.problems import PROBLEM_JSON
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,8 +36,9 @@ class SlowApp:
     def build(self, max_in_flight: int) -> tuple[Starlette, AdmissionLimit]:
         routes = [Route(path, self.answer, methods=["POST", "GET"]) for path in ("/v1/query", "/v1/documents")]
         app = Starlette(routes=routes)
-        app.add_middleware(AdmissionLimit, max_in_flight=max_in_flight)
-        return app, AdmissionLimit(app.router, max_in_flight=max_in_flight)
+        settings = AdmissionSettings(max_in_flight=max_in_flight)
+        app.add_middleware(AdmissionLimit, settings=settings)
+        return app, AdmissionLimit(app.router, settings)
 
 
 def _client(app: ASGIApp) -> httpx.AsyncClient:
@@ -102,6 +104,8 @@ async def test_mounted_as_middleware_it_guards_the_app() -> None:
         assert (await held).status_code == 200
 
 
-def test_the_bound_must_admit_something() -> None:
-    with pytest.raises(ValueError):
-        AdmissionLimit(Starlette(), max_in_flight=0)
+def test_the_bound_comes_from_the_environment_and_must_admit_something(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_ADMISSION_MAX_IN_FLIGHT", "7")
+    assert AdmissionLimit(Starlette()).max_in_flight == 7
+    with pytest.raises(ValidationError):
+        AdmissionSettings(max_in_flight=0)

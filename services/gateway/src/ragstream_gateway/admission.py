@@ -14,17 +14,27 @@ from __future__ import annotations
 import json
 
 from prometheus_client import Counter
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ragstream_gateway.problems import PROBLEM_JSON, PROBLEM_TYPE_PREFIX, problem_body
 
-# Questions in flight per gateway process. At this machine's measured 20-35 questions/s, an admitted question
-# then waits at most about one second in the queue.
-DEFAULT_MAX_IN_FLIGHT = 32
 QUESTION_PATHS = frozenset({"/v1/query", "/v1/search"})
 REFUSED = Counter(
     "ragstream_gateway_admission_refused_total", "Requests refused because too many were in flight", ["path"]
 )
+
+
+class AdmissionSettings(BaseSettings):
+    """GATEWAY_ADMISSION_MAX_IN_FLIGHT: questions in flight per gateway process. Size it to about one second of
+    the pipeline's throughput (an admitted question then waits about a second at most): 32 suits the 20-35
+    questions/s measured on the 2-core development machine."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_ADMISSION_", extra="ignore")
+
+    max_in_flight: int = Field(default=32, ge=1)
+    retry_after_s: int = Field(default=1, ge=1)
 
 
 class AdmissionLimit:
@@ -33,16 +43,14 @@ class AdmissionLimit:
     def __init__(
         self,
         app: ASGIApp,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        settings: AdmissionSettings | None = None,
         paths: frozenset[str] = QUESTION_PATHS,
-        retry_after_s: int = 1,
     ) -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+        settings = settings or AdmissionSettings()
         self.app = app
-        self.max_in_flight = max_in_flight
+        self.max_in_flight = settings.max_in_flight
+        self.retry_after_s = settings.retry_after_s
         self.paths = paths
-        self.retry_after_s = retry_after_s
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

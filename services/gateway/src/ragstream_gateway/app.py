@@ -96,7 +96,9 @@ def create_app(
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    app.add_middleware(AdmissionLimit)  # questions past the in-flight bound: 503 + Retry-After, not a queue
+    app.add_middleware(
+        AdmissionLimit, settings=settings.admission
+    )  # questions past the in-flight bound: 503 + Retry-After, not a queue
     app.add_middleware(HttpMetrics)
     query_routers = [query.router] if queries is not None else []
     for router in (health.router, documents.router, admin.router, dlq.router, *query_routers, *routers):

@@ -11,6 +11,8 @@ from ragstream_common.blob_settings import BlobStoreSettings
 from ragstream_common.config import ServiceSettings, bind_host
 from ragstream_common.registry import GATEWAY_HTTP_PORT, SERVICES
 
+from ragstream_gateway.admission import AdmissionSettings
+
 MIB = 1024 * 1024
 
 
@@ -44,6 +46,8 @@ class GatewaySettings(ServiceSettings):
 
     # Shared with ingest (unprefixed BLOB_* variables): the gateway writes where ingest reads.
     blobs: BlobStoreSettings = Field(default_factory=BlobStoreSettings)
+    # GATEWAY_ADMISSION_MAX_IN_FLIGHT / _RETRY_AFTER_S: questions in flight before 503 + Retry-After.
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
 
     # host:port the workers use to reach this instance's ReplyService (its pod or container address).
     reply_advertise_address: str = ""
