@@ -1,0 +1,1 @@
+"""Chaos suite: the whole system as real processes, faults injected mid-ingest and mid-query, then an audit."""
