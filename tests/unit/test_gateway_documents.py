@@ -66,6 +66,21 @@ async def test_unchanged_submission_touches_nothing() -> None:
     ports.sink.emit.assert_not_called()
 
 
+@pytest.mark.parametrize(("source_uri", "inline"), [("", True), ("blob://d/sha", False)])
+async def test_an_identical_retry_of_a_version_still_received_publishes_it_again(source_uri: str, inline: bool) -> None:
+    """The gateway may have died between registering a version and publishing it: the retry publishes it."""
+    service, ports = _service(_record(version=3, status="received", source_uri=source_uri), Registration(9, "x"))
+    _, registration = await service.submit(_submission(), Caller("key:k"))
+    assert registration == Registration(3, "received", previous_version=2)
+    ports.registry.register.assert_not_called()
+    ports.blobs.put.assert_not_called()
+    [emitted] = ports.sink.emit.call_args.args[0]
+    message = emitted.message
+    assert isinstance(message, documents_pb2.DocumentUpdated) and (message.version, message.previous_version) == (3, 2)
+    assert (message.source.text, message.source.uri) == (("hello", "") if inline else ("", source_uri))
+    assert ports.audit.record.call_args.args[0].action == "document.republish"
+
+
 @pytest.mark.parametrize(
     "record",
     [

@@ -47,7 +47,7 @@ from ragstream_gateway.observability import HttpMetrics
 from ragstream_gateway.problems import install_problem_handlers, on_dependency_down
 from ragstream_gateway.projector import project_registrations, project_status
 from ragstream_gateway.query.replies import PendingQueries, ReplyServicer
-from ragstream_gateway.query.service import QueryDispatcher
+from ragstream_gateway.query.service import QueryDispatcher, QueryNotPublished
 from ragstream_gateway.ratelimit import TenantRateLimiter
 from ragstream_gateway.routes import admin, dlq, documents, health, query
 from ragstream_gateway.security import hash_api_key
@@ -89,7 +89,7 @@ def create_app(
     )
     app.state.services = GatewayServices(settings, deps, documents_service, queries)
     install_problem_handlers(app)
-    for unavailable in (psycopg.OperationalError, PoolTimeout):
+    for unavailable in (psycopg.OperationalError, PoolTimeout, QueryNotPublished):
         app.add_exception_handler(unavailable, on_dependency_down)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + ENVELOPE_BYTES)
     if settings.cors_origins:
@@ -172,7 +172,9 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
         [partial(services_pb2_grpc.add_ReplyServiceServicer_to_server, ReplyServicer(pending))],
     )
     reply_address = settings.reply_advertise_address or reply_server.address
-    queries = QueryDispatcher(RoutedEventSink(publisher, GATEWAY_ROUTES), pending, reply_address)
+    queries = QueryDispatcher(
+        RoutedEventSink(publisher, GATEWAY_ROUTES), pending, reply_address, settings.query_publish_timeout_s
+    )
     app = create_app(settings, deps, queries=queries)
     readiness = deps.readiness
     assert isinstance(readiness, DependencyProbe)  # /readyz and the ReplyService health share its checks

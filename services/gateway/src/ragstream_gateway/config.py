@@ -43,6 +43,8 @@ class GatewaySettings(ServiceSettings):
     inline_text_max_bytes: int = Field(default=256 * 1024, ge=0)
     # How long a request waits for Kafka to acknowledge its event before answering 503.
     publish_timeout_s: float = Field(default=10.0, gt=0)
+    # A question Kafka has not taken within this is answered 503 at once (broker down), not at its deadline.
+    query_publish_timeout_s: float = Field(default=2.0, gt=0)
 
     # Shared with ingest (unprefixed BLOB_* variables): the gateway writes where ingest reads.
     blobs: BlobStoreSettings = Field(default_factory=BlobStoreSettings)

@@ -10,6 +10,10 @@ visibly not in the pipeline and a retry of the same request registers and publis
 event did reach Kafka after all (a timeout after the broker's write), the pipeline's status events move the
 row on from `failed` (see the registry adapter), so the failure mark cannot hide a version being indexed.
 
+An identical re-upload of a version still `received` publishes that version's event again (202): the gateway
+may have died between registering and publishing it, and the client's retry is what heals that. The consumers'
+writes are idempotent per version, so an event published twice changes nothing.
+
 Deletes publish first and mark the row afterwards: a failed publish leaves the document untouched (503,
 retry), and a row that could not be marked is healed by the registry consumer reading our own
 DocumentDeleted.
@@ -112,9 +116,17 @@ class DocumentService:
         sha256 = hashlib.sha256(submission.content).hexdigest()
         current = await self._registry.get(tenant_id, document_id)
         if current is not None and is_unchanged(current, sha256, submission.title, submission.metadata):
-            return document_id, Registration(current.version, current.status, unchanged=True)
+            if current.status != "received":
+                return document_id, Registration(current.version, current.status, unchanged=True)
+            # Registered but perhaps never published (a gateway that died between the two): publish that version
+            # again. Consumers are idempotent per version, so a second event for a version in flight is harmless.
+            previous = current.version - 1 if current.version > 1 else None
+            registration = Registration(current.version, "received", previous_version=previous)
+            source = self._source(submission, sha256, inline=not current.source_uri, uri=current.source_uri)
+            await self._publish_version(submission, document_id, registration, source, caller, "document.republish")
+            return document_id, registration
         inline = submission.inline_allowed and len(submission.content) <= self._inline_max
-        source_uri = (
+        uri = (
             ""
             if inline
             else await self._blobs.put(
@@ -130,11 +142,18 @@ class DocumentService:
                 submission.content_type,
                 sha256,
                 len(submission.content),
-                source_uri,
+                uri,
             )
         )
         if registration.unchanged:
             return document_id, registration
+        action = "document.create" if registration.previous_version is None else "document.update"
+        source = self._source(submission, sha256, inline=inline, uri=uri)
+        await self._publish_version(submission, document_id, registration, source, caller, action)
+        return document_id, registration
+
+    @staticmethod
+    def _source(submission: Submission, sha256: str, *, inline: bool, uri: str) -> documents_pb2.DocumentSource:
         source = documents_pb2.DocumentSource(
             content_type=submission.content_type,
             filename=submission.filename,
@@ -144,28 +163,39 @@ class DocumentService:
         if inline:
             source.text = submission.content.decode("utf-8")
         else:
-            source.uri = source_uri
+            source.uri = uri
+        return source
+
+    async def _publish_version(
+        self,
+        submission: Submission,
+        document_id: str,
+        registration: Registration,
+        source: documents_pb2.DocumentSource,
+        caller: Caller,
+        action: str,
+    ) -> None:
+        """Publish the version's event (PublishFailed marks the version and is raised), then audit `action`."""
+        tenant_id, version = submission.tenant_id, registration.version
         event = _version_event(tenant_id, document_id, submission, registration, source)
         try:
             await self._publish(event)
         except PublishFailed as exc:
-            await self._registry.mark_publish_failed(tenant_id, document_id, registration.version, str(exc))
+            await self._registry.mark_publish_failed(tenant_id, document_id, version, str(exc))
             await self._record(
-                tenant_id, caller, "document.publish_failed", document_id, version=registration.version, error=str(exc)
+                tenant_id, caller, "document.publish_failed", document_id, version=version, error=str(exc)
             )
             raise
-        action = "document.create" if registration.previous_version is None else "document.update"
         await self._record(
             tenant_id,
             caller,
             action,
             document_id,
-            version=registration.version,
-            sha256=sha256,
-            size_bytes=len(submission.content),
+            version=version,
+            sha256=source.sha256,
+            size_bytes=source.size_bytes,
             content_type=submission.content_type,
         )
-        return document_id, registration
 
     async def delete(self, tenant_id: str, document_id: str, caller: Caller) -> DocumentRecord:
         current = await self._registry.get(tenant_id, document_id)

@@ -28,6 +28,10 @@ class QueryTimeout(Exception):
     """The deadline passed before the reply was complete."""
 
 
+class QueryNotPublished(Exception):
+    """Kafka did not take the question in time (broker down): answered 503 at once, not at the deadline."""
+
+
 @dataclass(frozen=True)
 class QueryRequest:
     tenant_id: str
@@ -53,10 +57,13 @@ class QueryDispatcher:
 
     `publisher` is any `EventSink`; the composition root routes QueryRequested to its Kafka topic."""
 
-    def __init__(self, publisher: EventSink, pending: PendingQueries, reply_address: str) -> None:
+    def __init__(
+        self, publisher: EventSink, pending: PendingQueries, reply_address: str, publish_timeout_s: float = 2.0
+    ) -> None:
         self._sink = publisher
         self._pending = pending
         self._reply_address = reply_address
+        self._publish_timeout_s = publish_timeout_s
 
     async def submit(self, request: QueryRequest) -> Submission:
         query_id = uuid.uuid4().hex
@@ -79,7 +86,12 @@ class QueryDispatcher:
             message.filters.document_ids.extend(request.filters.document_ids)
             message.filters.metadata.update(request.filters.metadata)
         try:
-            await self._sink.emit([Emitted(message)])
+            # The producer would wait for a broker up to its request timeout; a question cannot wait that long.
+            async with asyncio.timeout(min(self._publish_timeout_s, request.timeout_s)):
+                await self._sink.emit([Emitted(message)])
+        except Exception as exc:
+            self._pending.close(query_id)
+            raise QueryNotPublished(f"the question was not accepted by Kafka: {type(exc).__name__}") from exc
         except BaseException:
             self._pending.close(query_id)
             raise

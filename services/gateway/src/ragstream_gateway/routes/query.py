@@ -29,7 +29,7 @@ from ragstream_gateway.security import SCOPE_QUERY
 
 router = APIRouter(prefix="/v1", tags=["query"])
 Asker = Annotated[Principal, Depends(require_scope(SCOPE_QUERY))]
-PROBLEMS = problem_responses(401, 403, 422, 429, 502, 504)
+PROBLEMS = problem_responses(401, 403, 422, 429, 502, 503, 504)
 
 
 def _timeout_s(timeout_ms: int | None, settings: GatewaySettings) -> float:

@@ -1,0 +1,51 @@
+"""Submitting a question: published through the sink, or refused at once when Kafka does not take it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+from fakes import RecordingSink
+from rag.v1 import queries_pb2
+from ragstream_common.events import Emitted
+from ragstream_gateway.query.replies import PendingQueries
+from ragstream_gateway.query.service import QueryDispatcher, QueryNotPublished, QueryRequest
+
+pytestmark = pytest.mark.unit
+
+
+def _request(timeout_s: float = 30.0) -> QueryRequest:
+    return QueryRequest("t1", "How high is Kilimanjaro?", 5, None, False, "hybrid", timeout_s)
+
+
+class HangingSink:
+    """A producer waiting for a broker that is gone."""
+
+    async def emit(self, events: Sequence[Emitted]) -> None:
+        await asyncio.sleep(3600)
+
+
+async def test_a_question_is_published_naming_this_gateway_with_its_deadline() -> None:
+    sink, pending = RecordingSink(), PendingQueries()
+    submission = await QueryDispatcher(sink, pending, "gw:50050").submit(_request())
+    [message] = sink.messages(queries_pb2.QueryRequested)
+    assert (message.query_id, message.tenant_id, message.reply_to) == (submission.query_id, "t1", "gw:50050")
+    assert message.HasField("deadline") and len(pending) == 1
+
+
+async def test_a_broker_that_does_not_answer_fails_the_question_within_the_publish_timeout() -> None:
+    pending = PendingQueries()
+    started = time.monotonic()
+    with pytest.raises(QueryNotPublished):
+        await QueryDispatcher(HangingSink(), pending, "gw:1", publish_timeout_s=0.1).submit(_request())
+    assert time.monotonic() - started < 5  # generous: the point is "not the 30 s deadline"
+    assert len(pending) == 0
+
+
+async def test_a_failed_publish_is_refused_and_leaves_nothing_pending() -> None:
+    pending = PendingQueries()
+    with pytest.raises(QueryNotPublished, match="ConnectionError"):
+        await QueryDispatcher(RecordingSink(fail_with=ConnectionError("no broker")), pending, "gw:1").submit(_request())
+    assert len(pending) == 0
