@@ -78,3 +78,11 @@ def test_garbage_protobuf_is_invalid() -> None:
         cloudevents.decode(b"\xff\xff\xff\xff", headers, ())
     with pytest.raises(cloudevents.InvalidEvent, match="cannot decode"):
         cloudevents.decode(b"{not json", {**headers, "content-type": "application/json"}, ())
+
+
+@pytest.mark.parametrize("value", [b'["a"]', b'"text"', b"1", b"null", b"  []"])
+def test_json_that_is_not_an_object_is_invalid_not_an_empty_message(value: bytes) -> None:
+    headers = {"ce_id": "1", "ce_type": "rag.v1.DocumentReceived", "ce_source": "s", "ce_specversion": "1.0",
+               "content-type": "application/json"}  # fmt: skip
+    with pytest.raises(cloudevents.InvalidEvent, match="must be an object"):
+        cloudevents.decode(value, headers, ())

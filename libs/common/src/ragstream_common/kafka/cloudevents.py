@@ -95,7 +95,12 @@ def decode(
         if attributes.content_type in _PROTOBUF_ALIASES:
             message.ParseFromString(value)
         elif attributes.content_type in (JSON, "text/json"):
-            json_format.Parse(value.decode("utf-8"), message, ignore_unknown_fields=True)
+            text = value.decode("utf-8")
+            # json_format.Parse reads `[...]`, `"..."` or `1` as an empty message; proto3 JSON of a message is
+            # an object, anything else is not this event.
+            if not text.lstrip().startswith("{"):
+                raise InvalidEvent(f"{attributes.event_type} as JSON must be an object, got {text[:40]!r}")
+            json_format.Parse(text, message, ignore_unknown_fields=True)
         else:
             raise InvalidEvent(f"unsupported content-type {attributes.content_type!r}")
     except (DecodeError, json_format.ParseError, UnicodeDecodeError) as exc:
