@@ -69,7 +69,8 @@ async def test_unchanged_submission_touches_nothing() -> None:
 @pytest.mark.parametrize(("source_uri", "inline"), [("", True), ("blob://d/sha", False)])
 async def test_an_identical_retry_of_a_version_still_received_publishes_it_again(source_uri: str, inline: bool) -> None:
     """The gateway may have died between registering a version and publishing it: the retry publishes it."""
-    service, ports = _service(_record(version=3, status="received", source_uri=source_uri), Registration(9, "x"))
+    record = _record(version=3, status="received", source_uri=source_uri, published_version=2)
+    service, ports = _service(record, Registration(9, "x"))
     _, registration = await service.submit(_submission(), Caller("key:k"))
     assert registration == Registration(3, "received", previous_version=2)
     ports.registry.register.assert_not_called()
@@ -79,6 +80,21 @@ async def test_an_identical_retry_of_a_version_still_received_publishes_it_again
     assert isinstance(message, documents_pb2.DocumentUpdated) and (message.version, message.previous_version) == (3, 2)
     assert (message.source.text, message.source.uri) == (("hello", "") if inline else ("", source_uri))
     assert ports.audit.record.call_args.args[0].action == "document.republish"
+    ports.registry.mark_published.assert_awaited_once_with("t", "d", 3)
+
+
+async def test_an_identical_retry_of_a_published_version_in_flight_is_a_no_op() -> None:
+    service, ports = _service(_record(version=3, status="received", published_version=3), Registration(9, "x"))
+    _, registration = await service.submit(_submission(), Caller("key:k"))
+    assert registration == Registration(3, "received", unchanged=True)
+    ports.sink.emit.assert_not_called()
+
+
+async def test_a_published_version_is_recorded_after_the_acknowledgement() -> None:
+    service, ports = _service(None, Registration(1, "received"))
+    await service.submit(_submission(), Caller("key:k"))
+    names = [name for name, *_ in ports.mock_calls if not name.startswith("audit")]
+    assert names[-2:] == ["sink.emit", "registry.mark_published"]
 
 
 @pytest.mark.parametrize(
@@ -99,7 +115,7 @@ async def test_blob_first_then_registry_then_event() -> None:
     service, ports = _service(None, Registration(1, "received"))
     await service.submit(_submission(b"longer than four bytes"), Caller("key:k"))
     names = [name for name, *_ in ports.mock_calls if not name.startswith("audit")]
-    assert names == ["registry.get", "blobs.put", "registry.register", "sink.emit"]
+    assert names == ["registry.get", "blobs.put", "registry.register", "sink.emit", "registry.mark_published"]
     [emitted] = ports.sink.emit.call_args.args[0]
     record = outgoing(GATEWAY_ROUTES, emitted)
     assert record.key == "t/d" and record.topic == "rag.documents.received.v1"

@@ -10,7 +10,8 @@ visibly not in the pipeline and a retry of the same request registers and publis
 event did reach Kafka after all (a timeout after the broker's write), the pipeline's status events move the
 row on from `failed` (see the registry adapter), so the failure mark cannot hide a version being indexed.
 
-An identical re-upload of a version still `received` publishes that version's event again (202): the gateway
+After Kafka acknowledged the event the row records the version as published. An identical re-upload of a
+version still `received` and not recorded as published publishes that version's event again (202): the gateway
 may have died between registering and publishing it, and the client's retry is what heals that. The consumers'
 writes are idempotent per version, so an event published twice changes nothing.
 
@@ -116,9 +117,9 @@ class DocumentService:
         sha256 = hashlib.sha256(submission.content).hexdigest()
         current = await self._registry.get(tenant_id, document_id)
         if current is not None and is_unchanged(current, sha256, submission.title, submission.metadata):
-            if current.status != "received":
+            if current.status != "received" or current.published_version >= current.version:
                 return document_id, Registration(current.version, current.status, unchanged=True)
-            # Registered but perhaps never published (a gateway that died between the two): publish that version
+            # Registered but not known to be published (a gateway that died between the two): publish that version
             # again. Consumers are idempotent per version, so a second event for a version in flight is harmless.
             previous = current.version - 1 if current.version > 1 else None
             registration = Registration(current.version, "received", previous_version=previous)
@@ -186,6 +187,10 @@ class DocumentService:
                 tenant_id, caller, "document.publish_failed", document_id, version=version, error=str(exc)
             )
             raise
+        try:
+            await self._registry.mark_published(tenant_id, document_id, version)
+        except Exception as exc:  # accepted all the same: at worst an identical retry publishes it once more
+            log.warning("could not mark the version published", document_id=document_id, error=repr(exc))
         await self._record(
             tenant_id,
             caller,

@@ -38,6 +38,8 @@ class DocumentRecord:
     updated_at: datetime
     indexed_at: datetime | None
     deleted_at: datetime | None
+    # The highest version whose event the gateway saw acknowledged (0: none, or registered from Kafka).
+    published_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ class DocumentRegistry(Protocol):
         ...
 
     async def mark_publish_failed(self, tenant_id: str, document_id: str, version: int, error: str) -> None: ...
+
+    async def mark_published(self, tenant_id: str, document_id: str, version: int) -> None:
+        """Record that Kafka acknowledged this version's event."""
+        ...
 
     async def mark_deleted(self, tenant_id: str, document_id: str, version: int) -> None: ...
 

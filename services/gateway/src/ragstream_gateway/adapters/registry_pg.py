@@ -36,7 +36,8 @@ from ragstream_gateway.ports import (
 
 _COLUMNS = (
     "tenant_id, document_id, version, status, title, metadata, content_type, content_sha256, size_bytes,"
-    " source_uri, chunk_count, error_stage, error, created_at, updated_at, indexed_at, deleted_at"
+    " source_uri, chunk_count, error_stage, error, created_at, updated_at, indexed_at, deleted_at,"
+    " published_version"
 )
 _NEW_VERSION = """
 UPDATE documents SET version = version + 1, status = 'received', title = %(title)s, metadata = %(metadata)s,
@@ -142,6 +143,14 @@ class PostgresDocumentRegistry:
                 "UPDATE documents SET status = 'failed', error_stage = 'publish', error = %s, updated_at = now()"
                 " WHERE tenant_id = %s AND document_id = %s AND version = %s AND status = 'received'",
                 (error[:2000], tenant_id, document_id, version),
+            )
+
+    async def mark_published(self, tenant_id: str, document_id: str, version: int) -> None:
+        async with tenant_transaction(self._pool, tenant_id) as connection:
+            await connection.execute(
+                "UPDATE documents SET published_version = GREATEST(published_version, %s)"
+                " WHERE tenant_id = %s AND document_id = %s",
+                (version, tenant_id, document_id),
             )
 
     async def mark_deleted(self, tenant_id: str, document_id: str, version: int) -> None:

@@ -87,7 +87,7 @@ class QueryDispatcher:
             message.filters.metadata.update(request.filters.metadata)
         try:
             # The producer would wait for a broker up to its request timeout; a question cannot wait that long.
-            async with asyncio.timeout(min(self._publish_timeout_s, request.timeout_s)):
+            async with asyncio.timeout(self._publish_timeout_s):
                 await self._sink.emit([Emitted(message)])
         except Exception as exc:
             self._pending.close(query_id)
