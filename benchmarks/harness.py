@@ -213,26 +213,36 @@ class RssSampler:
                 self._roots = self._find_roots()
                 last_scan = time.monotonic()
             for name, roots in self._roots.items():
-                self._peaks[name] = max(self._peaks[name], sum(_tree_rss(root) for root in roots) / 1e6)
+                self._peaks[name] = max(self._peaks[name], tree_rss_mb(roots))
             self._stop.wait(self._interval_s)
 
     def _find_roots(self) -> dict[str, list[psutil.Process]]:
-        matches: dict[str, dict[int, psutil.Process]] = {name: {} for name in self._markers}
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            line = " ".join(process.info["cmdline"] or ())
-            for name, marker in self._markers.items():
-                if marker in line:
-                    matches[name][process.pid] = process
-        # A wrapper (`sh -c`, `uv run`) matches too: count each tree once, from its topmost match.
-        return {
-            name: [p for p in found.values() if _parent_pid(p) not in found] for name, found in matches.items() if found
-        }
+        return service_trees(self._markers)
+
+
+def service_trees(markers: dict[str, str]) -> dict[str, list[psutil.Process]]:
+    """The process trees per service: processes whose command line holds its marker (`ragstream_<name>.app`).
+    A wrapper (`sh -c`, `uv run`) matches too: each tree is counted once, from its topmost match."""
+    matches: dict[str, dict[int, psutil.Process]] = {name: {} for name in markers}
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        line = " ".join(process.info["cmdline"] or ())
+        for name, marker in markers.items():
+            if marker in line:
+                matches[name][process.pid] = process
+    return {
+        name: [p for p in found.values() if _parent_pid(p) not in found] for name, found in matches.items() if found
+    }
 
 
 def _parent_pid(process: psutil.Process) -> int | None:
     with contextlib.suppress(psutil.Error):
         return process.ppid()
     return None
+
+
+def tree_rss_mb(roots: Sequence[psutil.Process]) -> float:
+    """The summed RSS of these process trees, in MB."""
+    return sum(_tree_rss(root) for root in roots) / 1e6
 
 
 def _tree_rss(root: psutil.Process) -> int:

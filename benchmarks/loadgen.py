@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import psutil
 from corpus import Document
-from harness import SERVICES
+from harness import SERVICES, service_trees, tree_rss_mb
 from metrics import latency_summary
 
 QUERY, UPLOAD = "query", "upload"
@@ -219,27 +218,7 @@ class RssSeries:
         return statistics.median(values) if values else None
 
     def _sample(self) -> dict[str, float]:
-        found: dict[str, dict[int, psutil.Process]] = {name: {} for name in self._markers}
-        for process in psutil.process_iter(["pid", "ppid", "cmdline"]):
-            line = " ".join(process.info["cmdline"] or ())
-            for name, marker in self._markers.items():
-                if marker in line:
-                    found[name][process.pid] = process
-        sizes = {}
-        for name, processes in found.items():
-            roots = [p for p in processes.values() if p.info["ppid"] not in processes]
-            if roots:
-                sizes[name] = sum(_tree_rss(root) for root in roots) / 1e6
-        return sizes
-
-
-def _tree_rss(root: psutil.Process) -> int:
-    total = 0
-    with contextlib.suppress(psutil.Error):
-        for process in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                total += process.memory_info().rss
-    return total
+        return {name: tree_rss_mb(roots) for name, roots in service_trees(self._markers).items()}
 
 
 async def readiness(client: httpx.AsyncClient) -> bool:
