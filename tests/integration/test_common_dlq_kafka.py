@@ -15,9 +15,7 @@ from rag.v1 import documents_pb2
 from ragstream_common.dlq import DeadLetterFilter, DeadLetterService, open_dead_letter_service
 from ragstream_common.dlq_service import DeadLetterNotFound
 from ragstream_common.kafka import (
-    ConsumerOptions,
     Envelope,
-    EventConsumer,
     EventPublisher,
     OutgoingEvent,
     PermanentError,
@@ -27,6 +25,7 @@ from ragstream_common.kafka.bootstrap import ensure_topics
 from ragstream_common.kafka.topics import DLQ_REDRIVES, TopicSpec
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.messages import document_key
+from support.consuming import consume_until
 
 pytestmark = pytest.mark.integration
 
@@ -70,22 +69,8 @@ class Pipeline:
             await publisher.stop()
 
     async def consume_until(self, done: Any, timeout_s: float = 30) -> None:
-        publisher = EventPublisher(self.kafka, source="test/dlq")
-        await publisher.start()
-        options = ConsumerOptions(group_id=f"g-{self.spec.name}", topics=(self.spec.name,))
-        consumer = EventConsumer(self.kafka, options, self.handle, publisher)
-        await consumer.start()
-        stop = asyncio.Event()
-        task = asyncio.create_task(consumer.run(stop))
-        try:
-            async with asyncio.timeout(timeout_s):
-                while not done():
-                    await asyncio.sleep(0.05)
-        finally:
-            stop.set()
-            await task
-            await consumer.stop()
-            await publisher.stop()
+        group = f"g-{self.spec.name}"
+        await consume_until(self.kafka.bootstrap_servers, self.spec.name, group, self.handle, done, timeout_s)
 
     async def source_end(self) -> int:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka.bootstrap_servers)

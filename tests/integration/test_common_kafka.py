@@ -19,10 +19,11 @@ from google.protobuf import json_format
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from rag.v1 import documents_pb2, queries_pb2
-from ragstream_common.kafka import ConsumerOptions, Envelope, EventConsumer, EventPublisher, OutgoingEvent
+from ragstream_common.kafka import Envelope, EventPublisher, OutgoingEvent
 from ragstream_common.kafka.bootstrap import ensure_topics
 from ragstream_common.kafka.topics import TopicSpec
 from ragstream_common.kafka_settings import KafkaSettings
+from support.consuming import consume_until
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).parent
@@ -33,28 +34,6 @@ async def _new_topic(bootstrap: str, partitions: int = 3) -> TopicSpec:
     dlq = TopicSpec(spec.dlq, partitions=1, retention_ms=3_600_000)
     await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), (spec, dlq))
     return spec
-
-
-async def _consume_until(
-    bootstrap: str, topic: str, group: str, handler: Any, stop_when: Any, timeout_s: float = 30
-) -> EventConsumer:
-    kafka = KafkaSettings(bootstrap_servers=bootstrap)
-    publisher = EventPublisher(kafka, source="test/dlq")
-    await publisher.start()
-    consumer = EventConsumer(kafka, ConsumerOptions(group_id=group, topics=(topic,)), handler, publisher)
-    await consumer.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not stop_when():
-                await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await task
-        await consumer.stop()
-        await publisher.stop()
-    return consumer
 
 
 async def _first_dead_letter(bootstrap: str, dlq_topic: str) -> tuple[Any, dict[str, str]]:
@@ -84,7 +63,7 @@ async def test_event_arrives_with_trace_id_and_cloudevents_headers(kafka_bootstr
     async def handle(batch: Sequence[Envelope[Any]]) -> None:
         seen.extend(batch)
 
-    await _consume_until(kafka_bootstrap, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: seen)
+    await consume_until(kafka_bootstrap, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: seen)
     envelope = seen[0]
     assert envelope.message == message
     assert envelope.event_type == "rag.v1.QueryRequested"
@@ -115,7 +94,7 @@ async def test_poison_goes_to_dlq_with_reasons_and_the_partition_moves_on(kafka_
     async def handle(batch: Sequence[Envelope[Any]]) -> None:
         handled.extend(e.message.query_id for e in batch)
 
-    await _consume_until(kafka_bootstrap, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: handled)
+    await consume_until(kafka_bootstrap, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: handled)
     assert handled == ["good"]
 
     record, reasons = await _first_dead_letter(kafka_bootstrap, spec.dlq)
@@ -144,7 +123,7 @@ async def test_handler_permanent_error_is_dead_lettered(kafka_bootstrap: str) ->
             raise PermanentError("document id 'bad' is refused")
         handled.extend(e.message.document_id for e in batch)
 
-    await _consume_until(kafka_bootstrap, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: handled)
+    await consume_until(kafka_bootstrap, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: handled)
     assert handled == ["ok"]
     record, reasons = await _first_dead_letter(kafka_bootstrap, spec.dlq)
     assert record.key == b"k"
