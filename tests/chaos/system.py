@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 from ragstream_devstack.kafka import LocalKafka
+from ragstream_devstack.kafka_config import ExtraListener
 from ragstream_devstack.postgres import LocalPostgres
 from ragstream_devstack.processes import DevstackError, free_port, tail
 from ragstream_devstack.run import prepare_platform
@@ -58,6 +59,9 @@ class ChaosSystem:
     root: Path
     ports: SystemPorts = field(default_factory=SystemPorts.free)
     kafka_ports: tuple[int, int] = field(default_factory=lambda: (free_port(), free_port()))
+    # A second broker listener that advertises a proxy's port, for partitions between one worker and the broker:
+    # (the listener's own port, the port a TcpProxy in front of it takes).
+    partition_listener: tuple[int, int] = field(default_factory=lambda: (free_port(), free_port()))
     postgres_port: int = field(default_factory=free_port)
     instances: dict[str, Instance] = field(default_factory=dict)
     # Instance name -> environment it gets on top of its own (e.g. DATABASE_URL through a TcpProxy).
@@ -246,7 +250,14 @@ class ChaosSystem:
 
     def _new_kafka(self) -> LocalKafka:
         port, controller_port = self.kafka_ports
-        return LocalKafka(self.root / "kafka", port=port, controller_port=controller_port, startup_timeout=120)
+        listener_port, proxy_port = self.partition_listener
+        return LocalKafka(
+            self.root / "kafka",
+            port=port,
+            controller_port=controller_port,
+            startup_timeout=120,
+            extra_listeners={"PARTITIONABLE": ExtraListener(listener_port, f"127.0.0.1:{proxy_port}")},
+        )
 
     def _new_postgres(self) -> LocalPostgres:
         return LocalPostgres(self.root / "postgres", port=self.postgres_port, startup_timeout=120)

@@ -13,6 +13,7 @@ from ragstream_devstack.kafka_artifacts import render_pom, require_java
 from ragstream_devstack.kafka_config import (
     KAFKA_VERSION,
     MAX_MESSAGE_BYTES,
+    ExtraListener,
     as_docker_env,
     new_cluster_id,
     parse_java_major,
@@ -47,6 +48,20 @@ def test_server_properties_are_a_single_node_kraft_broker_on_loopback() -> None:
     assert props["controller.quorum.voters"] == f"{props['node.id']}@127.0.0.1:19093"
     assert props["controller.listener.names"] == "CONTROLLER"
     assert props["log.dirs"] == "/data/kraft"
+
+
+def test_an_extra_listener_advertises_the_address_in_front_of_it() -> None:
+    """The chaos suite's worker-broker partition: clients bootstrapped through a proxy must stay behind it."""
+    settings = single_node_settings(
+        listen_host="127.0.0.1",
+        advertised_host="127.0.0.1",
+        broker_port=19092,
+        controller_port=19093,
+        extra_listeners={"CHAOS": ExtraListener(19094, "127.0.0.1:29094")},
+    )
+    assert settings["listeners"].endswith(",CHAOS://127.0.0.1:19094")
+    assert settings["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092,CHAOS://127.0.0.1:29094"
+    assert "CHAOS:PLAINTEXT" in settings["listener.security.protocol.map"].split(",")
 
 
 def test_server_properties_carry_the_single_node_settings() -> None:

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from ragstream_devstack.kafka_artifacts import ensure_kafka_jars, require_java
 from ragstream_devstack.kafka_config import (
     KAFKA_VERSION,
+    ExtraListener,
     new_cluster_id,
     render_log4j2,
     render_properties,
@@ -74,12 +75,14 @@ class LocalKafka(LocalProcess):
         controller_port: int | None = None,
         startup_timeout: float = 60.0,
         jvm_options: tuple[str, ...] = DEFAULT_JVM_OPTIONS,
+        extra_listeners: dict[str, ExtraListener] | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.controller_port = controller_port or free_port(host)
         self.startup_timeout = startup_timeout
         self.jvm_options = jvm_options
+        self.extra_listeners = extra_listeners or {}
         self._given_dir = Path(data_dir).resolve() if data_dir is not None else None
         self._data_dir: Path | None = self._given_dir
         self._proc: subprocess.Popen[bytes] | None = None
@@ -167,6 +170,7 @@ class LocalKafka(LocalProcess):
             broker_port=self.port,
             controller_port=self.controller_port,
             log_dir=self.data_dir / "kraft",
+            extra_listeners=self.extra_listeners,
         )
         files = _ConfigFiles(self.data_dir / "server.properties", self.data_dir / "log4j2.properties")
         files.server.write_text(render_properties(settings))

@@ -9,6 +9,7 @@ import base64
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"
@@ -19,6 +20,14 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 NODE_ID = 1
 
 
+class ExtraListener(NamedTuple):
+    """A broker listener bound to `port` whose metadata names `advertised` ("host:port"), e.g. a TCP proxy's
+    address, so that clients bootstrapping through the proxy keep talking through it."""
+
+    port: int
+    advertised: str
+
+
 def single_node_settings(
     *,
     listen_host: str,
@@ -27,23 +36,30 @@ def single_node_settings(
     controller_port: int,
     controller_host: str | None = None,
     log_dir: Path | None = None,
+    extra_listeners: Mapping[str, ExtraListener] | None = None,
 ) -> dict[str, str]:
     """Broker+controller in one process with replication factors of 1.
 
     A static voter set (controller.quorum.voters) is used rather than a dynamic quorum so
     the controller port may change between runs over the same data directory. The broker
     reaches its own controller at `controller_host` (default: `listen_host`).
+    `extra_listeners` adds named PLAINTEXT listeners that advertise another address (a proxy in front of them).
     """
     voter_host = controller_host or listen_host
+    extras = extra_listeners or {}
+    extra_bind = "".join(f",{name}://{listen_host}:{x.port}" for name, x in extras.items())
+    extra_advertised = "".join(f",{name}://{x.advertised}" for name, x in extras.items())
+    extra_protocols = "".join(f",{name}:PLAINTEXT" for name in extras)
     settings = {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
         "controller.quorum.voters": f"{NODE_ID}@{voter_host}:{controller_port}",
-        "listeners": (f"PLAINTEXT://{listen_host}:{broker_port},CONTROLLER://{listen_host}:{controller_port}"),
-        "advertised.listeners": f"PLAINTEXT://{advertised_host}:{broker_port}",
+        "listeners": f"PLAINTEXT://{listen_host}:{broker_port},CONTROLLER://{listen_host}:{controller_port}"
+        + extra_bind,
+        "advertised.listeners": f"PLAINTEXT://{advertised_host}:{broker_port}" + extra_advertised,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT" + extra_protocols,
         "num.partitions": "1",
         "num.network.threads": "2",
         "num.io.threads": "4",
