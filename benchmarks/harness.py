@@ -14,6 +14,7 @@ import os
 import platform
 import secrets
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -94,6 +95,7 @@ def system_under_test(data_dir: Path | None = None) -> Iterator[SystemUnderTest]
 
 
 def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnderTest]:
+    from ragstream_devstack.credentials import LocalCredentials
     from ragstream_devstack.kafka import LocalKafka
     from ragstream_devstack.postgres import LocalPostgres
     from ragstream_devstack.run import prepare_platform
@@ -102,12 +104,14 @@ def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnder
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     log_dir = ROOT / ".cache" / "bench" / f"logs-{stamp}"
     admin_token = secrets.token_urlsafe(24)
+    credentials_dir = data_dir / "credentials" if data_dir else Path(tempfile.mkdtemp(prefix="ragstream-bench-"))
+    credentials = LocalCredentials(credentials_dir)
     with contextlib.ExitStack() as stack:
         # Started from the main thread, so the servers die with this process if it is killed.
         kafka = stack.enter_context(LocalKafka(data_dir / "kafka" if data_dir else None))
         postgres = stack.enter_context(LocalPostgres(data_dir / "postgres" if data_dir else None))
         with contextlib.redirect_stdout(sys.stderr):  # stdout is the report's
-            prepare_platform(kafka.bootstrap_servers, postgres.database_url)
+            prepare_platform(kafka.bootstrap_servers, postgres.database_url, credentials)
         gateway_env = {
             "GATEWAY_DEV_TENANT": DEV_TENANT,
             "GATEWAY_DEV_API_KEY": api_key,
@@ -115,7 +119,7 @@ def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnder
             "GATEWAY_DEFAULT_RATE_LIMIT": UNLIMITED_RATE,
         }
         services = LocalServices(
-            kafka.bootstrap_servers, postgres.database_url, log_dir, extra_env={"gateway": gateway_env}
+            kafka.bootstrap_servers, postgres.database_url, log_dir, credentials, extra_env={"gateway": gateway_env}
         )
         services.start()
         stack.callback(lambda: log(f"services stopped: {services.stop()}; logs in {log_dir}"))

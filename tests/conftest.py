@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from ragstream_devstack.credentials import LocalCredentials
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -42,3 +43,14 @@ async def kafka_topics(kafka_bootstrap: str) -> str:
 
     await ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap))
     return kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def service_identities(
+    kafka_topics: str, migrated_database: str, local_credentials: LocalCredentials
+) -> LocalCredentials:
+    """The session's credentials once every service's Kafka principal and Postgres role exist (identities.py)."""
+    from ragstream_devstack.identities import provision_identities
+
+    provision_identities(credentials=local_credentials, kafka=kafka_topics, database_url=migrated_database)
+    return local_credentials

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.kafka import LocalKafka
 from ragstream_devstack.kafka_config import ExtraListener
 from ragstream_devstack.postgres import LocalPostgres
@@ -70,6 +71,7 @@ class ChaosSystem:
     def __post_init__(self) -> None:
         self.log_dir = self.root / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.credentials = LocalCredentials(self.root / "credentials")
         self.kafka = self._new_kafka()
         self.postgres = self._new_postgres()
         for name in SERVICE_NAMES:
@@ -103,7 +105,7 @@ class ChaosSystem:
         """Kafka and Postgres, migrations and topics; call from the main thread (servers die with us)."""
         self.kafka.start()
         self.postgres.start()
-        prepare_platform(self.bootstrap, self.database_url)
+        prepare_platform(self.bootstrap, self.database_url, self.credentials)
 
     async def start_services(self, timeout_s: float = 300.0) -> None:
         for name in SERVICE_NAMES:
@@ -171,7 +173,12 @@ class ChaosSystem:
             return
         extra = self._extra_env(instance)
         env = service_env(
-            instance.service, kafka=self.bootstrap, database_url=self.database_url, ports=self.ports, extra=extra
+            instance.service,
+            kafka=self.bootstrap,
+            database_url=self.database_url,
+            ports=self.ports,
+            credentials=self.credentials,
+            extra=extra,
         )
         with (self.log_dir / f"{name}.log").open("ab") as log:
             instance.process = subprocess.Popen(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.processes import free_port
 from ragstream_devstack.system import LocalServices
 from support.otlp_receiver import OtlpReceiver
@@ -35,6 +36,7 @@ async def system(
     kafka_topics: str,
     migrated_database: str,
     otlp_receiver: OtlpReceiver,
+    service_identities: LocalCredentials,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[LocalServices]:
     log_dir = Path(tmp_path_factory.mktemp("e2e-logs"))
@@ -42,6 +44,7 @@ async def system(
         kafka_topics,
         migrated_database,
         log_dir,
+        service_identities,
         extra_env={
             "*": {
                 "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,

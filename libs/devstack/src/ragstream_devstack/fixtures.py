@@ -11,7 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.providers import provide_kafka, provide_postgres
+
+
+@pytest.fixture(scope="session")
+def local_credentials(tmp_path_factory: pytest.TempPathFactory) -> LocalCredentials:
+    """The session's secrets: the broker's admin and every service identity's (see credentials.py)."""
+    return LocalCredentials(tmp_path_factory.mktemp("credentials"))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
+from ragstream_devstack.credentials import LocalCredentials
+from ragstream_devstack.identities import provision_identities
 from ragstream_devstack.kafka import LocalKafka
 from ragstream_devstack.postgres import LocalPostgres
 from ragstream_devstack.processes import ProcessSpec
@@ -25,14 +27,15 @@ from ragstream_devstack.system import SERVICE_NAMES, SystemPorts, service_comman
 SERVICE_STOP_GRACE_S = 20.0
 
 
-def prepare_platform(kafka: str, database_url: str) -> None:
-    """The one-shot steps before services start: schema migrations and topic bootstrap."""
+def prepare_platform(kafka: str, database_url: str, credentials: LocalCredentials) -> None:
+    """The one-shot steps before services start: schema migrations, topic bootstrap, service identities."""
     from ragstream_common.kafka.bootstrap import ensure_topics
     from ragstream_common.kafka_settings import KafkaSettings
     from ragstream_common.migrate import apply_migrations
 
     applied = apply_migrations(database_url)
     created = asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=kafka)))
+    provision_identities(credentials=credentials, kafka=kafka, database_url=database_url)
     print(f"migrations applied: {applied or 'none pending'}; topics created: {len(created)}", flush=True)
 
 
@@ -72,10 +75,16 @@ def _start_postgres(supervisor: Supervisor, data_dir: Path, settings: RunSetting
 
 
 def service_spec(
-    name: str, *, kafka: str, database_url: str, ports: SystemPorts, access: dict[str, str]
+    name: str,
+    *,
+    kafka: str,
+    database_url: str,
+    ports: SystemPorts,
+    credentials: LocalCredentials,
+    access: dict[str, str],
 ) -> ProcessSpec:
     """One service as the supervisor runs it: the same command and environment as the e2e tests use."""
-    env = service_env(name, kafka=kafka, database_url=database_url, ports=ports, extra=access)
+    env = service_env(name, kafka=kafka, database_url=database_url, ports=ports, credentials=credentials, extra=access)
     return ProcessSpec(name, tuple(service_command(name)), env=env, grace_s=SERVICE_STOP_GRACE_S)
 
 
@@ -83,6 +92,7 @@ def run(data_dir: Path, settings: RunSettings | None = None) -> int:
     settings = settings or RunSettings(data_dir=data_dir)
     ports = settings.system_ports()
     access = settings.access()
+    credentials = LocalCredentials(data_dir / "credentials")
     # Until the supervisor serves, SIGTERM aborts the startup as Ctrl-C does; leaving the `with` stops what started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -91,9 +101,12 @@ def run(data_dir: Path, settings: RunSettings | None = None) -> int:
             database_url = settings.external_database_url or _start_postgres(supervisor, data_dir, settings)
             kafka = settings.external_kafka or _start_kafka(supervisor, data_dir, settings)
             print(f"{KAFKA_ENV}={kafka}\n{DATABASE_ENV}={database_url}", flush=True)
-            prepare_platform(kafka, database_url)
+            prepare_platform(kafka, database_url, credentials)
             for name in SERVICE_NAMES:
-                supervisor.start(service_spec(name, kafka=kafka, database_url=database_url, ports=ports, access=access))
+                spec = service_spec(
+                    name, kafka=kafka, database_url=database_url, ports=ports, credentials=credentials, access=access
+                )
+                supervisor.start(spec)
             threading.Thread(target=_print_health_when_ready, args=(ports, access), daemon=True).start()
             supervisor.serve()
     except KeyboardInterrupt:

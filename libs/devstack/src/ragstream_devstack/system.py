@@ -19,6 +19,8 @@ from pathlib import Path
 from ragstream_common.registry import GATEWAY_HTTP_PORT, SERVICES
 from ragstream_common.registry import SERVICE_NAMES as SERVICE_NAMES  # re-exported: run.py and tests read it here
 
+from ragstream_devstack.credentials import LocalCredentials
+from ragstream_devstack.identities import service_identity_env
 from ragstream_devstack.processes import DevstackError, free_port, tail
 
 DEFAULT_GRPC_PORTS = {name: spec.grpc_port for name, spec in SERVICES.items()}
@@ -44,14 +46,20 @@ class SystemPorts:
 
 
 def service_env(
-    name: str, *, kafka: str, database_url: str, ports: SystemPorts, extra: dict[str, str] | None = None
+    name: str,
+    *,
+    kafka: str,
+    database_url: str,
+    ports: SystemPorts,
+    credentials: LocalCredentials,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of one service process: shared infrastructure plus its own prefixed settings."""
+    """The environment of one service process: shared infrastructure reached as the service's own identities
+    (identities.py), plus its own prefixed settings. `database_url` is the administrator's."""
     prefix = name.upper()
     env = {
         **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka,
-        "DATABASE_URL": database_url,
+        **service_identity_env(name, credentials=credentials, kafka=kafka, database_url=database_url),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         f"{prefix}_GRPC_PORT": str(ports.grpc[name]),
@@ -75,6 +83,7 @@ class LocalServices:
     kafka: str
     database_url: str
     log_dir: Path
+    credentials: LocalCredentials
     ports: SystemPorts = field(default_factory=SystemPorts.free)
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -87,6 +96,7 @@ class LocalServices:
                 kafka=self.kafka,
                 database_url=self.database_url,
                 ports=self.ports,
+                credentials=self.credentials,
                 extra={**self.extra_env.get("*", {}), **self.extra_env.get(name, {})},
             )
             log = (self.log_dir / f"{name}.log").open("ab")
