@@ -17,7 +17,7 @@ from typing import Literal
 GATEWAY_HTTP_PORT = 8080
 
 # Optional dependency groups of ragstream-common (libs/common/pyproject.toml) a service may need.
-CommonExtra = Literal["postgres", "s3", "msk", "text"]
+CommonExtra = Literal["postgres", "s3", "msk", "text", "kafka-admin"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ _SPECS = (
             ConsumerGroup("ragstream-gateway-status", ("rag.documents.status.v1",)),
             ConsumerGroup("ragstream-gateway-registry", ("rag.documents.received.v1",)),
         ),
-        common_extras=frozenset({"postgres", "s3"}),
+        common_extras=frozenset({"postgres", "s3", "kafka-admin"}),
     ),
 )
 
