@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = list(SERVICES.values())
-COMMON_DEPENDENCY = re.compile(r"ragstream-common(?:\[(?P<extras>[a-z0-9,\s]+)\])?")
+COMMON_DEPENDENCY = re.compile(r"ragstream-common(?:\[(?P<extras>[a-z0-9,\s-]+)\])?")
 
 
 def by_name(spec: ServiceSpec) -> str:
