@@ -68,6 +68,10 @@ class ConsumerOptions:
     transient_backoff_cap_s: float = 30.0
     # How often `ragstream_dlq_depth` is refreshed for these topics' DLQs; 0 turns it off.
     dlq_depth_interval_s: float = 30.0
+    # At shutdown, how long the last commit may wait (e.g. for a group that is re-forming) before the process
+    # exits without it: what it covered is redelivered and rewritten idempotently, rather than outliving the
+    # supervisor's stop grace and being SIGKILLed.
+    final_commit_timeout_s: float = 5.0
 
 
 class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
@@ -152,7 +156,7 @@ class EventConsumer:
                 depths.cancel()
                 with suppress(asyncio.CancelledError):
                     await depths
-            await self._settle_commit()
+            await self._settle_final_commit()
 
     async def _next_batch(self, stop: asyncio.Event) -> Batch:
         """Records decoded as they arrive, until `max_batch` records or `max_batch_weight` (e.g. chunks) is
@@ -199,6 +203,12 @@ class EventConsumer:
         await self._settle_commit()
         self._commit_in_flight = asyncio.ensure_future(self._commit(self._committable(records)))
         self.processed += len(self._done)
+
+    async def _settle_final_commit(self) -> None:
+        try:
+            await asyncio.wait_for(self._settle_commit(), self.options.final_commit_timeout_s)
+        except TimeoutError:
+            log.warning("last commit abandoned at shutdown; its records will be redelivered")
 
     async def _settle_commit(self) -> None:
         if self._commit_in_flight is not None:
