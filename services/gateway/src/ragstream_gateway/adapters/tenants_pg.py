@@ -1,7 +1,10 @@
-"""Tenants, API keys and the audit log in Postgres.
+"""Tenants, API keys and the audit log in Postgres, under two logins (migration 0005).
 
-`tenants` and `api_keys` have no row-level security (a key is looked up before its tenant is known); the
-audit log is tenant data and is only touched inside `tenant_transaction`.
+The gateway's own pool (`ragstream_gateway`) finds keys through `ragstream_find_api_key`, a SECURITY DEFINER
+function: the key's tenant is not known yet, and the role may not read `api_keys` itself. Everything the admin
+API does (tenants, key creation and revocation, audit reads) goes through the admin pool
+(`ragstream_gateway_admin`, GATEWAY_ADMIN_DATABASE_URL), the only login that may write tenants and keys.
+Both tables are tenant-scoped by row-level security, so every admin statement runs in the tenant's transaction.
 """
 
 from __future__ import annotations
@@ -19,28 +22,30 @@ from ragstream_gateway.ports import ApiKeyRecord, AuditEntry, AuditRecord, KeyGr
 from ragstream_gateway.security import ALL_SCOPES, IPNetwork, hash_api_key, key_preview, new_key_id
 
 _TENANT_COLUMNS = "tenant_id, name, rate_limit, ip_allowlist, created_at"
+_FIND_KEY = (
+    "SELECT key_id, tenant_id, scopes, revoked, expires_at, rate_limit, ip_allowlist FROM ragstream_find_api_key(%s)"
+)
 
 
 class PostgresTenantDirectory:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    """Key lookups on `pool`; tenant and key writes on `admin_pool` (the same pool when the gateway has one login)."""
+
+    def __init__(self, pool: AsyncConnectionPool, admin_pool: AsyncConnectionPool | None = None) -> None:
         self._pool = pool
+        self._admin = admin_pool or pool
 
     async def find_key(self, key_sha256: str) -> KeyGrant | None:
         async with self._pool.connection() as connection:
-            cursor = await connection.execute(
-                "SELECT k.key_id, k.tenant_id, k.scopes, k.revoked_at, k.expires_at, t.rate_limit, t.ip_allowlist"
-                " FROM api_keys k JOIN tenants t USING (tenant_id) WHERE k.key_sha256 = %s",
-                (key_sha256,),
-            )
+            cursor = await connection.execute(_FIND_KEY, (key_sha256,))
             row = await cursor.fetchone()
         if row is None:
             return None
-        key_id, tenant_id, scopes, revoked_at, expires_at, rate_limit, allowlist = row
+        key_id, tenant_id, scopes, revoked, expires_at, rate_limit, allowlist = row
         return KeyGrant(
             key_id=key_id,
             tenant_id=tenant_id,
             scopes=tuple(scopes),
-            revoked=revoked_at is not None,
+            revoked=bool(revoked),
             expires_at=expires_at,
             rate_limit=rate_limit,
             ip_allowlist=tuple(allowlist or ()),
@@ -49,7 +54,10 @@ class PostgresTenantDirectory:
     async def create_tenant(
         self, tenant_id: str, name: str, rate_limit: str | None, ip_allowlist: Sequence[IPNetwork]
     ) -> TenantRecord | None:
-        async with self._pool.connection() as connection, connection.cursor(row_factory=dict_row) as cur:
+        async with (
+            tenant_transaction(self._admin, tenant_id) as connection,
+            connection.cursor(row_factory=dict_row) as cur,
+        ):
             await cur.execute(
                 "INSERT INTO tenants (tenant_id, name, rate_limit, ip_allowlist) VALUES (%s, %s, %s, %s::cidr[])"
                 f" ON CONFLICT (tenant_id) DO NOTHING RETURNING {_TENANT_COLUMNS}",
@@ -59,7 +67,10 @@ class PostgresTenantDirectory:
         return _tenant(row) if row else None
 
     async def get_tenant(self, tenant_id: str) -> TenantRecord | None:
-        async with self._pool.connection() as connection, connection.cursor(row_factory=dict_row) as cur:
+        async with (
+            tenant_transaction(self._admin, tenant_id) as connection,
+            connection.cursor(row_factory=dict_row) as cur,
+        ):
             await cur.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE tenant_id = %s", (tenant_id,))
             row = await cur.fetchone()
         return _tenant(row) if row else None
@@ -67,7 +78,7 @@ class PostgresTenantDirectory:
     async def create_key(
         self, tenant_id: str, key: str, name: str, scopes: Sequence[str], expires_at: datetime | None
     ) -> ApiKeyRecord:
-        async with self._pool.connection() as connection:
+        async with tenant_transaction(self._admin, tenant_id) as connection:
             cursor = await connection.execute(
                 "INSERT INTO api_keys (key_id, tenant_id, key_sha256, key_prefix, name, scopes, expires_at)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING key_id, created_at",
@@ -78,16 +89,24 @@ class PostgresTenantDirectory:
         return ApiKeyRecord(row[0], tenant_id, name, tuple(scopes), row[1], expires_at)
 
     async def revoke_key(self, tenant_id: str, key_id: str) -> bool:
-        async with self._pool.connection() as connection:
+        async with tenant_transaction(self._admin, tenant_id) as connection:
             cursor = await connection.execute(
                 "UPDATE api_keys SET revoked_at = now() WHERE tenant_id = %s AND key_id = %s AND revoked_at IS NULL",
                 (tenant_id, key_id),
             )
             return cursor.rowcount > 0
 
+    async def revoke_all_keys(self, tenant_id: str) -> int:
+        """Revoke every active key of the tenant (offboarding); how many were active."""
+        async with tenant_transaction(self._admin, tenant_id) as connection:
+            cursor = await connection.execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE tenant_id = %s AND revoked_at IS NULL", (tenant_id,)
+            )
+            return cursor.rowcount
+
     async def ensure_tenant_key(self, tenant_id: str, key: str, *, key_id: str) -> None:
         """Provision a tenant and a known key idempotently (local development and tests)."""
-        async with self._pool.connection() as connection, connection.transaction():
+        async with tenant_transaction(self._admin, tenant_id) as connection:
             await connection.execute(
                 "INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING", (tenant_id, tenant_id)
             )
@@ -109,8 +128,11 @@ def _tenant(row: dict[str, Any]) -> TenantRecord:
 
 
 class PostgresAuditLog:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    """Appends on `pool`; reads (admin API only) on `reader`. No login may change or delete an entry."""
+
+    def __init__(self, pool: AsyncConnectionPool, reader: AsyncConnectionPool | None = None) -> None:
         self._pool = pool
+        self._reader = reader or pool
 
     async def record(self, entry: AuditEntry) -> None:
         async with tenant_transaction(self._pool, entry.tenant_id) as connection:
@@ -135,6 +157,6 @@ class PostgresAuditLog:
             params.append(before)
         query += " ORDER BY audit_id DESC LIMIT %s"
         params.append(limit)
-        async with tenant_transaction(self._pool, tenant_id) as connection:
+        async with tenant_transaction(self._reader, tenant_id) as connection:
             cursor = await connection.execute(query, params)
             return [AuditRecord(*row) for row in await cursor.fetchall()]
