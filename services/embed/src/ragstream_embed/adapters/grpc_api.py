@@ -1,4 +1,8 @@
-"""EmbedService over gRPC: direct embedding for internal and external clients."""
+"""EmbedService over gRPC: direct embedding for internal and external clients.
+
+Callers present a token with scope `embed` (grpc_auth checks it before any call reaches this servicer);
+embedding reads no tenant's data, so the token's tenant is only the caller's identity here.
+"""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ class QueryDispatcher:
     async def submit(self, request: QueryRequest) -> Submission:
         query_id = uuid.uuid4().hex
         started = time.monotonic()
-        queue = self._pending.open(query_id)
+        queue = self._pending.open(query_id, request.tenant_id)
         deadline = Timestamp()
         deadline.FromDatetime(datetime.now(UTC) + timedelta(seconds=request.timeout_s))
         message = queries_pb2.QueryRequested(

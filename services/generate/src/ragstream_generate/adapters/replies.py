@@ -1,5 +1,6 @@
 """Streams answers to the waiting gateway over ReplyService.StreamAnswer (a client-streaming RPC), through the
-shared `GrpcReplyClient` (channel cache, timeouts, failures logged and never raised)."""
+shared `GrpcReplyClient` (allowed targets, tenant tokens, channel cache, timeouts, failures logged and never
+raised). Every call acts for the tenant of the query it answers."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ STAGE = "generate"
 
 
 class GrpcAnswerStream:
-    def __init__(self, client: GrpcReplyClient, address: str, query_id: str) -> None:
+    def __init__(self, client: GrpcReplyClient, address: str, query_id: str, tenant_id: str) -> None:
         self._query_id = query_id
         self._queue: asyncio.Queue[services_pb2.AnswerFragment | None] = asyncio.Queue()
         # The call runs alongside the backend; the client bounds it with its answer-stream timeout.
-        self._call = asyncio.ensure_future(client.stream_answer(address, query_id, self._fragments()))
+        self._call = asyncio.ensure_future(client.stream_answer(address, query_id, self._fragments(), tenant_id))
 
     async def _fragments(self) -> AsyncIterator[services_pb2.AnswerFragment]:
         """Queued fragments in order. Tokens already waiting together (an extractive answer arrives all at once)
@@ -60,9 +61,9 @@ class GrpcReplyChannel:
     def __init__(self, client: GrpcReplyClient) -> None:
         self._client = client
 
-    def open(self, address: str, query_id: str) -> GrpcAnswerStream:
-        return GrpcAnswerStream(self._client, address, query_id)
+    def open(self, address: str, query_id: str, tenant_id: str) -> GrpcAnswerStream:
+        return GrpcAnswerStream(self._client, address, query_id, tenant_id)
 
-    async def fail(self, address: str, query_id: str, reason: str) -> None:
+    async def fail(self, address: str, query_id: str, reason: str, tenant_id: str) -> None:
         failure = services_pb2.QueryFailure(query_id=query_id, stage=STAGE, reason=reason)
-        await self._client.deliver_failure(address, failure)
+        await self._client.deliver_failure(address, failure, tenant_id)

@@ -1,10 +1,15 @@
-"""RetrieveService over gRPC: direct search for internal and external clients."""
+"""RetrieveService over gRPC: direct search for internal and external clients.
+
+Callers present a token with scope `search` (grpc_auth): the search runs in the token's tenant, and a
+`tenant_id` field naming another tenant is refused.
+"""
 
 from __future__ import annotations
 
 import grpc
 import numpy as np
 from rag.v1 import queries_pb2, services_pb2, services_pb2_grpc
+from ragstream_common.grpc_auth import tenant_of_call
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import StageTimer
 
@@ -45,8 +50,7 @@ class RetrieveServicer(services_pb2_grpc.RetrieveServiceServicer):
         self._dimensions = dimensions
 
     async def Search(self, request: services_pb2.SearchRequest, context: SearchContext) -> services_pb2.SearchResponse:
-        if not request.tenant_id.strip():
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id must not be empty")
+        tenant_id = await tenant_of_call(request.tenant_id, context)
         if not request.query.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "query must not be empty")
         mode = RETRIEVAL_MODES.get(request.retrieval, RetrievalMode.HYBRID)
@@ -55,7 +59,7 @@ class RetrieveServicer(services_pb2_grpc.RetrieveServiceServicer):
         if mode is not RetrievalMode.LEXICAL:
             vector = await self._query_vector(request, timings, context)
         search = SearchRequest(
-            tenant_id=request.tenant_id,
+            tenant_id=tenant_id,
             text=request.query,
             top_k=self._limits.clamp(request.top_k),
             mode=mode,
