@@ -21,10 +21,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
+
+if TYPE_CHECKING:
+    from ragstream_common.kafka_settings import KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "scifact"
@@ -52,9 +55,9 @@ class SystemUnderTest:
     # The tenant that `api_key` belongs to ($BENCH_TENANT, default "default", the dev tenant).
     tenant: str
     started_here: bool
-    # The system's Kafka (known when the harness started it, else $KAFKA_BOOTSTRAP_SERVERS); the transport floor
-    # of the latency benchmark needs it.
-    kafka_bootstrap: str | None = None
+    # The system's Kafka as its super user (the harness's own broker, else $KAFKA_BOOTSTRAP_SERVERS with the
+    # KAFKA_SASL_* variables or `make run`'s stored admin password); the latency benchmark's transport floor needs it.
+    kafka: KafkaSettings | None = None
 
     def describe(self) -> str:
         origin = "started by the harness" if self.started_here else "already running"
@@ -86,7 +89,7 @@ def system_under_test(data_dir: Path | None = None) -> Iterator[SystemUnderTest]
             os.environ.get("GATEWAY_ADMIN_TOKEN"),
             tenant,
             started_here=False,
-            kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+            kafka=_running_system_kafka(),
         )
         return
     data_dir = data_dir or (Path(os.environ["BENCH_DATA_DIR"]) if os.environ.get("BENCH_DATA_DIR") else None)
@@ -94,9 +97,35 @@ def system_under_test(data_dir: Path | None = None) -> Iterator[SystemUnderTest]
     yield from _started_system(api_key, data_dir)
 
 
+def _running_system_kafka() -> KafkaSettings | None:
+    """$KAFKA_BOOTSTRAP_SERVERS as the KAFKA_* variables say; without SASL ones, as `make run`'s super user
+    (its password is kept in $RAGSTREAM_DATA_DIR/credentials, default var/credentials)."""
+    from pydantic import SecretStr
+    from ragstream_common.kafka.acls import ADMIN_USER
+    from ragstream_common.kafka_settings import KafkaSettings
+    from ragstream_devstack.credentials import LocalCredentials
+    from ragstream_devstack.run_settings import RunSettings
+
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return None
+    settings = KafkaSettings()
+    stored = LocalCredentials(RunSettings().data_dir / "credentials").stored("kafka-admin")
+    if settings.security_protocol != "PLAINTEXT" or stored is None:
+        return settings
+    return settings.model_copy(
+        update={
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": ADMIN_USER,
+            "sasl_password": SecretStr(stored),
+        }
+    )
+
+
 def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnderTest]:
     from ragstream_devstack.credentials import LocalCredentials
     from ragstream_devstack.kafka import LocalKafka
+    from ragstream_devstack.kafka_identities import admin_password
     from ragstream_devstack.postgres import LocalPostgres
     from ragstream_devstack.run import prepare_platform
     from ragstream_devstack.system import LocalServices
@@ -108,7 +137,9 @@ def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnder
     credentials = LocalCredentials(credentials_dir)
     with contextlib.ExitStack() as stack:
         # Started from the main thread, so the servers die with this process if it is killed.
-        kafka = stack.enter_context(LocalKafka(data_dir / "kafka" if data_dir else None))
+        kafka = stack.enter_context(
+            LocalKafka(data_dir / "kafka" if data_dir else None, admin_password=admin_password(credentials))
+        )
         postgres = stack.enter_context(LocalPostgres(data_dir / "postgres" if data_dir else None))
         with contextlib.redirect_stdout(sys.stderr):  # stdout is the report's
             prepare_platform(kafka.bootstrap_servers, postgres.database_url, credentials)
@@ -132,7 +163,7 @@ def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnder
             admin_token,
             DEV_TENANT,
             started_here=True,
-            kafka_bootstrap=kafka.bootstrap_servers,
+            kafka=kafka.admin_settings,
         )
 
 

@@ -147,9 +147,9 @@ async def run_e2e(system: SystemUnderTest, questions: Sequence[str], args: argpa
         log("throughput steps ...")
         steps, sustainable = await throughput_steps(client, questions, args)
         floor = None
-        if system.kafka_bootstrap:
+        if system.kafka:
             log("transport floor: bare Kafka hop, gRPC and HTTP round trips ...")
-            floor = await transport_floor(system.kafka_bootstrap, client)
+            floor = await transport_floor(system.kafka, client)
         else:
             log("transport floor skipped: set KAFKA_BOOTSTRAP_SERVERS to the system's Kafka")
     for name, batch in (("sequential", sequential), ("concurrent", concurrent)):

@@ -13,33 +13,36 @@ is the best ratio the query path could reach here.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from metrics import percentile
+
+if TYPE_CHECKING:
+    from ragstream_common.kafka_settings import KafkaSettings
 
 HOPS = 3
 SAMPLES = 300
 PAUSE_S = 0.01  # between samples, so each one starts from idle as a lone query does
 
 
-async def kafka_hop_ms(bootstrap: str, samples: int = SAMPLES) -> list[float]:
+async def kafka_hop_ms(kafka: KafkaSettings, samples: int = SAMPLES) -> list[float]:
     """Publish from this process, handle in a child process (as from one service to the next); each latency is
     the child's handler wall time minus the send time the event carries."""
     from rag.v1 import queries_pb2
     from ragstream_common.kafka import EventPublisher, OutgoingEvent
     from ragstream_common.kafka.bootstrap import ensure_topics
     from ragstream_common.kafka.topics import TopicSpec
-    from ragstream_common.kafka_settings import KafkaSettings
 
     spec = TopicSpec(f"bench.transport-floor.{uuid.uuid4().hex[:8]}.v1", partitions=1, retention_ms=600_000)
-    kafka = KafkaSettings(bootstrap_servers=bootstrap)
     await ensure_topics(kafka, (spec, TopicSpec(spec.dlq, partitions=1, retention_ms=600_000)))
+    # The child signs in as the same (super) user: its own topic and group are in nobody's grants.
     child = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "consume", bootstrap, spec.name, stdout=asyncio.subprocess.PIPE
+        sys.executable, __file__, "consume", spec.name, stdout=asyncio.subprocess.PIPE, env=_child_env(kafka)
     )
     assert child.stdout is not None
     publisher = EventPublisher(kafka, source="bench/transport-floor")
@@ -62,12 +65,24 @@ async def kafka_hop_ms(bootstrap: str, samples: int = SAMPLES) -> list[float]:
         await child.wait()
 
 
-async def _consume_and_report(bootstrap: str, topic: str) -> None:
+def _child_env(kafka: KafkaSettings) -> dict[str, str]:
+    """The KAFKA_* variables of `kafka` (the password through the environment, never argv)."""
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    env["KAFKA_SECURITY_PROTOCOL"] = kafka.security_protocol
+    for name, value in (("KAFKA_SASL_MECHANISM", kafka.sasl_mechanism), ("KAFKA_SASL_USERNAME", kafka.sasl_username)):
+        if value is not None:
+            env[name] = value
+    if kafka.sasl_password is not None:
+        env["KAFKA_SASL_PASSWORD"] = kafka.sasl_password.get_secret_value()
+    return env
+
+
+async def _consume_and_report(topic: str) -> None:
     """The child: the services' EventConsumer; prints each event's send-to-handler time (ms) on stdout."""
     from ragstream_common.kafka import ConsumerOptions, EventConsumer, EventPublisher
     from ragstream_common.kafka_settings import KafkaSettings
 
-    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    kafka = KafkaSettings()  # KAFKA_* from the parent
     dead_letters = EventPublisher(kafka, source="bench/transport-floor")
     await dead_letters.start()
 
@@ -116,8 +131,8 @@ async def http_roundtrip_ms(client: httpx.AsyncClient, samples: int = SAMPLES) -
     return latencies
 
 
-async def transport_floor(bootstrap: str, client: httpx.AsyncClient) -> dict[str, float]:
-    hop = percentile(await kafka_hop_ms(bootstrap), 50)
+async def transport_floor(kafka: KafkaSettings, client: httpx.AsyncClient) -> dict[str, float]:
+    hop = percentile(await kafka_hop_ms(kafka), 50)
     grpc_rtt = percentile(await grpc_roundtrip_ms(), 50)
     http_rtt = percentile(await http_roundtrip_ms(client), 50)
     return {
@@ -132,4 +147,4 @@ if __name__ == "__main__" and sys.argv[1:2] == ["consume"]:
     from ragstream_common.service import event_loop_factory
 
     with asyncio.Runner(loop_factory=event_loop_factory("uvloop")) as runner:
-        runner.run(_consume_and_report(sys.argv[2], sys.argv[3]))
+        runner.run(_consume_and_report(sys.argv[2]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_devstack.credentials import LocalCredentials
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,13 +37,29 @@ def migrated_database(database_url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-async def kafka_topics(kafka_bootstrap: str) -> str:
-    """The session broker with every declared topic created."""
+async def kafka_topics(kafka_admin: KafkaSettings) -> str:
+    """The session broker (its bootstrap servers) with every declared topic created, as its super user."""
     from ragstream_common.kafka.bootstrap import ensure_topics
-    from ragstream_common.kafka_settings import KafkaSettings
 
-    await ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap))
-    return kafka_bootstrap
+    await ensure_topics(kafka_admin)
+    return kafka_admin.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def kafka_principals(kafka_topics: str, local_credentials: LocalCredentials) -> dict[str, KafkaSettings]:
+    """Each service's KafkaSettings as its own principal (`ragstream-<service>`, SASL/SCRAM) once every principal
+    and its ACLs exist (kafka_identities.py), plus "provisioner" (`ragstream-provisioner`)."""
+    from ragstream_devstack.kafka_identities import kafka_identity_env, provision_kafka_identities
+    from ragstream_devstack.system import SERVICE_NAMES
+    from support.kafka_clients import service_settings, signed_in_as
+
+    provision_kafka_identities(credentials=local_credentials, kafka=kafka_topics)
+    envs = {name: kafka_identity_env(name, credentials=local_credentials, kafka=kafka_topics) for name in SERVICE_NAMES}
+    principals = {name: service_settings(KafkaSettings(), env) for name, env in envs.items()}
+    gateway = envs["gateway"]
+    username, password = gateway["GATEWAY_KAFKA_PROVISIONER_USERNAME"], gateway["GATEWAY_KAFKA_PROVISIONER_PASSWORD"]
+    principals["provisioner"] = signed_in_as(principals["gateway"], username, password)
+    return principals
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +71,13 @@ def service_identities(
 
     provision_identities(credentials=local_credentials, kafka=kafka_topics, database_url=migrated_database)
     return local_credentials
+
+
+@pytest.fixture(scope="session")
+def service_database_urls(migrated_database: str, local_credentials: LocalCredentials) -> dict[str, str]:
+    """Each Postgres login's URL once the roles can log in (pg_identities.py), by identity: gateway,
+    gateway-admin, ingest, embed, retrieve. Tests where row-level security is the point connect with these."""
+    from ragstream_devstack.pg_identities import LOGIN_ROLES, login_url, provision_postgres_identities
+
+    provision_postgres_identities(credentials=local_credentials, database_url=migrated_database)
+    return {name: login_url(migrated_database, name, credentials=local_credentials) for name in LOGIN_ROLES}

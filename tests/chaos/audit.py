@@ -16,7 +16,9 @@ import httpx
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from ragstream_common.kafka.topics import LARGE_MESSAGE_BYTES, PIPELINE_TOPICS
+from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.messages import document_key
+from support.kafka_clients import client_kwargs
 from support.pipeline import wait_drained
 
 from chaos.corpus import Doc, UploadLedger
@@ -68,10 +70,10 @@ class AuditReport:
         return "\n  ".join(parts)
 
 
-async def read_dead_letters(bootstrap: str, timeout_s: float = 60.0) -> list[DeadLetter]:
+async def read_dead_letters(kafka: KafkaSettings, timeout_s: float = 60.0) -> list[DeadLetter]:
     """Every record of every pipeline DLQ, read up to the high-water mark seen at the start."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client_kwargs(kafka),
         group_id=None,
         enable_auto_commit=False,
         max_partition_fetch_bytes=LARGE_MESSAGE_BYTES,  # a poison record may be 10 MB
@@ -195,7 +197,7 @@ async def audit(
     async with system.client() as client:
         bodies = await wait_indexed(client, ledger, settle_timeout_s)
         try:
-            await wait_drained(system.bootstrap, timeout_s=60)
+            await wait_drained(system.admin, timeout_s=60)
         except AssertionError as exc:
             report.notes.append(str(exc))
         await asyncio.to_thread(check_rows, report, ledger, bodies, system.database_url)
@@ -205,5 +207,5 @@ async def audit(
     if stranded:
         report.notes.append(f"{len(stranded)} uploads answered 200 unchanged on retry are not indexed: {stranded[:5]}")
     keys = {document_key(TENANT, d.document_id) for d in docs}
-    report.dead_lettered_good = [d for d in await read_dead_letters(system.bootstrap) if d.key in keys]
+    report.dead_lettered_good = [d for d in await read_dead_letters(system.admin) if d.key in keys]
     return report

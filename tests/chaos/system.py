@@ -19,9 +19,11 @@ from pathlib import Path
 
 import httpx
 import psutil
+from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.kafka import LocalKafka
 from ragstream_devstack.kafka_config import ExtraListener
+from ragstream_devstack.kafka_identities import admin_password
 from ragstream_devstack.postgres import LocalPostgres
 from ragstream_devstack.processes import DevstackError, free_port, tail
 from ragstream_devstack.run import prepare_platform
@@ -82,6 +84,11 @@ class ChaosSystem:
     @property
     def bootstrap(self) -> str:
         return self.kafka.bootstrap_servers
+
+    @property
+    def admin(self) -> KafkaSettings:
+        """The broker's super user: the suite's own Kafka clients (audits, poison writers)."""
+        return self.kafka.admin_settings
 
     @property
     def database_url(self) -> str:
@@ -263,7 +270,9 @@ class ChaosSystem:
             port=port,
             controller_port=controller_port,
             startup_timeout=120,
+            # SASL/SCRAM like the main listener: services behind the proxy keep their own credentials.
             extra_listeners={"PARTITIONABLE": ExtraListener(listener_port, f"127.0.0.1:{proxy_port}")},
+            admin_password=admin_password(self.credentials),
         )
 
     def _new_postgres(self) -> LocalPostgres:

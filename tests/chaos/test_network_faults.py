@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from ragstream_devstack.pg_identities import login_url
 
 from chaos.proxy import TcpProxy
 from chaos.scenario import Fault, assert_clean, ingest_with_fault
@@ -49,8 +50,9 @@ async def _restore(system: ChaosSystem, name: str, proxy: TcpProxy) -> None:
 async def test_retrieve_partitioned_from_postgres_mid_ingest(system: ChaosSystem) -> None:
     """retrieve (the writer of the chunk rows) loses Postgres for 15 s without a connection error: queries hang."""
     proxy = await TcpProxy("127.0.0.1", system.postgres_port).start()
-    direct = f":{system.postgres_port}/"
-    database_url = system.database_url.replace(direct, f":{proxy.port}/")
+    # retrieve's own login, through the proxy.
+    own_login = login_url(system.database_url, "retrieve", credentials=system.credentials)
+    database_url = own_login.replace(f":{system.postgres_port}/", f":{proxy.port}/")
     await _run_behind_proxy(system, "retrieve", {"DATABASE_URL": database_url})
     try:
         report = await ingest_with_fault(

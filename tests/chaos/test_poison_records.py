@@ -19,6 +19,8 @@ from aiokafka import AIOKafkaProducer
 from google.protobuf import symbol_database
 from google.protobuf.descriptor import FieldDescriptor
 from ragstream_common.kafka.topics import LARGE_MESSAGE_BYTES, PIPELINE_TOPICS, TopicSpec
+from ragstream_common.kafka_settings import KafkaSettings
+from support.kafka_clients import client_kwargs
 
 from chaos.audit import DeadLetter, read_dead_letters
 from chaos.scenario import FAST_CORPUS, assert_clean, ingest_with_fault
@@ -75,8 +77,8 @@ def _poisons(spec: TopicSpec, partition: int) -> dict[str, tuple[bytes, list[tup
     return kinds
 
 
-async def _write_poison(bootstrap: str) -> list[Poison]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=LARGE_MESSAGE_BYTES, acks="all")
+async def _write_poison(kafka: KafkaSettings) -> list[Poison]:
+    producer = AIOKafkaProducer(**client_kwargs(kafka), max_request_size=LARGE_MESSAGE_BYTES, acks="all")
     await producer.start()
     written = []
     try:
@@ -123,11 +125,11 @@ async def test_poison_on_every_input_topic_is_dead_lettered_and_good_events_flow
     poisons: list[Poison] = []
 
     async def inject(system: ChaosSystem) -> None:
-        poisons.extend(await _write_poison(system.bootstrap))
+        poisons.extend(await _write_poison(system.admin))
 
     # Written into the idle system, so the time to its DLQ is the time the poison held its partition; the whole
     # corpus (and its chunks, statuses and queries) then comes behind it.
     report = await ingest_with_fault(system, "poison", inject, size=FAST_CORPUS, fault_at=None)
     assert_clean(report, system)
-    problems = _check_dead_letters(poisons, await read_dead_letters(system.bootstrap))
+    problems = _check_dead_letters(poisons, await read_dead_letters(system.admin))
     assert not problems, "\n".join(problems[:20])

@@ -27,6 +27,7 @@ from ragstream_common.kafka.dead_letters import reason_headers
 from ragstream_common.kafka.topics import DLQ_REDRIVES, DOCUMENTS_RECEIVED, TopicSpec
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.messages import document_key
+from support.kafka_clients import client_kwargs
 from support.pipeline import wait_drained, wait_for_status
 from support.samples import ARTICLE
 
@@ -51,7 +52,7 @@ async def _dead_letter(kafka: KafkaSettings, event: documents_pb2.DocumentReceiv
     original = ConsumerRecord(DOCUMENTS_RECEIVED.name, 0, 0, 0, 0, key, value, None, len(key), len(value), headers)
     failure = RuntimeError("blob store returned HTTP 500 three times")
     reasons = reason_headers(original, failure, kind=FailureKind.UNCLASSIFIED, attempts=3, group="ragstream-ingest")
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**client_kwargs(kafka), acks="all")
     await producer.start()
     try:
         sent = await producer.send_and_wait(DLQ, value=value, key=key, headers=headers + reasons)
@@ -79,7 +80,7 @@ async def _republish_ignoring_the_ledger(kafka: KafkaSettings, offset: int) -> N
 
 
 async def test_a_dead_lettered_document_is_redriven_twice_and_indexed_once(
-    gateway: httpx.AsyncClient, kafka_topics: str, migrated_database: str
+    gateway: httpx.AsyncClient, kafka_admin: KafkaSettings, migrated_database: str
 ) -> None:
     control = f"dlq-control-{uuid.uuid4().hex[:6]}"
     assert (await gateway.post("/v1/documents", json={"id": control, "text": ARTICLE})).status_code == 202
@@ -91,7 +92,7 @@ async def test_a_dead_lettered_document_is_redriven_twice_and_indexed_once(
     event = documents_pb2.DocumentReceived(tenant_id=TENANT, document_id=document_id, version=1, title="Blob")
     event.source.uri = blob_uri(key)
     event.source.content_type = "text/plain"
-    kafka = KafkaSettings(bootstrap_servers=kafka_topics)
+    kafka = kafka_admin
 
     await _restore_blob(migrated_database, key, data)
     offset = await _dead_letter(kafka, event)
@@ -108,7 +109,7 @@ async def test_a_dead_lettered_document_is_redriven_twice_and_indexed_once(
     await _republish_ignoring_the_ledger(kafka, offset)
 
     body = await wait_for_status(gateway, document_id, {"indexed"}, version=1)
-    await wait_drained(kafka_topics)
+    await wait_drained(kafka_admin)
     body = (await gateway.get(f"/v1/documents/{document_id}")).json()
     rows = chunk_positions(migrated_database, document_id)
     assert (body["status"], body["version"]) == ("indexed", 1)

@@ -18,6 +18,7 @@ from ragstream_common.kafka import EventPublisher, OutgoingEvent
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.messages import document_key
+from support.kafka_clients import client_kwargs, signed_in_as
 from support.pipeline import metric_value, wait_drained, wait_for_status
 from support.samples import ARTICLE, FORMATS
 
@@ -104,8 +105,8 @@ async def test_update_replaces_chunks_and_delete_removes_them(
     assert status["status"] == "deleted"
 
 
-async def _publish_external(kafka: str, message: documents_pb2.DocumentReceived, content_type: str) -> None:
-    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka), source="crm/exporter")
+async def _publish_external(kafka: KafkaSettings, message: documents_pb2.DocumentReceived, content_type: str) -> None:
+    publisher = EventPublisher(kafka, source="crm/exporter")
     await publisher.start()
     try:
         key = document_key(message.tenant_id, message.document_id)
@@ -115,28 +116,28 @@ async def _publish_external(kafka: str, message: documents_pb2.DocumentReceived,
 
 
 async def test_out_of_order_older_version_is_ignored(
-    gateway: httpx.AsyncClient, kafka_topics: str, migrated_database: str
+    gateway: httpx.AsyncClient, kafka_admin: KafkaSettings, migrated_database: str
 ) -> None:
     document_id = f"ordering-{uuid.uuid4().hex[:6]}"
     newer = documents_pb2.DocumentReceived(tenant_id=TENANT, document_id=document_id, version=5)
     newer.source.text = "Version five says the enzyme RuBisCO fixes carbon."
-    await _publish_external(kafka_topics, newer, "application/protobuf")
+    await _publish_external(kafka_admin, newer, "application/protobuf")
     await wait_for_status(gateway, document_id, {"indexed"}, version=5)
 
     older = documents_pb2.DocumentReceived(tenant_id=TENANT, document_id=document_id, version=3)
     older.source.text = "Version three is stale and must never be indexed."
-    await _publish_external(kafka_topics, older, "application/protobuf")
-    await wait_drained(kafka_topics)
+    await _publish_external(kafka_admin, older, "application/protobuf")
+    await wait_drained(kafka_admin)
     rows = chunk_rows(migrated_database, document_id)
     assert rows and {v for v, _ in rows} == {5}
     assert (await gateway.get(f"/v1/documents/{document_id}")).json()["version"] == 5
 
 
 async def test_poison_event_goes_to_dlq_and_the_next_event_is_indexed(
-    gateway: httpx.AsyncClient, kafka_topics: str
+    gateway: httpx.AsyncClient, kafka_admin: KafkaSettings
 ) -> None:
     key = document_key(TENANT, "poison")
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_topics)
+    producer = AIOKafkaProducer(**client_kwargs(kafka_admin))
     await producer.start()
     try:
         headers = [
@@ -154,11 +155,11 @@ async def test_poison_event_goes_to_dlq_and_the_next_event_is_indexed(
     document_id = f"after-poison-{uuid.uuid4().hex[:6]}"
     good = documents_pb2.DocumentReceived(tenant_id=TENANT, document_id=document_id, version=1)
     good.source.text = ARTICLE
-    await _publish_external(kafka_topics, good, "application/json")
+    await _publish_external(kafka_admin, good, "application/json")
     await wait_for_status(gateway, document_id, {"indexed"})
 
     dlq = AIOKafkaConsumer(
-        f"{DOCUMENTS_RECEIVED.name}.dlq", bootstrap_servers=kafka_topics, auto_offset_reset="earliest", group_id=None
+        f"{DOCUMENTS_RECEIVED.name}.dlq", **client_kwargs(kafka_admin), auto_offset_reset="earliest", group_id=None
     )
     await dlq.start()
     try:
@@ -188,17 +189,22 @@ def _documented_json_example() -> tuple[dict[str, str], dict]:
     return headers, payload
 
 
-async def test_documented_external_json_example_is_indexed(gateway: httpx.AsyncClient, kafka_topics: str) -> None:
+async def test_documented_external_json_example_is_indexed(
+    gateway: httpx.AsyncClient, kafka_admin: KafkaSettings
+) -> None:
     headers, payload = _documented_json_example()
     document_id = f"{payload['documentId']}-{uuid.uuid4().hex[:6]}"
     payload["documentId"] = document_id
     json_format.ParseDict(payload, documents_pb2.DocumentReceived())  # the example is a valid message
     headers["ce_id"] = uuid.uuid4().hex
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_topics)
+    # Sent as the documented producer does: the tenant's own principal, to the tenant's own documents topic.
+    admin = {"Authorization": "Bearer admin-token"}
+    kafka = (await gateway.post(f"/v1/admin/tenants/{payload['tenantId']}/kafka-credentials", headers=admin)).json()
+    producer = AIOKafkaProducer(**client_kwargs(signed_in_as(kafka_admin, kafka["username"], kafka["password"])))
     await producer.start()
     try:
         await producer.send_and_wait(
-            DOCUMENTS_RECEIVED.name,
+            kafka["topics"]["documents"],
             json.dumps(payload).encode(),
             key=document_key(payload["tenantId"], document_id).encode(),
             headers=[(name, value.encode()) for name, value in headers.items()],

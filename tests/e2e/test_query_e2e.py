@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from confluent_kafka.admin import AdminClient
 from rag.v1 import queries_pb2
-from ragstream_common.kafka import ConsumerOptions, Envelope, EventConsumer, EventPublisher, OutgoingEvent
-from ragstream_common.kafka.topics import ANSWERS_PRODUCED, QUERIES_REQUESTED
+from ragstream_common.kafka.access_admin import admin_config
 from ragstream_common.kafka_settings import KafkaSettings
+from support.kafka_clients import signed_in_as
 from support.otlp_receiver import OtlpReceiver
 from support.pipeline import wait_for_status
+from support.tenant_kafka import produce, read_topic, wait_for_records
 
 pytestmark = pytest.mark.e2e
 
@@ -168,37 +170,34 @@ async def test_legacy_jaeger_header_joins_the_trace(gateway: httpx.AsyncClient, 
     assert {span.service for span in otlp_receiver.spans(trace_id)} == {"gateway"}
 
 
-async def test_external_kafka_query_gets_its_answer_on_the_answers_topic(kafka_topics: str, corpus: dict) -> None:
+async def test_a_kafka_caller_gets_its_answer_on_its_own_tenants_answers_topic_only(
+    system, gateway: httpx.AsyncClient, kafka_admin: KafkaSettings, corpus: dict
+) -> None:
+    # The tenant's Kafka access as an operator hands it out (the admin API; the password is shown once).
+    async with httpx.AsyncClient(base_url=system.gateway_url, headers={"Authorization": "Bearer admin-token"}) as admin:
+        response = await admin.post("/v1/admin/tenants/default/kafka-credentials")
+    assert response.status_code == 200, response.text
+    kafka = response.json()
+    tenant = signed_in_as(kafka_admin, kafka["username"], kafka["password"])
+    probe = f"{kafka['group_prefix']}probe"
+
+    # Asked over Kafka, the tenant id left out (the topic says whose it is), a reply_to that must be ignored.
     query_id = f"ext-{uuid.uuid4().hex}"
-    question = queries_pb2.QueryRequested(query_id=query_id, tenant_id="default", question="How high is Uhuru Peak?")
-    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_topics), source="crm/asker")
-    await publisher.start()
-    await publisher.publish(OutgoingEvent(QUERIES_REQUESTED.name, query_id, question, content_type="application/json"))
-    answers: list[queries_pb2.AnswerProduced] = []
+    question = queries_pb2.QueryRequested(query_id=query_id, question="How high is Uhuru Peak?", reply_to="evil:1")
+    await produce(tenant, kafka["topics"]["queries"], query_id, question, str(uuid.uuid4()))
+    [record] = await wait_for_records(tenant, kafka["topics"]["answers"], {query_id}, timeout_s=60, group=probe)
+    answer = queries_pb2.AnswerProduced.FromString(record.value)
+    assert answer.tenant_id == "default" and "5,895" in answer.answer
+    assert answer.citations[0].document_id == corpus["volcano"]
 
-    async def collect(batch: list[Envelope]) -> None:
-        answers.extend(e.message for e in batch if e.key == query_id)
-
-    consumer = EventConsumer(
-        KafkaSettings(bootstrap_servers=kafka_topics),
-        ConsumerOptions(group_id=f"crm-{uuid.uuid4().hex}", topics=(ANSWERS_PRODUCED.name,)),
-        collect,
-        publisher,
-    )
-    await consumer.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    try:
-        async with asyncio.timeout(60):
-            while not answers:
-                await asyncio.sleep(0.1)
-    finally:
-        stop.set()
-        await task
-        await consumer.stop()
-        await publisher.stop()
-    assert "5,895" in answers[0].answer
-    assert answers[0].citations[0].document_id == corpus["volcano"]
+    # An HTTP caller's answer is never published: not on the tenant's topic, nor on any other answers topic.
+    http = await gateway.post("/v1/query", json={"question": "How high is Uhuru Peak on Kilimanjaro?"})
+    assert http.status_code == 200, http.text
+    http_id = http.json()["query_id"]
+    await asyncio.sleep(2)
+    topics = (await asyncio.to_thread(AdminClient(admin_config(kafka_admin)).list_topics, timeout=10)).topics
+    for name in (t for t in topics if "answers" in t):
+        assert http_id not in {r.key for r in await read_topic(kafka_admin, name)}, name
 
 
 async def test_other_tenants_never_see_these_documents(other_tenant_gateway: httpx.AsyncClient, corpus: dict) -> None:

@@ -22,6 +22,7 @@ class RecordingAnswerStream:
     query_id: str
     fail_at: FailAt | None = None
     received: list[tuple[str, object]] = field(default_factory=list)
+    tenant_id: str = ""
 
     async def token(self, text: str) -> None:
         if self.fail_at == "token":
@@ -51,16 +52,18 @@ class RecordingReplyChannel:
 
     fail_at: FailAt | None = None
     streams: list[RecordingAnswerStream] = field(default_factory=list)
-    # (address, query_id, reason) of every failure reported to a gateway.
+    # (address, query_id, reason) of every failure reported to a gateway, and the tenant each acted for.
     failures: list[tuple[str, str, str]] = field(default_factory=list)
+    failure_tenants: list[str] = field(default_factory=list)
 
-    async def fail(self, address: str, query_id: str, reason: str) -> None:
+    async def fail(self, address: str, query_id: str, reason: str, tenant_id: str) -> None:
         self.failures.append((address, query_id, reason))
+        self.failure_tenants.append(tenant_id)
 
-    def open(self, address: str, query_id: str) -> RecordingAnswerStream:
+    def open(self, address: str, query_id: str, tenant_id: str) -> RecordingAnswerStream:
         if self.fail_at == "open":
             raise ConnectionError(f"{address} unreachable")
-        stream = RecordingAnswerStream(address, query_id, self.fail_at)
+        stream = RecordingAnswerStream(address, query_id, self.fail_at, tenant_id=tenant_id)
         self.streams.append(stream)
         return stream
 

@@ -130,11 +130,12 @@ class VersionedChunkIndex:
 
 @dataclass(frozen=True)
 class Delivery(Generic[R]):
-    """One call of the ReplyService: where, what, and the trace it ran in (0: none)."""
+    """One call of the ReplyService: where, what, the trace it ran in (0: none) and the tenant it acted for."""
 
     address: str
     message: R
     trace_id: int
+    tenant_id: str = ""
 
 
 @dataclass
@@ -145,12 +146,12 @@ class RecordingReplies:
     failures: list[Delivery[services_pb2.QueryFailure]] = field(default_factory=list)
     accept: bool = True
 
-    async def deliver_sources(self, address: str, reply: services_pb2.SourcesReply) -> bool:
-        self.sources.append(Delivery(address, reply, _current_trace_id()))
+    async def deliver_sources(self, address: str, reply: services_pb2.SourcesReply, tenant_id: str) -> bool:
+        self.sources.append(Delivery(address, reply, _current_trace_id(), tenant_id))
         return self.accept
 
-    async def deliver_failure(self, address: str, failure: services_pb2.QueryFailure) -> bool:
-        self.failures.append(Delivery(address, failure, _current_trace_id()))
+    async def deliver_failure(self, address: str, failure: services_pb2.QueryFailure, tenant_id: str) -> bool:
+        self.failures.append(Delivery(address, failure, _current_trace_id(), tenant_id))
         return self.accept
 
 

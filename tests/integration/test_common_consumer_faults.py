@@ -29,15 +29,15 @@ from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.readiness import DependencyProbe, postgres_answers
 from ragstream_common.service import serve_while_ready
 from ragstream_devstack.postgres import LocalPostgres
+from support.kafka_clients import client_kwargs
 
 pytestmark = pytest.mark.integration
 Handler = Callable[[Sequence[Envelope[Any]]], Awaitable[None]]
 
 
-async def _topic_with_events(bootstrap: str, ids: Sequence[str], partitions: int) -> TopicSpec:
+async def _topic_with_events(kafka: KafkaSettings, ids: Sequence[str], partitions: int) -> TopicSpec:
     """A fresh topic (and its DLQ) holding one DocumentDeleted per id, keyed by id."""
     spec = TopicSpec(f"test.faults.{uuid.uuid4().hex[:8]}.v1", partitions=partitions, retention_ms=3_600_000)
-    kafka = KafkaSettings(bootstrap_servers=bootstrap)
     await ensure_topics(kafka, (spec, TopicSpec(spec.dlq, partitions=1, retention_ms=3_600_000)))
     publisher = EventPublisher(kafka, source="test/faults")
     await publisher.start()
@@ -52,8 +52,7 @@ async def _topic_with_events(bootstrap: str, ids: Sequence[str], partitions: int
 class Running:
     """An EventConsumer running in the background, with its own dead-letter publisher."""
 
-    def __init__(self, bootstrap: str, options: ConsumerOptions, handler: Handler) -> None:
-        kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    def __init__(self, kafka: KafkaSettings, options: ConsumerOptions, handler: Handler) -> None:
         self.publisher = EventPublisher(kafka, source="test/faults")
         self.consumer = EventConsumer(kafka, options, handler, self.publisher)
         self.stop = asyncio.Event()
@@ -87,8 +86,8 @@ async def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> 
         raise AssertionError(f"not within {timeout_s} s: {what}") from None
 
 
-async def _committed(bootstrap: str, group: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _committed(kafka: KafkaSettings, group: str) -> int:
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka))
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -97,9 +96,9 @@ async def _committed(bootstrap: str, group: str) -> int:
     return sum(max(meta.offset, 0) for meta in offsets.values())
 
 
-async def _dead_letters(bootstrap: str, spec: TopicSpec, count: int) -> list[tuple[str, dict[str, str]]]:
+async def _dead_letters(kafka: KafkaSettings, spec: TopicSpec, count: int) -> list[tuple[str, dict[str, str]]]:
     """The first `count` records of the topic's DLQ: (document id, headers)."""
-    reader = AIOKafkaConsumer(spec.dlq, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    reader = AIOKafkaConsumer(spec.dlq, **client_kwargs(kafka), auto_offset_reset="earliest")
     await reader.start()
     try:
         records = [await asyncio.wait_for(reader.getone(), 20) for _ in range(count)]
@@ -112,9 +111,11 @@ async def _dead_letters(bootstrap: str, spec: TopicSpec, count: int) -> list[tup
     return letters
 
 
-async def test_a_transient_outage_is_waited_out_without_dlq_commit_or_leaving_the_group(kafka_bootstrap: str) -> None:
+async def test_a_transient_outage_is_waited_out_without_dlq_commit_or_leaving_the_group(
+    kafka_admin: KafkaSettings,
+) -> None:
     ids = [f"d{i}" for i in range(30)]
-    spec = await _topic_with_events(kafka_bootstrap, ids, partitions=3)
+    spec = await _topic_with_events(kafka_admin, ids, partitions=3)
     # A poll interval shorter than the outage: only the keep-alive polls keep the member in its group.
     options = _options(spec.name, max_poll_interval_ms=3000, transient_backoff_base_s=0.1)
     outage_ends = 0.0  # five seconds after the first call (a fresh broker may take a while to form the group)
@@ -129,21 +130,23 @@ async def test_a_transient_outage_is_waited_out_without_dlq_commit_or_leaving_th
             raise psycopg.OperationalError("connection to server failed: Connection refused")
         handled.extend(e.message.document_id for e in batch)
 
-    async with Running(kafka_bootstrap, options, handle) as running:
+    async with Running(kafka_admin, options, handle) as running:
         await _until(lambda: failures >= 3, 60, "the handler failed repeatedly")
         assert running.consumer.transient_failure_s() > 0
-        assert await _committed(kafka_bootstrap, options.group_id) == 0, "committed during the outage"
+        assert await _committed(kafka_admin, options.group_id) == 0, "committed during the outage"
         await _until(lambda: len(handled) >= len(ids), 40, "every event handled after recovery")
         await asyncio.sleep(1.0)  # room for a duplicate to show up, and for the last commit
         assert running.consumer.transient_failure_s() == 0
         assert running.consumer.rebalances == 0, "the member left its group"
     assert Counter(handled) == Counter(ids), "lost or duplicated events"
-    assert await _committed(kafka_bootstrap, options.group_id) == len(ids)
-    assert await dlq_depths(KafkaSettings(bootstrap_servers=kafka_bootstrap), [spec.name]) == {spec.dlq: 0}
+    assert await _committed(kafka_admin, options.group_id) == len(ids)
+    assert await dlq_depths(kafka_admin, [spec.name]) == {spec.dlq: 0}
 
 
-async def test_permanent_goes_to_the_dlq_at_once_and_unclassified_after_its_attempts(kafka_bootstrap: str) -> None:
-    spec = await _topic_with_events(kafka_bootstrap, ["perm", "ok1", "unc", "ok2"], partitions=1)
+async def test_permanent_goes_to_the_dlq_at_once_and_unclassified_after_its_attempts(
+    kafka_admin: KafkaSettings,
+) -> None:
+    spec = await _topic_with_events(kafka_admin, ["perm", "ok1", "unc", "ok2"], partitions=1)
     options = _options(spec.name, attempts=3, retry_backoff_s=0.2)
     handled: list[str] = []
     calls: Counter[str] = Counter()
@@ -158,24 +161,24 @@ async def test_permanent_goes_to_the_dlq_at_once_and_unclassified_after_its_atte
         handled.extend(batch_ids)
 
     started = time.monotonic()
-    async with Running(kafka_bootstrap, options, handle):
+    async with Running(kafka_admin, options, handle):
         await _until(lambda: handled == ["ok1", "ok2"], 30, "the good events handled in order")
     assert time.monotonic() - started < 15
     assert calls["perm"] == 1 and calls["unc"] == 3
-    letters = dict(await _dead_letters(kafka_bootstrap, spec, 2))
+    letters = dict(await _dead_letters(kafka_admin, spec, 2))
     assert letters["perm"]["dlq_failure_kind"] == "permanent" and letters["perm"]["dlq_attempts"] == "1"
     assert letters["perm"]["dlq_error_class"] == "PermanentError"
     assert letters["perm"]["dlq_original_offset"] == "0"
     assert letters["unc"]["dlq_failure_kind"] == "unclassified" and letters["unc"]["dlq_attempts"] == "3"
     assert letters["unc"]["dlq_error_message"] == "a bug that fires on 'unc'"
     assert letters["unc"]["ce_type"] == "rag.v1.DocumentDeleted"
-    depth = await dlq_depths(KafkaSettings(bootstrap_servers=kafka_bootstrap), [spec.name])
+    depth = await dlq_depths(kafka_admin, [spec.name])
     assert depth == {spec.dlq: 2}
 
 
-async def test_a_poison_record_does_not_stall_its_partition(kafka_bootstrap: str) -> None:
+async def test_a_poison_record_does_not_stall_its_partition(kafka_admin: KafkaSettings) -> None:
     ids = [f"g{i}" for i in range(10)] + ["poison"] + [f"g{i}" for i in range(10, 20)]
-    spec = await _topic_with_events(kafka_bootstrap, ids, partitions=1)
+    spec = await _topic_with_events(kafka_admin, ids, partitions=1)
     options = _options(spec.name, attempts=3, retry_backoff_s=0.5)
     handled: list[str] = []
 
@@ -185,18 +188,18 @@ async def test_a_poison_record_does_not_stall_its_partition(kafka_bootstrap: str
         handled.extend(e.message.document_id for e in batch)
 
     started = time.monotonic()
-    async with Running(kafka_bootstrap, options, handle):
+    async with Running(kafka_admin, options, handle):
         await _until(lambda: len(handled) == 20, 20, "the good events around the poison handled")
         stalled_s = time.monotonic() - started
     assert handled == [i for i in ids if i != "poison"]
     assert stalled_s < 8, f"the partition stalled {stalled_s:.1f} s behind one poison record"
 
 
-async def test_a_rebalance_during_a_transient_wait_loses_nothing(kafka_bootstrap: str) -> None:
+async def test_a_rebalance_during_a_transient_wait_loses_nothing(kafka_admin: KafkaSettings) -> None:
     """A is stuck on a transient failure; B joins, takes some of A's paused partitions and re-reads them from the
     last commit; A gets well: every event is handled, all offsets end up committed, nothing is dead-lettered."""
     ids = [f"r{i}" for i in range(24)]
-    spec = await _topic_with_events(kafka_bootstrap, ids, partitions=4)
+    spec = await _topic_with_events(kafka_admin, ids, partitions=4)
     options = _options(spec.name)
     a_is_down = True
     handled_by_a: list[str] = []
@@ -210,17 +213,17 @@ async def test_a_rebalance_during_a_transient_wait_loses_nothing(kafka_bootstrap
     async def handle_b(batch: Sequence[Envelope[Any]]) -> None:
         handled_by_b.extend(e.message.document_id for e in batch)
 
-    async with Running(kafka_bootstrap, options, handle_a) as a:
+    async with Running(kafka_admin, options, handle_a) as a:
         await _until(lambda: a.consumer.transient_failure_s() > 0.5, 20, "A waiting out a transient failure")
-        async with Running(kafka_bootstrap, options, handle_b):
+        async with Running(kafka_admin, options, handle_b):
             await _until(lambda: a.consumer.rebalances > 0, 30, "B took partitions from A")
             await _until(lambda: len(handled_by_b) > 0, 30, "B handled what it took over")
             a_is_down = False
             await _until(lambda: set(handled_by_a) | set(handled_by_b) == set(ids), 40, "every event handled")
             await asyncio.sleep(1.0)  # the last commits
-        assert await _committed(kafka_bootstrap, options.group_id) == len(ids)
+        assert await _committed(kafka_admin, options.group_id) == len(ids)
     assert not set(handled_by_a) & set(handled_by_b), "an event handled by both members"
-    assert await dlq_depths(KafkaSettings(bootstrap_servers=kafka_bootstrap), [spec.name]) == {spec.dlq: 0}
+    assert await dlq_depths(kafka_admin, [spec.name]) == {spec.dlq: 0}
 
 
 async def _health_becomes(address: str, service: str, wanted: str, timeout_s: float) -> None:

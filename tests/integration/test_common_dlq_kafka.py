@@ -26,6 +26,7 @@ from ragstream_common.kafka.topics import DLQ_REDRIVES, TopicSpec
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.messages import document_key
 from support.consuming import consume_until
+from support.kafka_clients import client_kwargs
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +35,8 @@ class Pipeline:
     """One source topic (one partition: events are handled in the order sent) and its DLQ, and a consumer whose
     handler refuses some documents until fixed."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.kafka = kafka
         self.spec = TopicSpec(f"test.dlq.{uuid.uuid4().hex[:8]}.v1", partitions=1, retention_ms=3_600_000)
         self.refused: set[str] = set()
         self.handled: list[str] = []
@@ -70,10 +71,10 @@ class Pipeline:
 
     async def consume_until(self, done: Any, timeout_s: float = 30) -> None:
         group = f"g-{self.spec.name}"
-        await consume_until(self.kafka.bootstrap_servers, self.spec.name, group, self.handle, done, timeout_s)
+        await consume_until(self.kafka, self.spec.name, group, self.handle, done, timeout_s)
 
     async def source_end(self) -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka.bootstrap_servers)
+        consumer = AIOKafkaConsumer(**client_kwargs(self.kafka))
         await consumer.start()
         try:
             partitions = [TopicPartition(self.spec.name, p) for p in range(self.spec.partitions)]
@@ -83,8 +84,8 @@ class Pipeline:
 
 
 @pytest.fixture
-async def pipeline(kafka_topics: str) -> Pipeline:
-    created = Pipeline(kafka_topics)
+async def pipeline(kafka_topics: str, kafka_admin: KafkaSettings) -> Pipeline:
+    created = Pipeline(kafka_admin)
     await created.create()
     return created
 
@@ -105,7 +106,7 @@ async def test_list_filter_inspect_and_redrive_once_a_poison_is_fixed(
     pipeline: Pipeline, service: DeadLetterService
 ) -> None:
     pipeline.refused = {"bad-1", "bad-2"}
-    producer = AIOKafkaProducer(bootstrap_servers=pipeline.kafka.bootstrap_servers)
+    producer = AIOKafkaProducer(**client_kwargs(pipeline.kafka))
     await producer.start()
     await producer.send_and_wait(pipeline.spec.name, b"\x00garbage", key=b"acme/garbage", headers=[("ce_id", b"g")])
     await producer.stop()
@@ -161,9 +162,7 @@ async def test_redriving_twice_publishes_once_even_from_a_fresh_process(
     assert listed.redriven is not None and listed.redriven.actor == "admin"
     assert await pipeline.source_end() == before + 1
 
-    consumer = AIOKafkaConsumer(
-        pipeline.spec.name, bootstrap_servers=pipeline.kafka.bootstrap_servers, auto_offset_reset="earliest"
-    )
+    consumer = AIOKafkaConsumer(pipeline.spec.name, **client_kwargs(pipeline.kafka), auto_offset_reset="earliest")
     await consumer.start()
     try:
         records = []
@@ -180,9 +179,7 @@ async def test_redriving_twice_publishes_once_even_from_a_fresh_process(
     assert (redriven.key, redriven.value) == (original.key, original.value)
     assert headers["ce_id"] == dict(original.headers)["ce_id"]
 
-    ledger = AIOKafkaConsumer(
-        DLQ_REDRIVES.name, bootstrap_servers=pipeline.kafka.bootstrap_servers, auto_offset_reset="earliest"
-    )
+    ledger = AIOKafkaConsumer(DLQ_REDRIVES.name, **client_kwargs(pipeline.kafka), auto_offset_reset="earliest")
     await ledger.start()
     try:
         marks: list[bytes] = []

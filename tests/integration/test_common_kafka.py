@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -24,21 +25,22 @@ from ragstream_common.kafka.bootstrap import ensure_topics
 from ragstream_common.kafka.topics import TopicSpec
 from ragstream_common.kafka_settings import KafkaSettings
 from support.consuming import consume_until
+from support.kafka_clients import client_kwargs, settings_env
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).parent
 
 
-async def _new_topic(bootstrap: str, partitions: int = 3) -> TopicSpec:
+async def _new_topic(kafka: KafkaSettings, partitions: int = 3) -> TopicSpec:
     spec = TopicSpec(f"test.kafka.{uuid.uuid4().hex[:8]}.v1", partitions=partitions, retention_ms=3_600_000)
     dlq = TopicSpec(spec.dlq, partitions=1, retention_ms=3_600_000)
-    await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), (spec, dlq))
+    await ensure_topics(kafka, (spec, dlq))
     return spec
 
 
-async def _first_dead_letter(bootstrap: str, dlq_topic: str) -> tuple[Any, dict[str, str]]:
+async def _first_dead_letter(kafka: KafkaSettings, dlq_topic: str) -> tuple[Any, dict[str, str]]:
     """The first record of a dead-letter topic and its headers."""
-    dlq = AIOKafkaConsumer(dlq_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    dlq = AIOKafkaConsumer(dlq_topic, **client_kwargs(kafka), auto_offset_reset="earliest")
     await dlq.start()
     try:
         record = await asyncio.wait_for(dlq.getone(), 20)
@@ -47,10 +49,10 @@ async def _first_dead_letter(bootstrap: str, dlq_topic: str) -> tuple[Any, dict[
     return record, {name: value.decode() for name, value in record.headers}
 
 
-async def test_event_arrives_with_trace_id_and_cloudevents_headers(kafka_bootstrap: str) -> None:
-    spec = await _new_topic(kafka_bootstrap)
+async def test_event_arrives_with_trace_id_and_cloudevents_headers(kafka_admin: KafkaSettings) -> None:
+    spec = await _new_topic(kafka_admin)
     tracer = TracerProvider().get_tracer("test")
-    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap), source="test/producer")
+    publisher = EventPublisher(kafka_admin, source="test/producer")
     await publisher.start()
     with tracer.start_as_current_span("upload") as span:
         sent_trace = span.get_span_context().trace_id
@@ -63,7 +65,7 @@ async def test_event_arrives_with_trace_id_and_cloudevents_headers(kafka_bootstr
     async def handle(batch: Sequence[Envelope[Any]]) -> None:
         seen.extend(batch)
 
-    await consume_until(kafka_bootstrap, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: seen)
+    await consume_until(kafka_admin, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: seen)
     envelope = seen[0]
     assert envelope.message == message
     assert envelope.event_type == "rag.v1.QueryRequested"
@@ -73,9 +75,9 @@ async def test_event_arrives_with_trace_id_and_cloudevents_headers(kafka_bootstr
     assert trace.get_current_span(envelope.trace_context).get_span_context().trace_id == sent_trace
 
 
-async def test_poison_goes_to_dlq_with_reasons_and_the_partition_moves_on(kafka_bootstrap: str) -> None:
-    spec = await _new_topic(kafka_bootstrap, partitions=1)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+async def test_poison_goes_to_dlq_with_reasons_and_the_partition_moves_on(kafka_admin: KafkaSettings) -> None:
+    spec = await _new_topic(kafka_admin, partitions=1)
+    producer = AIOKafkaProducer(**client_kwargs(kafka_admin))
     await producer.start()
     await producer.send_and_wait(spec.name, b"not protobuf", key=b"k", headers=[("ce_id", b"1")])
     good = queries_pb2.QueryRequested(query_id="good")
@@ -94,10 +96,10 @@ async def test_poison_goes_to_dlq_with_reasons_and_the_partition_moves_on(kafka_
     async def handle(batch: Sequence[Envelope[Any]]) -> None:
         handled.extend(e.message.query_id for e in batch)
 
-    await consume_until(kafka_bootstrap, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: handled)
+    await consume_until(kafka_admin, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: handled)
     assert handled == ["good"]
 
-    record, reasons = await _first_dead_letter(kafka_bootstrap, spec.dlq)
+    record, reasons = await _first_dead_letter(kafka_admin, spec.dlq)
     assert record.value == b"not protobuf"
     assert reasons["dlq_original_topic"] == spec.name
     assert reasons["dlq_original_partition"] == "0"
@@ -106,11 +108,11 @@ async def test_poison_goes_to_dlq_with_reasons_and_the_partition_moves_on(kafka_
     assert "missing CloudEvents headers" in reasons["dlq_error_message"]
 
 
-async def test_handler_permanent_error_is_dead_lettered(kafka_bootstrap: str) -> None:
+async def test_handler_permanent_error_is_dead_lettered(kafka_admin: KafkaSettings) -> None:
     from ragstream_common.kafka import PermanentError
 
-    spec = await _new_topic(kafka_bootstrap, partitions=1)
-    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap), source="test")
+    spec = await _new_topic(kafka_admin, partitions=1)
+    publisher = EventPublisher(kafka_admin, source="test")
     await publisher.start()
     await publisher.publish_many(
         [OutgoingEvent(spec.name, "k", documents_pb2.DocumentDeleted(document_id=d)) for d in ("bad", "ok")]
@@ -123,19 +125,19 @@ async def test_handler_permanent_error_is_dead_lettered(kafka_bootstrap: str) ->
             raise PermanentError("document id 'bad' is refused")
         handled.extend(e.message.document_id for e in batch)
 
-    await consume_until(kafka_bootstrap, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: handled)
+    await consume_until(kafka_admin, spec.name, f"g-{uuid.uuid4().hex}", handle, lambda: handled)
     assert handled == ["ok"]
-    record, reasons = await _first_dead_letter(kafka_bootstrap, spec.dlq)
+    record, reasons = await _first_dead_letter(kafka_admin, spec.dlq)
     assert record.key == b"k"
     assert reasons["dlq_error_class"] == "PermanentError"
     assert reasons["ce_type"] == "rag.v1.DocumentDeleted"
 
 
-async def test_topic_bootstrap_is_idempotent(kafka_bootstrap: str) -> None:
-    first = await ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap))
-    second = await ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap))
+async def test_topic_bootstrap_is_idempotent(kafka_admin: KafkaSettings) -> None:
+    first = await ensure_topics(kafka_admin)
+    second = await ensure_topics(kafka_admin)
     assert second == []
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka_admin))
     await admin.start()
     try:
         topics = set(await admin.list_topics())
@@ -145,8 +147,8 @@ async def test_topic_bootstrap_is_idempotent(kafka_bootstrap: str) -> None:
     assert isinstance(first, list)
 
 
-async def _committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+async def _committed_total(kafka: KafkaSettings, group: str, topic: str, partitions: int) -> int:
+    consumer = AIOKafkaConsumer(**client_kwargs(kafka), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         total = 0
@@ -157,26 +159,29 @@ async def _committed_total(bootstrap: str, group: str, topic: str, partitions: i
         await consumer.stop()
 
 
-async def test_sigterm_mid_stream_commits_exactly_what_was_processed(kafka_bootstrap: str, tmp_path: Path) -> None:
-    spec = await _new_topic(kafka_bootstrap, partitions=3)
+async def test_sigterm_mid_stream_commits_exactly_what_was_processed(
+    kafka_admin: KafkaSettings, tmp_path: Path
+) -> None:
+    spec = await _new_topic(kafka_admin, partitions=3)
     count = 120
-    publisher = EventPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap), source="test")
+    publisher = EventPublisher(kafka_admin, source="test")
     await publisher.start()
     await publisher.publish_many(
         [OutgoingEvent(spec.name, f"k{i}", queries_pb2.QueryRequested(query_id=f"q{i}")) for i in range(count)]
     )
     await publisher.stop()
     group, out = f"g-{uuid.uuid4().hex}", tmp_path / "processed.txt"
+    env = {**os.environ, **settings_env(kafka_admin)}  # credentials through the environment, not argv
     args = [
         sys.executable,
         str(HERE / "processes" / "counting_consumer.py"),
-        kafka_bootstrap,
+        kafka_admin.bootstrap_servers,
         spec.name,
         group,
         str(out),
     ]
 
-    process = subprocess.Popen([*args, "0.02"], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*args, "0.02"], stdout=subprocess.PIPE, text=True, env=env)
     async with asyncio.timeout(60):
         while not out.exists() or len(out.read_text().split()) < 20:
             await asyncio.sleep(0.05)
@@ -184,9 +189,9 @@ async def test_sigterm_mid_stream_commits_exactly_what_was_processed(kafka_boots
     assert await asyncio.to_thread(process.wait, 30) == 0
     processed = out.read_text().split()
     assert 20 <= len(processed) < count
-    assert await _committed_total(kafka_bootstrap, group, spec.name, 3) == len(processed)
+    assert await _committed_total(kafka_admin, group, spec.name, 3) == len(processed)
 
-    process = subprocess.Popen([*args, "0"], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*args, "0"], stdout=subprocess.PIPE, text=True, env=env)
     async with asyncio.timeout(60):
         while len(out.read_text().split()) < count:
             await asyncio.sleep(0.05)

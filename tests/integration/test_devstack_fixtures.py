@@ -12,12 +12,16 @@ import psutil
 import psycopg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from ragstream_common.kafka_settings import KafkaSettings
+from support.kafka_clients import client_kwargs
 
 pytestmark = pytest.mark.integration
 
 
-async def test_kafka_bootstrap_fixture_answers_metadata(kafka_bootstrap: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+async def test_kafka_admin_fixture_answers_metadata(kafka_admin: KafkaSettings, kafka_bootstrap: str) -> None:
+    assert kafka_admin.bootstrap_servers == kafka_bootstrap
+    assert kafka_admin.security_protocol.startswith("SASL")
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka_admin))
     await admin.start()
     try:
         cluster = await admin.describe_cluster()

@@ -13,7 +13,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import Message
 from rag.v1 import documents_pb2
-from ragstream_common.blobs import blob_key_of
+from ragstream_common.blobs import PostgresBlobStore, blob_key_of
+from ragstream_common.db import create_pool
 from ragstream_common.kafka import EventPublisher, cloudevents
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED
 from ragstream_common.kafka_settings import KafkaSettings
@@ -21,6 +22,7 @@ from ragstream_gateway.app import create_app, open_deps
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps
 from ragstream_gateway.problems import PROBLEM_JSON
+from support.kafka_clients import client_kwargs
 from support.samples import docx_file, pdf_file
 
 pytestmark = pytest.mark.integration
@@ -34,8 +36,8 @@ MAX_UPLOAD = 300_000
 class TopicTail:
     """Reads rag.documents.received.v1 from the offsets it had when opened, keeping one document's events."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._consumer = AIOKafkaConsumer(**client_kwargs(kafka), enable_auto_commit=False)
 
     async def __aenter__(self) -> TopicTail:
         await self._consumer.start()
@@ -70,10 +72,10 @@ class TopicTail:
         return False
 
 
-def settings_for(database_url: str, bootstrap: str, **changes: Any) -> GatewaySettings:
+def settings_for(database_url: str, kafka: KafkaSettings, **changes: Any) -> GatewaySettings:
     return GatewaySettings(
         DATABASE_URL=database_url,
-        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        kafka=kafka,
         dev_tenant=TENANT,
         dev_api_key=KEY,
         admin_token="admin-secret",
@@ -85,8 +87,12 @@ def settings_for(database_url: str, bootstrap: str, **changes: Any) -> GatewaySe
 
 
 @pytest.fixture(scope="module")
-async def gateway(migrated_database: str, kafka_topics: str) -> AsyncIterator[tuple[GatewaySettings, GatewayDeps]]:
-    settings = settings_for(migrated_database, kafka_topics)
+async def gateway(
+    service_database_urls: dict[str, str], kafka_principals: dict[str, KafkaSettings]
+) -> AsyncIterator[tuple[GatewaySettings, GatewayDeps]]:
+    # The gateway's two logins, as deployed: its own, and the admin API's (tenants, keys, audit reads).
+    urls = service_database_urls
+    settings = settings_for(urls["gateway"], kafka_principals["gateway"], admin_database_url=urls["gateway-admin"])
     async with AsyncExitStack() as stack:
         yield settings, await open_deps(settings, stack)
 
@@ -99,6 +105,15 @@ def client_for(
     return httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=headers)
 
 
+@pytest.fixture(scope="module")
+async def ingest_blobs(service_database_urls: dict[str, str]) -> AsyncIterator[PostgresBlobStore]:
+    """Uploads as the ingest worker reads them, under its own login (the gateway may only write them)."""
+    pool = create_pool(service_database_urls["ingest"], max_size=1, name="test-ingest-blobs")
+    await pool.open(wait=True)
+    yield PostgresBlobStore(pool)
+    await pool.close()
+
+
 @pytest.fixture
 async def client(gateway: tuple[GatewaySettings, GatewayDeps]) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(gateway) as c:
@@ -106,8 +121,8 @@ async def client(gateway: tuple[GatewaySettings, GatewayDeps]) -> AsyncIterator[
 
 
 @pytest.fixture
-async def tail(kafka_topics: str) -> AsyncIterator[TopicTail]:
-    async with TopicTail(kafka_topics) as t:
+async def tail(kafka_admin: KafkaSettings) -> AsyncIterator[TopicTail]:
+    async with TopicTail(kafka_admin) as t:
         yield t
 
 
@@ -146,12 +161,12 @@ async def test_upload_without_id_gets_a_uuid(client: httpx.AsyncClient) -> None:
 
 
 async def test_large_json_text_goes_through_the_blob_store(
-    client: httpx.AsyncClient, tail: TopicTail, gateway: tuple[GatewaySettings, GatewayDeps]
+    client: httpx.AsyncClient, tail: TopicTail, ingest_blobs: PostgresBlobStore
 ) -> None:
     doc, text = new_id("big"), "word " * 1000  # over inline_text_max_bytes
     assert (await client.post("/v1/documents", json={"id": doc, "text": text})).status_code == 202
     [(event, _)] = await tail.events(f"{TENANT}/{doc}", 1)
-    blob = await gateway[1].blobs.get(TENANT, blob_key_of(event.source.uri))
+    blob = await ingest_blobs.get(TENANT, blob_key_of(event.source.uri))
     assert blob is not None and blob.data == text.encode() and blob.sha256 == event.source.sha256
 
 
@@ -171,7 +186,7 @@ async def test_large_json_text_goes_through_the_blob_store(
 async def test_multipart_upload_is_claim_checked(
     client: httpx.AsyncClient,
     tail: TopicTail,
-    gateway: tuple[GatewaySettings, GatewayDeps],
+    ingest_blobs: PostgresBlobStore,
     filename: str,
     data: bytes,
     declared: str,
@@ -189,7 +204,7 @@ async def test_multipart_upload_is_claim_checked(
     source = event.source
     assert (source.content_type, source.filename, source.size_bytes) == (expected, filename, len(data))
     assert dict(event.metadata) == {"team": "ops"}
-    blob = await gateway[1].blobs.get(TENANT, blob_key_of(event.source.uri))
+    blob = await ingest_blobs.get(TENANT, blob_key_of(event.source.uri))
     assert blob is not None and blob.data == data
 
 
@@ -350,9 +365,9 @@ async def test_admin_keys_audit_and_revocation(
 
 
 async def test_failed_publish_is_503_and_marks_the_version_failed(
-    gateway: tuple[GatewaySettings, GatewayDeps], client: httpx.AsyncClient, kafka_topics: str
+    gateway: tuple[GatewaySettings, GatewayDeps], client: httpx.AsyncClient
 ) -> None:
-    stopped = EventPublisher(KafkaSettings(bootstrap_servers=kafka_topics), source="ragstream/gateway")
+    stopped = EventPublisher(gateway[0].kafka, source="ragstream/gateway")
     await stopped.start()
     await stopped.stop()  # a producer that can no longer deliver: every publish fails
     settings, deps = gateway

@@ -33,6 +33,7 @@ from ragstream_gateway.app import create_app, open_deps
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps
 from ragstream_gateway.problems import PROBLEM_JSON
+from support.kafka_clients import client_kwargs, settings_env
 
 pytestmark = pytest.mark.integration
 RUN = uuid.uuid4().hex[:8]
@@ -43,10 +44,13 @@ MINE = {"tenant": TENANT, "limit": 1000}
 
 
 @pytest.fixture(scope="module")
-async def gateway(migrated_database: str, kafka_topics: str) -> AsyncIterator[tuple[GatewaySettings, GatewayDeps]]:
+async def gateway(
+    migrated_database: str, kafka_principals: dict[str, KafkaSettings]
+) -> AsyncIterator[tuple[GatewaySettings, GatewayDeps]]:
+    # The DLQ API as the gateway's own Kafka principal: its grants (kafka/acls.py) must cover it.
     settings = GatewaySettings(
         DATABASE_URL=migrated_database,
-        kafka=KafkaSettings(bootstrap_servers=kafka_topics),
+        kafka=kafka_principals["gateway"],
         dev_tenant=TENANT,
         dev_api_key=f"key-{RUN}",
         admin_token="admin-secret",
@@ -96,8 +100,8 @@ async def _dead_letter_one(kafka: KafkaSettings, document_id: str, client: httpx
         await publisher.stop()
 
 
-async def _records_after(bootstrap: str, ends: dict[TopicPartition, int], key: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def _records_after(kafka: KafkaSettings, ends: dict[TopicPartition, int], key: str) -> list[Any]:
+    consumer = AIOKafkaConsumer(**client_kwargs(kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(list(ends))
@@ -114,8 +118,8 @@ async def _records_after(bootstrap: str, ends: dict[TopicPartition, int], key: s
         await consumer.stop()
 
 
-async def _source_ends(bootstrap: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def _source_ends(kafka: KafkaSettings) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(**client_kwargs(kafka))
     await consumer.start()
     try:
         partitions = [TopicPartition(DOCUMENTS_RECEIVED.name, p) for p in range(DOCUMENTS_RECEIVED.partitions)]
@@ -124,10 +128,8 @@ async def _source_ends(bootstrap: str) -> dict[TopicPartition, int]:
         await consumer.stop()
 
 
-async def test_list_inspect_and_redrive_once_with_audit(
-    client: httpx.AsyncClient, gateway: tuple[GatewaySettings, GatewayDeps]
-) -> None:
-    kafka = gateway[0].kafka
+async def test_list_inspect_and_redrive_once_with_audit(client: httpx.AsyncClient, kafka_admin: KafkaSettings) -> None:
+    kafka = kafka_admin  # the test's own clients and the operator's command; the API runs as the gateway
     document_id = f"refused-{RUN}"
     listed = await _dead_letter_one(kafka, document_id, client)
     offset = listed["dlq_offset"]
@@ -139,7 +141,7 @@ async def test_list_inspect_and_redrive_once_with_audit(
     detail = (await client.get(f"/v1/admin/dlq/{DOCUMENTS_RECEIVED.name}/events/{offset}", headers=ADMIN)).json()
     assert detail["payload"]["encoding"] == "json" and f'"documentId": "{document_id}"' in detail["payload"]["text"]
 
-    ends = await _source_ends(kafka.bootstrap_servers)
+    ends = await _source_ends(kafka)
     first = await client.post(f"/v1/admin/dlq/{DLQ}/events/{offset}/redrive", headers=ADMIN)
     again = await client.post(f"/v1/admin/dlq/{DLQ}/events/{offset}/redrive", headers=ADMIN)
     bulk = await client.post(f"/v1/admin/dlq/{DLQ}/redrive", params=MINE, headers=ADMIN)
@@ -147,7 +149,7 @@ async def test_list_inspect_and_redrive_once_with_audit(
     assert (first.json()["status"], again.json()["status"]) == ("redriven", "already_redriven")
     assert bulk.json() == {"redriven": 0, "already_redriven": 1}
 
-    [republished] = await _records_after(kafka.bootstrap_servers, ends, document_key(TENANT, document_id))
+    [republished] = await _records_after(kafka, ends, document_key(TENANT, document_id))
     headers = dict(republished.headers)
     assert headers[h.REDRIVE_OF] == f"{DLQ}:{offset}".encode() and h.ERROR_CLASS not in headers
 
@@ -172,7 +174,7 @@ async def _command(kafka: KafkaSettings, *args: str) -> list[dict[str, Any]]:
     result = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "ragstream_common.dlq", *args],
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers},
+        env={**os.environ, **settings_env(kafka)},
         capture_output=True,
         text=True,
         timeout=120,

@@ -29,11 +29,15 @@ KEY = f"gwp-key-{RUN}"
 
 
 @pytest.fixture(scope="module")
-async def gateway(migrated_database: str, kafka_topics: str) -> AsyncIterator[tuple[GatewaySettings, GatewayDeps]]:
-    """The gateway's collaborators with both projections consuming, as `app.start` runs them."""
+async def gateway(
+    service_database_urls: dict[str, str], kafka_topics: str, kafka_admin: KafkaSettings
+) -> AsyncIterator[tuple[GatewaySettings, GatewayDeps]]:
+    """The gateway's collaborators with both projections consuming, as `app.start` runs them (its own logins)."""
     settings = GatewaySettings(
-        DATABASE_URL=migrated_database,
-        kafka=KafkaSettings(bootstrap_servers=kafka_topics),
+        DATABASE_URL=service_database_urls["gateway"],
+        admin_database_url=service_database_urls["gateway-admin"],
+        # Kafka as its super user: the run's own consumer groups are outside the gateway principal's grants.
+        kafka=kafka_admin,
         dev_tenant=TENANT,
         dev_api_key=KEY,
         db_pool_size=4,

@@ -67,8 +67,9 @@ def document(
 
 
 @pytest.fixture(scope="module")
-async def pool(migrated_database: str) -> AsyncIterator[AsyncConnectionPool]:
-    pool = create_pool(migrated_database, max_size=4, name="test-retrieve")
+async def pool(service_database_urls: dict[str, str]) -> AsyncIterator[AsyncConnectionPool]:
+    # The retrieve service's own login: its grants suffice, and row-level security binds it.
+    pool = create_pool(service_database_urls["retrieve"], max_size=4, name="test-retrieve")
     await pool.open(wait=True)
     yield pool
     await pool.close()

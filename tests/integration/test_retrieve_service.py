@@ -2,7 +2,8 @@
 
 Chunks go in through rag.chunks.embedded.v1 and status events come out; queries come in through
 rag.queries.embedded.v1 and are answered over the ReplyService of a waiting "gateway" (a recording gRPC
-endpoint here) and on rag.queries.retrieved.v1. RetrieveService.Search embeds through the real embed service.
+endpoint here, which checks each reply's tenant token) and on rag.queries.retrieved.v1. RetrieveService.Search,
+called with a tenant token, embeds through the real embed service.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from ragstream_common.kafka import ConsumerOptions, Envelope, EventConsumer, Eve
 from ragstream_common.kafka.topics import CHUNKS_EMBEDDED, DOCUMENTS_STATUS, QUERIES_EMBEDDED, QUERIES_RETRIEVED
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.messages import document_key, pack_vector
+from ragstream_common.reply_targets import ReplyTargetSettings
+from ragstream_common.service_tokens import bearer_token
 from ragstream_devstack.processes import free_port
 from ragstream_retrieve.app import start
 from ragstream_retrieve.config import RetrieveSettings
+from support.tokens import TokenKit
 
 pytestmark = pytest.mark.integration
 DIMS = 384
@@ -33,6 +37,7 @@ TEXTS = {
     "cats": "The cat sat on the warm windowsill and purred.",
     "rates": "The central bank raised interest rates to curb inflation.",
 }
+KIT = TokenKit()
 
 
 class RecordingReplyService(services_pb2_grpc.ReplyServiceServicer):
@@ -41,14 +46,35 @@ class RecordingReplyService(services_pb2_grpc.ReplyServiceServicer):
     def __init__(self) -> None:
         self.sources: dict[str, services_pb2.SourcesReply] = {}
         self.failures: dict[str, services_pb2.QueryFailure] = {}
+        # The tenant of each delivery's token (scope reply, audience gateway), by query id.
+        self.tenants: dict[str, str] = {}
+
+    def _record_tenant(self, query_id: str, context: Any) -> None:
+        authorization = dict(context.invocation_metadata() or ()).get("authorization")
+        self.tenants[query_id] = KIT.verifier().verify(bearer_token(authorization), "gateway", "reply").tenant
 
     async def DeliverSources(self, request: services_pb2.SourcesReply, context: Any) -> services_pb2.ReplyAck:
+        self._record_tenant(request.query_id, context)
         self.sources[request.query_id] = request
         return services_pb2.ReplyAck(accepted=True)
 
     async def DeliverFailure(self, request: services_pb2.QueryFailure, context: Any) -> services_pb2.ReplyAck:
+        self._record_tenant(request.query_id, context)
         self.failures[request.query_id] = request
         return services_pb2.ReplyAck(accepted=True)
+
+
+class TenantSearch:
+    """RetrieveService.Search as an external caller of the request's tenant calls it: with the token the
+    gateway's POST /v1/auth/token would give it."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = services_pb2_grpc.RetrieveServiceStub(channel)
+
+    async def Search(self, request: services_pb2.SearchRequest) -> services_pb2.SearchResponse:
+        metadata = KIT.metadata(request.tenant_id or "t", ["search"], ["retrieve"])
+        response: services_pb2.SearchResponse = await self._stub.Search(request, metadata=metadata)
+        return response
 
 
 class Collector:
@@ -87,7 +113,9 @@ async def encoder() -> AsyncIterator[Any]:
 
 
 @pytest.fixture(scope="module")
-async def stack(kafka_topics: str, migrated_database: str, encoder: Any) -> AsyncIterator[dict[str, Any]]:
+async def stack(
+    kafka_topics: str, kafka_admin: KafkaSettings, service_database_urls: dict[str, str], encoder: Any
+) -> AsyncIterator[dict[str, Any]]:
     from ragstream_embed.adapters.grpc_api import EmbedServicer
 
     replies = RecordingReplyService()
@@ -105,14 +133,17 @@ async def stack(kafka_topics: str, migrated_database: str, encoder: Any) -> Asyn
             await server.start()
             exits.push_async_callback(server.stop, None)
         settings = RetrieveSettings(
-            kafka=KafkaSettings(bootstrap_servers=kafka_topics),
-            DATABASE_URL=migrated_database,
+            # Kafka as its super user: the run's own consumer groups, and the test publishes its inputs.
+            kafka=kafka_admin,
+            DATABASE_URL=service_database_urls["retrieve"],
             grpc_port=free_port("127.0.0.1"),
             metrics_port=0,
             index_group_id=f"test-retrieve-index-{run}",
             query_group_id=f"test-retrieve-query-{run}",
             embed_address=f"127.0.0.1:{servers[1]}",
             db_pool_size=4,
+            tokens=KIT.settings("retrieve"),
+            reply_targets=ReplyTargetSettings(allowed_targets=["127.0.0.1"]),
         )
         stop = asyncio.Event()
         loops = [asyncio.ensure_future(loop) for loop in await start(settings, exits, stop)]
@@ -133,7 +164,7 @@ async def stack(kafka_topics: str, migrated_database: str, encoder: Any) -> Asyn
             "collector": collector,
             "replies": replies,
             "encoder": encoder,
-            "search": services_pb2_grpc.RetrieveServiceStub(channel),
+            "search": TenantSearch(channel),
             "reply_to": f"127.0.0.1:{servers[0]}",
         }
         stop.set()
@@ -213,9 +244,8 @@ async def test_search_rpc_embeds_the_query_and_finds_by_meaning(stack: dict[str,
     assert "embed" not in lexical.timings_ms
 
 
-async def test_search_rpc_rejects_empty_tenant_query_and_bad_vectors(stack: dict[str, Any]) -> None:
+async def test_search_rpc_rejects_empty_query_and_bad_vectors(stack: dict[str, Any]) -> None:
     for request in (
-        services_pb2.SearchRequest(tenant_id="", query="x"),
         services_pb2.SearchRequest(tenant_id="t", query="  "),
         services_pb2.SearchRequest(tenant_id="t", query="x", query_vector=[1.0, 2.0]),
     ):
@@ -251,6 +281,7 @@ async def test_queries_are_answered_to_the_gateway_and_the_generator(stack: dict
 
     reply = await eventually(lambda: replies.sources.get(answer.query.query_id))
     assert reply.chunks[0].chunk_id == "notes-1-rates" and reply.chunks[0].dense_score > 0.3
+    assert replies.tenants[answer.query.query_id] == tenant  # the reply acted for the query's own tenant
     assert set(reply.timings_ms) == {"embed", "retrieve"}
     [retrieved] = await eventually(lambda: collector.retrieved(answer.query.query_id))
     assert [c.chunk_id for c in retrieved.chunks] == [c.chunk_id for c in reply.chunks]

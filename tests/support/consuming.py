@@ -10,9 +10,8 @@ from ragstream_common.kafka_settings import KafkaSettings
 
 
 async def consume_until(
-    bootstrap: str, topic: str, group: str, handler: Any, stop_when: Any, timeout_s: float = 30
+    kafka: KafkaSettings, topic: str, group: str, handler: Any, stop_when: Any, timeout_s: float = 30
 ) -> EventConsumer:
-    kafka = KafkaSettings(bootstrap_servers=bootstrap)
     publisher = EventPublisher(kafka, source="test/dlq")
     await publisher.start()
     consumer = EventConsumer(kafka, ConsumerOptions(group_id=group, topics=(topic,)), handler, publisher)

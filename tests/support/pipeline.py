@@ -10,6 +10,9 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
+from ragstream_common.kafka_settings import KafkaSettings
+
+from support.kafka_clients import client_kwargs
 
 DOCUMENT_PIPELINE_GROUPS = {
     "ragstream-ingest": "rag.documents.received.v1",
@@ -33,9 +36,9 @@ async def wait_for_status(
     raise AssertionError(f"document {document_id} never reached {statuses} (last: {body})")
 
 
-async def group_lag(bootstrap: str, group: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def group_lag(kafka: KafkaSettings, group: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(**client_kwargs(kafka), group_id=None, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka))
     await consumer.start()
     await admin.start()
     try:
@@ -55,14 +58,14 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int:
 
 
 async def wait_drained(
-    bootstrap: str, groups: dict[str, str] = DOCUMENT_PIPELINE_GROUPS, timeout_s: float = 90
+    kafka: KafkaSettings, groups: dict[str, str] = DOCUMENT_PIPELINE_GROUPS, timeout_s: float = 90
 ) -> None:
     """Until every stage's consumer group has committed everything on its topic (checked twice in a row,
     since one stage's commit can produce work for the next)."""
     deadline = time.monotonic() + timeout_s
     clean_rounds = 0
     while time.monotonic() < deadline:
-        lags = [await group_lag(bootstrap, group, topic) for group, topic in groups.items()]
+        lags = [await group_lag(kafka, group, topic) for group, topic in groups.items()]
         clean_rounds = clean_rounds + 1 if not any(lags) else 0
         if clean_rounds >= 2:
             return

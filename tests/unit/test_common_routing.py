@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from google.protobuf.message import Message
 from rag.v1 import chunks_pb2, documents_pb2, queries_pb2, status_pb2
 from ragstream_common.events import Emitted, OutgoingEvent
 from ragstream_common.kafka.routing import RoutedEventSink, partition_key
+from ragstream_common.kafka.tenant_topics import answers_spec
 from ragstream_common.kafka.topics import (
-    ANSWERS_PRODUCED,
     CHUNKS_READY,
     DOCUMENTS_STATUS,
     PIPELINE_TOPICS,
     QUERIES_EMBEDDED,
     QUERIES_REQUESTED,
+    TopicSpec,
 )
 
 pytestmark = pytest.mark.unit
@@ -34,12 +36,14 @@ def test_document_topics_key_by_tenant_and_document_and_query_topics_by_query_id
     requested = queries_pb2.QueryRequested(query_id="q1", tenant_id="t1")
     assert partition_key(QUERIES_REQUESTED, requested) == "q1"
     assert partition_key(QUERIES_EMBEDDED, queries_pb2.QueryEmbedded(query=requested)) == "q1"
-    assert partition_key(ANSWERS_PRODUCED, queries_pb2.AnswerProduced(query_id="q2")) == "q2"
+    assert partition_key(answers_spec("t1"), queries_pb2.AnswerProduced(query_id="q2")) == "q2"
 
 
 def test_every_pipeline_topic_declares_a_partition_key() -> None:
     assert {t.partition_key for t in PIPELINE_TOPICS} == {"document", "query"}
-    assert all(t.partition_key == "query" for t in PIPELINE_TOPICS if t.name.startswith(("rag.queries", "rag.answers")))
+    assert all(t.partition_key == "query" for t in PIPELINE_TOPICS if t.name.startswith("rag.queries"))
+    # Answers have no shared topic any more: only each tenant's own.
+    assert not [t for t in PIPELINE_TOPICS if "answers" in t.name]
 
 
 async def test_the_sink_routes_in_order_and_keeps_trace_contexts() -> None:
@@ -71,3 +75,24 @@ async def test_an_empty_emit_publishes_nothing() -> None:
     publisher = ListPublisher()
     await RoutedEventSink(publisher, {}).emit([])
     assert publisher.sent == []
+
+
+async def test_a_route_may_pick_the_topic_from_the_message() -> None:
+    publisher = ListPublisher()
+
+    def by_tenant(message: Message) -> TopicSpec:
+        assert isinstance(message, queries_pb2.AnswerProduced)
+        return answers_spec(message.tenant_id)
+
+    sink = RoutedEventSink(publisher, {queries_pb2.AnswerProduced: by_tenant})
+    first = queries_pb2.AnswerProduced(query_id="q1", tenant_id="a")
+    second = queries_pb2.AnswerProduced(query_id="q2", tenant_id="a.b")
+    await sink.emit([Emitted(first), Emitted(second)])
+    assert [(e.topic, e.key) for e in publisher.sent] == [
+        ("rag.tenant.a.answers.v1", "q1"),
+        ("rag.tenant.a.b.answers.v1", "q2"),
+    ]
+    # The picked topic's declared event types still hold.
+    wrong = RoutedEventSink(publisher, {queries_pb2.AnswerProduced: lambda _m: CHUNKS_READY})
+    with pytest.raises(TypeError, match="not declared"):
+        await wrong.emit([Emitted(first)])

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from rag.v1 import queries_pb2
 from ragstream_common.events import Emitted, Envelope, PermanentError
 from ragstream_common.kafka.routing import outgoing
-from ragstream_common.kafka.topics import ANSWERS_PRODUCED
+from ragstream_common.kafka.tenant_topics import tenant_topics
 from ragstream_generate.adapters.routes import GENERATE_ROUTES
 from ragstream_generate.backends.base import AnswerEvent, CitationRef, DraftAnswer
 from ragstream_generate.backends.extractive import ExtractiveBackend
@@ -66,15 +66,16 @@ async def _run(
     return sink, replies
 
 
-async def test_the_answer_streams_live_then_goes_out_on_kafka_with_citations() -> None:
+async def test_an_http_callers_answer_streams_live_with_citations_and_never_goes_to_kafka() -> None:
     sink, replies = await _run(_retrieved())
     stream = replies.stream_for("q1")
     assert stream.address == GATEWAY
-    # Tokens first, in order, then exactly one done carrying the same answer Kafka gets.
+    # Tokens first, in order, then exactly one done carrying the structured answer.
     assert [kind for kind, _ in stream.received] == ["token", "token", "token", "done"]
     assert "".join(stream.tokens()) == "Refunds are issued within 30 days [1]."
-    [answer] = sink.messages(queries_pb2.AnswerProduced)
-    assert stream.answer() == answer
+    answer = stream.answer()
+    assert answer is not None
+    assert sink.emitted == []
     assert (answer.query_id, answer.tenant_id, answer.answer) == ("q1", "t1", DRAFT.text)
     assert (answer.backend, answer.no_answer, answer.degraded) == ("scripted", False, False)
     [citation] = answer.citations
@@ -88,12 +89,12 @@ async def test_the_answer_streams_live_then_goes_out_on_kafka_with_citations() -
 
 
 async def test_the_extractive_backend_answers_through_the_handler() -> None:
-    sink, replies = await _run(_retrieved(), backend=ExtractiveBackend())
+    sink, replies = await _run(_retrieved(reply_to=""), _retrieved("q2"), backend=ExtractiveBackend())
     [answer] = sink.messages(queries_pb2.AnswerProduced)
-    assert answer.backend == "extractive" and not answer.no_answer
+    assert answer.query_id == "q1" and answer.backend == "extractive" and not answer.no_answer
     assert answer.citations and all(c.chunk_id in {"c1", "c2"} for c in answer.citations)
-    stream = replies.stream_for("q1")
-    assert stream.tokens() and stream.received[-1] == ("done", answer)
+    stream = replies.stream_for("q2")
+    assert stream.tokens() and stream.received[-1][0] == "done"
 
 
 async def test_expired_queries_are_dropped_without_work() -> None:
@@ -113,11 +114,11 @@ async def test_without_reply_to_only_the_kafka_answer_goes_out() -> None:
 
 
 @pytest.mark.parametrize("fail_at", ["open", "token", "done"])
-async def test_a_gateway_that_stopped_waiting_costs_the_live_stream_only(fail_at: FailAt) -> None:
+async def test_a_gateway_that_stopped_waiting_gets_nothing_and_kafka_neither(fail_at: FailAt) -> None:
     before = metric("ragstream_generate_answers_total", backend="scripted", outcome="answered")
     sink, replies = await _run(_retrieved(), replies=RecordingReplyChannel(fail_at=fail_at))
-    [answer] = sink.messages(queries_pb2.AnswerProduced)
-    assert answer.answer == DRAFT.text
+    # The answer was made, but an HTTP caller's answer has no other way out than its live stream.
+    assert sink.emitted == []
     assert metric("ragstream_generate_answers_total", backend="scripted", outcome="answered") - before == 1
     if fail_at == "token":
         # The first failure drops the stream: nothing more is sent to it.
@@ -137,8 +138,10 @@ async def test_a_failing_backend_ends_its_own_query_and_not_the_batch(
 ) -> None:
     backend = ScriptedBackend({QUESTION: SCRIPT, "broken?": script})
     before = metric("ragstream_generate_answers_total", backend="scripted", outcome="failed")
-    sink, replies = await _run(_retrieved("q1", "broken?"), _retrieved("q2"), backend=backend)
-    assert [a.query_id for a in sink.messages(queries_pb2.AnswerProduced)] == ["q2"]
+    sink, replies = await _run(
+        _retrieved("q1", "broken?"), _retrieved("q2"), _retrieved("q3", reply_to=""), backend=backend
+    )
+    assert [a.query_id for a in sink.messages(queries_pb2.AnswerProduced)] == ["q3"]
     assert metric("ragstream_generate_answers_total", backend="scripted", outcome="failed") - before == 1
     failed = [s for s in replies.streams if s.query_id == "q1"]
     assert bool(failed) is streamed
@@ -156,11 +159,11 @@ async def test_the_grpc_stream_raises_when_a_backend_ends_without_an_answer() ->
         _ = [event async for event in stream_answer(backend, "q1", "t1", QUESTION, SOURCES)]
 
 
-async def test_answers_are_emitted_together_in_batch_order() -> None:
-    sink, replies = await _run(_retrieved("q1"), _retrieved("q2", reply_to=""), _retrieved("q3"))
-    assert [a.query_id for a in sink.messages()] == ["q1", "q2", "q3"]
+async def test_kafka_callers_answers_are_emitted_together_in_batch_order() -> None:
+    sink, replies = await _run(_retrieved("q1", reply_to=""), _retrieved("q2"), _retrieved("q3", reply_to=""))
+    assert [a.query_id for a in sink.messages()] == ["q1", "q3"]
     assert sink.calls == 1
-    assert sorted(s.query_id for s in replies.streams) == ["q1", "q3"]
+    assert [s.query_id for s in replies.streams] == ["q2"]
 
 
 @pytest.mark.parametrize("field", ["query_id", "tenant_id"])
@@ -177,7 +180,7 @@ async def test_a_query_without_ids_is_a_permanent_error_before_any_work(field: s
 
 async def test_a_failed_emit_propagates_so_the_consumer_retries() -> None:
     with pytest.raises(ConnectionError):
-        await _run(_retrieved(), sink=RecordingSink(fail_with=ConnectionError("broker down")))
+        await _run(_retrieved(reply_to=""), sink=RecordingSink(fail_with=ConnectionError("broker down")))
 
 
 async def test_each_answer_continues_the_trace_of_its_query() -> None:
@@ -185,7 +188,7 @@ async def test_each_answer_continues_the_trace_of_its_query() -> None:
     incoming = []
     for query_id in ("q1", "q2"):
         with tracer.start_as_current_span(f"retrieve {query_id}"):
-            incoming.append(envelope(_retrieved(query_id), query_id))
+            incoming.append(envelope(_retrieved(query_id, reply_to=""), query_id))
     sink, replies = RecordingSink(), RecordingReplyChannel()
     await answer_batch(incoming, ScriptedBackend({QUESTION: SCRIPT}), replies, sink)
     expected = [trace.get_current_span(e.trace_context).get_span_context().trace_id for e in incoming]
@@ -217,7 +220,9 @@ async def test_metrics_count_outcomes_citations_latency_tokens_and_degradation()
     assert moved == [1, 1, 1, 1, 3, 2, 2, 4]
 
 
-def test_answers_route_to_the_answers_topic_keyed_by_query_id() -> None:
-    answer = queries_pb2.AnswerProduced(query_id="q1", tenant_id="t1", answer="Yes.")
-    record = outgoing(GENERATE_ROUTES, Emitted(answer))
-    assert (record.topic, record.key, record.message) == (ANSWERS_PRODUCED.name, "q1", answer)
+def test_answers_route_to_their_own_tenants_answers_topic_keyed_by_query_id() -> None:
+    for tenant in ("t1", "t1.eu"):
+        answer = queries_pb2.AnswerProduced(query_id="q1", tenant_id=tenant, answer="Yes.")
+        record = outgoing(GENERATE_ROUTES, Emitted(answer))
+        assert (record.topic, record.key, record.message) == (tenant_topics(tenant).answers, "q1", answer)
+    assert outgoing(GENERATE_ROUTES, Emitted(answer)).topic == "rag.tenant.t1.eu.answers.v1"

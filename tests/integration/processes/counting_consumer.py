@@ -1,4 +1,6 @@
-"""A real consumer process for lifecycle tests: records each handled event id, slowly, until SIGTERM."""
+"""A real consumer process for lifecycle tests: records each handled event id, slowly, until SIGTERM.
+
+The bootstrap servers come as an argument, the credentials as KAFKA_* variables (KafkaSettings reads them)."""
 
 from __future__ import annotations
 

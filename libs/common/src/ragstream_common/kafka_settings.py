@@ -1,8 +1,11 @@
 """How every Kafka client of Ragstream reaches the brokers: one unprefixed set of KAFKA_* variables.
 
-Plaintext locally; TLS + SASL on MSK, where the Kubernetes overlay sets KAFKA_SECURITY_PROTOCOL=SASL_SSL and
-KAFKA_SASL_MECHANISM=OAUTHBEARER (IAM tokens signed by the pod's role for AWS_REGION). Services nest it as a
-field, `kafka: KafkaSettings = Field(default_factory=KafkaSettings)`; the one-shot topic bootstrap does too.
+Locally SASL_PLAINTEXT with SCRAM-SHA-512, each service as its own user (`make run` and the tests set these
+variables: ragstream_devstack.kafka_identities); TLS + SASL on MSK, where the Kubernetes overlay sets
+KAFKA_SECURITY_PROTOCOL=SASL_SSL and KAFKA_SASL_MECHANISM=OAUTHBEARER (IAM tokens signed by the pod's role for
+AWS_REGION). The defaults (PLAINTEXT, no credentials) reach no Ragstream broker: they are a base to override.
+Services nest it as a field, `kafka: KafkaSettings = Field(default_factory=KafkaSettings)`; the one-shot topic
+bootstrap does too.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ class ConsumerGroup:
 
     group_id: str
     topics: tuple[str, ...]
+    # Topics read by pattern instead (each tenant's intake topics, kafka/tenant_topics.py INTAKE_PATTERN): they
+    # appear and go with the tenants, so their ACLs are granted per tenant, not from this registry.
+    topic_pattern: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,12 @@ _SPECS = (
         consumer_groups=(
             ConsumerGroup("ragstream-gateway-status", ("rag.documents.status.v1",)),
             ConsumerGroup("ragstream-gateway-registry", ("rag.documents.received.v1",)),
+            # The intake bridge: tenants' own topics onto the internal ones, the tenant taken from the topic name.
+            ConsumerGroup(
+                "ragstream-gateway-intake",
+                (),
+                topic_pattern=r"^rag\.tenant\.[A-Za-z0-9._-]{1,64}\.(documents|queries)\.v1$",
+            ),
         ),
         common_extras=frozenset({"postgres", "s3", "kafka-admin"}),
     ),

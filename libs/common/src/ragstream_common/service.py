@@ -11,13 +11,14 @@ import grpc
 
 from ragstream_common.config import ServiceSettings, load_settings
 from ragstream_common.events import BatchHandler
-from ragstream_common.grpc_server import GrpcServer
+from ragstream_common.grpc_server import GrpcServer, GrpcTlsSettings
 from ragstream_common.kafka import ConsumerOptions, EventConsumer, EventPublisher
 from ragstream_common.kafka.reachability import KafkaReachability
 from ragstream_common.lifecycle import run_until_stopped
 from ragstream_common.logs import configure_logging
 from ragstream_common.metrics import serve_metrics
 from ragstream_common.readiness import DependencyProbe, consumer_keeps_up, postgres_answers
+from ragstream_common.service_tokens import TokenVerifier
 from ragstream_common.tracing import setup_tracing
 
 if TYPE_CHECKING:  # the database driver is the `postgres` extra: services without a database never import it
@@ -91,8 +92,12 @@ async def start_grpc(
     settings: ServiceSettings,
     service_names: Sequence[str],
     registrations: Sequence[Callable[[grpc.aio.Server], None]],
+    *,
+    verifier: TokenVerifier | None = None,
+    tls: GrpcTlsSettings | None = None,
 ) -> GrpcServer:
-    server = GrpcServer(settings.grpc_host, settings.grpc_port, service_names)
+    """The rag.v1 services in `registrations` admit only tokens `verifier` accepts (none without one)."""
+    server = GrpcServer(settings.grpc_host, settings.grpc_port, service_names, verifier=verifier, tls=tls)
     for register in registrations:
         server.add(register)
     await server.start()

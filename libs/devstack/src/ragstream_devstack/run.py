@@ -17,6 +17,7 @@ from pathlib import Path
 from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.identities import provision_identities
 from ragstream_devstack.kafka import LocalKafka
+from ragstream_devstack.kafka_identities import admin_kafka_settings, admin_password
 from ragstream_devstack.postgres import LocalPostgres
 from ragstream_devstack.processes import ProcessSpec
 from ragstream_devstack.providers import DATABASE_ENV, KAFKA_ENV
@@ -30,11 +31,11 @@ SERVICE_STOP_GRACE_S = 20.0
 def prepare_platform(kafka: str, database_url: str, credentials: LocalCredentials) -> None:
     """The one-shot steps before services start: schema migrations, topic bootstrap, service identities."""
     from ragstream_common.kafka.bootstrap import ensure_topics
-    from ragstream_common.kafka_settings import KafkaSettings
     from ragstream_common.migrate import apply_migrations
 
     applied = apply_migrations(database_url)
-    created = asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=kafka)))
+    # Topics are created as the broker's super user; services then sign in as themselves (kafka_identities).
+    created = asyncio.run(ensure_topics(admin_kafka_settings(credentials, kafka)))
     provision_identities(credentials=credentials, kafka=kafka, database_url=database_url)
     print(f"migrations applied: {applied or 'none pending'}; topics created: {len(created)}", flush=True)
 
@@ -61,8 +62,13 @@ def local_access() -> dict[str, str]:
     return RunSettings().access()
 
 
-def _start_kafka(supervisor: Supervisor, data_dir: Path, settings: RunSettings) -> str:
-    kafka = LocalKafka(data_dir / "kafka", port=settings.kafka_port, controller_port=settings.kafka_controller_port)
+def _start_kafka(supervisor: Supervisor, data_dir: Path, settings: RunSettings, credentials: LocalCredentials) -> str:
+    kafka = LocalKafka(
+        data_dir / "kafka",
+        port=settings.kafka_port,
+        controller_port=settings.kafka_controller_port,
+        admin_password=admin_password(credentials),
+    )
     supervisor.start(kafka.process_spec())
     return kafka.bootstrap_servers
 
@@ -99,7 +105,7 @@ def run(data_dir: Path, settings: RunSettings | None = None) -> int:
         with Supervisor(backoff=settings.backoff()) as supervisor:
             # Postgres first, so the reverse order stops the services, then Kafka, then Postgres.
             database_url = settings.external_database_url or _start_postgres(supervisor, data_dir, settings)
-            kafka = settings.external_kafka or _start_kafka(supervisor, data_dir, settings)
+            kafka = settings.external_kafka or _start_kafka(supervisor, data_dir, settings, credentials)
             print(f"{KAFKA_ENV}={kafka}\n{DATABASE_ENV}={database_url}", flush=True)
             prepare_platform(kafka, database_url, credentials)
             for name in SERVICE_NAMES:

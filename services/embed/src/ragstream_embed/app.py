@@ -61,6 +61,8 @@ async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Ev
         settings,
         ["rag.v1.EmbedService"],
         [partial(services_pb2_grpc.add_EmbedServiceServicer_to_server, EmbedServicer(encoder))],
+        verifier=settings.tokens.verifier(),
+        tls=settings.grpc_tls,
     )
 
     chunk_options = ConsumerOptions(

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from ragstream_common.config import ServiceSettings
+from ragstream_common.grpc_server import GrpcTlsSettings
 from ragstream_common.registry import SERVICES
+from ragstream_common.service_tokens import TokenSettings
 
 
 class EmbedSettings(ServiceSettings):
@@ -31,3 +33,6 @@ class EmbedSettings(ServiceSettings):
     query_torch_threads: int = Field(default=1, ge=0, le=256)
     chunk_group_id: str = "ragstream-embed-chunks"
     query_group_id: str = "ragstream-embed-queries"
+    # Unprefixed TOKEN_* (EmbedService verifies tokens; embed mints none) and GRPC_TLS_*.
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    grpc_tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)

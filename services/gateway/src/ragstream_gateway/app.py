@@ -1,8 +1,8 @@
 """Gateway composition root: the FastAPI app, its collaborators, the Kafka projections and the servers.
 
 `create_app(settings, deps)` only wires (no I/O), so tests build the same app over real collaborators;
-`start` opens those collaborators and runs uvicorn, the two registry consumers and the reply gRPC server
-in one asyncio loop until SIGTERM.
+`start` opens those collaborators and runs uvicorn, the two registry consumers, the tenant intake bridge and
+the reply gRPC server in one asyncio loop until SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from psycopg_pool import PoolTimeout
 from rag.v1 import services_pb2_grpc
 from ragstream_common.blobs import build_blob_store
+from ragstream_common.db import open_pool_at
 from ragstream_common.kafka import ConsumerOptions, EventPublisher
 from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import DOCUMENTS_RECEIVED, DOCUMENTS_STATUS
@@ -35,9 +36,11 @@ from ragstream_common.service import (
 )
 
 from ragstream_gateway.adapters.dlq_kafka import open_dead_letters
+from ragstream_gateway.adapters.intake_kafka import start_intake_bridge
 from ragstream_gateway.adapters.key_cache import CachedTenantDirectory
 from ragstream_gateway.adapters.registry_pg import PostgresDocumentRegistry
 from ragstream_gateway.adapters.routes import GATEWAY_ROUTES
+from ragstream_gateway.adapters.tenant_kafka_admin import open_tenant_provisioner
 from ragstream_gateway.adapters.tenants_pg import PostgresAuditLog, PostgresTenantDirectory
 from ragstream_gateway.admission import AdmissionLimit
 from ragstream_gateway.config import GatewaySettings
@@ -49,7 +52,7 @@ from ragstream_gateway.projector import project_registrations, project_status
 from ragstream_gateway.query.replies import PendingQueries, ReplyServicer
 from ragstream_gateway.query.service import QueryDispatcher, QueryNotPublished
 from ragstream_gateway.ratelimit import TenantRateLimiter
-from ragstream_gateway.routes import admin, dlq, documents, health, query
+from ragstream_gateway.routes import admin, auth, dlq, documents, health, query
 from ragstream_gateway.security import hash_api_key
 from ragstream_gateway.uploads import ENVELOPE_BYTES, BodySizeLimit
 
@@ -87,7 +90,8 @@ def create_app(
         inline_text_max_bytes=settings.inline_text_max_bytes,
         publish_timeout_s=settings.publish_timeout_s,
     )
-    app.state.services = GatewayServices(settings, deps, documents_service, queries)
+    tokens = settings.tokens.minter(settings.service_name)
+    app.state.services = GatewayServices(settings, deps, documents_service, queries, tokens)
     install_problem_handlers(app)
     for unavailable in (psycopg.OperationalError, PoolTimeout, QueryNotPublished):
         app.add_exception_handler(unavailable, on_dependency_down)
@@ -101,7 +105,7 @@ def create_app(
     )  # questions past the in-flight bound: 503 + Retry-After, not a queue
     app.add_middleware(HttpMetrics)
     query_routers = [query.router] if queries is not None else []
-    for router in (health.router, documents.router, admin.router, dlq.router, *query_routers, *routers):
+    for router in (health.router, auth.router, documents.router, admin.router, dlq.router, *query_routers, *routers):
         app.include_router(router)
     return app
 
@@ -109,9 +113,11 @@ def create_app(
 async def open_deps(settings: GatewaySettings, stack: AsyncExitStack) -> GatewayDeps:
     """Open the pool and the producer (closed by `stack`), provision the dev tenant, wire the adapters."""
     pool = await open_pool(stack, settings, max_size=settings.db_pool_size)
+    admin_url = settings.admin_database_url
+    admin_pool = await open_pool_at(stack, admin_url.get_secret_value(), name="gateway-admin") if admin_url else pool
     readiness = await dependency_probe(stack, settings, pool)
     publisher = await start_publisher(stack, settings)
-    tenants = PostgresTenantDirectory(pool)
+    tenants = PostgresTenantDirectory(pool, admin_pool)
     if settings.dev_tenant and settings.dev_api_key:
         key = settings.dev_api_key.get_secret_value()
         await tenants.ensure_tenant_key(settings.dev_tenant, key, key_id=f"dev_{hash_api_key(key)[:16]}")
@@ -119,11 +125,12 @@ async def open_deps(settings: GatewaySettings, stack: AsyncExitStack) -> Gateway
         registry=PostgresDocumentRegistry(pool),
         blobs=build_blob_store(settings.blobs, pool),
         publisher=publisher,
-        audit=PostgresAuditLog(pool),
+        audit=PostgresAuditLog(pool, admin_pool),
         tenants=CachedTenantDirectory(tenants, settings.key_cache_ttl_s),
         limiter=TenantRateLimiter(settings.rate_limit_storage, settings.default_rate_limit),
         readiness=readiness,
         dead_letters=await open_dead_letters(stack, settings, publisher),
+        tenant_kafka=open_tenant_provisioner(settings),
     )
 
 
@@ -170,6 +177,8 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
         settings,
         ["rag.v1.ReplyService"],
         [partial(services_pb2_grpc.add_ReplyServiceServicer_to_server, ReplyServicer(pending))],
+        verifier=settings.tokens.verifier(),
+        tls=settings.grpc_tls,
     )
     reply_address = settings.reply_advertise_address or reply_server.address
     queries = QueryDispatcher(
@@ -178,7 +187,9 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
     app = create_app(settings, deps, queries=queries)
     readiness = deps.readiness
     assert isinstance(readiness, DependencyProbe)  # /readyz and the ReplyService health share its checks
-    await serve_while_ready(stack, reply_server, readiness, [status_consumer, registry_consumer])
+    intake_consumer = await start_intake_bridge(stack, settings, publisher)
+    consumers = [status_consumer, registry_consumer, intake_consumer]
+    await serve_while_ready(stack, reply_server, readiness, consumers)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -190,7 +201,7 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
         # Within the lifecycle's grace period, so the pool and producer close after the last request.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) - 2),
     )
-    return [status_consumer.run(stop), registry_consumer.run(stop), serve_http(EmbeddedServer(config), stop)]
+    return [*(consumer.run(stop) for consumer in consumers), serve_http(EmbeddedServer(config), stop)]
 
 
 def main() -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from limits import parse_many
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 from ragstream_common.blob_settings import BlobStoreSettings
 from ragstream_common.config import ServiceSettings, bind_host
+from ragstream_common.grpc_server import GrpcTlsSettings
 from ragstream_common.registry import GATEWAY_HTTP_PORT, SERVICES
+from ragstream_common.service_tokens import TokenSettings
 
 from ragstream_gateway.admission import AdmissionSettings
 
@@ -53,14 +55,34 @@ class GatewaySettings(ServiceSettings):
 
     # host:port the workers use to reach this instance's ReplyService (its pod or container address).
     reply_advertise_address: str = ""
+    # Unprefixed TOKEN_*: the gateway mints tokens for API-key holders (POST /v1/auth/token) and verifies the
+    # workers' ReplyService tokens; GRPC_TLS_* for the ReplyService outside a mesh.
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    grpc_tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
     # Default deadline of a query when the request sets none.
     query_timeout_ms: int = Field(default=30_000, ge=1, le=120_000)
 
     db_pool_size: int = Field(default=8, ge=1, le=256)
+    # The admin API's own login (ragstream_gateway_admin: tenants, API keys, audit reads) for a small second
+    # pool; unset, admin routes use DATABASE_URL's login (which then needs those grants).
+    admin_database_url: SecretStr | None = None
     # How long an API key's grant is reused without asking Postgres (0: ask on every request).
     key_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
     status_group_id: str = "ragstream-gateway-status"
     registry_group_id: str = "ragstream-gateway-registry"
+    # The intake bridge (intake.py): tenants' intake topics onto the internal ones. It sees a new tenant's topics
+    # within one metadata refresh.
+    intake_group_id: str = "ragstream-gateway-intake"
+    intake_metadata_max_age_ms: int = Field(default=3000, ge=100)
+
+    # Tenant provisioning (admin API) creates tenants' topics, SCRAM users and ACLs as `ragstream-provisioner`;
+    # while unset, tenants get no Kafka access (their Kafka routes answer 503).
+    kafka_provisioner_username: str | None = None
+    kafka_provisioner_password: SecretStr | None = None
+    # What tenants are told to connect to, when their listener differs from the services' (KAFKA_BOOTSTRAP_SERVERS).
+    kafka_tenant_bootstrap_servers: str = ""
+    # Tenant topics are replicated like the internal ones (the topic bootstrap's variable).
+    kafka_replication_factor: int = Field(default=1, ge=1, validation_alias=AliasChoices("KAFKA_REPLICATION_FACTOR"))
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from prometheus_client import Counter
 from ragstream_common.events import RecordPublisher
 from ragstream_common.logs import get_logger
+from ragstream_common.service_tokens import TokenMinter
 
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.dead_letters import DeadLetterOperations
@@ -34,6 +35,7 @@ from ragstream_gateway.problems import Problem
 from ragstream_gateway.query.service import QueryDispatcher
 from ragstream_gateway.ratelimit import TenantRateLimiter
 from ragstream_gateway.security import address_allowed, extract_api_key, hash_api_key, tokens_match
+from ragstream_gateway.tenant_kafka import TenantKafkaAccess
 
 log = get_logger(__name__)
 AUTH_FAILURES = Counter("ragstream_gateway_auth_failures_total", "Refused credentials", ["reason"])
@@ -59,6 +61,8 @@ class GatewayDeps:
     readiness: ReadinessProbe
     # The admin API's DLQ list/inspect/redrive; None answers those routes with 503.
     dead_letters: DeadLetterOperations | None = None
+    # Tenants' Kafka topics, principals and grants (tenant_kafka.py); None: tenants get no Kafka access.
+    tenant_kafka: TenantKafkaAccess | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class GatewayServices:
     documents: DocumentService
     # None when the app serves no query API (no reply server to hear the answers).
     queries: QueryDispatcher | None = None
+    # Mints tenant tokens for the gRPC APIs (POST /v1/auth/token); None without TOKEN_SIGNING_KEY.
+    tokens: TokenMinter | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,10 @@ async def get_queries(request: Request) -> QueryDispatcher:
     if queries is None:
         raise RuntimeError("query routes are mounted but create_app was given no QueryDispatcher")
     return queries
+
+
+async def get_token_minter(request: Request) -> TokenMinter | None:
+    return services_of(request).tokens
 
 
 def client_ip(request: Request) -> str:

@@ -194,6 +194,10 @@ class TenantDirectory(Protocol):
 
     async def revoke_key(self, tenant_id: str, key_id: str) -> bool: ...
 
+    async def revoke_all_keys(self, tenant_id: str) -> int:
+        """Revoke every active key of the tenant; how many were active."""
+        ...
+
 
 class ReadinessProbe(Protocol):
     async def checks(self) -> dict[str, bool]: ...

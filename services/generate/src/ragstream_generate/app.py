@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 from functools import partial
 
 from rag.v1 import services_pb2_grpc
+from ragstream_common.grpc_server import grpc_channel
 from ragstream_common.kafka import ConsumerOptions
 from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import QUERIES_RETRIEVED
@@ -42,7 +43,14 @@ async def start(settings: GenerateSettings, stack: AsyncExitStack, stop: asyncio
     backend = build_backend(settings)
     if isinstance(backend, OpenAIChatBackend):
         stack.push_async_callback(backend.aclose)
-    replies = GrpcReplyClient(settings.reply_timeout_s, settings.answer_stream_timeout_s, settings.reply_max_channels)
+    replies = GrpcReplyClient(
+        settings.reply_timeout_s,
+        settings.answer_stream_timeout_s,
+        settings.reply_max_channels,
+        partial(grpc_channel, tls=settings.grpc_tls),
+        targets=settings.reply_targets.targets(),
+        tokens=settings.tokens.required_minter(settings.service_name),
+    )
     stack.push_async_callback(replies.close)
     publisher = await start_publisher(stack, settings)
     server = await start_grpc(
@@ -50,6 +58,8 @@ async def start(settings: GenerateSettings, stack: AsyncExitStack, stop: asyncio
         settings,
         ["rag.v1.GenerateService"],
         [partial(services_pb2_grpc.add_GenerateServiceServicer_to_server, GenerateServicer(backend))],
+        verifier=settings.tokens.verifier(),
+        tls=settings.grpc_tls,
     )
     options = ConsumerOptions(
         group_id=settings.group_id,

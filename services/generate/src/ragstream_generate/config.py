@@ -5,7 +5,10 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from ragstream_common.config import ServiceSettings
+from ragstream_common.grpc_server import GrpcTlsSettings
 from ragstream_common.registry import SERVICES
+from ragstream_common.reply_targets import ReplyTargetSettings
+from ragstream_common.service_tokens import TokenSettings
 
 
 class GenerateSettings(ServiceSettings):
@@ -29,3 +32,8 @@ class GenerateSettings(ServiceSettings):
     reply_timeout_s: float = Field(default=2.0, gt=0)
     answer_stream_timeout_s: float = Field(default=60.0, gt=0)
     reply_max_channels: int = Field(default=64, ge=1, le=4096)
+    # REPLY_ALLOWED_TARGETS: the only reply_to addresses dialled (empty: none).
+    reply_targets: ReplyTargetSettings = Field(default_factory=ReplyTargetSettings)
+    # TOKEN_*: GenerateService verifies tokens; generate mints them for its replies.
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    grpc_tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)

@@ -1,8 +1,10 @@
 """Generate handler: QueryRetrieved in; the answer streamed to the waiting gateway and AnswerProduced out.
 
-- reply_to set: the answer's tokens, then the final AnswerProduced, go live to that gateway instance. A gateway
-  that is gone or stopped waiting ends only the live stream: the answer still goes out on Kafka.
-- Every produced answer is emitted (AnswerProduced) through the EventSink, all of a batch together.
+- reply_to set (an HTTP caller): the answer's tokens, then the final AnswerProduced, go live to that gateway
+  instance, and nowhere else: an HTTP caller's answer is never published to Kafka, so a gateway that is gone or
+  stopped waiting ends the answer with the live stream.
+- reply_to empty (a Kafka caller): the AnswerProduced is emitted through the EventSink (to the tenant's own
+  answers topic), all of a batch together.
 Expired queries are dropped without work. A query whose backend fails ends alone: counted, logged, not published
 and not retried (by the time a retry ran, its caller would have given up). A query without ids breaks the
 contract: PermanentError, raised before any query of the batch is worked on.
@@ -105,8 +107,12 @@ async def _answer_query(
     # Each query continues its own trace, also inside a batch (gather gives each its own context copy).
     attributes = {"rag.query_id": query.query_id, "rag.tenant_id": query.tenant_id}
     with tracer.start_as_current_span("generate answer", context=envelope.trace_context, attributes=attributes):
-        answer = await _compose(envelope.message, backend, LiveReply(replies, query.reply_to, query.query_id))
-        return None if answer is None else Emitted(answer, otel_context.get_current())
+        live = LiveReply(replies, query.reply_to, query.query_id, query.tenant_id)
+        answer = await _compose(envelope.message, backend, live)
+        # Only Kafka callers (no reply_to) get their answer as an event; HTTP callers' stay off Kafka.
+        if answer is None or query.reply_to:
+            return None
+        return Emitted(answer, otel_context.get_current())
 
 
 async def _compose(
@@ -161,10 +167,11 @@ class LiveReply:
     (gateway gone, unreachable, or no longer waiting) is dropped: only the live view is lost, never the answer.
     """
 
-    def __init__(self, replies: ReplyChannel, address: str, query_id: str) -> None:
+    def __init__(self, replies: ReplyChannel, address: str, query_id: str, tenant_id: str) -> None:
         self._replies = replies
         self._address = address
         self._query_id = query_id
+        self._tenant_id = tenant_id  # the gateway takes replies for the query's own tenant only
         self._stream: AnswerStream | None = None
         self._lost = not address
 
@@ -183,7 +190,7 @@ class LiveReply:
             await self._send(lambda stream: stream.abort())
         self._lost = True
         try:
-            await self._replies.fail(self._address, self._query_id, reason)
+            await self._replies.fail(self._address, self._query_id, reason, self._tenant_id)
         except Exception as exc:  # reporting is best effort: the gateway's deadline still ends the query
             log.warning("could not report the failure", query_id=self._query_id, error=repr(exc))
 
@@ -192,7 +199,7 @@ class LiveReply:
             return False
         try:
             if self._stream is None:
-                self._stream = self._replies.open(self._address, self._query_id)
+                self._stream = self._replies.open(self._address, self._query_id, self._tenant_id)
             await deliver(self._stream)
         except Exception as exc:  # the gateway's trouble must not cost the Kafka answer
             self._lost = True

@@ -31,9 +31,11 @@ class AnswerStream(Protocol):
 
 
 class ReplyChannel(Protocol):
-    def open(self, address: str, query_id: str) -> AnswerStream: ...
+    """Every call acts for `tenant_id`, the tenant of the query (the gateway refuses replies for another's)."""
 
-    async def fail(self, address: str, query_id: str, reason: str) -> None:
+    def open(self, address: str, query_id: str, tenant_id: str) -> AnswerStream: ...
+
+    async def fail(self, address: str, query_id: str, reason: str, tenant_id: str) -> None:
         """Tell the waiting gateway the query failed, so its caller hears it now rather than at the deadline;
         failures to deliver are logged, never raised."""
         ...

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 from functools import partial
 
 from rag.v1 import services_pb2_grpc
+from ragstream_common.grpc_server import grpc_channel
 from ragstream_common.kafka import ConsumerOptions
 from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import CHUNKS_EMBEDDED, QUERIES_EMBEDDED
@@ -39,9 +40,18 @@ async def start(settings: RetrieveSettings, stack: AsyncExitStack, stop: asyncio
     publisher = await start_publisher(stack, settings)
     # QueryRetrieved gets a producer of its own, so it never waits behind the indexer's status events.
     query_publisher = await start_publisher(stack, settings, lane="queries")
-    replies = GrpcReplyClient(settings.reply_timeout_s, max_channels=settings.reply_max_channels)
+    # Tokens for the onward calls: embed (for a Search caller's tenant) and the gateway's ReplyService.
+    tokens = settings.tokens.required_minter(settings.service_name)
+    dial = partial(grpc_channel, tls=settings.grpc_tls)
+    replies = GrpcReplyClient(
+        settings.reply_timeout_s,
+        max_channels=settings.reply_max_channels,
+        channel_factory=dial,
+        targets=settings.reply_targets.targets(),
+        tokens=tokens,
+    )
     stack.push_async_callback(replies.close)
-    embedder = GrpcQueryEmbedder(settings.embed_address, settings.embed_timeout_s)
+    embedder = GrpcQueryEmbedder(settings.embed_address, tokens, settings.embed_timeout_s, dial)
     stack.push_async_callback(embedder.close)
     analyzer = LexicalAnalyzer()
     search_index = PostgresSearchIndex(pool, settings.hnsw())
@@ -55,6 +65,8 @@ async def start(settings: RetrieveSettings, stack: AsyncExitStack, stop: asyncio
         settings,
         ["rag.v1.RetrieveService"],
         [partial(services_pb2_grpc.add_RetrieveServiceServicer_to_server, servicer)],
+        verifier=settings.tokens.verifier(),
+        tls=settings.grpc_tls,
     )
     status_sink = RoutedEventSink(publisher, INDEX_ROUTES)
     indexer = Indexer(PostgresChunkIndex(pool), status_sink, analyzer, dimensions, settings.index_concurrency)

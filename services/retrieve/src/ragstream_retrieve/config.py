@@ -7,7 +7,10 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 from ragstream_common.config import ServiceSettings
+from ragstream_common.grpc_server import GrpcTlsSettings
 from ragstream_common.registry import SERVICES
+from ragstream_common.reply_targets import ReplyTargetSettings
+from ragstream_common.service_tokens import TokenSettings
 
 from ragstream_retrieve.lexical import Bm25Parameters
 from ragstream_retrieve.models import FusionMethod, HnswSettings, ScoreNormalization, SearchTuning
@@ -36,6 +39,11 @@ class RetrieveSettings(ServiceSettings):
     # Replies go straight to the gateway instance a query names: one cached channel per instance address.
     reply_timeout_s: float = Field(default=2.0, gt=0)
     reply_max_channels: int = Field(default=64, ge=1, le=4096)
+    # REPLY_ALLOWED_TARGETS: the only reply_to addresses dialled (empty: none).
+    reply_targets: ReplyTargetSettings = Field(default_factory=ReplyTargetSettings)
+    # TOKEN_*: RetrieveService verifies tokens; retrieve mints them for embed and for its replies.
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    grpc_tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
 
     # RetrieveService.Search embeds query texts through the embed service.
     embed_address: str = "127.0.0.1:50052"

@@ -46,11 +46,12 @@ class SearchIndex(Protocol):
 
 
 class ReplyClient(Protocol):
-    """The gateway's ReplyService at the address a query names; failures are reported, never raised."""
+    """The gateway's ReplyService at the address a query names, acting for the query's tenant (the gateway
+    refuses replies for another tenant's query); failures are reported, never raised."""
 
-    async def deliver_sources(self, address: str, reply: services_pb2.SourcesReply) -> bool: ...
+    async def deliver_sources(self, address: str, reply: services_pb2.SourcesReply, tenant_id: str) -> bool: ...
 
-    async def deliver_failure(self, address: str, failure: services_pb2.QueryFailure) -> bool: ...
+    async def deliver_failure(self, address: str, failure: services_pb2.QueryFailure, tenant_id: str) -> bool: ...
 
 
 class QueryEmbedder(Protocol):

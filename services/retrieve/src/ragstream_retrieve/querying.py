@@ -69,7 +69,7 @@ class QueryResponder:
             log.error("query failed", query_id=query.query_id, tenant_id=query.tenant_id, error=repr(exc))
             if query.reply_to:
                 failure = services_pb2.QueryFailure(query_id=query.query_id, stage=STAGE, reason=str(exc)[:500])
-                await self.replies.deliver_failure(query.reply_to, failure)
+                await self.replies.deliver_failure(query.reply_to, failure, query.tenant_id)
             return
         query.timings_ms[STAGE] = query.timings_ms.get(STAGE, 0.0) + (time.perf_counter() - started) * 1000
         QUERIES.labels("answered").inc()
@@ -94,7 +94,7 @@ class QueryResponder:
             return
         reply = services_pb2.SourcesReply(query_id=query.query_id, chunks=scored_chunks(hits))
         reply.timings_ms.update(query.timings_ms)
-        await self.replies.deliver_sources(query.reply_to, reply)
+        await self.replies.deliver_sources(query.reply_to, reply, query.tenant_id)
 
     async def _forward(self, query: queries_pb2.QueryRequested, hits: list[SearchHit]) -> None:
         if query.mode == queries_pb2.QUERY_MODE_SEARCH:

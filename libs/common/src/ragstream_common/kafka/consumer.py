@@ -48,6 +48,11 @@ Batch = list[tuple[ConsumerRecord, Envelope[Any] | Exception]]
 class ConsumerOptions:
     group_id: str
     topics: tuple[str, ...]
+    # A regex (matched from the start of each name) subscribing to every matching topic instead of `topics`,
+    # e.g. each tenant's intake topics; topics created later join once the consumer's metadata refreshes.
+    topic_pattern: str = ""
+    # How often the consumer refreshes its metadata: with a pattern, how soon it sees a new matching topic.
+    metadata_max_age_ms: int = 300_000
     max_batch: int = 64
     # Optional second bound on a batch: the summed weight of its messages (e.g. chunks per ChunksReady).
     max_batch_weight: int = 0
@@ -110,6 +115,7 @@ class EventConsumer:
             max_partition_fetch_bytes=options.max_partition_fetch_bytes,
             fetch_max_bytes=max(options.max_partition_fetch_bytes, 52_428_800),
             isolation_level="read_committed",
+            metadata_max_age_ms=options.metadata_max_age_ms,
             **client_options(kafka),
         )
         self._pause = PartitionPause(self._consumer, options.group_id)
@@ -124,7 +130,10 @@ class EventConsumer:
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._consumer.subscribe(list(self.options.topics), listener=_Revocations(self))
+        if self.options.topic_pattern:
+            self._consumer.subscribe(pattern=self.options.topic_pattern, listener=_Revocations(self))
+        else:
+            self._consumer.subscribe(list(self.options.topics), listener=_Revocations(self))
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -144,8 +153,11 @@ class EventConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch, handle, commit; a batch in flight when `stop` is set is finished and committed, unless it is
         waiting out a failure: then only what was already handled is committed."""
+        # DLQ depths are reported for named topics only (a pattern's topics come and go).
         interval, topics = self.options.dlq_depth_interval_s, self.options.topics
-        depths = asyncio.ensure_future(report_dlq_depths(self._kafka, topics, interval)) if interval else None
+        depths = (
+            asyncio.ensure_future(report_dlq_depths(self._kafka, topics, interval)) if interval and topics else None
+        )
         try:
             while not stop.is_set():
                 batch = await self._next_batch(stop)

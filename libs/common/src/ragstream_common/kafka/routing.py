@@ -1,9 +1,12 @@
 """The Kafka side of `EventSink`: each message type goes to the topic a service routes it to, keyed by that
-topic's partition key. Handlers emit domain messages; only this adapter knows topics and keys."""
+topic's partition key. Handlers emit domain messages; only this adapter knows topics and keys.
+
+A route is a fixed topic, or a function of the message for topics that depend on it (a tenant's answers go to
+that tenant's own topic, kafka/tenant_topics.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from google.protobuf.message import Message
 
@@ -11,7 +14,8 @@ from ragstream_common.events import Emitted, OutgoingEvent, RecordPublisher
 from ragstream_common.kafka.topics import TopicSpec
 from ragstream_common.messages import document_key
 
-Routes = Mapping[type[Message], TopicSpec]
+Route = TopicSpec | Callable[[Message], TopicSpec]
+Routes = Mapping[type[Message], Route]
 
 
 def partition_key(topic: TopicSpec, message: Message) -> str:
@@ -27,9 +31,10 @@ def partition_key(topic: TopicSpec, message: Message) -> str:
 
 def outgoing(routes: Routes, event: Emitted) -> OutgoingEvent:
     """The record for `event`; TypeError for a message type the service does not route (a programming error)."""
-    topic = routes.get(type(event.message))
-    if topic is None:
+    route = routes.get(type(event.message))
+    if route is None:
         raise TypeError(f"no route for {event.message.DESCRIPTOR.full_name}")
+    topic = route if isinstance(route, TopicSpec) else route(event.message)
     if event.message.DESCRIPTOR.full_name not in topic.event_types:
         raise TypeError(f"{event.message.DESCRIPTOR.full_name} is not declared on {topic.name}")
     return OutgoingEvent(topic.name, partition_key(topic, event.message), event.message, event.context)

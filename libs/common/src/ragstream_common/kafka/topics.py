@@ -1,7 +1,8 @@
 """Every Kafka topic of Ragstream, declared once: name, partitions, retention, cleanup and event types.
 
 Names follow `rag.<context>.<event>.v1`. Dead-letter topics are `<topic>.dlq`. Broker auto-create stays off;
-`python -m ragstream_common.kafka.bootstrap` creates these idempotently.
+`python -m ragstream_common.kafka.bootstrap` creates these idempotently. Each tenant's own topics
+(`rag.tenant.<id>.*`, kafka/tenant_topics.py) are created when the tenant is provisioned, not here.
 """
 
 from __future__ import annotations
@@ -94,13 +95,9 @@ QUERIES_RETRIEVED = TopicSpec(
     partition_key="query",
     event_types=("rag.v1.QueryRetrieved",),
 )
-ANSWERS_PRODUCED = TopicSpec(
-    "rag.answers.produced.v1",
-    partitions=6,
-    retention_ms=7 * DAY_MS,
-    partition_key="query",
-    event_types=("rag.v1.AnswerProduced",),
-)
+# Answers have no internal topic: an HTTP caller's answer travels only on its live gRPC reply, and a Kafka
+# caller's goes to its own tenant's `rag.tenant.<id>.answers.v1` (kafka/tenant_topics.py). The former shared
+# `rag.answers.produced.v1` carried every tenant's answers to whoever could read it; it is retired.
 
 PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
     DOCUMENTS_RECEIVED,
@@ -110,7 +107,6 @@ PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
     QUERIES_REQUESTED,
     QUERIES_EMBEDDED,
     QUERIES_RETRIEVED,
-    ANSWERS_PRODUCED,
 )
 
 

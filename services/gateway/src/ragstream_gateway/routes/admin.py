@@ -1,12 +1,22 @@
-"""Admin API (Bearer GATEWAY_ADMIN_TOKEN): tenants, API keys, audit log. Every write is audited."""
+"""Admin API (Bearer GATEWAY_ADMIN_TOKEN): tenants, their API keys and Kafka access, audit log. Every write is
+audited; secrets (API keys, Kafka passwords) are shown once, in the response that creates them, and never logged.
+
+Creating a tenant also provisions its Kafka access (tenant_kafka.py) when the gateway has provisioner credentials.
+A provisioning that fails after the tenant row exists answers 503 with a problem naming the tenant and how to
+finish it (`POST .../kafka-credentials`, idempotent); deleting a tenant offboards it (API keys revoked, Kafka
+access removed) and keeps its row, so the id is never reused and no new tenant inherits its data.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from ragstream_gateway.deps import GatewayDeps, client_ip, get_deps, require_admin
+from ragstream_gateway.adapters.tenant_kafka_admin import tenant_listener
+from ragstream_gateway.config import GatewaySettings
+from ragstream_gateway.deps import GatewayDeps, client_ip, get_deps, get_settings, require_admin
 from ragstream_gateway.models import (
     TENANT_ID_PATTERN,
     ApiKeyCreated,
@@ -19,12 +29,22 @@ from ragstream_gateway.models import (
 from ragstream_gateway.ports import AuditEntry, TenantRecord
 from ragstream_gateway.problems import Problem, problem_responses
 from ragstream_gateway.security import new_api_key
+from ragstream_gateway.tenant_kafka import (
+    TenantKafkaAccess,
+    TenantKafkaError,
+    TenantTopicCollision,
+    issue_credentials,
+    refuse_collision,
+)
+from ragstream_gateway.tenant_models import KafkaCredentialsView, TenantCreated, credentials_view
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Admin = Annotated[str, Depends(require_admin)]
 Deps = Annotated[GatewayDeps, Depends(get_deps)]
+Settings = Annotated[GatewaySettings, Depends(get_settings)]
 TenantIdPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN)]
 ADMIN_PROBLEMS = (401, 403, 422)
+T = TypeVar("T")
 
 
 def tenant_view(record: TenantRecord) -> TenantView:
@@ -44,8 +64,21 @@ async def _require_tenant(deps: GatewayDeps, tenant_id: str) -> TenantRecord:
     return tenant
 
 
-@router.post("/tenants", status_code=201, response_model=TenantView, responses=problem_responses(*ADMIN_PROBLEMS, 409))
-async def create_tenant(body: TenantIn, request: Request, actor: Admin, deps: Deps) -> TenantView:
+@router.post(
+    "/tenants",
+    status_code=201,
+    response_model=TenantCreated,
+    responses=problem_responses(*ADMIN_PROBLEMS, 409, 503),
+    summary="Create a tenant and its Kafka access; the Kafka password is returned only once",
+)
+async def create_tenant(
+    body: TenantIn, request: Request, actor: Admin, deps: Deps, settings: Settings
+) -> TenantCreated:
+    access = deps.tenant_kafka
+    if access is not None:  # Kafka would refuse its topics: refuse the tenant before anything exists
+        await _kafka(
+            refuse_collision(access, body.tenant_id), body.tenant_id, "kafka-unavailable", "POST /v1/admin/tenants"
+        )
     record = await deps.tenants.create_tenant(body.tenant_id, body.name, body.rate_limit, body.ip_allowlist)
     if record is None:
         raise Problem(409, f"tenant {body.tenant_id!r} already exists", slug="tenant-exists")
@@ -63,7 +96,10 @@ async def create_tenant(body: TenantIn, request: Request, actor: Admin, deps: De
             },
         )
     )
-    return tenant_view(record)
+    kafka = None
+    if access is not None:
+        kafka = await _issue_kafka_credentials(access, settings, deps, record.tenant_id, actor, client_ip(request))
+    return TenantCreated(**tenant_view(record).model_dump(), kafka=kafka)
 
 
 @router.get("/tenants/{tenant_id}", response_model=TenantView, responses=problem_responses(*ADMIN_PROBLEMS, 404))
@@ -153,3 +189,78 @@ async def read_audit_log(
         for r in records
     ]
     return AuditPage(items=items, next_before=items[-1].audit_id if len(items) == limit else None)
+
+
+@router.post(
+    "/tenants/{tenant_id}/kafka-credentials",
+    response_model=KafkaCredentialsView,
+    responses=problem_responses(*ADMIN_PROBLEMS, 404, 409, 503),
+    summary="Rotate the tenant's Kafka password (and finish any incomplete provisioning); returned only once",
+)
+async def rotate_kafka_credentials(
+    tenant_id: TenantIdPath, request: Request, actor: Admin, deps: Deps, settings: Settings
+) -> KafkaCredentialsView:
+    await _require_tenant(deps, tenant_id)
+    return await _issue_kafka_credentials(_require_kafka(deps), settings, deps, tenant_id, actor, client_ip(request))
+
+
+@router.delete(
+    "/tenants/{tenant_id}",
+    status_code=204,
+    responses=problem_responses(*ADMIN_PROBLEMS, 404, 503),
+    summary="Offboard a tenant: revoke every API key, remove its Kafka topics, user and grants",
+)
+async def delete_tenant(tenant_id: TenantIdPath, request: Request, actor: Admin, deps: Deps) -> None:
+    await _require_tenant(deps, tenant_id)
+    revoked = await deps.tenants.revoke_all_keys(tenant_id)
+    if deps.tenant_kafka is not None:
+        retry = f"DELETE /v1/admin/tenants/{tenant_id}"
+        await _kafka(deps.tenant_kafka.deprovision(tenant_id), tenant_id, "kafka-deprovisioning-failed", retry)
+    details = {"revoked_api_keys": revoked, "kafka_access_removed": deps.tenant_kafka is not None}
+    await deps.audit.record(AuditEntry(tenant_id, actor, "tenant.delete", tenant_id, client_ip(request), details))
+
+
+def _require_kafka(deps: GatewayDeps) -> TenantKafkaAccess:
+    if deps.tenant_kafka is None:
+        raise Problem(
+            503,
+            "tenant Kafka provisioning is off (GATEWAY_KAFKA_PROVISIONER_USERNAME/PASSWORD are not set)",
+            slug="kafka-provisioning-disabled",
+        )
+    return deps.tenant_kafka
+
+
+async def _issue_kafka_credentials(
+    access: TenantKafkaAccess, settings: GatewaySettings, deps: GatewayDeps, tenant_id: str, actor: str, ip: str
+) -> KafkaCredentialsView:
+    """Provision (or finish provisioning) under a new password; a failure is audited and answered 503 with how
+    to finish it, never left silent."""
+    retry = f"POST /v1/admin/tenants/{tenant_id}/kafka-credentials"
+    provisioning = issue_credentials(access, tenant_id, tenant_listener(settings))
+    try:
+        credentials = await _kafka(provisioning, tenant_id, "kafka-provisioning-incomplete", retry)
+    except Problem as problem:
+        failure = {"problem": problem.type, "detail": problem.detail[:500]}
+        await deps.audit.record(AuditEntry(tenant_id, actor, "tenant.kafka.failed", tenant_id, ip, failure))
+        raise
+    topics = [credentials.documents_topic, credentials.queries_topic, credentials.answers_topic]
+    details = {"username": credentials.username, "topics": topics, "group_prefix": credentials.group_prefix}
+    await deps.audit.record(AuditEntry(tenant_id, actor, "tenant.kafka.credentials", credentials.username, ip, details))
+    return credentials_view(credentials)
+
+
+async def _kafka(step: Awaitable[T], tenant_id: str, slug: str, retry: str) -> T:
+    """`step`'s result; its TenantTopicCollision as 409, its TenantKafkaError as a 503 saying how to finish (every
+    step is idempotent)."""
+    try:
+        return await step
+    except TenantTopicCollision as exc:
+        raise Problem(409, str(exc), slug="tenant-topic-collision") from exc
+    except TenantKafkaError as exc:
+        raise Problem(
+            503,
+            f"Kafka did not complete the change for tenant {tenant_id!r} ({exc}); retry with {retry}",
+            slug=slug,
+            headers={"Retry-After": "5"},
+            extensions={"tenant_id": tenant_id, "retry": retry},
+        ) from exc

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from google.protobuf.message import Message
 from rag.v1 import queries_pb2
 from ragstream_common.kafka.routing import Routes
-from ragstream_common.kafka.topics import ANSWERS_PRODUCED
+from ragstream_common.kafka.tenant_topics import answers_spec
+from ragstream_common.kafka.topics import TopicSpec
 
-# Keyed by the query id, like the query's earlier events, so Kafka callers find their answer in order.
-GENERATE_ROUTES: Routes = {queries_pb2.AnswerProduced: ANSWERS_PRODUCED}
+
+def tenant_answers(message: Message) -> TopicSpec:
+    """The answers topic of the answer's own tenant: only that tenant's principal can read it."""
+    assert isinstance(message, queries_pb2.AnswerProduced)
+    return answers_spec(message.tenant_id)
+
+
+# Keyed by the query id, like the query's earlier events, so Kafka callers find their answer in order. Only
+# answers to Kafka callers are emitted (the handler keeps HTTP callers' answers off Kafka).
+GENERATE_ROUTES: Routes = {queries_pb2.AnswerProduced: tenant_answers}
