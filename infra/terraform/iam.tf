@@ -1,66 +1,208 @@
 # IAM roles for the Kubernetes ServiceAccounts (IRSA): least privilege per service.
+#
+# Kafka: MSK authorizes IAM clients by policy, not by Kafka ACL, so each service's role is its Kafka principal
+# and gets exactly the topics and groups of ragstream-<service> in ragstream_common/kafka/acls.py, as literal
+# ARNs (tenants' topics with `*` for the tenant id). kafka-access.json is generated from that map by
+# `python -m ragstream_devstack.kafka_iam`; tests/unit/test_infra_terraform_iam.py fails while it is stale.
+# Postgres: each service reads only its own login's secret (modules/rds, logins.tf); `bootstrap` runs the
+# migrate Job, which sets every login's password, and the topics Job.
 
 locals {
   kafka_arn_suffix = "${module.kafka.cluster_name}/${module.kafka.cluster_uuid}"
   kafka_arn_prefix = "arn:${data.aws_partition.current.partition}:kafka:${var.region}:${data.aws_caller_identity.current.account_id}"
+  kafka_topic_arn  = "${local.kafka_arn_prefix}:topic/${local.kafka_arn_suffix}"
+  kafka_group_arn  = "${local.kafka_arn_prefix}:group/${local.kafka_arn_suffix}"
+  kafka_access     = jsondecode(file("${path.module}/kafka-access.json"))
+
+  # Which database logins (modules/rds login_roles) each ServiceAccount may read.
+  database_logins = {
+    gateway   = ["gateway", "gateway_admin"]
+    ingest    = ["ingest"]
+    embed     = ["embed"]
+    retrieve  = ["retrieve"]
+    bootstrap = keys(module.postgres.login_secret_arns)
+  }
 
   # Which policy documents each ServiceAccount gets; `bootstrap` runs the migrate and topics Jobs.
   service_account_policies = {
-    gateway  = [data.aws_iam_policy_document.kafka_client.json, data.aws_iam_policy_document.blob_read_write.json]
-    ingest   = [data.aws_iam_policy_document.kafka_client.json, data.aws_iam_policy_document.blob_read_write.json]
-    embed    = [data.aws_iam_policy_document.kafka_client.json]
-    retrieve = [data.aws_iam_policy_document.kafka_client.json]
-    generate = [data.aws_iam_policy_document.kafka_client.json]
+    gateway = [
+      data.aws_iam_policy_document.kafka_service["gateway"].json,
+      data.aws_iam_policy_document.tenant_provisioner.json,
+      data.aws_iam_policy_document.database_login["gateway"].json,
+      data.aws_iam_policy_document.blob_read_write.json,
+    ]
+    ingest = [
+      data.aws_iam_policy_document.kafka_service["ingest"].json,
+      data.aws_iam_policy_document.database_login["ingest"].json,
+      data.aws_iam_policy_document.blob_read_write.json,
+    ]
+    embed = [
+      data.aws_iam_policy_document.kafka_service["embed"].json,
+      data.aws_iam_policy_document.database_login["embed"].json,
+    ]
+    retrieve = [
+      data.aws_iam_policy_document.kafka_service["retrieve"].json,
+      data.aws_iam_policy_document.database_login["retrieve"].json,
+    ]
+    # No database at all.
+    generate = [data.aws_iam_policy_document.kafka_service["generate"].json]
     bootstrap = [
-      data.aws_iam_policy_document.kafka_client.json,
       data.aws_iam_policy_document.kafka_topic_admin.json,
+      data.aws_iam_policy_document.database_login["bootstrap"].json,
     ]
   }
 }
 
-# Produce and consume rag.* topics (and their .dlq), in consumer groups named ragstream-*.
-data "aws_iam_policy_document" "kafka_client" {
+# One policy per service: its principal's row of acls.py, nothing wider.
+data "aws_iam_policy_document" "kafka_service" {
+  for_each = local.kafka_access.services
+
   statement {
     sid = "Cluster"
-    actions = [
-      "kafka-cluster:Connect",
-      "kafka-cluster:DescribeCluster",
-      "kafka-cluster:WriteDataIdempotently",
-    ]
+    # Idempotent producers need WriteDataIdempotently on the cluster; a service that writes nothing does not.
+    actions = concat(
+      ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"],
+      length(each.value.write) > 0 ? ["kafka-cluster:WriteDataIdempotently"] : [],
+    )
+    resources = [module.kafka.arn]
+  }
+
+  dynamic "statement" {
+    for_each = length(each.value.read) > 0 ? [each.value.read] : []
+
+    content {
+      sid       = "ReadTopics"
+      actions   = ["kafka-cluster:ReadData"]
+      resources = [for topic in statement.value : "${local.kafka_topic_arn}/${topic}"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(each.value.write) > 0 ? [each.value.write] : []
+
+    content {
+      sid       = "WriteTopics"
+      actions   = ["kafka-cluster:WriteData"]
+      resources = [for topic in statement.value : "${local.kafka_topic_arn}/${topic}"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(each.value.describe) > 0 ? [each.value.describe] : []
+
+    content {
+      sid       = "DescribeTopics"
+      actions   = ["kafka-cluster:DescribeTopic"]
+      resources = [for topic in statement.value : "${local.kafka_topic_arn}/${topic}"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(each.value.groups) > 0 ? [each.value.groups] : []
+
+    content {
+      sid       = "ConsumerGroups"
+      actions   = ["kafka-cluster:AlterGroup", "kafka-cluster:DescribeGroup"]
+      resources = [for group in statement.value : "${local.kafka_group_arn}/${group}"]
+    }
+  }
+}
+
+# Broker auto-create is off; only the topics Job creates and reconfigures the declared topics (never tenants').
+data "aws_iam_policy_document" "kafka_topic_admin" {
+  statement {
+    sid       = "Cluster"
+    actions   = ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"]
     resources = [module.kafka.arn]
   }
 
   statement {
-    sid = "Topics"
-    actions = [
-      "kafka-cluster:DescribeTopic",
-      "kafka-cluster:ReadData",
-      "kafka-cluster:WriteData",
-    ]
-    resources = ["${local.kafka_arn_prefix}:topic/${local.kafka_arn_suffix}/rag.*"]
-  }
-
-  statement {
-    sid = "ConsumerGroups"
-    actions = [
-      "kafka-cluster:AlterGroup",
-      "kafka-cluster:DescribeGroup",
-    ]
-    resources = ["${local.kafka_arn_prefix}:group/${local.kafka_arn_suffix}/ragstream-*"]
-  }
-}
-
-# Broker auto-create is off; only the topics Job creates and reconfigures topics.
-data "aws_iam_policy_document" "kafka_topic_admin" {
-  statement {
     sid = "TopicAdmin"
     actions = [
       "kafka-cluster:CreateTopic",
+      "kafka-cluster:DescribeTopic",
       "kafka-cluster:AlterTopic",
       "kafka-cluster:DescribeTopicDynamicConfiguration",
       "kafka-cluster:AlterTopicDynamicConfiguration",
     ]
-    resources = ["${local.kafka_arn_prefix}:topic/${local.kafka_arn_suffix}/rag.*"]
+    resources = [for topic in local.kafka_access.topics : "${local.kafka_topic_arn}/${topic}"]
+  }
+}
+
+# The gateway's tenant admin path (the provisioner, docs/security.md): tenants' topics, their ACLs
+# and their SCRAM users, which MSK keeps as AmazonMSK_ secrets under a customer key. Cluster ALTER creates and
+# deletes any ACL: it is as powerful as the provisioner's grant on a local broker.
+data "aws_iam_policy_document" "tenant_provisioner" {
+  statement {
+    sid       = "TenantTopics"
+    actions   = ["kafka-cluster:CreateTopic", "kafka-cluster:DeleteTopic", "kafka-cluster:DescribeTopic"]
+    resources = ["${local.kafka_topic_arn}/${local.kafka_access.tenant_topics}"]
+  }
+
+  statement {
+    sid       = "TenantAcls"
+    actions   = ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster", "kafka-cluster:AlterCluster"]
+    resources = [module.kafka.arn]
+  }
+
+  statement {
+    sid       = "TenantScramUsers"
+    actions   = ["kafka:BatchAssociateScramSecret", "kafka:BatchDisassociateScramSecret", "kafka:ListScramSecrets"]
+    resources = [module.kafka.arn]
+  }
+
+  statement {
+    sid = "TenantScramSecrets"
+    actions = [
+      "secretsmanager:CreateSecret",
+      "secretsmanager:PutSecretValue",
+      "secretsmanager:DescribeSecret",
+      "secretsmanager:TagResource",
+      "secretsmanager:DeleteSecret",
+    ]
+    resources = ["arn:${data.aws_partition.current.partition}:secretsmanager:${var.region}:${data.aws_caller_identity.current.account_id}:secret:${module.kafka.tenant_scram_secret_prefix}*"]
+  }
+
+  statement {
+    sid       = "TenantScramKey"
+    actions   = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
+    resources = [module.kafka.tenant_scram_kms_key_arn]
+  }
+
+  # MSK reads an associated secret through a grant on its key.
+  statement {
+    sid       = "TenantScramKeyGrant"
+    actions   = ["kms:CreateGrant"]
+    resources = [module.kafka.tenant_scram_kms_key_arn]
+
+    condition {
+      test     = "Bool"
+      variable = "kms:GrantIsForAWSResource"
+      values   = ["true"]
+    }
+  }
+}
+
+# A service's own database login(s); bootstrap (the migrate Job) reads all of them to set the passwords.
+data "aws_iam_policy_document" "database_login" {
+  for_each = local.database_logins
+
+  statement {
+    sid       = "Logins"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [for login in each.value : module.postgres.login_secret_arns[login]]
+  }
+
+  statement {
+    sid       = "Decrypt"
+    actions   = ["kms:Decrypt"]
+    resources = [module.postgres.login_kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${var.region}.amazonaws.com"]
+    }
   }
 }
 

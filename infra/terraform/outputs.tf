@@ -29,8 +29,18 @@ output "postgres_master_user_secret_arn" {
 }
 
 output "database_url_template" {
-  description = "DATABASE_URL for the ragstream-database Secret, once the password is filled in (TLS is enforced by rds.force_ssl; use verify-full with the RDS CA bundle mounted)."
+  description = "The administrator's DATABASE_URL for the ragstream-database-admin Secret (migrate Job only), once the master password is filled in (TLS is enforced by rds.force_ssl; use verify-full with the RDS CA bundle mounted)."
   value       = "postgresql://${module.postgres.master_username}:<password>@${module.postgres.address}:${module.postgres.port}/${module.postgres.database_name}?sslmode=require"
+}
+
+output "database_login_secret_arns" {
+  description = "Service login => Secrets Manager secret of its password: postgres-password (postgres-admin-password for gateway_admin) of ragstream-<service>-credentials."
+  value       = module.postgres.login_secret_arns
+}
+
+output "kafka_bootstrap_brokers_sasl_scram" {
+  description = "Tenants' SCRAM listener: GATEWAY_KAFKA_TENANT_BOOTSTRAP_SERVERS."
+  value       = module.kafka.bootstrap_brokers_sasl_scram
 }
 
 output "redis_url_secret_arn" {
@@ -59,6 +69,8 @@ output "kustomize_config" {
     KAFKA_SECURITY_PROTOCOL = "SASL_SSL"
     KAFKA_SASL_MECHANISM    = "OAUTHBEARER"
     AWS_REGION              = var.region
+    DATABASE_LOCATION       = "${module.postgres.address}:${module.postgres.port}/${module.postgres.database_name}?sslmode=require"
+    REPLY_ALLOWED_TARGETS   = var.vpc_cidr
     BLOB_STORE              = "s3"
     BLOB_S3_BUCKET          = module.blobstore.bucket_name
     BLOB_S3_REGION          = var.region

@@ -18,7 +18,6 @@ BASE = ROOT / "infra" / "k8s" / "base"
 # gRPC backends reached through their Service: workers serving an API. Ingest serves only health probes; the
 # gateway's ReplyService is dialed pod by pod (headless gateway-reply), so it has no route of its own.
 GRPC_BACKENDS = {s.name: s.grpc_port for s in SERVICES.values() if s.grpc_services and s.http_port is None}
-WORKERS = tuple(s.name for s in SERVICES.values() if s.http_port is None)
 INGRESS_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
 
 
@@ -99,12 +98,75 @@ def test_only_the_gateway_accepts_the_ingress_gateway() -> None:
             assert policy["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "gateway"}, name
 
 
-def test_workers_may_call_the_gateway_reply_service() -> None:
+def grpc_callers(marker: str) -> set[str]:
+    """The services whose code dials a gRPC service: `marker` is the client their sources construct."""
+    return {
+        name
+        for name in SERVICES
+        if any(marker in path.read_text() for path in (ROOT / "services" / name / "src").rglob("*.py"))
+    }
+
+
+# rag.v1 service -> the services that call it, as the code says (the ReplyService through GrpcReplyClient).
+CALLERS = {
+    "ReplyService": grpc_callers("GrpcReplyClient("),
+    "EmbedService": grpc_callers("EmbedServiceStub("),
+    "RetrieveService": grpc_callers("RetrieveServiceStub("),
+    "GenerateService": grpc_callers("GenerateServiceStub("),
+}
+SERVING = {
+    "ReplyService": "gateway",
+    "EmbedService": "embed",
+    "RetrieveService": "retrieve",
+    "GenerateService": "generate",
+}
+
+
+def test_the_code_has_the_calls_the_policies_expect() -> None:
+    assert CALLERS == {
+        "ReplyService": {"retrieve", "generate"},
+        "EmbedService": {"retrieve"},
+        "RetrieveService": set(),
+        "GenerateService": set(),
+    }
+
+
+def test_workers_that_answer_may_call_the_gateway_reply_service() -> None:
     (rule,) = of_kind("AuthorizationPolicy")["gateway-reply-from-workers"]["spec"]["rules"]
     principals = set(rule["from"][0]["source"]["principals"])
-    assert principals == {f"cluster.local/ns/ragstream/sa/{w}" for w in WORKERS}
+    assert principals == {f"cluster.local/ns/ragstream/sa/{w}" for w in CALLERS["ReplyService"]}
     assert rule["to"][0]["operation"]["paths"] == ["/rag.v1.ReplyService/*"]
     assert rule["to"][0]["operation"]["ports"] == [str(SERVICES["gateway"].grpc_port)]
+
+
+@pytest.mark.parametrize("api", CALLERS)
+def test_each_grpc_api_admits_exactly_its_callers(api: str) -> None:
+    admitted: set[str] = set()
+    for policy in of_kind("AuthorizationPolicy").values():
+        if policy["spec"].get("selector", {}).get("matchLabels") != {"app.kubernetes.io/name": SERVING[api]}:
+            continue
+        for rule in policy["spec"].get("rules", []):
+            if any(f"/rag.v1.{api}/*" in op["operation"].get("paths", []) for op in rule["to"]):
+                admitted |= {p.rsplit("/", 1)[-1] for f in rule["from"] for p in f["source"]["principals"]}
+    assert admitted == CALLERS[api]
+
+
+@pytest.mark.parametrize("api", CALLERS)
+def test_network_policies_admit_the_same_callers(api: str) -> None:
+    callee = SERVICES[SERVING[api]]
+    policies = [d for d in resources(BASE) if d["kind"] == "NetworkPolicy"]
+    admitted: set[str] = set()
+    for policy in policies:
+        if policy["spec"]["podSelector"].get("matchLabels") != {"app.kubernetes.io/name": callee.name}:
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            if {"protocol": "TCP", "port": callee.grpc_port} not in rule.get("ports", []):
+                continue
+            for source in rule["from"]:
+                selector = source.get("podSelector", {})
+                admitted |= set(selector.get("matchLabels", {}).values())
+                admitted |= {v for e in selector.get("matchExpressions", []) for v in e["values"]}
+    assert admitted == CALLERS[api]
 
 
 def test_authorized_principals_are_real_service_accounts() -> None:

@@ -66,7 +66,7 @@ def test_pods_are_hardened(name: str, spec: dict[str, Any]) -> None:
     assert pod["runAsNonRoot"] is True
     assert pod["seccompProfile"]["type"] == "RuntimeDefault"
     assert spec["automountServiceAccountToken"] is False
-    for container in spec["containers"]:
+    for container in [*spec.get("initContainers", []), *spec["containers"]]:
         context = container["securityContext"]
         assert context["runAsNonRoot"] is True
         assert context["readOnlyRootFilesystem"] is True
@@ -127,11 +127,17 @@ def test_embed_scales_horizontally() -> None:
 
 
 @pytest.mark.parametrize(
-    ("job", "module"), [("migrate", "ragstream_common.migrate"), ("topics", "ragstream_common.kafka.bootstrap")]
+    ("job", "modules"),
+    [
+        ("migrate", ["ragstream_common.migrate", "ragstream_common.db_logins"]),
+        ("topics", ["ragstream_common.kafka.bootstrap"]),
+    ],
 )
-def test_bootstrap_jobs_run_their_module_without_a_sidecar(job: str, module: str) -> None:
+def test_bootstrap_jobs_run_their_modules_in_order_without_a_sidecar(job: str, modules: list[str]) -> None:
     template = base_documents("Job")[job]["spec"]["template"]
-    assert template["spec"]["containers"][0]["command"] == ["python", "-m", module]
+    # Init containers run one after another, each to success, before the Job's container.
+    steps = [*template["spec"].get("initContainers", []), *template["spec"]["containers"]]
+    assert [step["command"] for step in steps] == [["python", "-m", module] for module in modules]
     assert template["spec"]["restartPolicy"] == "Never"
     assert template["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from ragstream_common.healthcheck import settings_class
 from ragstream_common.registry import SERVICE_NAMES, SERVICES, ServiceSpec
+from test_infra_istio import CALLERS
 
 pytestmark = pytest.mark.unit
 
@@ -56,7 +57,7 @@ def long_running_images() -> dict[str, dict[str, Any]]:
     return {
         name: service
         for name, service in compose_services().items()
-        if "build" in service and "entrypoint" not in service
+        if "build" in service and service.get("restart") != "no"
     }
 
 
@@ -102,10 +103,19 @@ def test_k8s_deployment_and_services_expose_its_ports(spec: ServiceSpec) -> None
     assert {p["port"] for s in services for p in s["spec"]["ports"]} == app_ports(spec)
 
 
+def has_callers(spec: ServiceSpec) -> bool:
+    """Whether anything in the cluster calls the service's gRPC API (test_infra_istio.CALLERS, from the code)."""
+    return any(CALLERS[service.removeprefix("rag.v1.")] for service in spec.grpc_services)
+
+
+def called_apis(spec: ServiceSpec) -> set[str]:
+    return {service for service in spec.grpc_services if CALLERS[service.removeprefix("rag.v1.")]}
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=by_name)
 def test_k8s_network_policy_admits_its_callers_and_prometheus(spec: ServiceSpec) -> None:
     policies = of_kind(K8S / "base", "NetworkPolicy")
-    called = app_ports(spec) if spec.grpc_services else app_ports(spec) - {spec.grpc_port}
+    called = app_ports(spec) if has_callers(spec) else app_ports(spec) - {spec.grpc_port}
     if called:
         policy = policies[spec.name]["spec"]
         assert selected_name(policy["podSelector"]) == spec.name
@@ -162,7 +172,7 @@ def test_istio_authorizes_exactly_its_grpc_services(spec: ServiceSpec) -> None:
         for to in rule.get("to", [])
         for path in to["operation"].get("paths", [])
     }
-    assert paths == {f"/{service}/*" for service in spec.grpc_services}
+    assert paths == {f"/{service}/*" for service in called_apis(spec)}
 
 
 # The gateway's ReplyService is dialed pod by pod (headless gateway-reply), so only workers get a route.
@@ -189,7 +199,7 @@ def test_service_package_has_readme_console_script_and_settings(spec: ServiceSpe
 @pytest.mark.parametrize("spec", SPECS, ids=by_name)
 def test_docs_state_its_ports(spec: ServiceSpec) -> None:
     """The port table of docs/deployment.md and the settings table of the service README."""
-    table = (ROOT / "docs" / "deployment.md").read_text().split("## Ports and environment", 1)[1]
+    table = (ROOT / "docs" / "deployment.md").read_text().split("## Ports and environment", 1)[1].split("\n## ")[0]
     (row,) = [line for line in table.splitlines() if line.startswith(f"| {spec.name} |")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1].startswith(str(spec.grpc_port)) and str(spec.metrics_port) in cells[2], row

@@ -1,8 +1,19 @@
-# MSK provisioned cluster: TLS everywhere, IAM (SASL/OAUTHBEARER) client auth only, encrypted at
-# rest with a dedicated key, topics created only by the bootstrap Job (auto-create off).
+# MSK provisioned cluster: TLS everywhere, encrypted at rest with a dedicated key, topics created only by the
+# bootstrap Job (auto-create off). Services authenticate with IAM (SASL/OAUTHBEARER, port 9098), each as its
+# own IRSA role (../../iam.tf). Tenants' external clients authenticate with SASL/SCRAM (port 9096) as
+# `tenant-<id>`, whose users are AmazonMSK_ secrets under the key below; on that listener MSK applies Kafka ACLs,
+# and nothing is allowed that no ACL allows (docs/security.md).
 
 resource "aws_kms_key" "this" {
   description             = "${var.name} MSK data at rest"
+  enable_key_rotation     = true
+  deletion_window_in_days = 30
+  tags                    = var.tags
+}
+
+# Tenants' SCRAM users: MSK accepts only secrets encrypted with a customer managed key.
+resource "aws_kms_key" "scram" {
+  description             = "${var.name} MSK tenant SCRAM secrets"
   enable_key_rotation     = true
   deletion_window_in_days = 30
   tags                    = var.tags
@@ -31,6 +42,18 @@ resource "aws_vpc_security_group_ingress_rule" "iam_tls" {
   description                  = "Kafka SASL/IAM over TLS from ${each.key}"
 }
 
+# 9096: SASL/SCRAM over TLS, for tenants' clients only.
+resource "aws_vpc_security_group_ingress_rule" "scram_tls" {
+  for_each = var.tenant_scram ? var.client_security_group_ids : {}
+
+  security_group_id            = aws_security_group.this.id
+  referenced_security_group_id = each.value
+  ip_protocol                  = "tcp"
+  from_port                    = 9096
+  to_port                      = 9096
+  description                  = "Kafka SASL/SCRAM over TLS (tenants) from ${each.key}"
+}
+
 resource "aws_cloudwatch_log_group" "broker" {
   name              = "/aws/msk/${var.name}"
   retention_in_days = var.log_retention_days
@@ -44,6 +67,7 @@ resource "aws_msk_configuration" "this" {
 
   server_properties = <<-PROPERTIES
     auto.create.topics.enable=false
+    allow.everyone.if.no.acl.found=false
     default.replication.factor=3
     min.insync.replicas=2
     num.partitions=6
@@ -82,7 +106,8 @@ resource "aws_msk_cluster" "this" {
     unauthenticated = false
 
     sasl {
-      iam = true
+      iam   = true
+      scram = var.tenant_scram
     }
   }
 

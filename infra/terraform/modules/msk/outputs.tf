@@ -19,3 +19,18 @@ output "bootstrap_brokers_sasl_iam" {
 output "security_group_id" {
   value = aws_security_group.this.id
 }
+
+output "bootstrap_brokers_sasl_scram" {
+  description = "Comma-separated host:9096 list for tenants' SASL_SSL + SCRAM-SHA-512 clients (empty without tenant_scram)."
+  value       = aws_msk_cluster.this.bootstrap_brokers_sasl_scram
+}
+
+output "tenant_scram_kms_key_arn" {
+  description = "The key tenants' AmazonMSK_ secrets must be encrypted with."
+  value       = aws_kms_key.scram.arn
+}
+
+output "tenant_scram_secret_prefix" {
+  description = "Name prefix of tenants' SCRAM secrets (MSK requires AmazonMSK_)."
+  value       = "AmazonMSK_${var.name}-tenant-"
+}

@@ -42,3 +42,9 @@ variable "tags" {
   type    = map(string)
   default = {}
 }
+
+variable "tenant_scram" {
+  description = "Open the SASL/SCRAM listener (9096) for tenants' external Kafka clients."
+  type        = bool
+  default     = true
+}

@@ -1,6 +1,6 @@
 # RDS for PostgreSQL with pgvector (`CREATE EXTENSION vector` runs in the first migration):
 # private subnets only, encrypted storage and Performance Insights, TLS enforced, the master
-# password generated and rotated by RDS in Secrets Manager.
+# password generated and rotated by RDS in Secrets Manager; one login per service role (logins.tf).
 
 resource "aws_kms_key" "this" {
   description             = "${var.name} RDS storage, snapshots and master secret"

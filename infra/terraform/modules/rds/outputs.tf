@@ -22,3 +22,12 @@ output "master_user_secret_arn" {
 output "security_group_id" {
   value = aws_security_group.this.id
 }
+
+output "login_secret_arns" {
+  description = "Service login => Secrets Manager secret (username, password, host, port, dbname JSON)."
+  value       = { for login, secret in aws_secretsmanager_secret.login : login => secret.arn }
+}
+
+output "login_kms_key_arn" {
+  value = aws_kms_key.logins.arn
+}

@@ -61,3 +61,15 @@ variable "tags" {
   type    = map(string)
   default = {}
 }
+
+variable "login_roles" {
+  description = "Service login => PostgreSQL role (migration 0005); each gets a password secret of its own."
+  type        = map(string)
+  default = {
+    gateway       = "ragstream_gateway"
+    gateway_admin = "ragstream_gateway_admin"
+    ingest        = "ragstream_ingest"
+    embed         = "ragstream_embed"
+    retrieve      = "ragstream_retrieve"
+  }
+}
