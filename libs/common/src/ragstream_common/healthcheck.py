@@ -1,7 +1,8 @@
 """`python -m ragstream_common.healthcheck <service>`: exit 0 when the service's gRPC health says SERVING.
 
 The container HEALTHCHECK of every image. The port is the service's own setting (`<SERVICE>_GRPC_PORT` or its
-default), read through the service's settings class, so a port changed at run time is still the one asked.
+default), read through the service's settings class, so a port changed at run time is still the one asked;
+the probe dials TLS when GRPC_TLS_CA_FILE is set, as the compose TLS override does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import inspect
 import sys
 
 from ragstream_common.config import ServiceSettings
-from ragstream_common.grpc_server import check_health
+from ragstream_common.grpc_server import GrpcTlsSettings, check_health
 from ragstream_common.registry import service_spec
 
 
@@ -43,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     (service,) = args
     settings = settings_class(service)()
     try:
-        status = asyncio.run(check_health(f"127.0.0.1:{settings.grpc_port}", timeout_s=3.0))
+        # Over TLS when the service serves TLS (GRPC_TLS_CA_FILE, GRPC_TLS_SERVER_NAME for the 127.0.0.1 dial).
+        target, tls = f"127.0.0.1:{settings.grpc_port}", GrpcTlsSettings()
+        status = asyncio.run(check_health(target, timeout_s=3.0, tls=tls))
     except Exception as exc:  # unreachable, refused, timed out: all mean unhealthy
         print(f"{service}: {exc!r}", file=sys.stderr)
         return 1
