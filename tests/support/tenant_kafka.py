@@ -7,8 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaClient, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaProducer
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicCollection
 from confluent_kafka import TopicPartition as ConfluentPartition
 from confluent_kafka.admin import AclOperation, AdminClient
@@ -16,6 +15,7 @@ from google.protobuf.message import Message
 from ragstream_common.kafka import cloudevents
 from ragstream_common.kafka.access_admin import admin_config
 from ragstream_common.kafka.acls import PROVISIONER_USER
+from ragstream_common.kafka.connection import wait_until_signed_in
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.kafka_identities import kafka_identity_env
@@ -32,20 +32,9 @@ def service_kafka(service: str, credentials: LocalCredentials, kafka: str) -> Ka
 
 
 async def until_signed_in(settings: KafkaSettings, timeout_s: float = 15) -> KafkaSettings:
-    """`settings` once the broker accepts them: a new SCRAM credential reaches the broker a moment after the
-    controller took it."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        client = AIOKafkaClient(**client_kwargs(settings), request_timeout_ms=5000)
-        try:
-            await client.bootstrap()
-            return settings
-        except KafkaError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-        finally:
-            await client.close()
+    """`settings` once the broker accepts them (a new SCRAM credential arrives a moment after the controller's)."""
+    assert await wait_until_signed_in(settings, timeout_s), f"{settings.sasl_username} still refused"
+    return settings
 
 
 def provisioner_kafka(credentials: LocalCredentials, kafka: str) -> KafkaSettings:

@@ -24,14 +24,20 @@ from ragstream_common.kafka.acls import (
     service_user,
     static_grants,
 )
+from ragstream_common.kafka.connection import wait_until_signed_in
 from ragstream_common.kafka_settings import KafkaSettings
 
 from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.kafka_config import CLIENT_PROTOCOL, SASL_MECHANISM
+from ragstream_devstack.processes import DevstackError
 
 ADMIN_SECRET = "kafka-admin"
 # The gateway's tenant admin path signs in as the provisioner (GatewaySettings.kafka_provisioner_*).
 PROVISIONER_ENV = ("GATEWAY_KAFKA_PROVISIONER_USERNAME", "GATEWAY_KAFKA_PROVISIONER_PASSWORD")
+
+
+# How long a new service credential may take to reach the broker before provisioning gives up.
+SIGN_IN_WAIT_S = 30.0
 
 
 def admin_password(credentials: LocalCredentials) -> str:
@@ -101,6 +107,13 @@ async def _provision(admin_settings: KafkaSettings, credentials: LocalCredential
             await admin.grant(grants)
     finally:
         await admin.close()
+    # Services start right after this: each must find its (new or changed) credential accepted.
+    for user in static_grants():
+        settings = admin_settings.model_copy(
+            update={"sasl_username": user, "sasl_password": user_password(credentials, user)}
+        )
+        if not await wait_until_signed_in(settings, SIGN_IN_WAIT_S):
+            raise DevstackError(f"the broker still refuses {user} {SIGN_IN_WAIT_S:.0f} s after provisioning")
 
 
 def _static(grant: AclGrant) -> bool:

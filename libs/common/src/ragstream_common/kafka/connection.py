@@ -43,3 +43,27 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
             password = settings.sasl_password
             options["sasl_plain_password"] = password.get_secret_value() if password is not None else None
     return options
+
+
+async def wait_until_signed_in(settings: KafkaSettings, timeout_s: float) -> bool:
+    """True once the brokers accept `settings`' credentials, False if they still refuse after `timeout_s`.
+
+    A new or changed SCRAM credential reaches the brokers a moment after the controller took it, so whoever
+    creates one waits here before handing it out (or starting the service that uses it)."""
+    from aiokafka import AIOKafkaClient
+    from aiokafka.errors import KafkaConnectionError
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        client = AIOKafkaClient(
+            bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=5000, **client_options(settings)
+        )
+        try:
+            await client.bootstrap()
+            return True
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.2)
+        finally:
+            await client.close()

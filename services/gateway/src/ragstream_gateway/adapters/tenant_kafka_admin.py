@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka import AIOKafkaClient
-from aiokafka.errors import KafkaConnectionError
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 from ragstream_common.kafka.access_admin import KafkaAccessAdmin, admin_config
-from ragstream_common.kafka.connection import client_options
+from ragstream_common.kafka.connection import wait_until_signed_in
 from ragstream_common.kafka.tenant_topics import (
     service_grants,
     tenant_grants,
@@ -81,24 +78,11 @@ class KafkaTenantProvisioner:
         await self._access.close()
 
     async def _until_signed_in(self, user: str, password: SecretStr) -> None:
-        """Wait until the broker accepts the new credential (it applies it a moment after the controller), so
-        the credentials handed out work at once; a broker still refusing after SIGN_IN_WAIT_S is logged only."""
+        """Wait until the broker accepts the new credential, so the credentials handed out work at once; a broker
+        still refusing after SIGN_IN_WAIT_S is logged only."""
         settings = self._settings.model_copy(update={"sasl_username": user, "sasl_password": password})
-        deadline = time.monotonic() + SIGN_IN_WAIT_S
-        while True:
-            client = AIOKafkaClient(
-                bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=5000, **client_options(settings)
-            )
-            try:
-                await client.bootstrap()
-                return
-            except KafkaConnectionError:
-                if time.monotonic() > deadline:
-                    log.warning("new tenant credential not accepted yet", user=user)
-                    return
-                await asyncio.sleep(0.2)
-            finally:
-                await client.close()
+        if not await wait_until_signed_in(settings, SIGN_IN_WAIT_S):
+            log.warning("new tenant credential not accepted yet", user=user)
 
     async def _create_topics(self, tenant_id: str) -> None:
         new = [
