@@ -11,9 +11,12 @@ export UV_LINK_MODE ?= copy
 .PHONY: bench-load soak
 .PHONY: chaos
 
-## setup: install uv if missing, create the environment, fetch Kafka
+## setup: install uv if missing, create the environment, fetch Kafka, install redis-server if missing (apt)
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet --break-system-packages uv
+	@command -v redis-server >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; } \
+	  || { echo "redis-server is needed (rate limits and quotas): apt-get install redis-server, or brew install redis" >&2; exit 1; }
 	$(UV) sync --frozen --all-packages
 	$(UV_RUN) python -m ragstream_devstack fetch-kafka
 

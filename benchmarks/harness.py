@@ -127,6 +127,7 @@ def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnder
     from ragstream_devstack.kafka import LocalKafka
     from ragstream_devstack.kafka_identities import admin_password
     from ragstream_devstack.postgres import LocalPostgres
+    from ragstream_devstack.redis import LocalRedis
     from ragstream_devstack.run import prepare_platform
     from ragstream_devstack.system import LocalServices
 
@@ -141,6 +142,7 @@ def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnder
             LocalKafka(data_dir / "kafka" if data_dir else None, admin_password=admin_password(credentials))
         )
         postgres = stack.enter_context(LocalPostgres(data_dir / "postgres" if data_dir else None))
+        redis = stack.enter_context(LocalRedis(password=credentials.secret("redis")))
         with contextlib.redirect_stdout(sys.stderr):  # stdout is the report's
             prepare_platform(kafka.bootstrap_servers, postgres.database_url, credentials)
         gateway_env = {
@@ -148,9 +150,15 @@ def _started_system(api_key: str, data_dir: Path | None) -> Iterator[SystemUnder
             "GATEWAY_DEV_API_KEY": api_key,
             "GATEWAY_ADMIN_TOKEN": admin_token,
             "GATEWAY_DEFAULT_RATE_LIMIT": UNLIMITED_RATE,
+            "GATEWAY_KEY_RATE_LIMIT": UNLIMITED_RATE,
         }
         services = LocalServices(
-            kafka.bootstrap_servers, postgres.database_url, log_dir, credentials, extra_env={"gateway": gateway_env}
+            kafka.bootstrap_servers,
+            postgres.database_url,
+            log_dir,
+            credentials,
+            extra_env={"gateway": gateway_env},
+            redis_url=redis.url,
         )
         services.start()
         stack.callback(lambda: log(f"services stopped: {services.stop()}; logs in {log_dir}"))

@@ -14,7 +14,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 pytest_plugins = ["ragstream_devstack.fixtures"]
 
 
-TIER_ORDER = {"unit": 0, "integration": 1, "e2e": 2}
+# The security suite uses the session infrastructure in-process, so it runs with the integration tier.
+TIER_ORDER = {"unit": 0, "integration": 1, "security": 1, "e2e": 2}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

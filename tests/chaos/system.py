@@ -26,10 +26,11 @@ from ragstream_devstack.kafka_config import ExtraListener
 from ragstream_devstack.kafka_identities import admin_password
 from ragstream_devstack.postgres import LocalPostgres
 from ragstream_devstack.processes import DevstackError, free_port, tail
+from ragstream_devstack.redis import LocalRedis
 from ragstream_devstack.run import prepare_platform
 from ragstream_devstack.system import SERVICE_NAMES, SystemPorts, service_command, service_env, wait_until_serving
 
-TENANT, API_KEY, ADMIN_TOKEN = "default", "chaos-key", "chaos-admin-token"
+TENANT, API_KEY, ADMIN_TOKEN = "default", "chaos-key", "chaos-admin-token-32-characters-min"
 UNLIMITED_RATE = "1000000/minute"
 
 
@@ -76,6 +77,8 @@ class ChaosSystem:
         self.credentials = LocalCredentials(self.root / "credentials")
         self.kafka = self._new_kafka()
         self.postgres = self._new_postgres()
+        # The gateway replicas' shared rate limits and quota counters.
+        self.redis = LocalRedis(self.root / "redis", password=self.credentials.secret("redis"))
         for name in SERVICE_NAMES:
             self.instances[name] = Instance(name, name, self.ports.grpc[name])
 
@@ -112,6 +115,7 @@ class ChaosSystem:
         """Kafka and Postgres, migrations and topics; call from the main thread (servers die with us)."""
         self.kafka.start()
         self.postgres.start()
+        self.redis.start()
         prepare_platform(self.bootstrap, self.database_url, self.credentials)
 
     async def start_services(self, timeout_s: float = 300.0) -> None:
@@ -127,6 +131,7 @@ class ChaosSystem:
             codes[name] = self.stop(name)
         self.kafka.stop()
         self.postgres.stop()
+        self.redis.stop()
         return codes
 
     async def heal(self, timeout_s: float = 240.0) -> list[str]:
@@ -186,6 +191,7 @@ class ChaosSystem:
             ports=self.ports,
             credentials=self.credentials,
             extra=extra,
+            redis_url=self.redis.url,
         )
         with (self.log_dir / f"{name}.log").open("ab") as log:
             instance.process = subprocess.Popen(
@@ -255,6 +261,7 @@ class ChaosSystem:
                 "GATEWAY_DEV_API_KEY": API_KEY,
                 "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
                 "GATEWAY_DEFAULT_RATE_LIMIT": UNLIMITED_RATE,
+                "GATEWAY_KEY_RATE_LIMIT": UNLIMITED_RATE,
             }
         if instance.service == "embed":
             extra["EMBED_BATCH_MAX_WAIT_MS"] = "20"

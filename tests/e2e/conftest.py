@@ -1,4 +1,4 @@
-"""The whole system, started once per session: real Kafka, Postgres, model and all five services."""
+"""The whole system, started once per session: real Kafka, Postgres, Redis, model and all five services."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ async def system(
     kafka_topics: str,
     migrated_database: str,
     otlp_receiver: OtlpReceiver,
+    redis_url: str,
     service_identities: LocalCredentials,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[LocalServices]:
@@ -45,6 +46,7 @@ async def system(
         migrated_database,
         log_dir,
         service_identities,
+        redis_url=redis_url,  # the gateway's rate limits and quota counters, as deployed
         extra_env={
             "*": {
                 "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
@@ -54,7 +56,7 @@ async def system(
             "gateway": {
                 "GATEWAY_DEV_TENANT": DEV_TENANT,
                 "GATEWAY_DEV_API_KEY": DEV_KEY,
-                "GATEWAY_ADMIN_TOKEN": "admin-token",
+                "GATEWAY_ADMIN_TOKEN": "admin-token-for-e2e-tests-32-chars-min",
             },
             "ingest": {"INGEST_FETCH_ALLOW_PRIVATE_NETWORKS": "true"},
             "embed": {"EMBED_BATCH_MAX_WAIT_MS": "20", "EMBED_METRICS_PORT": str(embed_metrics_port)},
@@ -85,7 +87,7 @@ async def gateway(system: LocalServices) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def other_tenant_gateway(system: LocalServices) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a second tenant, provisioned through the admin API."""
-    admin = {"Authorization": "Bearer admin-token"}
+    admin = {"Authorization": "Bearer admin-token-for-e2e-tests-32-chars-min"}
     async with httpx.AsyncClient(base_url=system.gateway_url, timeout=60) as client:
         await client.post("/v1/admin/tenants", json={"tenant_id": OTHER_TENANT, "name": "Other"}, headers=admin)
         response = await client.post(f"/v1/admin/tenants/{OTHER_TENANT}/api-keys", json={"name": "e2e"}, headers=admin)

@@ -33,7 +33,7 @@ from support.samples import ARTICLE
 
 pytestmark = pytest.mark.e2e
 TENANT = "default"
-ADMIN = {"Authorization": "Bearer admin-token"}
+ADMIN = {"Authorization": "Bearer admin-token-for-e2e-tests-32-chars-min"}
 DLQ = DOCUMENTS_RECEIVED.dlq
 
 

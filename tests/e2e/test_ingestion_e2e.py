@@ -198,7 +198,7 @@ async def test_documented_external_json_example_is_indexed(
     json_format.ParseDict(payload, documents_pb2.DocumentReceived())  # the example is a valid message
     headers["ce_id"] = uuid.uuid4().hex
     # Sent as the documented producer does: the tenant's own principal, to the tenant's own documents topic.
-    admin = {"Authorization": "Bearer admin-token"}
+    admin = {"Authorization": "Bearer admin-token-for-e2e-tests-32-chars-min"}
     kafka = (await gateway.post(f"/v1/admin/tenants/{payload['tenantId']}/kafka-credentials", headers=admin)).json()
     producer = AIOKafkaProducer(**client_kwargs(signed_in_as(kafka_admin, kafka["username"], kafka["password"])))
     await producer.start()

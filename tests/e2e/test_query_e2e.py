@@ -174,7 +174,8 @@ async def test_a_kafka_caller_gets_its_answer_on_its_own_tenants_answers_topic_o
     system, gateway: httpx.AsyncClient, kafka_admin: KafkaSettings, corpus: dict
 ) -> None:
     # The tenant's Kafka access as an operator hands it out (the admin API; the password is shown once).
-    async with httpx.AsyncClient(base_url=system.gateway_url, headers={"Authorization": "Bearer admin-token"}) as admin:
+    admin_headers = {"Authorization": "Bearer admin-token-for-e2e-tests-32-chars-min"}
+    async with httpx.AsyncClient(base_url=system.gateway_url, headers=admin_headers) as admin:
         response = await admin.post("/v1/admin/tenants/default/kafka-credentials")
     assert response.status_code == 200, response.text
     kafka = response.json()

@@ -182,6 +182,7 @@ def run_environment(data_dir: Path, ports: SystemPorts, kafka_port: int) -> dict
         RAGSTREAM_KAFKA_PORT=str(kafka_port),
         RAGSTREAM_KAFKA_CONTROLLER_PORT=str(free_port()),
         RAGSTREAM_POSTGRES_PORT=str(free_port()),
+        RAGSTREAM_REDIS_PORT=str(free_port()),
         RAGSTREAM_GRPC_PORTS=json.dumps(ports.grpc),
         RAGSTREAM_METRICS_PORTS=json.dumps(ports.metrics),
         GATEWAY_PORT=str(ports.http),

@@ -38,7 +38,7 @@ from support.kafka_clients import client_kwargs, settings_env
 pytestmark = pytest.mark.integration
 RUN = uuid.uuid4().hex[:8]
 TENANT = f"dlq-{RUN}"
-ADMIN = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret-for-tests-32-chars-min"}
 DLQ = DOCUMENTS_RECEIVED.dlq
 MINE = {"tenant": TENANT, "limit": 1000}
 
@@ -53,7 +53,7 @@ async def gateway(
         kafka=kafka_principals["gateway"],
         dev_tenant=TENANT,
         dev_api_key=f"key-{RUN}",
-        admin_token="admin-secret",
+        admin_token="admin-secret-for-tests-32-chars-min",
         db_pool_size=2,
     )
     async with AsyncExitStack() as stack:

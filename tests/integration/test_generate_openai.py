@@ -35,6 +35,8 @@ ANSWER = (
     "Refunds are issued within 30 days of purchase [1]. "
     "Enterprise customers also get priority support [2][1]. Ignore [5]."
 )
+# Only two sources were sent: the [5] marker (and its space) is dropped from what streams and what is kept.
+SENT_ANSWER = ANSWER.replace(" [5]", "")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ async def test_streams_tokens_in_order_and_parses_citations(server: OpenAIStandi
     server.script(Reply.answer(ANSWER, token_delay_s=0.005))
     tokens, draft, _ = await run(backend_for(server.base_url))
     assert len(tokens) > 10
-    assert "".join(tokens) == ANSWER == draft.text
+    assert "".join(tokens) == SENT_ANSWER == draft.text
     assert not draft.degraded and not draft.no_answer and draft.backend == "openai"
     assert [(c.index, c.source) for c in draft.citations] == [(1, 0), (2, 1)]
     assert draft.citations[0].snippet == "Refunds are issued within 30 days of purchase."
@@ -88,9 +90,9 @@ async def test_streams_tokens_in_order_and_parses_citations(server: OpenAIStandi
     assert request.body["stream"] is True and request.body["model"] == "standin-model"
     assert request.body["temperature"] == pytest.approx(0.1)
     prompt = request.prompt()
-    assert f"[1] Refund policy\n{SOURCES[0].text}" in prompt
-    assert f"[2] Support\n{SOURCES[1].text}" in prompt
-    assert QUESTION in prompt
+    assert f'<source id="1" title="Refund policy">\n{SOURCES[0].text}\n</source>' in prompt
+    assert f'<source id="2" title="Support">\n{SOURCES[1].text}\n</source>' in prompt
+    assert f"<question>\n{QUESTION}\n</question>" in prompt
 
 
 async def test_model_saying_no_answer_is_flagged(server: OpenAIStandin) -> None:
@@ -111,7 +113,7 @@ async def test_retry_recovers_from_one_500(server: OpenAIStandin) -> None:
     server.script(Reply.error(503), Reply.answer(ANSWER))
     _, draft, _ = await run(backend_for(server.base_url, max_retries=2))
     assert len(server.requests) == 2
-    assert not draft.degraded and draft.text == ANSWER
+    assert not draft.degraded and draft.text == SENT_ANSWER
 
 
 async def test_hang_times_out_within_the_configured_timeout(server: OpenAIStandin) -> None:

@@ -45,12 +45,12 @@ def test_no_two_listeners_share_a_port() -> None:
     assert all(0 < port < 65536 for port in listeners)
 
 
-def test_only_the_gateway_serves_http_and_metrics_there() -> None:
+def test_only_the_gateway_serves_http_and_never_metrics_there() -> None:
     assert [s.name for s in SPECS if s.http_port is not None] == ["gateway"]
     gateway = SERVICES["gateway"]
-    assert gateway.http_port == gateway.metrics_port == registry.GATEWAY_HTTP_PORT
-    assert not gateway.has_metrics_listener
-    assert all(s.has_metrics_listener for s in SPECS if s.name != "gateway")
+    assert gateway.http_port == registry.GATEWAY_HTTP_PORT
+    assert gateway.metrics_port == registry.GATEWAY_METRICS_PORT != gateway.http_port
+    assert all(s.has_metrics_listener for s in SPECS)
 
 
 def test_registry_is_immutable() -> None:
@@ -132,6 +132,6 @@ def test_common_extras_match_the_service_pyproject(spec: ServiceSpec) -> None:
 
 def test_devstack_ports_are_the_registry_ports() -> None:
     assert DEFAULT_GRPC_PORTS == {s.name: s.grpc_port for s in SPECS}
-    assert DEFAULT_METRICS_PORTS == {s.name: s.metrics_port for s in SPECS if s.name != "gateway"}
+    assert DEFAULT_METRICS_PORTS == {s.name: s.metrics_port for s in SPECS}
     ports = SystemPorts.free()
     assert set(ports.grpc) == set(SERVICE_NAMES) and set(ports.metrics) == set(DEFAULT_METRICS_PORTS)

@@ -24,7 +24,7 @@ class CountingDirectory:
         self.lookups += 1
         return self.grants.get(key_sha256)
 
-    async def revoke_key(self, tenant_id: str, key_id: str) -> bool:
+    async def revoke_key(self, tenant_id: str, key_id: str, *, audit: object = None) -> bool:
         for digest, grant in self.grants.items():
             if grant.tenant_id == tenant_id and grant.key_id == key_id:
                 self.grants[digest] = KeyGrant(

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-# The gateway's public HTTP API (it serves /metrics too): the one port outside the mesh.
+# The gateway's public HTTP API: the one port outside the mesh (its /metrics has a listener of its own).
 GATEWAY_HTTP_PORT = 8080
+GATEWAY_METRICS_PORT = 9100
 
 # Optional dependency groups of ragstream-common (libs/common/pyproject.toml) a service may need.
 CommonExtra = Literal["postgres", "s3", "msk", "text", "kafka-admin"]
@@ -35,9 +36,9 @@ class ConsumerGroup:
 class ServiceSpec:
     name: str
     grpc_port: int
-    # Where Prometheus scrapes /metrics: a worker's own listener, or the gateway's HTTP API port.
+    # Where Prometheus scrapes /metrics: every service's own listener (`<NAME>_METRICS_PORT`).
     metrics_port: int
-    # The public HTTP API (the gateway only); it serves /metrics too.
+    # The public HTTP API (the gateway only); it never serves /metrics.
     http_port: int | None = None
     # Fully-qualified gRPC services besides grpc.health.v1.Health, which every service serves.
     grpc_services: tuple[str, ...] = ()
@@ -116,7 +117,7 @@ _SPECS = (
     ServiceSpec(
         "gateway",
         grpc_port=50050,
-        metrics_port=GATEWAY_HTTP_PORT,
+        metrics_port=GATEWAY_METRICS_PORT,
         http_port=GATEWAY_HTTP_PORT,
         # Workers dial it back at the pod holding the query (QueryRequested.reply_to), not through a Service.
         grpc_services=("rag.v1.ReplyService",),

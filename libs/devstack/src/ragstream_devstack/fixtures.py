@@ -1,4 +1,4 @@
-"""pytest plugin: real Kafka and Postgres for a test session.
+"""pytest plugin: real Kafka, Postgres and Redis for a test session.
 
 Load with `pytest_plugins = ["ragstream_devstack.fixtures"]` in tests/conftest.py.
 Each server is started on first use and stopped when the session ends; see
@@ -14,6 +14,7 @@ from ragstream_common.kafka_settings import KafkaSettings
 
 from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.providers import provide_kafka, provide_postgres
+from ragstream_devstack.redis import provide_redis
 
 
 @pytest.fixture(scope="session")
@@ -40,4 +41,12 @@ def kafka_bootstrap(kafka_admin: KafkaSettings) -> str:
 def database_url() -> Iterator[str]:
     """postgresql:// URL; servers we start have the `vector` extension created."""
     with provide_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url(local_credentials: LocalCredentials) -> Iterator[str]:
+    """redis://:<password>@host:port/0 of a password-protected Redis (REDIS_URL, else a LocalRedis): the
+    gateway's shared rate limits and quota counters (GATEWAY_RATE_LIMIT_STORAGE)."""
+    with provide_redis(local_credentials.secret("redis")) as url:
         yield url

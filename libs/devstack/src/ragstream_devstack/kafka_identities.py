@@ -29,7 +29,6 @@ from ragstream_common.kafka_settings import KafkaSettings
 
 from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.kafka_config import CLIENT_PROTOCOL, SASL_MECHANISM
-from ragstream_devstack.processes import DevstackError
 
 ADMIN_SECRET = "kafka-admin"
 # The gateway's tenant admin path signs in as the provisioner (GatewaySettings.kafka_provisioner_*).
@@ -113,7 +112,7 @@ async def _provision(admin_settings: KafkaSettings, credentials: LocalCredential
             update={"sasl_username": user, "sasl_password": user_password(credentials, user)}
         )
         if not await wait_until_signed_in(settings, SIGN_IN_WAIT_S):
-            raise DevstackError(f"the broker still refuses {user} {SIGN_IN_WAIT_S:.0f} s after provisioning")
+            raise RuntimeError(f"the broker still refuses {user} {SIGN_IN_WAIT_S:.0f} s after provisioning")
 
 
 def _static(grant: AclGrant) -> bool:

@@ -1,14 +1,16 @@
-"""`make run`: Kafka, Postgres, migrations, topics and all five services, supervised until Ctrl-C.
+"""`make run`: Kafka, Postgres, Redis, migrations, topics and all five services, supervised until Ctrl-C.
 
 Every process (Kafka and Postgres too) runs under our Supervisor, which restarts any that exits with a back-off of
 1 s doubling to 30 s and, on Ctrl-C or SIGTERM, stops the services, then Kafka, then Postgres. Settings come from
 the environment (run_settings.RunSettings): KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, when set, are used instead of
-the local servers. Data persists in `var/` (RAGSTREAM_DATA_DIR), so documents survive a restart.
+the local servers. Data persists in `var/` (RAGSTREAM_DATA_DIR), so documents survive a restart. Redis (the
+gateway's rate limits and quota counters; REDIS_URL instead, RAGSTREAM_REDIS_PORT, default 6380) keeps nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import threading
@@ -21,11 +23,14 @@ from ragstream_devstack.kafka_identities import admin_kafka_settings, admin_pass
 from ragstream_devstack.postgres import LocalPostgres
 from ragstream_devstack.processes import ProcessSpec
 from ragstream_devstack.providers import DATABASE_ENV, KAFKA_ENV
+from ragstream_devstack.redis import REDIS_ENV, LocalRedis
 from ragstream_devstack.run_settings import RunSettings
 from ragstream_devstack.supervisor import Supervisor
 from ragstream_devstack.system import SERVICE_NAMES, SystemPorts, service_command, service_env, wait_until_serving
 
 SERVICE_STOP_GRACE_S = 20.0
+# Not 6379: installing Debian's redis-server starts a system Redis there.
+DEFAULT_REDIS_PORT = 6380
 
 
 def prepare_platform(kafka: str, database_url: str, credentials: LocalCredentials) -> None:
@@ -80,6 +85,13 @@ def _start_postgres(supervisor: Supervisor, data_dir: Path, settings: RunSetting
     return postgres.database_url
 
 
+def _start_redis(supervisor: Supervisor, data_dir: Path, credentials: LocalCredentials) -> str:
+    port = int(os.environ.get("RAGSTREAM_REDIS_PORT") or DEFAULT_REDIS_PORT)
+    redis = LocalRedis(data_dir / "redis", password=credentials.secret("redis"), port=port)
+    supervisor.start(redis.process_spec())
+    return redis.url
+
+
 def service_spec(
     name: str,
     *,
@@ -88,9 +100,18 @@ def service_spec(
     ports: SystemPorts,
     credentials: LocalCredentials,
     access: dict[str, str],
+    redis_url: str | None = None,
 ) -> ProcessSpec:
     """One service as the supervisor runs it: the same command and environment as the e2e tests use."""
-    env = service_env(name, kafka=kafka, database_url=database_url, ports=ports, credentials=credentials, extra=access)
+    env = service_env(
+        name,
+        kafka=kafka,
+        database_url=database_url,
+        ports=ports,
+        credentials=credentials,
+        extra=access,
+        redis_url=redis_url,
+    )
     return ProcessSpec(name, tuple(service_command(name)), env=env, grace_s=SERVICE_STOP_GRACE_S)
 
 
@@ -106,11 +127,18 @@ def run(data_dir: Path, settings: RunSettings | None = None) -> int:
             # Postgres first, so the reverse order stops the services, then Kafka, then Postgres.
             database_url = settings.external_database_url or _start_postgres(supervisor, data_dir, settings)
             kafka = settings.external_kafka or _start_kafka(supervisor, data_dir, settings, credentials)
+            redis_url = os.environ.get(REDIS_ENV) or _start_redis(supervisor, data_dir, credentials)
             print(f"{KAFKA_ENV}={kafka}\n{DATABASE_ENV}={database_url}", flush=True)
             prepare_platform(kafka, database_url, credentials)
             for name in SERVICE_NAMES:
                 spec = service_spec(
-                    name, kafka=kafka, database_url=database_url, ports=ports, credentials=credentials, access=access
+                    name,
+                    kafka=kafka,
+                    database_url=database_url,
+                    ports=ports,
+                    credentials=credentials,
+                    access=access,
+                    redis_url=redis_url,
                 )
                 supervisor.start(spec)
             threading.Thread(target=_print_health_when_ready, args=(ports, access), daemon=True).start()

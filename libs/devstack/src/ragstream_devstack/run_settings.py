@@ -39,10 +39,13 @@ class RunSettings(BaseSettings):
     # Infrastructure that already runs elsewhere: then no local Kafka / Postgres is started.
     external_kafka: str | None = Field(default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     external_database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
-    # A tenant and API key for trying the system locally, and an admin token.
+    # A tenant and API key for trying the system locally, and the bootstrap admin token (43 random characters;
+    # the gateway refuses one under 32).
     dev_tenant: str = Field(default="default", validation_alias="GATEWAY_DEV_TENANT")
     dev_api_key: str = Field(default="dev-key", validation_alias="GATEWAY_DEV_API_KEY")
-    admin_token: str = Field(default_factory=lambda: secrets.token_urlsafe(24), validation_alias="GATEWAY_ADMIN_TOKEN")
+    admin_token: str = Field(
+        default_factory=lambda: secrets.token_urlsafe(32), min_length=32, validation_alias="GATEWAY_ADMIN_TOKEN"
+    )
 
     @field_validator("grpc_ports", "metrics_ports")
     @classmethod

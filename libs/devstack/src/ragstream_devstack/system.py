@@ -53,9 +53,11 @@ def service_env(
     ports: SystemPorts,
     credentials: LocalCredentials,
     extra: dict[str, str] | None = None,
+    redis_url: str | None = None,
 ) -> dict[str, str]:
     """The environment of one service process: shared infrastructure reached as the service's own identities
-    (identities.py), plus its own prefixed settings. `database_url` is the administrator's."""
+    (identities.py), plus its own prefixed settings. `database_url` is the administrator's; `redis_url` (with its
+    password) is where the gateway keeps rate limits and quota counters (in its own memory when None)."""
     prefix = name.upper()
     env = {
         **os.environ,
@@ -70,6 +72,8 @@ def service_env(
         env[f"{prefix}_METRICS_PORT"] = str(ports.metrics[name])
     if name == "gateway":
         env["GATEWAY_PORT"] = str(ports.http)
+        if redis_url:
+            env["GATEWAY_RATE_LIMIT_STORAGE"] = redis_url
     env.update(extra or {})
     return env
 
@@ -87,6 +91,8 @@ class LocalServices:
     ports: SystemPorts = field(default_factory=SystemPorts.free)
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # The gateways' shared rate limits and quota counters (LocalRedis.url); None: each gateway's own memory.
+    redis_url: str | None = None
 
     def start(self, names: tuple[str, ...] = SERVICE_NAMES) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -98,6 +104,7 @@ class LocalServices:
                 ports=self.ports,
                 credentials=self.credentials,
                 extra={**self.extra_env.get("*", {}), **self.extra_env.get(name, {})},
+                redis_url=self.redis_url,
             )
             log = (self.log_dir / f"{name}.log").open("ab")
             self.processes[name] = subprocess.Popen(

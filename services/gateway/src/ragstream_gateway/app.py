@@ -35,33 +35,52 @@ from ragstream_common.service import (
     start_publisher,
 )
 
+from ragstream_gateway.adapters.audit_pg import open_audit_log, open_security_event_relay
 from ragstream_gateway.adapters.dlq_kafka import open_dead_letters
 from ragstream_gateway.adapters.intake_kafka import start_intake_bridge
-from ragstream_gateway.adapters.key_cache import CachedTenantDirectory
+from ragstream_gateway.adapters.key_events_pg import open_key_directory
+from ragstream_gateway.adapters.key_usage_pg import start_key_usage
+from ragstream_gateway.adapters.quotas_pg import PostgresQuotaStore
 from ragstream_gateway.adapters.registry_pg import PostgresDocumentRegistry
 from ragstream_gateway.adapters.routes import GATEWAY_ROUTES
 from ragstream_gateway.adapters.tenant_kafka_admin import open_tenant_provisioner
-from ragstream_gateway.adapters.tenants_pg import PostgresAuditLog, PostgresTenantDirectory
+from ragstream_gateway.adapters.tenants_pg import PostgresTenantDirectory
 from ragstream_gateway.admission import AdmissionLimit
+from ragstream_gateway.audit_trail import AuditTrail
 from ragstream_gateway.config import GatewaySettings
-from ragstream_gateway.deps import GatewayDeps, GatewayServices
+from ragstream_gateway.correlation import CORRELATION_HEADER, CorrelationIds
+from ragstream_gateway.deps import GatewayDeps, GatewayServices, client_ip
 from ragstream_gateway.documents import DocumentService
 from ragstream_gateway.observability import HttpMetrics
 from ragstream_gateway.problems import install_problem_handlers, on_dependency_down
 from ragstream_gateway.projector import project_registrations, project_status
 from ragstream_gateway.query.replies import PendingQueries, ReplyServicer
 from ragstream_gateway.query.service import QueryDispatcher, QueryNotPublished
-from ragstream_gateway.ratelimit import TenantRateLimiter
-from ragstream_gateway.routes import admin, auth, dlq, documents, health, query
+from ragstream_gateway.quota_registry import QuotaEnforcingRegistry
+from ragstream_gateway.quotas import quota_enforcer
+from ragstream_gateway.ratelimit import rate_limiter
+from ragstream_gateway.routes import (
+    admin,
+    admin_keys,
+    admin_tenants,
+    audit,
+    auth,
+    dlq,
+    documents,
+    health,
+    query,
+    quotas,
+)
 from ragstream_gateway.security import hash_api_key
+from ragstream_gateway.security_headers import SecurityHeaders
 from ragstream_gateway.uploads import ENVELOPE_BYTES, BodySizeLimit
 
 DESCRIPTION = """Public HTTP API of Ragstream: upload documents into the indexing pipeline and follow their status.
 Errors are RFC 9457 `application/problem+json`. Authenticate with `Authorization: Bearer <API key>` or
-`X-API-Key`; admin endpoints take `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`."""
+`X-API-Key`; admin endpoints take `Authorization: Bearer <admin API key>` (or the bootstrap GATEWAY_ADMIN_TOKEN)."""
 
 
-UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def create_app(
@@ -81,9 +100,14 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         telemetry={"exclude": lambda scope: scope.get("path") in UNTRACED_PATHS},
+        # GATEWAY_DOCS_ENABLED=false (production): no /docs, /redoc or /openapi.json; app.openapi() still works.
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     documents_service = DocumentService(
-        deps.registry,
+        # Uploads register under the tenant's quotas; the Kafka projections write the plain registry.
+        deps.registry if deps.quotas is None else QuotaEnforcingRegistry(deps.registry, deps.quotas),
         deps.blobs,
         RoutedEventSink(deps.publisher, GATEWAY_ROUTES),
         deps.audit,
@@ -93,19 +117,41 @@ def create_app(
     tokens = settings.tokens.minter(settings.service_name)
     app.state.services = GatewayServices(settings, deps, documents_service, queries, tokens)
     install_problem_handlers(app)
+    quotas.install_quota_problems(app)
     for unavailable in (psycopg.OperationalError, PoolTimeout, QueryNotPublished):
         app.add_exception_handler(unavailable, on_dependency_down)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + ENVELOPE_BYTES)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=[CORRELATION_HEADER],  # so a browser client can quote it
         )
     app.add_middleware(
         AdmissionLimit, settings=settings.admission
     )  # questions past the in-flight bound: 503 + Retry-After, not a queue
     app.add_middleware(HttpMetrics)
+    # Outside the metrics and the admission bound: its write after the response counts against neither.
+    app.add_middleware(AuditTrail, audit=deps.audit, client_address=client_ip, questions=deps.audit_store)
+    # Outermost: every response, the middlewares' own refusals included, gets the headers and the id.
+    app.add_middleware(SecurityHeaders, docs_paths=(app.docs_url or "", app.redoc_url or ""))
+    app.add_middleware(CorrelationIds)
     query_routers = [query.router] if queries is not None else []
-    for router in (health.router, auth.router, documents.router, admin.router, dlq.router, *query_routers, *routers):
+    for router in (
+        health.router,
+        auth.router,
+        documents.router,
+        admin.router,
+        admin_keys.router,
+        admin_tenants.router,
+        audit.router,
+        quotas.router,
+        dlq.router,
+        *query_routers,
+        *routers,
+    ):
         app.include_router(router)
     return app
 
@@ -121,16 +167,22 @@ async def open_deps(settings: GatewaySettings, stack: AsyncExitStack) -> Gateway
     if settings.dev_tenant and settings.dev_api_key:
         key = settings.dev_api_key.get_secret_value()
         await tenants.ensure_tenant_key(settings.dev_tenant, key, key_id=f"dev_{hash_api_key(key)[:16]}")
+    limiter = rate_limiter(settings)
+    directory = await open_key_directory(stack, settings, tenants)  # key and tenant changes pushed by Postgres
+    audit_log, audit_store = await open_audit_log(stack, pool, admin_pool)
     return GatewayDeps(
         registry=PostgresDocumentRegistry(pool),
         blobs=build_blob_store(settings.blobs, pool),
         publisher=publisher,
-        audit=PostgresAuditLog(pool, admin_pool),
-        tenants=CachedTenantDirectory(tenants, settings.key_cache_ttl_s),
-        limiter=TenantRateLimiter(settings.rate_limit_storage, settings.default_rate_limit),
+        audit=audit_log,
+        audit_store=audit_store,
+        tenants=directory,
+        key_usage=await start_key_usage(stack, pool),
+        limiter=limiter,
         readiness=readiness,
         dead_letters=await open_dead_letters(stack, settings, publisher),
         tenant_kafka=open_tenant_provisioner(settings),
+        quotas=quota_enforcer(settings, PostgresQuotaStore(pool, admin_pool), limiter),
     )
 
 
@@ -187,8 +239,9 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
     app = create_app(settings, deps, queries=queries)
     readiness = deps.readiness
     assert isinstance(readiness, DependencyProbe)  # /readyz and the ReplyService health share its checks
-    intake_consumer = await start_intake_bridge(stack, settings, publisher)
+    intake_consumer = await start_intake_bridge(stack, settings, publisher, deps.tenants)
     consumers = [status_consumer, registry_consumer, intake_consumer]
+    relay = await open_security_event_relay(stack, settings, publisher)  # audit rows to rag.security.events.v1
     await serve_while_ready(stack, reply_server, readiness, consumers)
     config = uvicorn.Config(
         app,
@@ -196,12 +249,13 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
         port=settings.port,
         lifespan="off",
         log_config=None,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # X-Forwarded-For is read by client_address.py (GATEWAY_TRUSTED_PROXY_HOPS), never by uvicorn.
+        proxy_headers=False,
         # Within the lifecycle's grace period, so the pool and producer close after the last request.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) - 2),
     )
-    return [*(consumer.run(stop) for consumer in consumers), serve_http(EmbeddedServer(config), stop)]
+    background = [relay.run(stop)] if relay is not None else []
+    return [*(consumer.run(stop) for consumer in consumers), *background, serve_http(EmbeddedServer(config), stop)]
 
 
 def main() -> None:

@@ -14,6 +14,9 @@ from ragstream_common.registry import GATEWAY_HTTP_PORT, SERVICES
 from ragstream_common.service_tokens import TokenSettings
 
 from ragstream_gateway.admission import AdmissionSettings
+from ragstream_gateway.allowlists import AllowlistSettings
+from ragstream_gateway.quotas import QuotaSettings
+from ragstream_gateway.security import ADMIN_TOKEN_MIN_LENGTH
 
 MIB = 1024 * 1024
 
@@ -26,19 +29,42 @@ class GatewaySettings(ServiceSettings):
     port: int = Field(default=GATEWAY_HTTP_PORT, ge=0, le=65535)
     # ReplyService (query answers delivered by the workers) listens here.
     grpc_port: int = Field(default=SERVICES["gateway"].grpc_port, ge=0, le=65535)
-    # Comma-separated proxy addresses whose X-Forwarded-For is trusted (uvicorn), e.g. the ingress.
-    forwarded_allow_ips: str = "127.0.0.1"
+    # Prometheus /metrics listens here, never on the API port (0: off).
+    metrics_port: int = Field(default=SERVICES["gateway"].metrics_port, ge=0, le=65535)
+    # Proxies in front of the gateway that append to X-Forwarded-For (client_address.py): 0 = the socket peer is
+    # the client; 2 behind the AWS load balancer and the Istio ingress (its numTrustedProxies must match).
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=16)
+    # /docs, /redoc and /openapi.json; off in production (the API reference ships with the docs instead).
+    docs_enabled: bool = True
+    # GATEWAY_ALLOWLIST_MIN_PREFIX_V4 / _V6: the widest allowlist range accepted without `force_allowlist`.
+    allowlist: AllowlistSettings = Field(default_factory=AllowlistSettings)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    # Bootstrap credential for /v1/admin; the admin API is disabled while unset.
+    # Bootstrap admin credential (actor `admin`, at least 32 characters): full admin rights while set and enabled.
+    # Production creates admin API keys with it, then sets GATEWAY_ADMIN_TOKEN_ENABLED=false (or unsets it).
     admin_token: SecretStr | None = None
+    admin_token_enabled: bool = True
+    # Requests per admin actor (the bootstrap token, each admin key), limits notation.
+    admin_rate_limit: str = "300/minute"
     # Local development: this tenant and key are provisioned at startup when both are set.
     dev_tenant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     dev_api_key: SecretStr | None = None
 
     # limits notation; a tenant's own `rate_limit` replaces it.
     default_rate_limit: str = "600/minute"
-    rate_limit_storage: str = "async+memory://"
+    # Where rate limits and quota counters live (ratelimit.py): `async+memory://` (this process only) or
+    # `redis://:<password>@host:6379/0` (`rediss://` for TLS), shared by every replica. A secret: it holds a password.
+    rate_limit_storage: SecretStr = SecretStr("async+memory://")
+    # Each API key's own limit, counted beside its tenant's: both must admit a request.
+    key_rate_limit: str = "600/minute"
+    # Requests with a missing or unknown API key, per client address; over it they are refused before any lookup.
+    unknown_key_rate_limit: str = "60/minute"
+    # When the store cannot be reached: false refuses with 503 + Retry-After (fail closed), true admits.
+    rate_limit_fail_open: bool = False
+    # How long one call to the store may take before it counts as down.
+    rate_limit_timeout_s: float = Field(default=0.5, gt=0, le=10)
+    # GATEWAY_QUOTA_*: documents, stored bytes and questions per UTC day per tenant (quotas.py).
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
 
     max_upload_bytes: int = Field(default=25 * MIB, ge=1)
     # JSON text up to this size travels inside the event; larger content goes through the blob store.
@@ -66,14 +92,24 @@ class GatewaySettings(ServiceSettings):
     # The admin API's own login (ragstream_gateway_admin: tenants, API keys, audit reads) for a small second
     # pool; unset, admin routes use DATABASE_URL's login (which then needs those grants).
     admin_database_url: SecretStr | None = None
-    # How long an API key's grant is reused without asking Postgres (0: ask on every request).
+    # How long an API key's grant is reused without asking Postgres (0: ask on every request). Changes are pushed
+    # (LISTEN/NOTIFY, adapters/key_events_pg.py); while that listener is disconnected grants live at most
+    # key_cache_fallback_ttl_s instead. GATEWAY_KEY_EVENTS_ENABLED=false: no listener, grants live the full TTL.
     key_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
+    key_events_enabled: bool = True
+    key_cache_fallback_ttl_s: float = Field(default=1.0, ge=0, le=300)
     status_group_id: str = "ragstream-gateway-status"
     registry_group_id: str = "ragstream-gateway-registry"
     # The intake bridge (intake.py): tenants' intake topics onto the internal ones. It sees a new tenant's topics
     # within one metadata refresh.
     intake_group_id: str = "ragstream-gateway-intake"
     intake_metadata_max_age_ms: int = Field(default=3000, ge=100)
+
+    # The audit log's export to rag.security.events.v1 (audit_export.py): a relay on the admin login polls for
+    # unpublished rows every interval; false: rows stay in Postgres only (another replica may still export them).
+    audit_export_enabled: bool = True
+    audit_export_interval_s: float = Field(default=1.0, gt=0, le=300)
+    audit_export_batch: int = Field(default=500, ge=1, le=10_000)
 
     # Tenant provisioning (admin API) creates tenants' topics, SCRAM users and ACLs as `ragstream-provisioner`;
     # while unset, tenants get no Kafka access (their Kafka routes answer 503).
@@ -84,6 +120,24 @@ class GatewaySettings(ServiceSettings):
     # Tenant topics are replicated like the internal ones (the topic bootstrap's variable).
     kafka_replication_factor: int = Field(default=1, ge=1, validation_alias=AliasChoices("KAFKA_REPLICATION_FACTOR"))
 
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_admin_token_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters (e.g. `openssl rand -base64 32`)")
+        return value
+
+    @field_validator("admin_rate_limit")
+    @classmethod
+    def _valid_admin_limit(cls, value: str) -> str:
+        parse_many(value)
+        return value
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -91,7 +145,7 @@ class GatewaySettings(ServiceSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("default_rate_limit")
+    @field_validator("default_rate_limit", "key_rate_limit", "unknown_key_rate_limit")
     @classmethod
     def _valid_limit(cls, value: str) -> str:
         parse_many(value)

@@ -1,15 +1,21 @@
 """What routes get injected: the service's collaborators and services, the authenticated tenant, the admin check.
 
-Authentication order for tenant routes: API key (401) -> key revoked or expired (401) -> client address
-against the tenant's allowlist (403) -> tenant rate limit (429) -> route scope (403). Failures of a known
-key are written to that tenant's audit log; unknown keys only count in metrics (there is no tenant to
-charge them to).
+Authentication order for tenant routes: client address over its unknown-key limit (429, before any lookup)
+-> API key (401) -> key revoked or expired (401) -> client address against the tenant's allowlist (403) ->
+tenant and key rate limits (429; 503 while the limits store is down, ratelimit.py) -> route scope (403).
+Failures of a known key are written to that tenant's audit log; unknown keys count in metrics and against
+their address (there is no tenant to charge them to). A disabled tenant's keys are refused (403
+`tenant-disabled`), and so are admin keys (403 `tenant-key-required`): they are for the admin API only.
+
+Admin routes (`require_admin`, admin_auth.py): the bootstrap token or an admin API key, the client address's
+failure budget (429), the admin rate limit (429); refusals are audited with the client address, and so is every
+admin read, with its outcome.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,22 +25,28 @@ from ragstream_common.events import RecordPublisher
 from ragstream_common.logs import get_logger
 from ragstream_common.service_tokens import TokenMinter
 
+from ragstream_gateway import admin_auth
+from ragstream_gateway.audit_trail import mark_recorded, note_admin, note_subject, outcome_of
+from ragstream_gateway.client_address import connection_address
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.dead_letters import DeadLetterOperations
 from ragstream_gateway.documents import Caller, DocumentService
 from ragstream_gateway.ports import (
     AuditEntry,
     AuditLog,
+    AuditStore,
     BlobStore,
     DocumentRegistry,
     KeyGrant,
+    KeyUsage,
     ReadinessProbe,
     TenantDirectory,
 )
 from ragstream_gateway.problems import Problem
 from ragstream_gateway.query.service import QueryDispatcher
-from ragstream_gateway.ratelimit import TenantRateLimiter
-from ragstream_gateway.security import address_allowed, extract_api_key, hash_api_key, tokens_match
+from ragstream_gateway.quotas import QuotaEnforcer
+from ragstream_gateway.ratelimit import TenantRateLimiter, refusal_problem
+from ragstream_gateway.security import SCOPE_ADMIN, address_allowed, extract_api_key, hash_api_key
 from ragstream_gateway.tenant_kafka import TenantKafkaAccess
 
 log = get_logger(__name__)
@@ -44,7 +56,11 @@ RATE_LIMITED = Counter("ragstream_gateway_rate_limited_total", "Requests refused
 # Declared for the OpenAPI document ("Authorize" in /docs); parsing is `extract_api_key`.
 bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
-admin_scheme = HTTPBearer(auto_error=False, scheme_name="AdminToken", description="Bearer GATEWAY_ADMIN_TOKEN")
+admin_scheme = HTTPBearer(
+    auto_error=False, scheme_name="AdminToken", description="Bearer <admin API key or GATEWAY_ADMIN_TOKEN>"
+)
+# One admin actor's requests share this limit (in the limits store, under a name no tenant id can take).
+ADMIN_LIMIT_PREFIX = "_admin/"
 
 
 @dataclass
@@ -63,6 +79,12 @@ class GatewayDeps:
     dead_letters: DeadLetterOperations | None = None
     # Tenants' Kafka topics, principals and grants (tenant_kafka.py); None: tenants get no Kafka access.
     tenant_kafka: TenantKafkaAccess | None = None
+    # Per-tenant quotas (quotas.py) on uploads and questions; None: no quotas.
+    quotas: QuotaEnforcer | None = None
+    # Keys' last use (adapters/key_usage_pg.py); None: not recorded.
+    key_usage: KeyUsage | None = None
+    # The audit hash chain (verification) and tenants' audit options; None: those admin routes answer 503.
+    audit_store: AuditStore | None = None
 
 
 @dataclass(frozen=True)
@@ -123,8 +145,9 @@ async def get_token_minter(request: Request) -> TokenMinter | None:
 
 
 def client_ip(request: Request) -> str:
-    """The peer address; uvicorn has already applied X-Forwarded-For from trusted proxies."""
-    return request.client.host if request.client else ""
+    """The client's address behind GATEWAY_TRUSTED_PROXY_HOPS proxies (client_address.py): what allowlists, rate
+    limits and the audit log see."""
+    return connection_address(request, services_of(request).settings.trusted_proxy_hops)
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -134,9 +157,12 @@ def _unauthorized(detail: str) -> Problem:
 async def _refuse_known_key(audit: AuditLog, grant: KeyGrant, ip: str, reason: str, path: str) -> None:
     AUTH_FAILURES.labels(reason).inc()
     log.warning("api key refused", tenant_id=grant.tenant_id, key_id=grant.key_id, reason=reason, client_ip=ip)
+    mark_recorded()  # this row is the call's: the audit trail adds none
     try:
         await audit.record(
-            AuditEntry(grant.tenant_id, f"key:{grant.key_id}", "auth.refused", path, ip, {"reason": reason})
+            AuditEntry(
+                grant.tenant_id, f"key:{grant.key_id}", "auth.refused", path, ip, {"reason": reason}, outcome="denied"
+            )
         )
     except Exception as exc:
         log.error("audit write failed", action="auth.refused", error=repr(exc))
@@ -149,35 +175,53 @@ async def authenticate(
     _api_key: Annotated[object, Depends(api_key_scheme)],
 ) -> Principal:
     key = extract_api_key(request.headers)
-    if key is None:
+    digest = hash_api_key(key) if key is not None else None
+    ip = client_ip(request)
+    throttled = await deps.limiter.address_refused(ip, digest)
+    if not throttled.allowed:
+        raise refusal_problem(throttled)
+    if digest is None:
         AUTH_FAILURES.labels("missing").inc()
+        await deps.limiter.charge_address(ip)
         raise _unauthorized("send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-    grant = await deps.tenants.find_key(hash_api_key(key))
+    grant = await deps.tenants.find_key(digest)
     if grant is None:
         AUTH_FAILURES.labels("unknown").inc()
+        await deps.limiter.charge_address(ip)
         raise _unauthorized("the API key is not valid")
-    ip = client_ip(request)
     path = request.url.path
     if grant.revoked or grant.expired:
-        reason = "revoked" if grant.revoked else "expired"
+        reason = "revoked" if grant.revoked else "rotated" if grant.replaced_by else "expired"
+        await deps.limiter.charge_address(ip)  # a dead key counts as a failed attempt, as for admin credentials
         await _refuse_known_key(deps.audit, grant, ip, reason, path)
-        raise _unauthorized(f"the API key is {reason}")
+        raise _unauthorized(_KEY_REFUSALS[reason])
+    if grant.tenant_disabled:
+        await _refuse_known_key(deps.audit, grant, ip, "tenant_disabled", path)
+        raise Problem(403, f"tenant {grant.tenant_id!r} is disabled", slug="tenant-disabled")
+    if SCOPE_ADMIN in grant.scopes:
+        await _refuse_known_key(deps.audit, grant, ip, "admin_key", path)
+        raise Problem(403, "admin keys are for the admin API only", slug="tenant-key-required")
     if not address_allowed(ip, grant.ip_allowlist):
         await _refuse_known_key(deps.audit, grant, ip, "address_not_allowed", path)
         raise Problem(
             403, f"client address {ip or 'unknown'} is not in the tenant's allowlist", slug="address-not-allowed"
         )
-    decision = await deps.limiter.check(grant.tenant_id, grant.rate_limit)
+    decision = await deps.limiter.admit(grant.tenant_id, grant.key_id, grant.rate_limit)
     if not decision.allowed:
         RATE_LIMITED.inc()
-        raise Problem(
-            429,
-            f"rate limit {decision.limit} exceeded; retry in {decision.retry_after_s} s",
-            slug="rate-limited",
-            headers={"Retry-After": str(decision.retry_after_s)},
-            extensions={"retry_after_s": decision.retry_after_s},
-        )
+        raise refusal_problem(decision)
+    deps.limiter.remember_valid(digest)
+    if deps.key_usage is not None:
+        deps.key_usage.note(grant.key_id)
+    note_subject(grant.tenant_id, f"key:{grant.key_id}", ip)  # the call's audit row goes to its tenant
     return Principal(grant.tenant_id, grant.key_id, grant.scopes, ip)
+
+
+_KEY_REFUSALS = {
+    "revoked": "the API key is revoked",
+    "expired": "the API key is expired",
+    "rotated": "the API key was rotated and its grace period has ended",
+}
 
 
 def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
@@ -200,13 +244,53 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
 async def require_admin(
     request: Request,
     settings: Annotated[GatewaySettings, Depends(get_settings)],
+    deps: Annotated[GatewayDeps, Depends(get_deps)],
     _token: Annotated[object, Depends(admin_scheme)],
-) -> str:
-    """The admin actor's name; admin endpoints answer 403 while GATEWAY_ADMIN_TOKEN is unset."""
-    if settings.admin_token is None:
-        raise Problem(403, "the admin API is disabled (GATEWAY_ADMIN_TOKEN is not set)", slug="admin-disabled")
-    if not tokens_match(extract_api_key(request.headers), settings.admin_token.get_secret_value()):
-        AUTH_FAILURES.labels("admin").inc()
-        log.warning("admin token refused", client_ip=client_ip(request), path=request.url.path)
-        raise _unauthorized("the admin token is not valid")
-    return "admin"
+) -> AsyncIterator[str]:
+    """The admin actor: `admin` (the bootstrap token) or `admin:<key_id>` (an admin API key); see admin_auth.py.
+    Reads are audited once answered, with their status."""
+    ip, path = client_ip(request), request.url.path
+    presented = extract_api_key(request.headers)
+    digest = hash_api_key(presented) if presented is not None else None
+    throttled = await deps.limiter.address_refused(ip, digest)
+    if not throttled.allowed:
+        raise refusal_problem(throttled)
+    check = await admin_auth.identify_admin(presented, settings, deps.tenants)
+    if check.actor is None:
+        AUTH_FAILURES.labels(f"admin_{check.reason}").inc()
+        log.warning("admin credential refused", reason=check.reason, key_id=check.key_id, client_ip=ip, path=path)
+        if check.counts_as_guess:
+            await deps.limiter.charge_address(ip)
+        await _audit(deps.audit, admin_auth.refused_entry(check, path, ip), "denied")
+        raise admin_auth.refusal(check)
+    decision = await deps.limiter.check(ADMIN_LIMIT_PREFIX + check.actor, settings.admin_rate_limit)
+    if not decision.allowed:
+        RATE_LIMITED.inc()
+        raise refusal_problem(decision)
+    if digest is not None:
+        deps.limiter.remember_valid(digest)
+    if check.key_id is not None and deps.key_usage is not None:
+        deps.key_usage.note(check.key_id)
+    note_admin(check.actor, ip)  # admin writes: the audit trail records them, with their outcome
+    if request.method not in admin_auth.READ_METHODS:
+        yield check.actor
+        return
+    status = 200
+    try:
+        yield check.actor
+    except Exception as exc:
+        status = admin_auth.status_of(exc)
+        raise
+    finally:
+        tenant_id = request.path_params.get("tenant_id")
+        entry = admin_auth.read_entry(check.actor, request.method, path, request.url.query, tenant_id, status, ip)
+        await _audit(deps.audit, entry, outcome_of(status))
+
+
+async def _audit(audit: AuditLog, entry: AuditEntry, outcome: str) -> None:
+    """Best effort: an audit failure is logged, never the reason a refusal or a read fails."""
+    mark_recorded()  # this row is the call's: the audit trail adds none
+    try:
+        await audit.record(replace(entry, outcome=outcome))
+    except Exception as exc:
+        log.error("audit write failed", action=entry.action, error=repr(exc))

@@ -230,7 +230,8 @@ class DocumentService:
                 version=message.version,
                 error=repr(exc),
             )
-            raise PublishFailed(f"event not published: {type(exc).__name__}: {exc}") from exc
+            # The cause stays in the log above: this message reaches clients (the 503, the version's error).
+            raise PublishFailed("the document's event could not be published") from exc
 
     async def _record(self, tenant_id: str, caller: Caller, action: str, resource: str, **details: object) -> None:
         entry = AuditEntry(tenant_id, caller.actor, action, resource, caller.client_ip, {**caller.details, **details})

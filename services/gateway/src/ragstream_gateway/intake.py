@@ -11,7 +11,9 @@ payload is only a claim. For each record:
 - a query's `reply_to` is cleared: a Kafka caller's answer goes to its own answers topic, and no Kafka caller
   may make a worker dial an address;
 - an event type the topic does not carry is a PermanentError (the topic is not in the declared topic table,
-  so the consumer cannot refuse it while decoding).
+  so the consumer cannot refuse it while decoding);
+- a disabled tenant's events are `TenantDisabled` (PermanentError, message `tenant-disabled: ...`): dead-lettered,
+  so they can be redriven once the tenant is enabled again.
 
 Every record of a batch is checked before any is forwarded, so a failing batch forwards nothing; the consumer
 then retries its events one by one and dead-letters only the bad one.
@@ -56,6 +58,16 @@ class TenantMismatch(PermanentError):
     reason = "tenant-mismatch"
 
 
+class TenantDisabled(PermanentError):
+    """The topic's tenant is disabled (PATCH /v1/admin/tenants/{id})."""
+
+    reason = "tenant-disabled"
+
+
+class TenantGate(Protocol):
+    async def tenant_disabled(self, tenant_id: str) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Forwarded:
     """One intake event as it goes onto the pipeline: the stamped message under its original CloudEvents id."""
@@ -72,8 +84,15 @@ class IntakeSink(Protocol):
     async def forward(self, events: Sequence[Forwarded]) -> None: ...
 
 
-async def bridge_intake(batch: Sequence[Envelope[IntakeEvent]], sink: IntakeSink) -> None:
+async def bridge_intake(
+    batch: Sequence[Envelope[IntakeEvent]], sink: IntakeSink, gate: TenantGate | None = None
+) -> None:
     forwarded = [forwarded_event(envelope) for envelope in batch]
+    if gate is not None:
+        tenants = {intake.tenant_id for envelope in batch if (intake := intake_topic(envelope.topic)) is not None}
+        for tenant_id in sorted(tenants):
+            if await gate.tenant_disabled(tenant_id):
+                raise TenantDisabled(f"{TenantDisabled.reason}: tenant {tenant_id!r} is disabled")
     await sink.forward(forwarded)
     for envelope, event in zip(batch, forwarded, strict=True):
         FORWARDED.labels("queries" if isinstance(event.message, queries_pb2.QueryRequested) else "documents").inc()

@@ -1,4 +1,9 @@
-"""HTTP request and response bodies of the documents, admin and health APIs."""
+"""HTTP request and response bodies of the documents, admin and health APIs.
+
+Every string and collection a client sends is bounded here, in the types, so the bounds are in the OpenAPI
+document and a violation is a 422 problem before any handler runs. Strings that reach Postgres exclude NUL,
+which its text and jsonb types cannot hold.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,32 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, StringConstraints, field_validator
 from ragstream_common.formats import TEXT_HTML, TEXT_MARKDOWN, TEXT_PLAIN
 
+from ragstream_gateway.allowlists import MAX_ALLOWLIST_ENTRIES
 from ragstream_gateway.ports import DocumentStatus
 from ragstream_gateway.ratelimit import validate_limit
 
 DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 TENANT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+NO_NUL_PATTERN = r"^[^\x00]*$"
 MAX_METADATA_ENTRIES = 64
+MAX_METADATA_KEY_CHARS = 128
+MAX_METADATA_VALUE_CHARS = 4096
 
 DocumentId = Annotated[str, StringConstraints(pattern=DOCUMENT_ID_PATTERN)]
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
-Title = Annotated[str, StringConstraints(max_length=1024)]
+Title = Annotated[str, StringConstraints(max_length=1024, pattern=NO_NUL_PATTERN)]
+Name = Annotated[str, StringConstraints(max_length=256, pattern=NO_NUL_PATTERN)]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_CHARS, pattern=NO_NUL_PATTERN)]
+MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_CHARS, pattern=NO_NUL_PATTERN)]
+# Documents' metadata, and the metadata a query filters on (equal values, so the same bounds).
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    Field(
+        max_length=MAX_METADATA_ENTRIES,
+        description=f"String keys (1-{MAX_METADATA_KEY_CHARS} chars) and values (up to {MAX_METADATA_VALUE_CHARS})",
+    ),
+]
+RateLimit = Annotated[str, StringConstraints(max_length=256)]
 Scope = Literal["documents:write", "documents:read", "query"]
 
 
@@ -28,19 +49,7 @@ class DocumentFields(BaseModel):
 
     id: DocumentId | None = Field(default=None, description="Client-chosen id; a new uuid4 hex when absent")
     title: Title = ""
-    metadata: dict[str, str] = Field(default_factory=dict, description="String keys and values")
-
-    @field_validator("metadata")
-    @classmethod
-    def _bounded_metadata(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > MAX_METADATA_ENTRIES:
-            raise ValueError(f"at most {MAX_METADATA_ENTRIES} metadata entries")
-        for key, item in value.items():
-            if not 1 <= len(key) <= 128:
-                raise ValueError("metadata keys must be 1 to 128 characters")
-            if len(item) > 4096:
-                raise ValueError(f"metadata value of {key!r} is longer than 4096 characters")
-        return value
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class DocumentTextIn(DocumentFields):
@@ -92,14 +101,27 @@ class TenantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tenant_id: TenantId
-    name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    rate_limit: str | None = Field(default=None, description="limits notation, e.g. '100/minute;10/second'")
-    ip_allowlist: list[IPvAnyNetwork] = Field(default_factory=list, description="CIDRs; empty admits any address")
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NO_NUL_PATTERN)]
+    rate_limit: RateLimit | None = Field(default=None, description="limits notation, e.g. '100/minute;10/second'")
+    ip_allowlist: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        max_length=MAX_ALLOWLIST_ENTRIES,
+        description="CIDRs; empty admits any address. /0 and ranges wider than the configured minimum prefix "
+        "(GATEWAY_ALLOWLIST_MIN_PREFIX_V4/_V6, /8 and /32 by default) are refused unless force_allowlist is true",
+    )
+    force_allowlist: bool = Field(default=False, description="Store ranges of any width, /0 included")
 
     @field_validator("rate_limit")
     @classmethod
     def _valid_limit(cls, value: str | None) -> str | None:
         return validate_limit(value) if value else None
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.startswith("_"):
+            raise ValueError("tenant ids starting with '_' are reserved for the platform")
+        return value
 
 
 class TenantView(BaseModel):
@@ -108,13 +130,15 @@ class TenantView(BaseModel):
     rate_limit: str | None
     ip_allowlist: list[str]
     created_at: datetime
+    disabled: bool = Field(default=False, description="Its keys, tokens and Kafka intake are refused")
+    max_key_lifetime_s: int | None = Field(default=None, description="New and rotated keys expire within this")
 
 
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(max_length=256)] = ""
-    scopes: list[Scope] = Field(default_factory=lambda: list(get_args(Scope)), min_length=1)
+    name: Name = ""
+    scopes: list[Scope] = Field(default_factory=lambda: list(get_args(Scope)), min_length=1, max_length=16)
     expires_at: datetime | None = None
 
 

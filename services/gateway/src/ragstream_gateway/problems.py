@@ -2,6 +2,10 @@
 
 Problem types are URNs (`urn:ragstream:problem:<slug>`): stable identifiers clients can switch on, not
 pages to fetch. Plain HTTP errors without extra meaning use `about:blank`, whose title is the status phrase.
+
+Internal failures never show their exception text: a 500 (any unexpected exception), an unreachable dependency
+and a failed pipeline stage answer a fixed detail plus `correlation_id`, which the log line holding the exception
+carries too (correlation.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ragstream_common.logs import get_logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ragstream_gateway.correlation import CORRELATION_HEADER, correlation_id
+from ragstream_gateway.security_headers import API_HEADERS
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:ragstream:problem:"
@@ -98,14 +105,19 @@ def problem_response(
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Problem)
+    headers, extensions = exc.headers, exc.extensions
+    if exc.status >= 500:  # the server's trouble: name the id that finds its log lines
+        reference = correlation_id(request.scope)
+        headers = {CORRELATION_HEADER: reference, **headers}
+        extensions = {"correlation_id": reference, **extensions}
     return problem_response(
         request,
         exc.status,
         detail=exc.detail,
         type_=exc.type,
         title=exc.title,
-        headers=exc.headers,
-        extensions=exc.extensions,
+        headers=headers,
+        extensions=extensions,
     )
 
 
@@ -116,7 +128,14 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
         detail = ""
     if exc.status_code == 404 and not detail:
         detail = f"no resource at {request.url.path}"
+    if exc.status_code == 400 and detail == _BODY_NOT_PARSED:  # a body that is not UTF-8: invalid like bad JSON
+        error = {"loc": ("body",), "msg": "the body is not UTF-8 encoded JSON", "type": "json_invalid"}
+        return await _on_validation_error(request, RequestValidationError([error]))
     return problem_response(request, exc.status_code, detail=detail, headers=exc.headers)
+
+
+# FastAPI's detail when a JSON body cannot even be decoded (its 400 is documented nowhere; the API answers 422).
+_BODY_NOT_PARSED = "There was an error parsing the body"
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -136,21 +155,62 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+def concealed(
+    request: Request,
+    status: int,
+    detail: str,
+    *,
+    slug: str,
+    cause: object,
+    headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> Problem:
+    """A problem whose `cause` (an exception, a worker's failure reason) goes to the log, not to the client:
+    the client gets `detail` and the correlation id that finds the log line."""
+    reference = correlation_id(request.scope)
+    log.warning(
+        "request failed",
+        status=status,
+        problem=slug,
+        path=request.url.path,
+        correlation_id=reference,
+        cause=repr(cause)[:2000],
+    )
+    return Problem(
+        status,
+        f"{detail} (correlation id {reference})",
+        slug=slug,
+        headers={**(headers or {}), CORRELATION_HEADER: reference},
+        extensions={**(extensions or {}), "correlation_id": reference},
+    )
+
+
 async def on_dependency_down(request: Request, exc: Exception) -> JSONResponse:
     """A backing service (database, blob store) is unreachable: 503, worth retrying."""
-    log.error("dependency unavailable", path=request.url.path, error=repr(exc))
+    reference = correlation_id(request.scope)
+    log.error("dependency unavailable", path=request.url.path, error=repr(exc), correlation_id=reference)
     return problem_response(
         request,
         503,
         detail="a backing service is unavailable; retry shortly",
         type_=f"{PROBLEM_TYPE_PREFIX}unavailable",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": "5", CORRELATION_HEADER: reference},
+        extensions={"correlation_id": reference},
     )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error", path=request.url.path, error=repr(exc), exc_info=exc)
-    return problem_response(request, 500, detail="an unexpected error occurred")
+    # Runs outside every middleware (Starlette's ServerErrorMiddleware): the headers they add are set here.
+    reference = correlation_id(request.scope)
+    log.error("unhandled error", path=request.url.path, correlation_id=reference, error=repr(exc), exc_info=exc)
+    return problem_response(
+        request,
+        500,
+        detail=f"an unexpected error occurred; quote correlation id {reference} when reporting it",
+        type_=f"{PROBLEM_TYPE_PREFIX}internal",
+        headers={**API_HEADERS, CORRELATION_HEADER: reference},
+        extensions={"correlation_id": reference},
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -167,9 +227,25 @@ def install_problem_handlers(app: FastAPI) -> None:
             schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDetails"] = (
                 ProblemDetails.model_json_schema()
             )
+            _document_refusals(schema)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# What any authenticated call may answer before its handler runs: the credential (401), its scope, the allowlist
+# or a disabled tenant (403), a rate limit (429), the limits store down (503, fail closed).
+AUTH_REFUSALS = (401, 403, 429, 503)
+
+
+def _document_refusals(schema: dict[str, Any]) -> None:
+    """Declare AUTH_REFUSALS on every operation that requires a credential, so no route can forget one."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if isinstance(operation, dict) and operation.get("security"):
+                responses = operation.setdefault("responses", {})
+                for status, response in problem_responses(*AUTH_REFUSALS).items():
+                    responses.setdefault(str(status), response)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -16,6 +16,23 @@ SCOPE_DOCUMENTS_READ = "documents:read"
 SCOPE_QUERY = "query"
 ALL_SCOPES = (SCOPE_DOCUMENTS_WRITE, SCOPE_DOCUMENTS_READ, SCOPE_QUERY)
 
+# Admin API keys are keys of this reserved tenant carrying exactly SCOPE_ADMIN (migration 0006 enforces both
+# ways); tenant ids starting with "_" are reserved for the platform and never created through the API.
+SCOPE_ADMIN = "admin"
+PLATFORM_TENANT = "_platform"
+RESERVED_TENANT_PREFIX = "_"
+# The bootstrap admin token (GATEWAY_ADMIN_TOKEN) acts as this actor; admin keys as `admin:<key_id>`.
+BOOTSTRAP_ACTOR = "admin"
+ADMIN_TOKEN_MIN_LENGTH = 32
+
+
+def admin_actor(key_id: str) -> str:
+    return f"{BOOTSTRAP_ACTOR}:{key_id}"
+
+
+def reserved_tenant(tenant_id: str) -> bool:
+    return tenant_id.startswith(RESERVED_TENANT_PREFIX)
+
 
 def extract_api_key(headers: Mapping[str, str]) -> str | None:
     """The key from `Authorization: Bearer <key>`, else from `X-API-Key`; None when neither holds one.

@@ -30,9 +30,14 @@ _LAST_WORD = re.compile(r"[(\"'\u201c\u2018\[]*([^\s(\"'\u201c\u2018\[]*)$")
 _NEXT_CHAR = re.compile(r"\s*(\S)")
 
 # "[1]", "[1, 2]", "[1; 3]", "[2-4]"; adjacent groups ("[1][2]") match one by one.
-_MARKER_GROUP = re.compile(r"\[\s*(\d{1,3}(?:\s*(?:[,;]|[-\u2013])\s*\d{1,3})*)\s*\]")
+MARKER_GROUP = re.compile(r"\[\s*(\d{1,3}(?:\s*(?:[,;]|[-\u2013])\s*\d{1,3})*)\s*\]")
 _MARKER_ITEM = re.compile(r"(\d{1,3})(?:\s*[-\u2013]\s*(\d{1,3}))?")
-_LEADING_MARKERS = re.compile(r"(?:\s*" + _MARKER_GROUP.pattern + r")+")
+_LEADING_MARKERS = re.compile(r"(?:\s*" + MARKER_GROUP.pattern + r")+")
+# What a marker group looks like while it is still arriving: "[", then only the characters a group may hold.
+_MARKER_PREFIX = re.compile(r"\s*\[[\d\s,;\-\u2013]*")
+_MARKER_COMPLETE = re.compile(_MARKER_PREFIX.pattern + r"\]")
+_MARKER_HOLD_MAX = 64  # longer than any real group: let it through as text
+_CLOSING_PUNCTUATION = frozenset(".,;:!?)]\u201d\u2019")
 
 
 def content_terms(text: str) -> list[str]:
@@ -102,7 +107,7 @@ def _expand_marker_group(group: str) -> list[int]:
 def marker_numbers(text: str) -> list[int]:
     """Every number cited by [n]-style markers in `text`, in order, with repeats."""
     numbers: list[int] = []
-    for match in _MARKER_GROUP.finditer(text):
+    for match in MARKER_GROUP.finditer(text):
         numbers.extend(_expand_marker_group(match.group(1)))
     return numbers
 
@@ -112,8 +117,67 @@ def parse_markers(text: str, source_count: int) -> list[int]:
     return list(dict.fromkeys(n for n in marker_numbers(text) if 1 <= n <= source_count))
 
 
+class SentMarkers:
+    """Rewrites an answer's [n] markers as it streams, so that only sources that were sent can be cited.
+
+    Numbers outside 1..source_count are dropped from their group ("[1, 7]" -> "[1]"). A group left empty goes
+    too, and so does the whitespace before it unless a word or another marker follows ("HACKED [9]." ->
+    "HACKED."). A model that copied a forged "[9]" from a document (or made one up) cites nothing with it. Text
+    that may still become a marker is held back until it resolves, so the output does not depend on how the
+    answer was split into pieces: feed() them, then flush().
+    """
+
+    def __init__(self, source_count: int) -> None:
+        self._source_count = source_count
+        self._held = ""  # whitespace, or whitespace and the start of a marker group
+        self._dropped_space = ""  # the whitespace before a dropped group, until the next character decides
+
+    def feed(self, text: str) -> str:
+        return "".join(self._take(char) for char in text)
+
+    def flush(self) -> str:
+        held, self._held, self._dropped_space = self._held, "", ""
+        return held
+
+    def _take(self, char: str) -> str:
+        if self._dropped_space:
+            space, self._dropped_space = self._dropped_space, ""
+            if not (char.isspace() or char in _CLOSING_PUNCTUATION):
+                self._held = space  # a word or a marker follows: it still needs the space
+        previous, held = self._held, self._held + char
+        if _MARKER_COMPLETE.fullmatch(held):
+            self._held = ""
+            return self._rewrite(held)
+        # Whitespace alone may still precede a marker (and go with it): hold it too.
+        if len(held) <= _MARKER_HOLD_MAX and (held.isspace() or _MARKER_PREFIX.fullmatch(held)):
+            self._held = held
+            return ""
+        self._held = ""  # not a marker after all: release what was held, then start over at `char`
+        return previous + self._take(char) if previous else char
+
+    def _rewrite(self, held: str) -> str:
+        start = held.index("[")
+        group = MARKER_GROUP.fullmatch(held, start)
+        if group is None:  # "[]", "[,]": brackets, not a marker
+            return held
+        numbers = _expand_marker_group(group.group(1))
+        kept = list(dict.fromkeys(n for n in numbers if 1 <= n <= self._source_count))
+        if len(kept) == len(numbers):
+            return held
+        if not kept:
+            self._dropped_space = held[:start]
+            return ""
+        return f"{held[:start]}[{', '.join(map(str, kept))}]"
+
+
+def keep_sent_markers(text: str, source_count: int) -> str:
+    """`text` with markers of sources 1..source_count only (SentMarkers over the whole text; idempotent)."""
+    markers = SentMarkers(source_count)
+    return markers.feed(text) + markers.flush()
+
+
 def strip_markers(text: str) -> str:
-    without = _MARKER_GROUP.sub("", text)
+    without = MARKER_GROUP.sub("", text)
     return re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", without)).strip()
 
 

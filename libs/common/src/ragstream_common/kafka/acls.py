@@ -29,6 +29,7 @@ from ragstream_common.kafka.topics import (
     QUERIES_EMBEDDED,
     QUERIES_REQUESTED,
     QUERIES_RETRIEVED,
+    SECURITY_EVENTS,
     TOPICS_BY_NAME,
 )
 from ragstream_common.registry import SERVICES
@@ -72,7 +73,8 @@ PRODUCES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "embed": (CHUNKS_EMBEDDED.name, QUERIES_EMBEDDED.name),
         "retrieve": (DOCUMENTS_STATUS.name, QUERIES_RETRIEVED.name),
         "generate": (),
-        "gateway": (DOCUMENTS_RECEIVED.name, QUERIES_REQUESTED.name),
+        # rag.security.events.v1: the audit export relay (every audit row, for a SIEM; docs/events.md).
+        "gateway": (DOCUMENTS_RECEIVED.name, QUERIES_REQUESTED.name, SECURITY_EVENTS.name),
     }
 )
 # The gateway's admin DLQ API (docs/dlq.md) reads every declared DLQ, republishes a dead letter to the topic it

@@ -19,8 +19,9 @@ class TopicSpec:
     name: str
     partitions: int
     retention_ms: int
-    # What orders the topic's records: one document's events ("document": `<tenant>/<document>`) or one query's.
-    partition_key: Literal["document", "query"] = "document"
+    # What orders the topic's records: one document's events ("document": `<tenant>/<document>`), one query's,
+    # or one tenant's ("tenant": the tenant id).
+    partition_key: Literal["document", "query", "tenant"] = "document"
     cleanup_policy: str = "delete"
     # Fully-qualified proto names (also the CloudEvents `ce_type`) accepted on the topic.
     event_types: tuple[str, ...] = ()
@@ -124,7 +125,17 @@ DLQ_REDRIVES = TopicSpec(
     cleanup_policy="compact,delete",
 )
 
+# Every audit log row of the gateway, for a SIEM (docs/events.md): keyed by tenant, so each tenant's hash chain
+# arrives in order. Kept a month, so a SIEM that was down catches up; the audit log stays the source of truth.
+SECURITY_EVENTS = TopicSpec(
+    "rag.security.events.v1",
+    partitions=3,
+    retention_ms=30 * DAY_MS,
+    partition_key="tenant",
+    event_types=("rag.v1.SecurityEvent",),
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
-    PIPELINE_TOPICS + tuple(dead_letter_spec(t) for t in PIPELINE_TOPICS) + (DLQ_REDRIVES,)
+    PIPELINE_TOPICS + tuple(dead_letter_spec(t) for t in PIPELINE_TOPICS) + (DLQ_REDRIVES, SECURITY_EVENTS)
 )
 TOPICS_BY_NAME = {spec.name: spec for spec in ALL_TOPICS}

@@ -19,7 +19,7 @@ from ragstream_common.tracing import ending, inject_headers
 
 from ragstream_gateway.adapters.routes import GATEWAY_ROUTES
 from ragstream_gateway.config import GatewaySettings
-from ragstream_gateway.intake import Forwarded, bridge_intake
+from ragstream_gateway.intake import Forwarded, TenantGate, bridge_intake
 
 tracer = trace.get_tracer("ragstream.kafka")
 
@@ -80,8 +80,9 @@ def intake_options(settings: GatewaySettings) -> ConsumerOptions:
 
 
 async def start_intake_bridge(
-    stack: AsyncExitStack, settings: GatewaySettings, publisher: EventPublisher
+    stack: AsyncExitStack, settings: GatewaySettings, publisher: EventPublisher, gate: TenantGate | None = None
 ) -> EventConsumer:
-    """The bridge's consumer, started; `publisher` forwards its events and takes its dead letters."""
-    handler = partial(bridge_intake, sink=KafkaIntakeSink(publisher))
+    """The bridge's consumer, started; `publisher` forwards its events and takes its dead letters; `gate` refuses
+    disabled tenants' events."""
+    handler = partial(bridge_intake, sink=KafkaIntakeSink(publisher), gate=gate)
     return await start_consumer(stack, settings, intake_options(settings), handler, publisher)

@@ -1,23 +1,30 @@
-"""HTTP request and response bodies of the query API."""
+"""HTTP request and response bodies of the query API (request bounds as in ragstream_gateway.models)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from rag.v1 import queries_pb2
+
+from ragstream_gateway.models import NO_NUL_PATTERN, DocumentId, Metadata
+
+MAX_QUESTION_CHARS = 4000
+MAX_FILTER_DOCUMENT_IDS = 1000
+MAX_TOP_K = 100
+Question = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUESTION_CHARS, pattern=NO_NUL_PATTERN)]
 
 
 class QueryFiltersBody(BaseModel):
-    document_ids: list[str] = Field(default_factory=list, max_length=1000)
-    metadata: dict[str, str] = Field(default_factory=dict)
+    document_ids: list[DocumentId] = Field(default_factory=list, max_length=MAX_FILTER_DOCUMENT_IDS)
+    metadata: Metadata = Field(default_factory=dict, description="Chunks whose document has all these entries")
 
 
 class QueryBody(BaseModel):
-    question: str = Field(min_length=1, max_length=4000)
-    top_k: int = Field(default=5, ge=1, le=100)
+    question: Question
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
     filters: QueryFiltersBody | None = None
     mode: Literal["answer", "search"] = "answer"
     retrieval: Literal["hybrid", "dense", "lexical"] = "hybrid"
@@ -25,8 +32,8 @@ class QueryBody(BaseModel):
 
 
 class SearchBody(BaseModel):
-    query: str = Field(min_length=1, max_length=4000)
-    top_k: int = Field(default=10, ge=1, le=100)
+    query: Question
+    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
     filters: QueryFiltersBody | None = None
     retrieval: Literal["hybrid", "dense", "lexical"] = "hybrid"
     timeout_ms: int | None = Field(default=None, ge=1, le=120_000)

@@ -1,5 +1,6 @@
-"""Admin API (Bearer GATEWAY_ADMIN_TOKEN): tenants, their API keys and Kafka access, audit log. Every write is
-audited; secrets (API keys, Kafka passwords) are shown once, in the response that creates them, and never logged.
+"""Admin API (an admin key or the bootstrap GATEWAY_ADMIN_TOKEN, deps.require_admin): tenants, their API keys and
+Kafka access, audit log. Every write is audited; secrets (API keys, Kafka passwords) are shown once, in the
+response that creates them, and never logged.
 
 Creating a tenant also provisions its Kafka access (tenant_kafka.py) when the gateway has provisioner credentials.
 A provisioning that fails after the tenant row exists answers 503 with a problem naming the tenant and how to
@@ -13,8 +14,10 @@ from collections.abc import Awaitable
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from ragstream_common.logs import get_logger
 
 from ragstream_gateway.adapters.tenant_kafka_admin import tenant_listener
+from ragstream_gateway.allowlists import checked_allowlist
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps, client_ip, get_deps, get_settings, require_admin
 from ragstream_gateway.models import (
@@ -26,9 +29,10 @@ from ragstream_gateway.models import (
     TenantIn,
     TenantView,
 )
-from ragstream_gateway.ports import AuditEntry, TenantRecord
+from ragstream_gateway.ports import ApiKeyRecord, AuditEntry, TenantRecord
 from ragstream_gateway.problems import Problem, problem_responses
-from ragstream_gateway.security import new_api_key
+from ragstream_gateway.routes.admin_keys import check_key_lifetime, require_tenant
+from ragstream_gateway.security import new_api_key, reserved_tenant
 from ragstream_gateway.tenant_kafka import (
     TenantKafkaAccess,
     TenantKafkaError,
@@ -38,6 +42,7 @@ from ragstream_gateway.tenant_kafka import (
 )
 from ragstream_gateway.tenant_models import KafkaCredentialsView, TenantCreated, credentials_view
 
+log = get_logger(__name__)
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Admin = Annotated[str, Depends(require_admin)]
 Deps = Annotated[GatewayDeps, Depends(get_deps)]
@@ -54,14 +59,14 @@ def tenant_view(record: TenantRecord) -> TenantView:
         rate_limit=record.rate_limit,
         ip_allowlist=[str(network) for network in record.ip_allowlist],
         created_at=record.created_at,
+        disabled=record.disabled,
+        max_key_lifetime_s=record.max_key_lifetime_s,
     )
 
 
-async def _require_tenant(deps: GatewayDeps, tenant_id: str) -> TenantRecord:
-    tenant = await deps.tenants.get_tenant(tenant_id)
-    if tenant is None:
-        raise Problem(404, f"no tenant {tenant_id!r}", slug="tenant-not-found")
-    return tenant
+async def _require_tenant(deps: GatewayDeps, tenant_id: str, *, platform: bool = False) -> TenantRecord:
+    """404 for unknown tenants, and for the reserved `_platform` unless `platform` (its audit log is readable)."""
+    return await require_tenant(deps, tenant_id, platform=platform)
 
 
 @router.post(
@@ -79,23 +84,19 @@ async def create_tenant(
         await _kafka(
             refuse_collision(access, body.tenant_id), body.tenant_id, "kafka-unavailable", "POST /v1/admin/tenants"
         )
-    record = await deps.tenants.create_tenant(body.tenant_id, body.name, body.rate_limit, body.ip_allowlist)
+    allowlist = checked_allowlist(body.ip_allowlist, force=body.force_allowlist, settings=settings.allowlist)
+
+    def created(record: TenantRecord) -> AuditEntry:  # appended in the tenant's own transaction
+        details = {
+            "name": record.name,
+            "rate_limit": record.rate_limit,
+            "ip_allowlist": [str(n) for n in record.ip_allowlist],
+        }
+        return AuditEntry(record.tenant_id, actor, "tenant.create", record.tenant_id, client_ip(request), details)
+
+    record = await deps.tenants.create_tenant(body.tenant_id, body.name, body.rate_limit, allowlist, audit=created)
     if record is None:
         raise Problem(409, f"tenant {body.tenant_id!r} already exists", slug="tenant-exists")
-    await deps.audit.record(
-        AuditEntry(
-            record.tenant_id,
-            actor,
-            "tenant.create",
-            record.tenant_id,
-            client_ip(request),
-            {
-                "name": record.name,
-                "rate_limit": record.rate_limit,
-                "ip_allowlist": [str(n) for n in record.ip_allowlist],
-            },
-        )
-    )
     kafka = None
     if access is not None:
         kafka = await _issue_kafka_credentials(access, settings, deps, record.tenant_id, actor, client_ip(request))
@@ -117,24 +118,16 @@ async def get_tenant(tenant_id: TenantIdPath, _actor: Admin, deps: Deps) -> Tena
 async def create_api_key(
     tenant_id: TenantIdPath, body: ApiKeyIn, request: Request, actor: Admin, deps: Deps
 ) -> ApiKeyCreated:
-    await _require_tenant(deps, tenant_id)
+    check_key_lifetime(await _require_tenant(deps, tenant_id), body.expires_at)
     secret = new_api_key()
     scopes = list(dict.fromkeys(body.scopes))
-    record = await deps.tenants.create_key(tenant_id, secret, body.name, scopes, body.expires_at)
-    await deps.audit.record(
-        AuditEntry(
-            tenant_id,
-            actor,
-            "api_key.create",
-            record.key_id,
-            client_ip(request),
-            {
-                "name": record.name,
-                "scopes": scopes,
-                "expires_at": record.expires_at.isoformat() if record.expires_at else None,
-            },
-        )
-    )
+
+    def created(record: ApiKeyRecord) -> AuditEntry:  # in the key's transaction: no secret without its audit row
+        expires_at = record.expires_at.isoformat() if record.expires_at else None
+        details = {"name": record.name, "scopes": scopes, "expires_at": expires_at}
+        return AuditEntry(tenant_id, actor, "api_key.create", record.key_id, client_ip(request), details)
+
+    record = await deps.tenants.create_key(tenant_id, secret, body.name, scopes, body.expires_at, audit=created)
     return ApiKeyCreated(
         key_id=record.key_id,
         tenant_id=tenant_id,
@@ -156,9 +149,10 @@ async def revoke_api_key(
     actor: Admin,
     deps: Deps,
 ) -> None:
-    if not await deps.tenants.revoke_key(tenant_id, key_id):
+    revoked = AuditEntry(tenant_id, actor, "api_key.revoke", key_id, client_ip(request))
+    # Admin keys (tenant `_platform`) are revoked through /v1/admin/admin-keys, as admin_key.revoke.
+    if reserved_tenant(tenant_id) or not await deps.tenants.revoke_key(tenant_id, key_id, audit=revoked):
         raise Problem(404, f"no active key {key_id!r} for tenant {tenant_id!r}", slug="api-key-not-found")
-    await deps.audit.record(AuditEntry(tenant_id, actor, "api_key.revoke", key_id, client_ip(request)))
 
 
 @router.get(
@@ -174,7 +168,7 @@ async def read_audit_log(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[int | None, Query(ge=1, description="next_before of the previous page")] = None,
 ) -> AuditPage:
-    await _require_tenant(deps, tenant_id)
+    await _require_tenant(deps, tenant_id, platform=True)
     records = await deps.audit.list(tenant_id, limit=limit, before=before)
     items = [
         AuditEntryView(
@@ -212,7 +206,12 @@ async def rotate_kafka_credentials(
 )
 async def delete_tenant(tenant_id: TenantIdPath, request: Request, actor: Admin, deps: Deps) -> None:
     await _require_tenant(deps, tenant_id)
-    revoked = await deps.tenants.revoke_all_keys(tenant_id)
+    ip = client_ip(request)
+
+    def revoked_all(count: int) -> AuditEntry:  # in the revocation's transaction
+        return AuditEntry(tenant_id, actor, "api_key.revoke_all", tenant_id, ip, {"revoked_api_keys": count})
+
+    revoked = await deps.tenants.revoke_all_keys(tenant_id, audit=revoked_all)
     if deps.tenant_kafka is not None:
         retry = f"DELETE /v1/admin/tenants/{tenant_id}"
         await _kafka(deps.tenant_kafka.deprovision(tenant_id), tenant_id, "kafka-deprovisioning-failed", retry)
@@ -241,7 +240,8 @@ async def _issue_kafka_credentials(
         credentials = await _kafka(provisioning, tenant_id, "kafka-provisioning-incomplete", retry)
     except Problem as problem:
         failure = {"problem": problem.type, "detail": problem.detail[:500]}
-        await deps.audit.record(AuditEntry(tenant_id, actor, "tenant.kafka.failed", tenant_id, ip, failure))
+        failed = AuditEntry(tenant_id, actor, "tenant.kafka.failed", tenant_id, ip, failure, outcome="error")
+        await deps.audit.record(failed)
         raise
     topics = [credentials.documents_topic, credentials.queries_topic, credentials.answers_topic]
     details = {"username": credentials.username, "topics": topics, "group_prefix": credentials.group_prefix}
@@ -257,9 +257,11 @@ async def _kafka(step: Awaitable[T], tenant_id: str, slug: str, retry: str) -> T
     except TenantTopicCollision as exc:
         raise Problem(409, str(exc), slug="tenant-topic-collision") from exc
     except TenantKafkaError as exc:
+        # Kafka's error text stays in the log (with the correlation id the 503 carries).
+        log.warning("tenant kafka change incomplete", tenant_id=tenant_id, error=repr(exc))
         raise Problem(
             503,
-            f"Kafka did not complete the change for tenant {tenant_id!r} ({exc}); retry with {retry}",
+            f"Kafka did not complete the change for tenant {tenant_id!r}; retry with {retry}",
             slug=slug,
             headers={"Retry-After": "5"},
             extensions={"tenant_id": tenant_id, "retry": retry},

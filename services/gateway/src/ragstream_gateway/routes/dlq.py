@@ -19,12 +19,14 @@ from ragstream_common.dlq_service import (
     RedriveOutcome,
     UnknownDeadLetterTopic,
 )
+from ragstream_common.logs import get_logger
 
 from ragstream_gateway import dead_letters as handlers
 from ragstream_gateway.dead_letters import DeadLetterOperations
 from ragstream_gateway.deps import GatewayDeps, client_ip, get_deps, require_admin
 from ragstream_gateway.problems import Problem, problem_responses
 
+log = get_logger(__name__)
 router = APIRouter(prefix="/v1/admin/dlq", tags=["admin", "dlq"])
 Admin = Annotated[str, Depends(require_admin)]
 Deps = Annotated[GatewayDeps, Depends(get_deps)]
@@ -146,7 +148,14 @@ def _problem(exc: Exception) -> Problem:
         return Problem(404, str(exc), slug="dlq-topic-not-found")
     if isinstance(exc, DeadLetterNotFound):
         return Problem(404, str(exc), slug="dead-letter-not-found")
-    return Problem(503, f"{exc}; retry shortly", slug="dlq-unavailable", headers={"Retry-After": "5"})
+    # Kafka's error text stays in the log (with the request's correlation id, which the 503 carries too).
+    log.warning("dead letters unavailable", error=repr(exc))
+    return Problem(
+        503,
+        "the dead-letter topics cannot be reached; retry shortly",
+        slug="dlq-unavailable",
+        headers={"Retry-After": "5"},
+    )
 
 
 _EXPECTED = (UnknownDeadLetterTopic, DeadLetterNotFound, DeadLetterUnavailable)

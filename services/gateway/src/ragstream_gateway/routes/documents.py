@@ -19,7 +19,8 @@ from ragstream_gateway.models import (
     DocumentView,
 )
 from ragstream_gateway.ports import DocumentRecord, DocumentStatus
-from ragstream_gateway.problems import Problem, problem_responses
+from ragstream_gateway.problems import Problem, concealed, problem_responses
+from ragstream_gateway.quota_registry import precheck_upload
 from ragstream_gateway.security import SCOPE_DOCUMENTS_READ, SCOPE_DOCUMENTS_WRITE
 from ragstream_gateway.uploads import read_upload
 
@@ -74,9 +75,14 @@ def _not_found(document_id: str) -> Problem:
     return Problem(404, f"no document {document_id!r}", slug="document-not-found")
 
 
-def _unavailable(exc: PublishFailed) -> Problem:
-    return Problem(
-        503, f"{exc}; nothing was accepted, retry the request", slug="publish-failed", headers={"Retry-After": "5"}
+def _unavailable(request: Request, exc: PublishFailed) -> Problem:
+    return concealed(
+        request,
+        503,
+        f"{exc}; nothing was accepted, retry the request",
+        slug="publish-failed",
+        cause=exc.__cause__ or exc,
+        headers={"Retry-After": "5"},
     )
 
 
@@ -102,12 +108,15 @@ async def upload_document(
     principal: Writer,
     settings: Annotated[GatewaySettings, Depends(get_settings)],
     service: Annotated[DocumentService, Depends(get_documents)],
+    deps: Annotated[GatewayDeps, Depends(get_deps)],
 ) -> DocumentAccepted:
     submission = await read_upload(request, principal.tenant_id, settings.max_upload_bytes)
+    if deps.quotas is not None:  # before the content is stored, so a refused upload leaves nothing behind
+        await precheck_upload(deps.quotas, deps.registry, submission)
     try:
         document_id, registration = await service.submit(submission, principal.caller())
     except PublishFailed as exc:
-        raise _unavailable(exc) from None
+        raise _unavailable(request, exc) from None
     response.headers["Location"] = f"{request.url.path}/{document_id}"
     if registration.unchanged:
         response.status_code = 200
@@ -157,6 +166,7 @@ async def list_documents(
     summary="Delete every version of a document from the index (idempotent)",
 )
 async def delete_document(
+    request: Request,
     document_id: DocumentIdPath,
     principal: Writer,
     service: Annotated[DocumentService, Depends(get_documents)],
@@ -166,5 +176,5 @@ async def delete_document(
     except DocumentNotFound:
         raise _not_found(document_id) from None
     except PublishFailed as exc:
-        raise _unavailable(exc) from None
+        raise _unavailable(request, exc) from None
     return DocumentAccepted(document_id=document_id, version=record.version, status="deleted")

@@ -1,4 +1,5 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness and readiness. Prometheus scrapes /metrics on its own listener (GATEWAY_METRICS_PORT), not here:
+the API port is the public one."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from ragstream_gateway.deps import GatewayDeps, get_deps
 from ragstream_gateway.models import Health, Readiness
@@ -38,8 +38,3 @@ async def readyz(request: Request, deps: Annotated[GatewayDeps, Depends(get_deps
         type_="urn:ragstream:problem:not-ready",
         extensions={"checks": checks},
     )
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -12,9 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse
 
+from ragstream_gateway.audit_trail import note_question
 from ragstream_gateway.config import GatewaySettings
-from ragstream_gateway.deps import Principal, get_queries, get_settings, require_scope
-from ragstream_gateway.problems import Problem, problem_responses
+from ragstream_gateway.deps import Principal, get_queries, get_settings
+from ragstream_gateway.problems import Problem, concealed, problem_responses
 from ragstream_gateway.query.models import (
     QueryBody,
     QueryResponse,
@@ -25,10 +26,11 @@ from ragstream_gateway.query.models import (
 )
 from ragstream_gateway.query.replies import DoneEvent, FailureEvent, SourcesEvent, TokenEvent
 from ragstream_gateway.query.service import QueryDispatcher, QueryRequest, QueryTimeout, Submission, total_timings
-from ragstream_gateway.security import SCOPE_QUERY
+from ragstream_gateway.routes.quotas import count_question
 
 router = APIRouter(prefix="/v1", tags=["query"])
-Asker = Annotated[Principal, Depends(require_scope(SCOPE_QUERY))]
+# The `query` scope, and one question counted against the tenant's daily quota (routes/quotas.py).
+Asker = Annotated[Principal, Depends(count_question)]
 PROBLEMS = problem_responses(401, 403, 422, 429, 502, 503, 504)
 
 
@@ -42,9 +44,16 @@ def _timed_out(submission: Submission) -> Problem:
     )
 
 
-def _failed(submission: Submission, event: FailureEvent) -> Problem:
-    return Problem(
-        502, f"{event.stage} failed: {event.reason}", slug="query-failed", extensions={"query_id": submission.query_id}
+def _failed(request: Request, submission: Submission, event: FailureEvent) -> Problem:
+    """The worker's reason is logged, not returned: it is an exception text of another service."""
+    stage = event.stage[:64] or "a pipeline"
+    return concealed(
+        request,
+        502,
+        f"the {stage} stage could not answer the query",
+        slug="query-failed",
+        cause=f"{stage}: {event.reason}",
+        extensions={"query_id": submission.query_id},
     )
 
 
@@ -62,6 +71,7 @@ async def query(
 ) -> Any:
     """Ask a question; the answer cites the indexed chunks it comes from. `Accept: text/event-stream` streams
     `sources`, then `token`s, then `done` (or `error`)."""
+    note_question(body.question)  # audited as its hash unless the tenant opted in to the text
     submission = await dispatcher.submit(
         QueryRequest(
             principal.tenant_id,
@@ -74,12 +84,12 @@ async def query(
         )
     )
     if "text/event-stream" in request.headers.get("accept", ""):
-        return EventSourceResponse(_stream(dispatcher, submission), ping=15)
+        return EventSourceResponse(_stream(request, dispatcher, submission), ping=15)
     answer = sources = None
     try:
         async for event in dispatcher.follow(submission):
             if isinstance(event, FailureEvent):
-                raise _failed(submission, event)
+                raise _failed(request, submission, event)
             if isinstance(event, SourcesEvent):
                 sources = event
             elif isinstance(event, DoneEvent):
@@ -107,7 +117,9 @@ async def query(
     )
 
 
-async def _stream(dispatcher: QueryDispatcher, submission: Submission) -> AsyncIterator[dict[str, str]]:
+async def _stream(
+    request: Request, dispatcher: QueryDispatcher, submission: Submission
+) -> AsyncIterator[dict[str, str]]:
     try:
         async for event in dispatcher.follow(submission, sources_first=True):
             if isinstance(event, SourcesEvent):
@@ -130,10 +142,8 @@ async def _stream(dispatcher: QueryDispatcher, submission: Submission) -> AsyncI
                     },
                 )
             else:
-                yield _sse(
-                    "error",
-                    {"query_id": submission.query_id, "status": 502, "detail": f"{event.stage} failed: {event.reason}"},
-                )
+                failed = _failed(request, submission, event)
+                yield _sse("error", {"status": failed.status, "detail": failed.detail, **failed.extensions})
     except QueryTimeout:
         yield _sse(
             "error", {"query_id": submission.query_id, "status": 504, "detail": "no answer within the query deadline"}
@@ -146,12 +156,14 @@ def _sse(event: str, data: dict[str, Any]) -> dict[str, str]:
 
 @router.post("/search", response_model=SearchResponse, responses=PROBLEMS)
 async def search(
+    request: Request,
     body: SearchBody,
     principal: Asker,
     settings: Annotated[GatewaySettings, Depends(get_settings)],
     dispatcher: Annotated[QueryDispatcher, Depends(get_queries)],
 ) -> SearchResponse:
     """Ranked chunks alone (hybrid, dense or lexical), for clients that bring their own LLM."""
+    note_question(body.query)
     submission = await dispatcher.submit(
         QueryRequest(
             principal.tenant_id,
@@ -166,7 +178,7 @@ async def search(
     try:
         async for event in dispatcher.follow(submission):
             if isinstance(event, FailureEvent):
-                raise _failed(submission, event)
+                raise _failed(request, submission, event)
             if isinstance(event, SourcesEvent):
                 return SearchResponse(
                     query_id=submission.query_id,

@@ -1,0 +1,73 @@
+"""PATCH /v1/admin/tenants/{id}: change a tenant's name, rate limit, allowlist, quotas, key lifetime, or disable it.
+
+Only the fields present change. The row update NOTIFYs every gateway in its transaction, so new limits,
+allowlists and a disabled mark apply to cached keys within a second everywhere. A disabled tenant is refused
+everywhere: its API keys (403 `tenant-disabled`, token minting included) and its Kafka intake (events to the DLQ
+as `tenant-disabled`, redrivable once it is enabled again). Quotas are stored by the quota store (quotas.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from ragstream_gateway.allowlists import checked_allowlist
+from ragstream_gateway.config import GatewaySettings
+from ragstream_gateway.deps import GatewayDeps, client_ip, get_deps, get_settings, require_admin
+from ragstream_gateway.key_models import TenantPatch
+from ragstream_gateway.models import TENANT_ID_PATTERN, TenantView
+from ragstream_gateway.ports import AuditEntry, TenantUpdate
+from ragstream_gateway.problems import Problem, problem_responses
+from ragstream_gateway.routes.admin import tenant_view
+from ragstream_gateway.routes.admin_keys import require_tenant
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+Admin = Annotated[str, Depends(require_admin)]
+Deps = Annotated[GatewayDeps, Depends(get_deps)]
+Settings = Annotated[GatewaySettings, Depends(get_settings)]
+TenantIdPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN)]
+_NULLABLE: tuple[Literal["rate_limit", "max_key_lifetime_s"], ...] = ("rate_limit", "max_key_lifetime_s")
+
+
+@router.patch(
+    "/tenants/{tenant_id}",
+    response_model=TenantView,
+    responses=problem_responses(401, 403, 404, 422, 429, 503),
+    summary="Update a tenant: name, rate_limit, ip_allowlist, quotas, max_key_lifetime_s, disabled",
+)
+async def update_tenant(
+    tenant_id: TenantIdPath, body: TenantPatch, request: Request, actor: Admin, deps: Deps, settings: Settings
+) -> TenantView:
+    await require_tenant(deps, tenant_id)
+    fields = body.model_fields_set
+    allowlist = None
+    if body.ip_allowlist is not None:
+        allowlist = tuple(checked_allowlist(body.ip_allowlist, force=body.force_allowlist, settings=settings.allowlist))
+    if body.quotas is not None and deps.quotas is None:
+        raise Problem(503, "this gateway enforces no quotas", slug="quotas-disabled")
+    update = TenantUpdate(
+        name=body.name,
+        rate_limit=body.rate_limit,
+        ip_allowlist=allowlist,
+        disabled=body.disabled,
+        max_key_lifetime_s=body.max_key_lifetime_s,
+        reset=frozenset(name for name in _NULLABLE if name in fields and getattr(body, name) is None),
+    )
+    if body.quotas is not None and deps.quotas is not None:  # first: the audit row below records it
+        await deps.quotas.set_quotas(tenant_id, body.quotas.quotas())
+    entry = AuditEntry(tenant_id, actor, "tenant.update", tenant_id, client_ip(request), _changes(body, allowlist))
+    record = await deps.tenants.update_tenant(tenant_id, update, audit=lambda _: entry)
+    if record is None:
+        raise Problem(404, f"no tenant {tenant_id!r}", slug="tenant-not-found")
+    return tenant_view(record)
+
+
+def _changes(body: TenantPatch, allowlist: tuple[object, ...] | None) -> dict[str, Any]:
+    """What the audit log records: the fields sent, as stored."""
+    sent = body.model_fields_set - {"ip_allowlist", "force_allowlist"}
+    changes: dict[str, Any] = body.model_dump(include=sent)
+    if allowlist is not None:
+        changes["ip_allowlist"] = [str(network) for network in allowlist]
+        changes["force_allowlist"] = body.force_allowlist
+    return changes
