@@ -5,7 +5,7 @@
 # ARNs (tenants' topics with `*` for the tenant id). kafka-access.json is generated from that map by
 # `python -m ragstream_devstack.kafka_iam`; tests/unit/test_infra_terraform_iam.py fails while it is stale.
 # Postgres: each service reads only its own login's secret (modules/rds, logins.tf); `bootstrap` runs the
-# migrate Job, which sets every login's password, and the topics Job.
+# migrate Job, which sets every login's password, and the topics Job. Redis: only the gateway reads its URL.
 
 locals {
   kafka_arn_suffix = "${module.kafka.cluster_name}/${module.kafka.cluster_uuid}"
@@ -30,6 +30,7 @@ locals {
       data.aws_iam_policy_document.tenant_provisioner.json,
       data.aws_iam_policy_document.database_login["gateway"].json,
       data.aws_iam_policy_document.blob_read_write.json,
+      data.aws_iam_policy_document.rate_limit_store.json,
     ]
     ingest = [
       data.aws_iam_policy_document.kafka_service["ingest"].json,
@@ -197,6 +198,28 @@ data "aws_iam_policy_document" "database_login" {
     sid       = "Decrypt"
     actions   = ["kms:Decrypt"]
     resources = [module.postgres.login_kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${var.region}.amazonaws.com"]
+    }
+  }
+}
+
+# The gateway's GATEWAY_RATE_LIMIT_STORAGE (the ElastiCache URL with its AUTH token), synced into
+# ragstream-gateway-credentials with the pod's role; no other role may read it.
+data "aws_iam_policy_document" "rate_limit_store" {
+  statement {
+    sid       = "Url"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [module.redis.url_secret_arn]
+  }
+
+  statement {
+    sid       = "Decrypt"
+    actions   = ["kms:Decrypt"]
+    resources = [module.redis.kms_key_arn]
 
     condition {
       test     = "StringEquals"

@@ -1,5 +1,6 @@
-# Ragstream on AWS: VPC, EKS (managed node groups, IRSA), MSK (TLS + IAM auth), RDS PostgreSQL
-# with pgvector, ElastiCache Redis for gateway rate limits, an S3 blob store and ECR repositories.
+# Ragstream on AWS: VPC, EKS (managed node groups, IRSA, security groups for pods), MSK (TLS + IAM auth), RDS
+# PostgreSQL with pgvector, ElastiCache Redis for the gateway's rate limits and quotas, an S3 blob store and ECR
+# repositories.
 
 data "aws_availability_zones" "available" {
   state = "available"
@@ -31,6 +32,9 @@ locals {
 
   # Security groups allowed to reach the data stores: every pod runs with the node security group.
   data_clients = { eks_nodes = module.eks.node_security_group_id }
+  # Redis (rate limits and quotas) is the gateway's alone: its pods also carry a group of their own
+  # (security groups for pods, overlays/aws/gateway-security-group.yaml), the only one ElastiCache admits.
+  rate_limit_clients = { gateway_pods = aws_security_group.gateway_pods.id }
 }
 
 # ---- network ----
@@ -78,11 +82,30 @@ module "eks" {
   vpc_id     = module.vpc.vpc_id
   subnet_ids = module.vpc.private_subnets
 
+  # Security groups for pods: the VPC resource controller (the cluster role) gives pods selected by a
+  # SecurityGroupPolicy a branch ENI with their own groups.
+  iam_role_additional_policies = {
+    AmazonEKSVPCResourceController = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonEKSVPCResourceController"
+  }
+
   addons = {
     coredns    = {}
     kube-proxy = {}
     vpc-cni = {
       before_compute = true
+      # ENABLE_POD_ENI: security groups for pods; `standard` enforces them for traffic within a node too; early
+      # demux off so the kubelet's probes reach pods on branch ENIs.
+      configuration_values = jsonencode({
+        env = {
+          ENABLE_POD_ENI                    = "true"
+          POD_SECURITY_GROUP_ENFORCING_MODE = "standard"
+        }
+        init = {
+          env = {
+            DISABLE_TCP_EARLY_DEMUX = "true"
+          }
+        }
+      })
     }
     eks-pod-identity-agent = {
       before_compute = true
@@ -112,6 +135,19 @@ module "eks" {
       to_port                       = 15017
       source_cluster_security_group = true
     }
+  }
+}
+
+# The gateway pods' own security group (security groups for pods). It carries no rules: the pods keep the node
+# group too, for their other traffic; this one only names them, so that the rate-limit store can admit them alone.
+resource "aws_security_group" "gateway_pods" {
+  name_prefix = "${var.name}-gateway-pods-"
+  description = "Ragstream gateway pods (the only Redis clients)"
+  vpc_id      = module.vpc.vpc_id
+  tags        = merge(local.tags, { Name = "${var.name}-gateway-pods" })
+
+  lifecycle {
+    create_before_destroy = true
   }
 }
 
@@ -155,7 +191,7 @@ module "redis" {
   engine_version            = var.redis_engine_version
   vpc_id                    = module.vpc.vpc_id
   subnet_group_name         = module.vpc.elasticache_subnet_group_name
-  client_security_group_ids = local.data_clients
+  client_security_group_ids = local.rate_limit_clients
   tags                      = local.tags
 }
 

@@ -44,8 +44,13 @@ output "kafka_bootstrap_brokers_sasl_scram" {
 }
 
 output "redis_url_secret_arn" {
-  description = "Secret holding GATEWAY_RATE_LIMIT_STORAGE (an async+rediss:// URI with the AUTH token)."
+  description = "Secret holding GATEWAY_RATE_LIMIT_STORAGE (an async+rediss:// URI with the AUTH token): rate-limit-storage of ragstream-gateway-credentials."
   value       = module.redis.url_secret_arn
+}
+
+output "gateway_pod_security_group_ids" {
+  description = "groupIds of overlays/aws/gateway-security-group.yaml: the nodes' group and the gateway pods' own (the only Redis client)."
+  value       = [module.eks.node_security_group_id, aws_security_group.gateway_pods.id]
 }
 
 output "blob_bucket" {

@@ -283,6 +283,10 @@ async def test_refused_authentication_is_audited_with_the_client_address(
     [refused] = [row for row in chain(database, tenant_id) if row.action == "auth.refused"]
     assert (refused.actor, refused.client_ip, refused.outcome) == (f"key:{key_id}", attacker, "denied")
     assert json.loads(refused.details_json)["reason"] == "revoked"
+    async with client_for(gateway, ADMIN) as admin:
+        listed = (await admin.get(f"/v1/admin/tenants/{tenant_id}/audit")).json()["items"]
+    [shown] = [item for item in listed if item["action"] == "auth.refused"]
+    assert (shown["outcome"], shown["seq"], shown["client_ip"]) == ("denied", refused.seq, attacker)
 
 
 async def test_questions_are_hashed_unless_the_tenant_opts_in(

@@ -23,7 +23,15 @@ from ragstream_gateway.audit_chain import (
     row_hash,
     verify_chain,
 )
-from ragstream_gateway.audit_trail import AuditTrail, mark_recorded, note_question, note_subject, outcome_of
+from ragstream_gateway.audit_export import SecurityEventRelay
+from ragstream_gateway.audit_trail import (
+    AuditTrail,
+    mark_recorded,
+    note_question,
+    note_subject,
+    outcome_of,
+    recorded_call,
+)
 from ragstream_gateway.audit_writer import AuditWriteFailed, GroupCommitAuditLog
 from ragstream_gateway.ports import AuditEntry, AuditRecord
 
@@ -168,6 +176,13 @@ def test_outcomes() -> None:
     ]  # fmt: skip
 
 
+def test_which_calls_the_trail_records() -> None:
+    assert recorded_call("POST", "/v1/query", 200) and recorded_call("DELETE", "/v1/documents/d", 404)
+    assert recorded_call("GET", "/v1/admin/tenants/acme", 200) and recorded_call("GET", "/v1/documents", 401)
+    assert not recorded_call("GET", "/v1/documents", 200) and not recorded_call("GET", "/v1/documents", 404)
+    assert not recorded_call("POST", "/v1/query", 429) and not recorded_call("OPTIONS", "/v1/admin/tenants", 200)
+
+
 class Recorder:
     def __init__(self) -> None:
         self.entries: list[AuditEntry] = []
@@ -221,3 +236,27 @@ async def test_the_trail_records_calls_once_with_the_subject_outcome_and_trace()
         "_platform", "anonymous", "POST (unmatched)", "refused",
     )  # fmt: skip
     assert unmatched.client_ip == "192.0.2.1"
+
+
+class FlakyOutbox:
+    """Fails its first two rounds (Kafka down), then has nothing pending."""
+
+    def __init__(self) -> None:
+        self.rounds = 0
+
+    async def drain(self, limit: int, publish: object) -> int:
+        self.rounds += 1
+        if self.rounds <= 2:
+            raise ConnectionError("broker down")
+        return 0
+
+
+async def test_the_export_relay_survives_failures_and_stops_when_told() -> None:
+    outbox, stop = FlakyOutbox(), asyncio.Event()
+    relay = SecurityEventRelay(outbox, publisher=None, routes={}, interval_s=0.01)  # type: ignore[arg-type]
+    running = asyncio.create_task(relay.run(stop))
+    async with asyncio.timeout(5):
+        while outbox.rounds < 4:
+            await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(running, 1)

@@ -16,7 +16,7 @@ from ragstream_common.registry import SERVICE_NAMES, SERVICES
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-# grpc and metrics ports of the workers, from the registry (the gateway serves /metrics on its HTTP port).
+# grpc and metrics ports of the workers, from the registry (the gateway, with its HTTP port too, is tested apart).
 WORKER_PORTS = {s.name: (s.grpc_port, s.metrics_port) for s in SERVICES.values() if s.http_port is None}
 
 
@@ -138,3 +138,13 @@ def test_gateway_binds_all_interfaces_and_publishes_its_http_port(compose: dict[
     assert gateway["environment"]["GATEWAY_GRPC_PORT"] == spec.grpc_port
     assert any(port.endswith(f"{spec.http_port}:{spec.http_port}") for port in gateway["ports"])
     assert all(gateway["depends_on"][w]["condition"] == "service_healthy" for w in WORKER_PORTS)
+
+
+def test_gateway_serves_metrics_on_its_own_unpublished_port(compose: dict[str, Any]) -> None:
+    gateway = compose["services"]["gateway"]
+    spec = SERVICES["gateway"]
+    assert gateway["environment"]["GATEWAY_METRICS_PORT"] == spec.metrics_port != spec.http_port
+    assert gateway["build"]["args"]["SECOND_PORT"] == str(spec.metrics_port)
+    assert not any(str(spec.metrics_port) in port for port in gateway["ports"])
+    # Clients connect directly here: the socket peer is the client (GATEWAY_TRUSTED_PROXY_HOPS defaults to 0).
+    assert "GATEWAY_TRUSTED_PROXY_HOPS" not in gateway["environment"]

@@ -87,6 +87,25 @@ def test_public_host_reaches_only_the_gateway_over_tls() -> None:
     assert destinations == {host("gateway")}
 
 
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def test_public_responses_carry_hsts_from_the_ingress() -> None:
+    public = [v for v in of_kind("VirtualService").values() if v["spec"].get("gateways")]
+    routes = [route for v in public for route in v["spec"]["http"]]
+    assert routes and all(r["headers"]["response"]["set"]["Strict-Transport-Security"] == HSTS for r in routes)
+
+
+def test_ingress_trusts_exactly_the_proxy_the_gateway_counts_besides_it() -> None:
+    (mesh,) = (d for d in resources(ISTIO) if d["kind"] == "IstioOperator")
+    trusted = mesh["spec"]["meshConfig"]["defaultConfig"]["gatewayTopology"]["numTrustedProxies"]
+    deployment = next(d for d in resources(BASE) if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    hops = next(e["value"] for e in container["env"] if e["name"] == "GATEWAY_TRUSTED_PROXY_HOPS")
+    # The load balancer appends the client, the ingress gateway appends the load balancer.
+    assert int(hops) == trusted + 1 == 2
+
+
 def test_authorization_denies_by_default() -> None:
     assert of_kind("AuthorizationPolicy")["allow-nothing"]["spec"] == {}
 

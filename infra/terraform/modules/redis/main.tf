@@ -1,5 +1,6 @@
-# ElastiCache Redis for the gateway's rate-limit counters: small, replicated across AZs,
-# TLS in transit with an AUTH token, encrypted at rest. Losing it only resets the counters.
+# ElastiCache Redis for the gateway's rate-limit windows and quota counters: small, replicated across AZs,
+# TLS in transit with an AUTH token, encrypted at rest, reachable only from the client security groups (the
+# gateway's pods). Losing it only resets the counters. The gateway fails closed while it is unreachable.
 
 resource "aws_kms_key" "this" {
   description             = "${var.name} ElastiCache and its AUTH secret"
@@ -30,6 +31,21 @@ resource "aws_vpc_security_group_ingress_rule" "redis" {
   description                  = "Redis TLS from ${each.key}"
 }
 
+# noeviction: when memory is full Redis refuses writes, which the gateway treats as an outage (503, fail closed).
+# The default group's volatile-lru would silently evict live windows (they carry TTLs) and admit bursts.
+resource "aws_elasticache_parameter_group" "this" {
+  name        = "${var.name}-rate-limits"
+  family      = "redis${split(".", var.engine_version)[0]}"
+  description = "Ragstream gateway rate limits: never evict"
+
+  parameter {
+    name  = "maxmemory-policy"
+    value = "noeviction"
+  }
+
+  tags = var.tags
+}
+
 resource "random_password" "auth" {
   length  = 64
   special = false
@@ -42,7 +58,7 @@ resource "aws_elasticache_replication_group" "this" {
   engine_version       = var.engine_version
   node_type            = var.node_type
   port                 = 6379
-  parameter_group_name = "default.redis7"
+  parameter_group_name = aws_elasticache_parameter_group.this.name
 
   num_cache_clusters         = var.replica_count + 1
   automatic_failover_enabled = true
@@ -56,7 +72,9 @@ resource "aws_elasticache_replication_group" "this" {
   transit_encryption_enabled = true
   auth_token                 = random_password.auth.result
 
-  snapshot_retention_limit = 1
+  # No snapshots: windows and counters are worth nothing a minute later, and their keys name client addresses.
+  # Multi-AZ replication (above) carries them across a failover.
+  snapshot_retention_limit = 0
   maintenance_window       = "sun:05:00-sun:06:00"
 
   tags = var.tags

@@ -14,3 +14,8 @@ output "url_secret_arn" {
 output "security_group_id" {
   value = aws_security_group.this.id
 }
+
+output "kms_key_arn" {
+  description = "Key of the cache and of the URL secret: readers of the secret need kms:Decrypt via Secrets Manager."
+  value       = aws_kms_key.this.arn
+}

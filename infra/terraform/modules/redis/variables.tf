@@ -8,7 +8,8 @@ variable "node_type" {
 }
 
 variable "engine_version" {
-  type = string
+  description = "Redis OSS major.minor, e.g. 7.1; the parameter group family is redis<major>."
+  type        = string
 }
 
 variable "replica_count" {
@@ -26,7 +27,7 @@ variable "subnet_group_name" {
 }
 
 variable "client_security_group_ids" {
-  description = "Security groups whose members may connect (static keys, so plans are stable)."
+  description = "Security groups whose members may connect (static keys, so plans are stable): the gateway's pods only."
   type        = map(string)
 }
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics endpoint for workers (the gateway serves /metrics itself)."""
+"""Prometheus metrics endpoint of every service, on its own port (`<NAME>_METRICS_PORT`; the gateway's is never
+its HTTP API port)."""
 
 from __future__ import annotations
 

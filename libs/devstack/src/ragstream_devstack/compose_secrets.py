@@ -5,9 +5,13 @@
 
   credentials/   one secret per file (LocalCredentials, as var/credentials for `make run`): the broker's super
                  user `kafka-admin`, each principal's `kafka-<service>`, the Postgres superuser `postgres-admin`,
-                 each login's `postgres-<identity>`, the token signing keys. The one-shots mount these.
+                 each login's `postgres-<identity>`, the token signing keys, Redis's `redis`. The one-shots
+                 mount the Kafka and Postgres ones.
   env/<svc>.env  what only that service may know, sourced by its entrypoint: its Kafka and Postgres passwords
-                 (inside DATABASE_URL), its token signing key, the JWKS to trust.
+                 (inside DATABASE_URL), its token signing key, the JWKS to trust; the gateway's also the URL of
+                 its rate limits and quotas (GATEWAY_RATE_LIMIT_STORAGE, the Redis password inside).
+  redis/         auth.conf: Redis's `requirepass`, a config file its server reads, so the password is on no
+                 command line.
   kafka/         server.properties (SASL/SCRAM, StandardAuthorizer, rendered by kafka_config exactly as
                  containers.py renders it), the super user's SCRAM argument and its client properties.
   tls/           a CA and one certificate per gRPC server, for docker-compose.tls.yml (compose_tls.py).
@@ -16,7 +20,7 @@ Existing secrets are kept, so running it again only adds what is missing and re-
 rotate a secret by deleting its file under credentials/ (or with `python -m ragstream_devstack.token_keys
 --credentials var/compose/credentials ...`), running this again and recreating the containers
 (docs/deployment.md). Files are 0644 inside 0700 directories: compose bind-mounts them into containers whose
-users (10001, Kafka's 1000, Postgres' 999) differ from yours.
+users (10001, Kafka's 1000, Postgres' and Redis's 999) differ from yours.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ REPLY_ALLOWED_TARGETS = "gateway:50050"
 # Tools and tenants' clients on the host machine reach the broker here (SASL/SCRAM like the services).
 HOST_LISTENER = ExtraListener(9094, "localhost:9094")
 KAFKA_LOG_DIR = Path("/var/lib/kafka/data")
+# Redis holds the gateway's shared rate limits and quota counters; only the gateway knows its password.
+REDIS_SECRET = "redis"
+REDIS_ADDRESS = "redis:6379"
 # The gRPC servers docker-compose.tls.yml turns TLS on for (their settings read GRPC_TLS_*; ingest's do not).
 TLS_SERVERS = ("embed", "retrieve", "generate", "gateway")
 # Identity variables docker-compose.yml sets in plain sight; everything else of a service's identity
@@ -82,11 +89,19 @@ def postgres_secrets() -> list[str]:
     return [POSTGRES_ADMIN_SECRET] + [f"postgres-{identity}" for identity in LOGIN_ROLES]
 
 
+def redis_url(credentials: LocalCredentials) -> str:
+    """The gateway's GATEWAY_RATE_LIMIT_STORAGE: compose's Redis, signed in with its password."""
+    return f"redis://:{credentials.secret(REDIS_SECRET)}@{REDIS_ADDRESS}/0"
+
+
 def service_identity(service: str, credentials: LocalCredentials) -> dict[str, str]:
-    """Every identity variable of `service` in compose: devstack's (identities.py) with compose's addresses."""
+    """Every identity variable of `service` in compose: devstack's (identities.py) with compose's addresses, and
+    the gateway's limits store."""
     env = service_identity_env(service, credentials=credentials, kafka=KAFKA_ADDRESS, database_url=ADMIN_DATABASE_URL)
     if env.get("KAFKA_SASL_USERNAME") != service_user(service):
         raise RuntimeError("unset KAFKA_BOOTSTRAP_SERVERS: compose's services sign in with their own SCRAM users")
+    if service == "gateway":
+        env["GATEWAY_RATE_LIMIT_STORAGE"] = redis_url(credentials)
     return {**env, "REPLY_ALLOWED_TARGETS": REPLY_ALLOWED_TARGETS}
 
 
@@ -103,6 +118,11 @@ def render_env_file(env: Mapping[str, str]) -> str:
             raise ValueError(f"{key} contains a single quote, which the env file cannot carry")
         lines.append(f"{key}='{value}'\n")
     return "".join(lines)
+
+
+def redis_files(credentials: LocalCredentials) -> dict[str, str]:
+    """Redis's config file with its password (generated URL-safe, so it needs no quoting)."""
+    return {"auth.conf": f"requirepass {credentials.secret(REDIS_SECRET)}\n"}
 
 
 def broker_files(credentials: LocalCredentials) -> dict[str, str]:
@@ -137,6 +157,7 @@ def write_compose_secrets(directory: Path) -> None:
     for name in [*kafka_secrets(), *postgres_secrets()]:
         credentials.secret(name)
     _write_files(directory / "kafka", broker_files(credentials))
+    _write_files(directory / "redis", redis_files(credentials))
     env_files = {f"{name}.env": render_env_file(secret_env(name, credentials)) for name in SERVICE_NAMES}
     _write_files(directory / "env", env_files)
     write_tls(directory / "tls", hosts=TLS_SERVERS)

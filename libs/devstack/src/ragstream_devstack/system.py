@@ -24,7 +24,7 @@ from ragstream_devstack.identities import service_identity_env
 from ragstream_devstack.processes import DevstackError, free_port, tail
 
 DEFAULT_GRPC_PORTS = {name: spec.grpc_port for name, spec in SERVICES.items()}
-# Only services with a metrics listener of their own; the gateway serves /metrics on its HTTP port.
+# Each service's own metrics listener, the gateway's included (GATEWAY_METRICS_PORT, never its HTTP port).
 DEFAULT_METRICS_PORTS = {name: spec.metrics_port for name, spec in SERVICES.items() if spec.has_metrics_listener}
 
 

@@ -145,8 +145,9 @@ def outcome_of(status: int) -> str:
 
 
 def recorded_call(method: str, path: str, status: int) -> bool:
-    """Admin calls, calls that change something or ask a question (POST...), and refused credentials."""
-    if status == 429:
+    """Admin calls, calls that change something or ask a question (POST...), and refused credentials; not
+    throttled calls (429) nor CORS preflights."""
+    if status == 429 or method == "OPTIONS":
         return False
     return path.startswith(ADMIN_PREFIX) or method not in SAFE_METHODS or status in (401, 403)
 

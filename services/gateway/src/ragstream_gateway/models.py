@@ -160,6 +160,9 @@ class AuditEntryView(BaseModel):
     client_ip: str
     details: dict[str, object]
     at: datetime
+    outcome: str = Field(default="", description="success, denied (401/403), refused (other 4xx) or error (5xx)")
+    trace_id: str = Field(default="", description="OpenTelemetry trace id of the request")
+    seq: int = Field(default=0, description="Position in the tenant's hash chain (1, 2, 3...)")
 
 
 class AuditPage(BaseModel):

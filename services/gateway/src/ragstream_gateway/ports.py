@@ -140,6 +140,10 @@ class AuditRecord:
     client_ip: str
     details: dict[str, Any]
     at: datetime
+    outcome: str = ""
+    trace_id: str = ""
+    # The entry's place in its tenant's hash chain (audit_chain.py).
+    seq: int = 0
 
 
 # An audit entry made from what a write produced (the new key's id...), appended in the write's transaction.

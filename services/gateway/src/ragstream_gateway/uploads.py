@@ -130,6 +130,8 @@ def _form_fields(document_id: Any, title: Any, metadata: Any) -> DocumentFields:
             raw["metadata"] = json.loads(raw["metadata"]) if raw["metadata"].strip() else {}
         except json.JSONDecodeError as exc:
             raise _field_error("metadata", f"must be a JSON object: {exc.msg}") from None
+        except RecursionError:  # nested deeper than the parser goes: no metadata object is like that
+            raise _field_error("metadata", "must be a JSON object of strings, not nested") from None
     try:
         return DocumentFields.model_validate(raw)
     except ValidationError as exc:

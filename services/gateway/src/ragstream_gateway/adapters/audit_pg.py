@@ -109,7 +109,10 @@ class PostgresAuditLog:
         return True
 
     async def list(self, tenant_id: str, *, limit: int, before: int | None) -> list[AuditRecord]:
-        query = "SELECT audit_id, actor, action, resource, client_ip, details, at FROM audit_log WHERE tenant_id = %s"
+        query = (
+            "SELECT audit_id, actor, action, resource, client_ip, details, at, outcome, trace_id, seq"
+            " FROM audit_log WHERE tenant_id = %s"
+        )
         params: list[Any] = [tenant_id]
         if before is not None:
             query += " AND audit_id < %s"

@@ -179,6 +179,9 @@ async def read_audit_log(
             client_ip=r.client_ip,
             details=r.details,
             at=r.at,
+            outcome=r.outcome,
+            trace_id=r.trace_id,
+            seq=r.seq,
         )
         for r in records
     ]
