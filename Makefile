@@ -10,6 +10,7 @@ export UV_LINK_MODE ?= copy
 .PHONY: setup run test check test-unit test-integration test-e2e lint protos bench-ingest bench-query eval clean
 .PHONY: bench-load soak
 .PHONY: chaos
+.PHONY: test-security security-fuzz bench-auth
 
 ## setup: install uv if missing, create the environment, fetch Kafka, install redis-server if missing (apt)
 setup:
@@ -48,6 +49,17 @@ test-integration: setup
 test-e2e: setup
 	$(UV_RUN) pytest -m e2e
 
+## test-security: the security suite alone (authorization matrix, schemathesis, payload corpora; also in `make test`)
+test-security: setup
+	$(UV_RUN) pytest -m security tests/security
+
+## security-fuzz: the schemathesis run with many more examples (FUZZ_EXAMPLES per operation, FUZZ_MAX_TIME_S)
+FUZZ_EXAMPLES ?= 300
+FUZZ_MAX_TIME_S ?= 1800
+security-fuzz: setup
+	SECURITY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SECURITY_FUZZ_MAX_TIME_S=$(FUZZ_MAX_TIME_S) \
+		$(UV_RUN) pytest tests/security/test_security_schemathesis.py -p no:cacheprovider --timeout 0 -rA
+
 lint:
 	$(UV_RUN) ruff check .
 	$(UV_RUN) ruff format --check .
@@ -72,6 +84,10 @@ eval: setup
 bench-load: setup
 	$(UV_RUN) python benchmarks/load.py
 
+## bench-auth: a valid tenant's question latency with and without a flood of wrong keys and admin tokens
+bench-auth: setup
+	$(UV_RUN) python benchmarks/auth_stress.py
+
 ## soak: half capacity for MINUTES minutes: p99 drift, RSS growth per service, zero errors
 MINUTES ?= 10
 soak: setup
@@ -83,4 +99,4 @@ chaos: setup
 	$(UV_RUN) pytest -m chaos tests/chaos -p no:cacheprovider -rP
 
 clean:
-	rm -rf .cache/run .pytest_cache .mypy_cache .coverage .coverage.*
+	rm -rf .cache/run .cache/security .pytest_cache .mypy_cache .coverage .coverage.*

@@ -16,9 +16,11 @@ QUESTION_DEADLINE_CAP_MS = 200
 
 
 @schemathesis.hook
-def before_call(context: schemathesis.HookContext, case: schemathesis.Case, kwargs: dict[str, Any]) -> None:
+def before_call(context: schemathesis.HookContext, case: schemathesis.Case[Any], kwargs: dict[str, Any]) -> None:
     body = case.body
-    deadline = body.get("timeout_ms") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return
+    deadline = body.get("timeout_ms")
     # JSON Schema integers include 68722.0, and the gateway takes it as 68722.
     if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not float(deadline).is_integer():
         return
@@ -27,7 +29,7 @@ def before_call(context: schemathesis.HookContext, case: schemathesis.Case, kwar
         case.body = {**body, "timeout_ms": min(int(deadline), QUESTION_DEADLINE_CAP_MS)}
 
 
-def _deadline_bounds(case: schemathesis.Case) -> tuple[int, int] | None:
+def _deadline_bounds(case: schemathesis.Case[Any]) -> tuple[int, int] | None:
     """`timeout_ms`'s minimum and maximum in the operation's JSON body schema."""
     raw = case.operation.schema.raw_schema
     content = case.operation.definition.raw.get("requestBody", {}).get("content", {})

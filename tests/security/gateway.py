@@ -91,7 +91,8 @@ def next_address() -> str:
 
 
 def asgi_client(app: FastAPI, headers: dict[str, str] | None = None, ip: str | None = None) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, client=(ip or next_address(), 50000))
+    # An exception the app does not handle is answered 500 by its outermost middleware, as in production.
+    transport = httpx.ASGITransport(app=app, client=(ip or next_address(), 50000), raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=headers or {}, timeout=30)
 
 

@@ -10,6 +10,7 @@ covered by the matrix as soon as they appear.
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -171,24 +172,25 @@ def _access_of(calls: list[Callable[..., Any]]) -> Access:
     return PUBLIC
 
 
-def minimal_instance(schema: dict[str, Any], components: dict[str, Any], name: str = "") -> Any:
-    """A small instance of `schema` (required members only), enough to get past validation to the handler."""
+def minimal_instance(schema: dict[str, Any], components: dict[str, Any], unique: bool = False) -> Any:
+    """A small instance of `schema` (required members only), enough to get past validation to the handler;
+    `unique` makes its strings new ids (for bodies that create something named by them)."""
     schema = resolve(schema, components)
     if "enum" in schema:
         return schema["enum"][0]
     for union in ("anyOf", "oneOf", "allOf"):
         options = [s for s in schema.get(union, []) if s.get("type") != "null"]
         if options:
-            return minimal_instance(options[0], components, name)
+            return minimal_instance(options[0], components, unique)
     kind = schema.get("type")
     if kind == "object":
         required = schema.get("required", [])
         props = schema.get("properties", {})
-        return {key: minimal_instance(props.get(key, {}), components, key) for key in required}
+        return {key: minimal_instance(props.get(key, {}), components, unique) for key in required}
     if kind == "array":
         return []
     if kind in ("integer", "number"):
         return schema.get("minimum", 1)
     if kind == "boolean":
         return False
-    return "sample"
+    return f"sec-{uuid.uuid4().hex[:12]}" if unique else "sample"

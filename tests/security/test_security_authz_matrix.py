@@ -43,7 +43,6 @@ MALFORMED: list[dict[str, Any]] = [
 class Probe:
     headers: dict[str, Any]
     expected: frozenset[int]
-    tenant_id: str | None = None  # whose resources the path names (tenant A by default)
 
 
 def _each(headers: list[dict[str, Any]], *expected: int) -> list[Probe]:
@@ -138,7 +137,7 @@ async def test_refused(
     for op in world.ops:
         for probe in column(op, world):
             with subtests.test(msg=op.label, headers=_shown(probe.headers)):
-                check_refusal(op, probe, await world.call(op, probe.headers, tenant_id=probe.tenant_id))
+                check_refusal(op, probe, await world.call(op, probe.headers))
             probed += 1
     assert probed, f"column {column.__name__} probed no operation"
     await assert_untouched(world)

@@ -4,8 +4,9 @@ scheme (a tenant key with every scope, the admin token). No 5xx, and every respo
 (status code, content type, headers, body), refused without credentials (`ignored_auth`).
 
 The gateway is served by uvicorn in this process (tests/security/gateway.py) over the session's Kafka and
-Postgres, and schemathesis runs as its command line against it. No workers run in this tier, so questions
-(`POST /v1/query`, `/v1/search`) end at their deadline: there, and only there, the documented 504 is expected.
+Postgres, and schemathesis runs as its command line against it. Two documented 5xx are expected by design of
+this configuration, each only on its own routes (EXPECTED_5XX): no workers run here, so questions end at their
+deadline (504), and the gateway has no Kafka provisioner credentials (503 on tenant Kafka access).
 `make security-fuzz` runs the same with many more examples (SECURITY_FUZZ_EXAMPLES, SECURITY_FUZZ_MAX_TIME_S).
 """
 
@@ -32,6 +33,7 @@ HOOKS = Path(__file__).with_name("fuzz_hooks.py")
 REPORTS = Path(__file__).parents[2] / ".cache" / "security"
 MAX_EXAMPLES = int(os.environ.get("SECURITY_FUZZ_EXAMPLES", "15"))
 MAX_TIME_S = os.environ.get("SECURITY_FUZZ_MAX_TIME_S", "")
+RUN_TIMEOUT_S = int(MAX_TIME_S or 900) + 300  # what the run may take before it counts as hung
 # Every check except those that test what this API deliberately does otherwise: positive_data_acceptance (a
 # schema-valid id may still be 404 or 409), use_after_free (a deleted document stays readable with status
 # `deleted`, an offboarded tenant keeps its row), max_response_time (timing is the benchmarks' business), and
@@ -103,7 +105,7 @@ def config_toml(base_url: str, schemes: dict[str, dict[str, str]], tenant_key: s
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(RUN_TIMEOUT_S + 60)
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(served: str) -> None:
     """The command line's output and JUnit report stay in .cache/security/ (the failing cases with curl lines)."""
     schemes = httpx.get(f"{served}/openapi.json").json()["components"]["securitySchemes"]
@@ -116,7 +118,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(served: str)
         *("--workers", "1", "--report", "junit", "--report-dir", str(report), "--output-truncate", "false"),
     ]
     # In the report directory: schemathesis keeps its example database in the working directory.
-    run = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False, cwd=report)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False, cwd=report)
     (report / "output.txt").write_text(run.stdout + run.stderr)
     summary = run.stdout[run.stdout.rfind("=== SUMMARY") :] if "=== SUMMARY" in run.stdout else run.stdout[-3000:]
     assert run.returncode == 0, f"schemathesis failed; the cases are in {report}/output.txt\n{summary}"

@@ -66,23 +66,26 @@ class World:
         }
 
     def url(self, op: Operation, tenant_id: str | None = None) -> str:
-        values = self.path_values(tenant_id)
-        path = op.path
-        for param in op.spec.get("parameters", []):
-            if param["in"] == "path":
-                fallback = "1" if param.get("schema", {}).get("type") == "integer" else "sample"
-                path = path.replace("{" + param["name"] + "}", values.get(param["name"], fallback))
-        return path
+        return fill_path(op, self.path_values(tenant_id))
 
     def body(self, op: Operation) -> Any:
         schema = op.json_body_schema()
         return None if schema is None else minimal_instance(schema, op.components)
 
-    async def call(
-        self, op: Operation, headers: dict[str, Any], *, tenant_id: str | None = None, ip: str | None = None
-    ) -> httpx.Response:
-        async with asgi_client(self.app, headers, ip) as client:
-            return await client.request(op.method, self.url(op, tenant_id), json=self.body(op))
+    async def call(self, op: Operation, headers: dict[str, Any]) -> httpx.Response:
+        """`op` on tenant A's resources with a small valid body, from an address of its own."""
+        async with asgi_client(self.app, headers) as client:
+            return await client.request(op.method, self.url(op), json=self.body(op))
+
+
+def fill_path(op: Operation, values: dict[str, str]) -> str:
+    """`op`'s path with its parameters from `values` (else a placeholder of the parameter's type)."""
+    path = op.path
+    for param in op.spec.get("parameters", []):
+        if param["in"] == "path":
+            fallback = "1" if param.get("schema", {}).get("type") == "integer" else "sample"
+            path = path.replace("{" + param["name"] + "}", values.get(param["name"], fallback))
+    return path
 
 
 def new_id(prefix: str) -> str:

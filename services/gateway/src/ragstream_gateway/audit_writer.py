@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Protocol
@@ -63,7 +64,9 @@ class GroupCommitAuditLog:
             self._queue.append((entry, done))
             self._wake.set()
             if self._task is None or self._task.done():
-                self._task = asyncio.create_task(self._run(), name="audit-group-commit")
+                # A fresh context: the writer outlives the request that started it, whose correlation id
+                # (bound in contextvars) must not stamp every later request's log lines.
+                self._task = asyncio.create_task(self._run(), name="audit-group-commit", context=contextvars.Context())
             try:
                 # Shielded: a caller that is cancelled (shutdown) leaves its entry to be written all the same.
                 await asyncio.shield(done)

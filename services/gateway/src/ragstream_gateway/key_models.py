@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
 
+from ragstream_gateway.models import Timestamp
 from ragstream_gateway.ports import ApiKeyRecord
 from ragstream_gateway.quota_models import QuotasIn
 from ragstream_gateway.ratelimit import validate_limit
@@ -45,7 +46,7 @@ class RotateIn(BaseModel):
     grace_seconds: int = Field(
         ge=0, le=MAX_GRACE_S, description="How long the old key keeps working (0 ends it at once; at most 7 days)"
     )
-    expires_at: datetime | None = Field(
+    expires_at: Timestamp | None = Field(
         default=None,
         description="The new key's expiry; default: the old key's lifetime from now (none if it had none), capped"
         " by the tenant's max_key_lifetime_s",
@@ -61,7 +62,7 @@ class AdminKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: KeyName = ""
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class AdminKeyCreated(ApiKeyView):
@@ -81,8 +82,8 @@ class TenantPatch(BaseModel):
     ip_allowlist: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
         default=None, max_length=256, description="CIDRs; the whole list is replaced"
     )
-    force_allowlist: bool = Field(default=False, description="Store ranges of any width, /0 included")
-    disabled: bool | None = Field(
+    force_allowlist: StrictBool = Field(default=False, description="Store ranges of any width, /0 included")
+    disabled: StrictBool | None = Field(
         default=None, description="A disabled tenant's keys, tokens and Kafka intake are refused"
     )
     max_key_lifetime_s: int | None = Field(default=None, ge=MIN_KEY_LIFETIME_S, le=MAX_KEY_LIFETIME_S)

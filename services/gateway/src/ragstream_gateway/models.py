@@ -10,7 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+)
 from ragstream_common.formats import TEXT_HTML, TEXT_MARKDOWN, TEXT_PLAIN
 
 from ragstream_gateway.allowlists import MAX_ALLOWLIST_ENTRIES
@@ -24,6 +33,24 @@ MAX_METADATA_ENTRIES = 64
 MAX_METADATA_KEY_CHARS = 128
 MAX_METADATA_VALUE_CHARS = 4096
 
+
+def _timestamp_text_only(value: object) -> object:
+    """JSON has no timestamp type: a number would be read as Unix seconds (`0` = 1970), so only RFC 3339 text."""
+    if value is not None and not isinstance(value, (str, datetime)):
+        raise ValueError("a timestamp must be an RFC 3339 string, e.g. 2027-01-31T00:00:00Z")
+    return value
+
+
+def _network_text_only(value: object) -> object:
+    """An allowlist entry is CIDR text: pydantic would also read `false` or `0` as the address 0.0.0.0."""
+    if not isinstance(value, str):
+        raise ValueError("a network must be a string such as 203.0.113.0/24")
+    return value
+
+
+Network = Annotated[IPvAnyNetwork, BeforeValidator(_network_text_only)]
+# Timestamps clients send (key expiry): RFC 3339 strings only.
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp_text_only)]
 DocumentId = Annotated[str, StringConstraints(pattern=DOCUMENT_ID_PATTERN)]
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
 Title = Annotated[str, StringConstraints(max_length=1024, pattern=NO_NUL_PATTERN)]
@@ -103,13 +130,13 @@ class TenantIn(BaseModel):
     tenant_id: TenantId
     name: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NO_NUL_PATTERN)]
     rate_limit: RateLimit | None = Field(default=None, description="limits notation, e.g. '100/minute;10/second'")
-    ip_allowlist: list[IPvAnyNetwork] = Field(
+    ip_allowlist: list[Network] = Field(
         default_factory=list,
         max_length=MAX_ALLOWLIST_ENTRIES,
         description="CIDRs; empty admits any address. /0 and ranges wider than the configured minimum prefix "
         "(GATEWAY_ALLOWLIST_MIN_PREFIX_V4/_V6, /8 and /32 by default) are refused unless force_allowlist is true",
     )
-    force_allowlist: bool = Field(default=False, description="Store ranges of any width, /0 included")
+    force_allowlist: StrictBool = Field(default=False, description="Store ranges of any width, /0 included")
 
     @field_validator("rate_limit")
     @classmethod
@@ -139,7 +166,7 @@ class ApiKeyIn(BaseModel):
 
     name: Name = ""
     scopes: list[Scope] = Field(default_factory=lambda: list(get_args(Scope)), min_length=1, max_length=16)
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class ApiKeyCreated(BaseModel):

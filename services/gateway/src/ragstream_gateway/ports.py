@@ -130,6 +130,12 @@ class AuditEntry:
     # The OpenTelemetry trace the entry was made in ("" without one), to find the request's spans and logs.
     trace_id: str = field(default_factory=trace_id_hex)
 
+    def __post_init__(self) -> None:
+        # Postgres text and jsonb cannot hold NUL: a hostile path or field must not make its own audit row fail.
+        for name in ("tenant_id", "actor", "action", "resource", "client_ip", "outcome", "trace_id"):
+            object.__setattr__(self, name, _without_nul(getattr(self, name)))
+        object.__setattr__(self, "details", _without_nul(dict(self.details)))
+
 
 @dataclass(frozen=True)
 class AuditRecord:
@@ -351,3 +357,14 @@ class QuotaStore(Protocol):
 
 class ReadinessProbe(Protocol):
     async def checks(self) -> dict[str, bool]: ...
+
+
+def _without_nul(value: Any) -> Any:
+    """`value` with every NUL character in its strings (keys too) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, Mapping):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nul(v) for v in value]
+    return value

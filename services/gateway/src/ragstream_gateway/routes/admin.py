@@ -144,7 +144,7 @@ async def create_api_key(
 )
 async def revoke_api_key(
     tenant_id: TenantIdPath,
-    key_id: Annotated[str, Path(max_length=64)],
+    key_id: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$")],
     request: Request,
     actor: Admin,
     deps: Deps,

@@ -34,7 +34,7 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Admin = Annotated[str, Depends(require_admin)]
 Deps = Annotated[GatewayDeps, Depends(get_deps)]
 TenantIdPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN)]
-KeyIdPath = Annotated[str, Path(max_length=64)]
+KeyIdPath = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
 PROBLEMS = (401, 403, 422, 429)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from ragstream_gateway.audit_chain import verify_chain
 from ragstream_gateway.deps import GatewayDeps, client_ip, get_deps, require_admin
@@ -35,7 +35,7 @@ class AuditVerification(BaseModel):
 
 
 class AuditSettings(BaseModel):
-    question_text: bool = Field(
+    question_text: StrictBool = Field(
         description="Record the text of questions and searches in the audit log; false keeps only their SHA-256"
     )
 
