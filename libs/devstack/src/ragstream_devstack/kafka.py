@@ -49,9 +49,7 @@ from ragstream_devstack.processes import (
     ProcessSpec,
     free_port,
     port_accepts,
-    spawn,
     stop_process_tree,
-    wait_until,
 )
 
 _log = logging.getLogger(__name__)
@@ -140,19 +138,8 @@ class LocalKafka(LocalProcess):
             return self
         if self._data_dir is None:
             self._data_dir = Path(tempfile.mkdtemp(prefix="ragstream-kafka-"))
-        atexit.register(self.stop)
-        try:
-            self._proc = spawn(self.process_spec())
-            wait_until(
-                self.is_ready,
-                proc=self._proc,
-                timeout=self.startup_timeout,
-                what=f"Kafka {KAFKA_VERSION} on {self.bootstrap_servers}",
-                log=self.log_file,
-            )
-        except BaseException:
-            self.stop()  # also removes a temporary data dir when formatting failed
-            raise
+        # stop() also removes a temporary data dir when formatting failed.
+        self._launch(f"Kafka {KAFKA_VERSION} on {self.bootstrap_servers}", self.log_file)
         _log.info("Kafka %s ready on %s (pid %s)", KAFKA_VERSION, self.bootstrap_servers, self.pid)
         return self
 

@@ -33,9 +33,7 @@ from ragstream_devstack.processes import (
     LocalProcess,
     ProcessSpec,
     free_port,
-    spawn,
     stop_process_tree,
-    wait_until,
 )
 
 _log = logging.getLogger(__name__)
@@ -104,20 +102,8 @@ class LocalPostgres(LocalProcess):
             return self
         if self._given_dir is None:
             self._base_dir = Path(tempfile.mkdtemp(prefix="ragstream-pg-"))
-        atexit.register(self.stop)
-        try:
-            self._proc = spawn(self.process_spec())
-            wait_until(
-                self.is_ready,
-                proc=self._proc,
-                timeout=self.startup_timeout,
-                what=f"PostgreSQL on {self.host}:{self.port}",
-                log=self.log_file,
-            )
-            self.ensure_database()
-        except BaseException:
-            self.stop()  # also removes a temporary data dir when initdb failed
-            raise
+        # stop() also removes a temporary data dir when initdb failed.
+        self._launch(f"PostgreSQL on {self.host}:{self.port}", self.log_file, then=self.ensure_database)
         _log.info("PostgreSQL ready at %s (pid %s)", self.database_url, self.pid)
         return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import re
 import shutil
@@ -39,6 +40,24 @@ class LocalProcess:
 
     def stop(self) -> None:
         raise NotImplementedError
+
+    def process_spec(self) -> ProcessSpec:
+        raise NotImplementedError
+
+    def _launch(self, what: str, log: Path, then: Callable[[], None] | None = None) -> None:
+        """Spawn `process_spec()` and wait until it is ready (then run `then`); on any failure, including
+        Ctrl-C, `stop()` cleans up (a temporary data directory too) and the error propagates."""
+        atexit.register(self.stop)
+        try:
+            spec = self.process_spec()
+            self._proc = spawn(spec)
+            ready = spec.ready or (lambda: True)
+            wait_until(ready, proc=self._proc, timeout=spec.startup_timeout_s, what=what, log=log)
+            if then is not None:
+                then()
+        except BaseException:
+            self.stop()
+            raise
 
     def __enter__(self) -> Self:
         return self.start()

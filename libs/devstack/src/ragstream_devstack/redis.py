@@ -30,9 +30,7 @@ from ragstream_devstack.processes import (
     ProcessSpec,
     free_port,
     require_executable,
-    spawn,
     stop_process_tree,
-    wait_until,
 )
 
 _log = logging.getLogger(__name__)
@@ -88,19 +86,7 @@ class LocalRedis(LocalProcess):
             return self
         if self._given_dir is None:
             self._base_dir = Path(tempfile.mkdtemp(prefix="ragstream-redis-"))
-        atexit.register(self.stop)
-        try:
-            self._proc = spawn(self.process_spec())
-            wait_until(
-                self.is_ready,
-                proc=self._proc,
-                timeout=self.startup_timeout,
-                what=f"Redis on {self.host}:{self.port}",
-                log=self.log_file,
-            )
-        except BaseException:
-            self.stop()
-            raise
+        self._launch(f"Redis on {self.host}:{self.port}", self.log_file)
         _log.info("Redis ready at %s:%s (pid %s)", self.host, self.port, self.pid)
         return self
 
