@@ -30,7 +30,7 @@ from ragstream_common.dlq_service import (
     RecordBatch,
     RedriveMark,
 )
-from ragstream_common.kafka.connection import client_options
+from ragstream_common.kafka.connection import client_options, stop_consumer
 from ragstream_common.kafka.producer import EventPublisher
 from ragstream_common.kafka.topics import DLQ_REDRIVES, LARGE_MESSAGE_BYTES, PIPELINE_TOPICS
 from ragstream_common.kafka_settings import KafkaSettings
@@ -62,7 +62,7 @@ class PartitionReader:
         await self._consumer.start()
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        await stop_consumer(self._consumer)
 
     async def bounds(self, topic: str) -> tuple[int, int]:
         async with self._lock, _unavailable_on_error(topic):

@@ -67,3 +67,15 @@ async def wait_until_signed_in(settings: KafkaSettings, timeout_s: float) -> boo
             await asyncio.sleep(0.2)
         finally:
             await client.close()
+
+
+async def stop_consumer(consumer: Any) -> None:
+    """`consumer.stop()` (an AIOKafkaConsumer), tolerating aiokafka's close-time CancelledError: its fetcher
+    awaits the fetch tasks it has just cancelled, and one cancelled during its retry back-off re-raises the
+    cancellation into the caller. A cancellation of the caller itself still propagates."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise

@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError
 
 from ragstream_common.events import BatchHandler, Envelope
 from ragstream_common.failures import FailureKind, classify
-from ragstream_common.kafka.connection import client_options
+from ragstream_common.kafka.connection import client_options, stop_consumer
 from ragstream_common.kafka.dead_letters import DeadLetters
 from ragstream_common.kafka.dlq_depth import report_dlq_depths
 from ragstream_common.kafka.envelopes import decode_or_error, handle_traced
@@ -136,7 +136,7 @@ class EventConsumer:
             self._consumer.subscribe(list(self.options.topics), listener=_Revocations(self))
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        await stop_consumer(self._consumer)
 
     def transient_failure_s(self) -> float:
         """How long the batch in hand has been failing transiently (0 while it is not); readiness reads it."""

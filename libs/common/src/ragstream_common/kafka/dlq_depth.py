@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from ragstream_common.kafka.connection import client_options
+from ragstream_common.kafka.connection import client_options, stop_consumer
 from ragstream_common.kafka.metrics import DLQ_DEPTH
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.logs import get_logger
@@ -55,7 +55,7 @@ class DlqDepthReader:
     async def close(self) -> None:
         admin, reader, self._admin, self._reader = self._admin, self._reader, None, None
         if reader is not None:
-            await reader.stop()
+            await stop_consumer(reader)
         if admin is not None:
             await admin.close()
 
