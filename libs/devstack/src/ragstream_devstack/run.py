@@ -57,6 +57,9 @@ def _print_health_when_ready(ports: SystemPorts, access: dict[str, str]) -> None
         f"\nRagstream is up.\n  gateway   http://127.0.0.1:{ports.http}  (docs: /docs, health: /healthz)\n{rows}\n"
         f"  tenant {access['GATEWAY_DEV_TENANT']!r}, API key {access['GATEWAY_DEV_API_KEY']!r},"
         f" admin token {access['GATEWAY_ADMIN_TOKEN']!r}\n"
+        "  Kafka and Postgres require each service's own credentials (var/credentials; docs/security.md);\n"
+        "  gRPC calls need a token from POST /v1/auth/token; a tenant's Kafka credentials come with\n"
+        "  POST /v1/admin/tenants or POST /v1/admin/tenants/{id}/kafka-credentials.\n"
         "Processes that exit are restarted (back-off 1 s doubling to 30 s). Ctrl-C stops everything.\n",
         flush=True,
     )
