@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from ragstream_common.logs import get_logger
 
 from ragstream_gateway.adapters.tenant_kafka_admin import tenant_listener
@@ -21,7 +21,6 @@ from ragstream_gateway.allowlists import checked_allowlist
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps, client_ip, get_deps, get_settings, require_admin
 from ragstream_gateway.models import (
-    TENANT_ID_PATTERN,
     ApiKeyCreated,
     ApiKeyIn,
     AuditEntryView,
@@ -32,6 +31,7 @@ from ragstream_gateway.models import (
 from ragstream_gateway.ports import ApiKeyRecord, AuditEntry, TenantRecord
 from ragstream_gateway.problems import Problem, problem_responses
 from ragstream_gateway.routes.admin_keys import check_key_lifetime, require_tenant
+from ragstream_gateway.routes.params import KeyIdPath, TenantIdPath
 from ragstream_gateway.security import new_api_key, reserved_tenant
 from ragstream_gateway.tenant_kafka import (
     TenantKafkaAccess,
@@ -47,7 +47,6 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Admin = Annotated[str, Depends(require_admin)]
 Deps = Annotated[GatewayDeps, Depends(get_deps)]
 Settings = Annotated[GatewaySettings, Depends(get_settings)]
-TenantIdPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN)]
 ADMIN_PROBLEMS = (401, 403, 422)
 T = TypeVar("T")
 
@@ -62,11 +61,6 @@ def tenant_view(record: TenantRecord) -> TenantView:
         disabled=record.disabled,
         max_key_lifetime_s=record.max_key_lifetime_s,
     )
-
-
-async def _require_tenant(deps: GatewayDeps, tenant_id: str, *, platform: bool = False) -> TenantRecord:
-    """404 for unknown tenants, and for the reserved `_platform` unless `platform` (its audit log is readable)."""
-    return await require_tenant(deps, tenant_id, platform=platform)
 
 
 @router.post(
@@ -105,7 +99,7 @@ async def create_tenant(
 
 @router.get("/tenants/{tenant_id}", response_model=TenantView, responses=problem_responses(*ADMIN_PROBLEMS, 404))
 async def get_tenant(tenant_id: TenantIdPath, _actor: Admin, deps: Deps) -> TenantView:
-    return tenant_view(await _require_tenant(deps, tenant_id))
+    return tenant_view(await require_tenant(deps, tenant_id))
 
 
 @router.post(
@@ -118,7 +112,7 @@ async def get_tenant(tenant_id: TenantIdPath, _actor: Admin, deps: Deps) -> Tena
 async def create_api_key(
     tenant_id: TenantIdPath, body: ApiKeyIn, request: Request, actor: Admin, deps: Deps
 ) -> ApiKeyCreated:
-    check_key_lifetime(await _require_tenant(deps, tenant_id), body.expires_at)
+    check_key_lifetime(await require_tenant(deps, tenant_id), body.expires_at)
     secret = new_api_key()
     scopes = list(dict.fromkeys(body.scopes))
 
@@ -144,7 +138,7 @@ async def create_api_key(
 )
 async def revoke_api_key(
     tenant_id: TenantIdPath,
-    key_id: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$")],
+    key_id: KeyIdPath,
     request: Request,
     actor: Admin,
     deps: Deps,
@@ -168,7 +162,7 @@ async def read_audit_log(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[int | None, Query(ge=1, description="next_before of the previous page")] = None,
 ) -> AuditPage:
-    await _require_tenant(deps, tenant_id, platform=True)
+    await require_tenant(deps, tenant_id, platform=True)
     records = await deps.audit.list(tenant_id, limit=limit, before=before)
     items = [
         AuditEntryView(
@@ -197,7 +191,7 @@ async def read_audit_log(
 async def rotate_kafka_credentials(
     tenant_id: TenantIdPath, request: Request, actor: Admin, deps: Deps, settings: Settings
 ) -> KafkaCredentialsView:
-    await _require_tenant(deps, tenant_id)
+    await require_tenant(deps, tenant_id)
     return await _issue_kafka_credentials(_require_kafka(deps), settings, deps, tenant_id, actor, client_ip(request))
 
 
@@ -208,7 +202,7 @@ async def rotate_kafka_credentials(
     summary="Offboard a tenant: revoke every API key, remove its Kafka topics, user and grants",
 )
 async def delete_tenant(tenant_id: TenantIdPath, request: Request, actor: Admin, deps: Deps) -> None:
-    await _require_tenant(deps, tenant_id)
+    await require_tenant(deps, tenant_id)
     ip = client_ip(request)
 
     def revoked_all(count: int) -> AuditEntry:  # in the revocation's transaction

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from ragstream_gateway.deps import GatewayDeps, client_ip, get_deps, require_admin
 from ragstream_gateway.key_models import (
@@ -25,16 +25,14 @@ from ragstream_gateway.key_models import (
     RotateIn,
     key_view,
 )
-from ragstream_gateway.models import TENANT_ID_PATTERN
 from ragstream_gateway.ports import ApiKeyRecord, AuditEntry, KeyAlreadyRotated, RotatedKey, TenantRecord
 from ragstream_gateway.problems import Problem, problem_responses
+from ragstream_gateway.routes.params import KeyIdPath, TenantIdPath
 from ragstream_gateway.security import PLATFORM_TENANT, SCOPE_ADMIN, new_api_key, reserved_tenant
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Admin = Annotated[str, Depends(require_admin)]
 Deps = Annotated[GatewayDeps, Depends(get_deps)]
-TenantIdPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN)]
-KeyIdPath = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
 PROBLEMS = (401, 403, 422, 429)

@@ -10,23 +10,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 
 from ragstream_gateway.allowlists import checked_allowlist
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps, client_ip, get_deps, get_settings, require_admin
 from ragstream_gateway.key_models import TenantPatch
-from ragstream_gateway.models import TENANT_ID_PATTERN, TenantView
+from ragstream_gateway.models import TenantView
 from ragstream_gateway.ports import AuditEntry, TenantUpdate
 from ragstream_gateway.problems import Problem, problem_responses
 from ragstream_gateway.routes.admin import tenant_view
 from ragstream_gateway.routes.admin_keys import require_tenant
+from ragstream_gateway.routes.params import TenantIdPath
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Admin = Annotated[str, Depends(require_admin)]
 Deps = Annotated[GatewayDeps, Depends(get_deps)]
 Settings = Annotated[GatewaySettings, Depends(get_settings)]
-TenantIdPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN)]
 _NULLABLE: tuple[Literal["rate_limit", "max_key_lifetime_s"], ...] = ("rate_limit", "max_key_lifetime_s")
 
 

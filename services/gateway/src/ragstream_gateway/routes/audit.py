@@ -9,20 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, StrictBool
 
 from ragstream_gateway.audit_chain import verify_chain
 from ragstream_gateway.deps import GatewayDeps, client_ip, get_deps, require_admin
-from ragstream_gateway.models import TENANT_ID_PATTERN
 from ragstream_gateway.ports import AuditEntry, AuditStore
 from ragstream_gateway.problems import Problem, problem_responses
+from ragstream_gateway.routes.params import TenantIdPath
 from ragstream_gateway.security import reserved_tenant
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Admin = Annotated[str, Depends(require_admin)]
 Deps = Annotated[GatewayDeps, Depends(get_deps)]
-TenantIdPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN)]
 PROBLEMS = problem_responses(401, 403, 404, 422, 429, 503)
 
 

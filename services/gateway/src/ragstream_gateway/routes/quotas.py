@@ -8,22 +8,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from ragstream_common.logs import get_logger
 
 from ragstream_gateway.deps import GatewayDeps, Principal, get_deps, require_admin, require_scope
-from ragstream_gateway.models import TENANT_ID_PATTERN
 from ragstream_gateway.problems import PROBLEM_TYPE_PREFIX, Problem, problem_response, problem_responses
 from ragstream_gateway.quota_models import TenantUsageView, usage_view
 from ragstream_gateway.quotas import QuotaEnforcer, QuotaExceeded
 from ragstream_gateway.ratelimit import UNAVAILABLE_RETRY_AFTER_S, LimitStoreUnavailable
+from ragstream_gateway.routes.params import TenantIdPath
 from ragstream_gateway.security import SCOPE_QUERY
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Deps = Annotated[GatewayDeps, Depends(get_deps)]
-TenantIdPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN)]
 
 
 def _enforcer(deps: GatewayDeps) -> QuotaEnforcer:
