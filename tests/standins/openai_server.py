@@ -15,15 +15,13 @@ import asyncio
 import contextlib
 import json
 import re
-import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import uvicorn
+from standins.server import StandinServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -83,8 +81,7 @@ class OpenAIStandin:
         self.requests: list[RecordedRequest] = []  # appended by the server thread
         self._replies: list[Reply] = [Reply.answer("OK [1].")]
         self._closing = False
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: StandinServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._release: asyncio.Event | None = None  # set on stop(); lives on the server's loop
 
@@ -102,30 +99,16 @@ class OpenAIStandin:
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> OpenAIStandin:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="openai-standin", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("OpenAI stand-in did not start")
-            time.sleep(0.01)
+        self._server = StandinServer(self._app(), name="openai-standin", host=self.host).start()
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
         self._closing = True
         if self._loop and self._release:  # end hangs early so shutdown is quick
             self._loop.call_soon_threadsafe(self._release.set)
-        if self._server and self._thread:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
+        if self._server:
+            self._server.stop()
 
     def __enter__(self) -> OpenAIStandin:
         return self.start()

@@ -115,6 +115,14 @@ _SPECS = (
         common_extras=frozenset({"text"}),
     ),
     ServiceSpec(
+        "connectors",
+        grpc_port=50055,
+        metrics_port=9105,
+        # Document management systems (connectors.md): provider calls, content downloads, sync state.
+        consumer_groups=(ConsumerGroup("ragstream-connectors", ("rag.connectors.notified.v1",)),),
+        common_extras=frozenset({"postgres", "s3"}),
+    ),
+    ServiceSpec(
         "gateway",
         grpc_port=50050,
         metrics_port=GATEWAY_METRICS_PORT,

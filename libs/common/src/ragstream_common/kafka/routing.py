@@ -19,10 +19,13 @@ Routes = Mapping[type[Message], Route]
 
 
 def partition_key(topic: TopicSpec, message: Message) -> str:
-    """`<tenant>/<document>` on document topics, the query id on query topics, the tenant on tenant topics."""
+    """`<tenant>/<document>` on document topics, the query id on query topics, the tenant on tenant topics,
+    `<tenant>/<connector>` on connector topics."""
     fields = message.DESCRIPTOR.fields_by_name
     if topic.partition_key == "tenant":
         return str(getattr(message, "tenant_id"))  # noqa: B009
+    if topic.partition_key == "connector":
+        return document_key(getattr(message, "tenant_id"), getattr(message, "connector_id"))  # noqa: B009
     if topic.partition_key == "document":
         return document_key(getattr(message, "tenant_id"), getattr(message, "document_id"))  # noqa: B009
     if "query_id" in fields:

@@ -20,8 +20,8 @@ class TopicSpec:
     partitions: int
     retention_ms: int
     # What orders the topic's records: one document's events ("document": `<tenant>/<document>`), one query's,
-    # or one tenant's ("tenant": the tenant id).
-    partition_key: Literal["document", "query", "tenant"] = "document"
+    # one tenant's ("tenant": the tenant id) or one connector's ("connector": `<tenant>/<connector>`).
+    partition_key: Literal["document", "query", "tenant", "connector"] = "document"
     cleanup_policy: str = "delete"
     # Fully-qualified proto names (also the CloudEvents `ce_type`) accepted on the topic.
     event_types: tuple[str, ...] = ()
@@ -96,6 +96,16 @@ QUERIES_RETRIEVED = TopicSpec(
     partition_key="query",
     event_types=("rag.v1.QueryRetrieved",),
 )
+# Connector work (services/connectors): verified webhook notifications, resyncs, polls, renewals and removals,
+# keyed by connector so each connector's sync runs in order on one worker.
+CONNECTORS_NOTIFIED = TopicSpec(
+    "rag.connectors.notified.v1",
+    partitions=6,
+    retention_ms=7 * DAY_MS,
+    partition_key="connector",
+    event_types=("rag.v1.ConnectorNotified",),
+    extra_config=_LARGE,
+)
 # Answers have no internal topic: an HTTP caller's answer travels only on its live gRPC reply, and a Kafka
 # caller's goes to its own tenant's `rag.tenant.<id>.answers.v1` (kafka/tenant_topics.py). The former shared
 # `rag.answers.produced.v1` carried every tenant's answers to whoever could read it; it is retired.
@@ -108,6 +118,7 @@ PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
     QUERIES_REQUESTED,
     QUERIES_EMBEDDED,
     QUERIES_RETRIEVED,
+    CONNECTORS_NOTIFIED,
 )
 
 
