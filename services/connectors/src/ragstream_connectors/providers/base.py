@@ -51,6 +51,24 @@ class ItemChange:
     is_file: bool = True
     # Provider-specific facts the download needs (Drive's export MIME type, Graph's drive id).
     extra: Mapping[str, str] = field(default_factory=dict)
+    # Generic webhooks only: content that came in the notification itself (text or decoded base64) ...
+    inline_content: bytes | None = field(default=None, repr=False)
+    # ... or a URL the ingest worker fetches through its SSRF guard (published as DocumentSource.uri).
+    content_url: str = ""
+
+
+@dataclass(frozen=True)
+class NotificationPlan:
+    """What a verified notification asks the engine to do."""
+
+    # Items the notification itself names (Box events, generic webhooks): applied directly.
+    items: list[ItemChange] = field(default_factory=list)
+    # Run `changes` from the saved cursor (Graph and Drive notifications only say "something changed").
+    sync: bool = False
+    # Renew the subscription now (Graph lifecycle `reauthorizationRequired`).
+    renew: bool = False
+    # The subscription is gone (Graph `subscriptionRemoved`): subscribe anew, then enumerate everything.
+    resubscribe: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,9 +120,9 @@ class Provider(Protocol):
         """Changes since `cursor` (None: enumerate everything), page by page; CursorExpired when it is stale."""
         ...
 
-    async def notified_changes(self, payload: bytes, attributes: Mapping[str, str]) -> list[ItemChange] | None:
-        """The items a verified notification names, or None when it only says "something changed" (then the
-        engine runs `changes` from the saved cursor)."""
+    async def plan(self, payload: bytes, attributes: Mapping[str, str]) -> NotificationPlan:
+        """What a verified notification (ConnectorNotified.payload and .attributes) asks for. An empty plan
+        acknowledges it and does nothing (Drive's initial `sync` message)."""
         ...
 
     async def download(self, item: ItemChange, directory: Path) -> Downloaded:
