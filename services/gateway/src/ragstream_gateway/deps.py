@@ -29,6 +29,7 @@ from ragstream_gateway import admin_auth
 from ragstream_gateway.audit_trail import mark_recorded, note_admin, note_subject, outcome_of
 from ragstream_gateway.client_address import connection_address
 from ragstream_gateway.config import GatewaySettings
+from ragstream_gateway.connector_ports import ConnectorDirectory
 from ragstream_gateway.dead_letters import DeadLetterOperations
 from ragstream_gateway.documents import Caller, DocumentService
 from ragstream_gateway.ports import (
@@ -85,6 +86,8 @@ class GatewayDeps:
     key_usage: KeyUsage | None = None
     # The audit hash chain (verification) and tenants' audit options; None: those admin routes answer 503.
     audit_store: AuditStore | None = None
+    # Connectors (connector_ports.py): the API and the webhook intake; None: those routes answer 503.
+    connectors: ConnectorDirectory | None = None
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,9 @@ CREATE TABLE connector_sync_state (
     error_count             bigint NOT NULL DEFAULT 0,
     last_error              text,
     next_poll_at            timestamptz NOT NULL DEFAULT now(),
+    -- Set when a full enumeration starts (cursor NULL, a resync, a 410): items not seen since are deleted at
+    -- its end, even if the worker restarted halfway through it.
+    full_sync_started_at    timestamptz,
     updated_at              timestamptz NOT NULL DEFAULT now()
 );
 SELECT ragstream_isolate_tenant('connector_sync_state');
@@ -75,6 +78,8 @@ CREATE TABLE connector_items (
     content_sha256  text NOT NULL DEFAULT '',
     title           text NOT NULL DEFAULT '',
     deleted         boolean NOT NULL DEFAULT false,
+    -- Last time a change listing reported the item (see full_sync_started_at).
+    seen_at         timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (connector_id, item_id)
 );
