@@ -8,7 +8,8 @@ The runner logs in as the administrator (DATABASE_URL: a superuser locally, the 
 migration 0006 on each migration runs as the owner role (`SET LOCAL ROLE ragstream_owner`), so what it creates
 belongs to that role. 0001-0005 run as the administrator: 0005 creates the roles and hands every existing
 object to the owner. The owner obeys forced row-level security too: a migration that rewrites rows of every
-tenant turns FORCE off and on again inside its own transaction.
+tenant turns FORCE off and on again inside its own transaction. Roles added after 0005 are created by
+`migrations/roles.sql`, which the administrator applies (idempotently) before any pending migration.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 OWNER_ROLE = "ragstream_owner"
 # The first migration that runs as OWNER_ROLE (0005 creates it).
 FIRST_OWNED_VERSION = 6
+# Cluster-wide roles added after 0005: applied as the administrator on every run, once 0005 has been.
+ROLES_FILE = "roles.sql"
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,10 @@ def apply_migrations(database_url: str, migrations: Sequence[Migration] | None =
             )
             rows = connection.execute("SELECT version, checksum FROM schema_migrations").fetchall()
             done = {version: checksum for version, checksum in rows}
-            for migration in discover() if migrations is None else migrations:
+            candidates = discover() if migrations is None else migrations
+            if any(m.version >= FIRST_OWNED_VERSION and m.version not in done for m in candidates):
+                connection.execute(resources.files("ragstream_common.migrations").joinpath(ROLES_FILE).read_text())
+            for migration in candidates:
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
                         name = f"{migration.version}_{migration.name}"

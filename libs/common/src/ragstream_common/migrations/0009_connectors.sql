@@ -2,17 +2,7 @@
 -- sync state, the items each connector brought in, provider deliveries seen, and blobs stored in parts so a
 -- large download never has to be held in memory.
 
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ragstream_connectors') THEN
-        CREATE ROLE ragstream_connectors NOLOGIN NOINHERIT;
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ragstream_connectors'
-               AND (rolsuper OR rolbypassrls OR rolcreaterole OR rolcreatedb OR rolreplication)) THEN
-        RAISE EXCEPTION 'ragstream_connectors is superuser, BYPASSRLS, CREATEROLE, CREATEDB or REPLICATION';
-    END IF;
-END
-$$;
+-- The role ragstream_connectors is created by roles.sql (the administrator, before this runs).
 
 -- Envelope encryption: one data key per tenant, stored only wrapped by the master key (a local key from the
 -- settings, or KMS). `wrapping` names which key wrapped it ("local:<key id>", "kms:<key arn>").
