@@ -1,0 +1,127 @@
+"""ProviderHttp against scripted provider responses: Retry-After honoured, jittered back-off otherwise, 410 as an
+expired cursor, a token refreshed once on 401, and content redirects followed without the bearer token."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from ragstream_connectors.providers.base import CursorExpired, ProviderError
+from ragstream_connectors.providers.http import OAuthToken, ProviderHttp, RetryPolicy, retry_after_s
+
+pytestmark = pytest.mark.unit
+
+
+class Script:
+    """A provider that answers from a list of responses and records what it was sent."""
+
+    def __init__(self, *responses: httpx.Response) -> None:
+        self.responses = list(responses)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path == "/token":
+            return httpx.Response(200, json={"access_token": f"t{len(self.requests)}", "expires_in": 3600})
+        return self.responses.pop(0)
+
+
+def client(script: Script, sleeps: list[float], *, token: bool = False, attempts: int = 4) -> ProviderHttp:
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    return ProviderHttp(
+        "graph",
+        OAuthToken("https://login.example/token", {"grant_type": "client_credentials"}) if token else None,
+        policy=RetryPolicy(max_attempts=attempts, base_delay_s=0.5, max_delay_s=8),
+        transport=httpx.MockTransport(script),
+        sleep=sleep,
+    )
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    now = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_s(httpx.Response(429, headers={"Retry-After": "7"})) == 7.0
+    dated = httpx.Response(503, headers={"Retry-After": "Sun, 29 Nov 2026 12:00:30 GMT"})
+    assert retry_after_s(dated, now=lambda: now) == 30.0
+    assert retry_after_s(httpx.Response(429, headers={"Retry-After": "soon"})) is None
+    assert retry_after_s(httpx.Response(429)) is None
+
+
+def test_backoff_is_jittered_below_an_exponential_cap() -> None:
+    policy = RetryPolicy(base_delay_s=1, max_delay_s=10)
+    samples = [policy.backoff_s(3) for _ in range(200)]
+    assert all(0 <= s <= 8 for s in samples)
+    assert len(set(samples)) > 100  # jitter, not a fixed delay
+    assert all(policy.backoff_s(10) <= 10 for _ in range(50))
+
+
+async def test_throttling_waits_what_retry_after_says_then_succeeds() -> None:
+    script = Script(
+        httpx.Response(429, headers={"Retry-After": "3"}),
+        httpx.Response(503, headers={"Retry-After": "1"}),
+        httpx.Response(200, json={"value": []}),
+    )
+    sleeps: list[float] = []
+    http = client(script, sleeps)
+    assert await http.json("GET", "https://graph.example/v1.0/drives/d/root/delta") == {"value": []}
+    assert sleeps == [3.0, 1.0]
+
+
+async def test_throttling_without_retry_after_backs_off_and_gives_up_as_transient() -> None:
+    script = Script(*[httpx.Response(429) for _ in range(4)])
+    sleeps: list[float] = []
+    with pytest.raises(ProviderError) as failure:
+        await client(script, sleeps).request("GET", "https://api.example/2.0/events")
+    assert failure.value.transient and failure.value.status == 429
+    assert len(sleeps) == 3 and all(0 <= s <= 8 for s in sleeps)
+
+
+async def test_gone_is_an_expired_cursor_and_other_client_errors_are_permanent() -> None:
+    sleeps: list[float] = []
+    with pytest.raises(CursorExpired):
+        await client(Script(httpx.Response(410)), sleeps).request("GET", "https://graph.example/delta?token=x")
+    with pytest.raises(ProviderError) as failure:
+        await client(Script(httpx.Response(403, text="forbidden")), sleeps).request("GET", "https://x.example/")
+    assert not failure.value.transient and failure.value.status == 403
+    assert sleeps == []
+
+
+async def test_a_rejected_token_is_refreshed_once() -> None:
+    script = Script(httpx.Response(401), httpx.Response(200, json={"ok": True}))
+    http = client(script, [], token=True)
+    assert await http.json("GET", "https://graph.example/v1.0/me") == {"ok": True}
+    api_calls = [r for r in script.requests if r.url.path != "/token"]
+    assert [r.headers["authorization"] for r in api_calls] == ["Bearer t1", "Bearer t3"]
+
+
+async def test_download_streams_to_a_file_and_drops_the_bearer_on_another_host(tmp_path: Path) -> None:
+    body = b"x" * (3 * 1024 * 1024 + 17)
+    script = Script(
+        httpx.Response(302, headers={"Location": "https://files.example/blob?sig=abc"}),
+        httpx.Response(429, headers={"Retry-After": "2"}),
+        httpx.Response(302, headers={"Location": "https://files.example/blob?sig=abc"}),
+        httpx.Response(200, content=body, headers={"Content-Type": "application/pdf"}),
+    )
+    sleeps: list[float] = []
+    downloaded = await client(script, sleeps, token=True).download(
+        "https://graph.example/v1.0/drives/d/items/i/content", tmp_path
+    )
+    assert downloaded.size_bytes == len(body)
+    assert downloaded.sha256 == hashlib.sha256(body).hexdigest()
+    assert downloaded.content_type == "application/pdf"
+    assert downloaded.path.read_bytes() == body
+    assert sleeps == [2.0]
+    api = [r for r in script.requests if r.url.host == "graph.example"]
+    files = [r for r in script.requests if r.url.host == "files.example"]
+    assert all("authorization" in r.headers for r in api)
+    assert files and all("authorization" not in r.headers for r in files)
+
+
+async def test_a_failed_download_leaves_no_file(tmp_path: Path) -> None:
+    with pytest.raises(ProviderError):
+        await client(Script(httpx.Response(404)), []).download("https://graph.example/content", tmp_path)
+    assert not any(tmp_path.iterdir())  # noqa: ASYNC240 (a test directory listing)
