@@ -6,6 +6,8 @@
 # `python -m ragstream_devstack.kafka_iam`; tests/unit/test_infra_terraform_iam.py fails while it is stale.
 # Postgres: each service reads only its own login's secret (modules/rds, logins.tf); `bootstrap` runs the
 # migrate Job, which sets every login's password, and the topics Job. Redis: only the gateway reads its URL.
+# Connector secrets (KMS, main.tf): the gateway creates and opens tenants' data keys, the connectors worker opens
+# them; both only under an encryption context naming a tenant.
 
 locals {
   kafka_arn_suffix = "${module.kafka.cluster_name}/${module.kafka.cluster_uuid}"
@@ -16,11 +18,12 @@ locals {
 
   # Which database logins (modules/rds login_roles) each ServiceAccount may read.
   database_logins = {
-    gateway   = ["gateway", "gateway_admin"]
-    ingest    = ["ingest"]
-    embed     = ["embed"]
-    retrieve  = ["retrieve"]
-    bootstrap = keys(module.postgres.login_secret_arns)
+    gateway    = ["gateway", "gateway_admin"]
+    ingest     = ["ingest"]
+    embed      = ["embed"]
+    retrieve   = ["retrieve"]
+    connectors = ["connectors"]
+    bootstrap  = keys(module.postgres.login_secret_arns)
   }
 
   # Which policy documents each ServiceAccount gets; `bootstrap` runs the migrate and topics Jobs.
@@ -31,6 +34,7 @@ locals {
       data.aws_iam_policy_document.database_login["gateway"].json,
       data.aws_iam_policy_document.blob_read_write.json,
       data.aws_iam_policy_document.rate_limit_store.json,
+      data.aws_iam_policy_document.connector_secrets_seal.json,
     ]
     ingest = [
       data.aws_iam_policy_document.kafka_service["ingest"].json,
@@ -47,6 +51,13 @@ locals {
     ]
     # No database at all.
     generate = [data.aws_iam_policy_document.kafka_service["generate"].json]
+    # Downloads content into the blob store; opens (never creates) tenants' data keys.
+    connectors = [
+      data.aws_iam_policy_document.kafka_service["connectors"].json,
+      data.aws_iam_policy_document.database_login["connectors"].json,
+      data.aws_iam_policy_document.blob_read_write.json,
+      data.aws_iam_policy_document.connector_secrets_open.json,
+    ]
     bootstrap = [
       data.aws_iam_policy_document.kafka_topic_admin.json,
       data.aws_iam_policy_document.database_login["bootstrap"].json,
@@ -247,6 +258,38 @@ data "aws_iam_policy_document" "blob_read_write" {
     sid       = "Encryption"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [module.blobstore.kms_key_arn]
+  }
+}
+
+# Connector secrets, gateway side: a tenant's first connector generates its data key; webhooks and the connector
+# API open it. The condition keeps every call bound to a tenant (EncryptionContext {"tenant_id": ...}), which
+# KMS also requires again to decrypt, so a data key cannot be opened as another tenant's.
+data "aws_iam_policy_document" "connector_secrets_seal" {
+  statement {
+    sid       = "TenantDataKeys"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = [aws_kms_key.connector_secrets.arn]
+
+    condition {
+      test     = "StringLike"
+      variable = "kms:EncryptionContext:tenant_id"
+      values   = ["?*"]
+    }
+  }
+}
+
+# Connector secrets, worker side: open a tenant's data key, nothing else.
+data "aws_iam_policy_document" "connector_secrets_open" {
+  statement {
+    sid       = "TenantDataKeys"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.connector_secrets.arn]
+
+    condition {
+      test     = "StringLike"
+      variable = "kms:EncryptionContext:tenant_id"
+      values   = ["?*"]
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 # Ragstream on AWS: VPC, EKS (managed node groups, IRSA, security groups for pods), MSK (TLS + IAM auth), RDS
 # PostgreSQL with pgvector, ElastiCache Redis for the gateway's rate limits and quotas, an S3 blob store and ECR
-# repositories.
+# repositories, and the KMS key that wraps connectors' secrets.
 
 data "aws_availability_zones" "available" {
   state = "available"
@@ -19,7 +19,7 @@ locals {
   azs      = slice(data.aws_availability_zones.available.names, 0, 3)
   az_index = range(length(local.azs))
 
-  services  = toset(["gateway", "ingest", "embed", "retrieve", "generate"])
+  services  = toset(["gateway", "ingest", "embed", "retrieve", "generate", "connectors"])
   namespace = "ragstream"
 
   blob_bucket_name = coalesce(var.blob_bucket_name, "${var.name}-blobs-${data.aws_caller_identity.current.account_id}")
@@ -201,6 +201,24 @@ module "blobstore" {
   bucket_name             = local.blob_bucket_name
   noncurrent_version_days = var.blob_noncurrent_version_days
   tags                    = local.tags
+}
+
+# ---- connector secrets ----
+
+# Envelope encryption of connectors' secrets (client secrets, refresh tokens, webhook keys; docs/connectors.md):
+# each tenant's data key is generated and wrapped by this key, with the tenant id as encryption context, and only
+# the wrapped copy is stored (tenant_data_keys). The gateway wraps and unwraps, the connectors worker only
+# unwraps (iam.tf). The services find it as SECRETS_KMS_KEY_ID (output kustomize_config).
+resource "aws_kms_key" "connector_secrets" {
+  description             = "${var.name} connector secrets (tenant data keys)"
+  enable_key_rotation     = true
+  deletion_window_in_days = 30
+  tags                    = local.tags
+}
+
+resource "aws_kms_alias" "connector_secrets" {
+  name          = "alias/${var.name}-connector-secrets"
+  target_key_id = aws_kms_key.connector_secrets.key_id
 }
 
 # ---- images ----

@@ -79,5 +79,8 @@ output "kustomize_config" {
     BLOB_STORE              = "s3"
     BLOB_S3_BUCKET          = module.blobstore.bucket_name
     BLOB_S3_REGION          = var.region
+    SECRETS_PROVIDER        = "kms"
+    SECRETS_KMS_KEY_ID      = aws_kms_key.connector_secrets.arn
+    SECRETS_KMS_REGION      = var.region
   }
 }

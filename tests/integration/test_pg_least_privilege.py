@@ -23,6 +23,7 @@ READABLE = {
     "ingest": "blobs",
     "embed": "embedding_cache",
     "retrieve": "document_index_state",
+    "connectors": "connector_items",
 }
 # Every privilege a role holds directly, on any object of this database, its default ACLs and the database.
 _PRIVILEGES = """

@@ -71,7 +71,24 @@ DECLARED_ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/v1/admin/dlq/{topic}/events/{offset}"): ADMIN,
     ("POST", "/v1/admin/dlq/{topic}/events/{offset}/redrive"): ADMIN,
     ("POST", "/v1/admin/dlq/{topic}/redrive"): ADMIN,
+    ("POST", "/v1/connectors"): scope("connectors:admin"),
+    ("GET", "/v1/connectors"): scope("connectors:admin"),
+    ("GET", "/v1/connectors/{connector_id}"): scope("connectors:admin"),
+    ("DELETE", "/v1/connectors/{connector_id}"): scope("connectors:admin"),
+    ("POST", "/v1/connectors/{connector_id}/sync"): scope("connectors:admin"),
+    ("POST", "/v1/connectors/{connector_id}/rotate-secret"): scope("connectors:admin"),
+    ("POST", "/v1/admin/tenants/{tenant_id}/connectors"): ADMIN,
+    ("GET", "/v1/admin/tenants/{tenant_id}/connectors"): ADMIN,
+    ("GET", "/v1/admin/tenants/{tenant_id}/connectors/{connector_id}"): ADMIN,
+    ("DELETE", "/v1/admin/tenants/{tenant_id}/connectors/{connector_id}"): ADMIN,
+    ("POST", "/v1/admin/tenants/{tenant_id}/connectors/{connector_id}/sync"): ADMIN,
+    ("POST", "/v1/admin/tenants/{tenant_id}/connectors/{connector_id}/rotate-secret"): ADMIN,
+    # No API key: each provider's own authentication (signatures, clientState, channel token), checked by the
+    # route against the connector's secrets (routes/webhooks.py); public to the matrix, see PROVIDER_AUTHENTICATED.
+    ("POST", "/v1/webhooks/{connector_id}"): PUBLIC,
 }
+# Public operations that are not open: the provider authenticates each request its own way.
+PROVIDER_AUTHENTICATED = frozenset({("POST", "/v1/webhooks/{connector_id}")})
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ variable "tags" {
 }
 
 variable "login_roles" {
-  description = "Service login => PostgreSQL role (migration 0005); each gets a password secret of its own."
+  description = "Service login => PostgreSQL role (migration 0005, roles.sql); each gets a password secret of its own."
   type        = map(string)
   default = {
     gateway       = "ragstream_gateway"
@@ -71,5 +71,6 @@ variable "login_roles" {
     ingest        = "ragstream_ingest"
     embed         = "ragstream_embed"
     retrieve      = "ragstream_retrieve"
+    connectors    = "ragstream_connectors"
   }
 }

@@ -1,7 +1,8 @@
-"""Give the services' Postgres roles (migration 0005) LOGIN and a password: the one-shot step after migrations.
+"""Give the services' Postgres roles (migration 0005, roles.sql) LOGIN and a password: the one-shot step after
+migrations.
 
 `python -m ragstream_common.db_logins` signs in as the administrator (DATABASE_URL) and, for every
-`RAGSTREAM_PG_PASSWORD_<IDENTITY>` that is set (GATEWAY, GATEWAY_ADMIN, INGEST, EMBED, RETRIEVE), runs
+`RAGSTREAM_PG_PASSWORD_<IDENTITY>` that is set (GATEWAY, GATEWAY_ADMIN, INGEST, EMBED, RETRIEVE, CONNECTORS), runs
 `ALTER ROLE ... LOGIN PASSWORD` with a SCRAM verifier computed here, so the password itself never reaches the
 server (nor its statement log). Compose and a Kubernetes job run it with each service's secret; the devstack
 (pg_identities.py) calls `grant_login` with its local secrets. On RDS with IAM authentication, skip it and
@@ -27,6 +28,8 @@ LOGIN_ROLES = {
     "ingest": "ragstream_ingest",
     "embed": "ragstream_embed",
     "retrieve": "ragstream_retrieve",
+    # Created by roles.sql, granted by migration 0009.
+    "connectors": "ragstream_connectors",
 }
 
 
@@ -39,6 +42,7 @@ class LoginSettings(BaseSettings):
     ingest: SecretStr | None = None
     embed: SecretStr | None = None
     retrieve: SecretStr | None = None
+    connectors: SecretStr | None = None
 
     def passwords(self) -> dict[str, SecretStr]:
         """identity -> password, for the identities whose password is set."""

@@ -5,11 +5,13 @@
 
   credentials/   one secret per file (LocalCredentials, as var/credentials for `make run`): the broker's super
                  user `kafka-admin`, each principal's `kafka-<service>`, the Postgres superuser `postgres-admin`,
-                 each login's `postgres-<identity>`, the token signing keys, Redis's `redis`. The one-shots
-                 mount the Kafka and Postgres ones.
+                 each login's `postgres-<identity>`, the token signing keys, Redis's `redis`, the master key of
+                 connector secrets `secrets-master-key` (envelope_keys.py: never delete it, it cannot be
+                 regenerated). The one-shots mount the Kafka and Postgres ones.
   env/<svc>.env  what only that service may know, sourced by its entrypoint: its Kafka and Postgres passwords
                  (inside DATABASE_URL), its token signing key, the JWKS to trust; the gateway's also the URL of
-                 its rate limits and quotas (GATEWAY_RATE_LIMIT_STORAGE, the Redis password inside).
+                 its rate limits and quotas (GATEWAY_RATE_LIMIT_STORAGE, the Redis password inside); the
+                 gateway's and the connectors worker's also SECRETS_MASTER_KEY and SECRETS_MASTER_KEY_ID.
   redis/         auth.conf: Redis's `requirepass`, a config file its server reads, so the password is on no
                  command line.
   kafka/         server.properties (SASL/SCRAM, StandardAuthorizer, rendered by kafka_config exactly as

@@ -1,4 +1,4 @@
-"""`make run`: Kafka, Postgres, Redis, migrations, topics and all five services, supervised until Ctrl-C.
+"""`make run`: Kafka, Postgres, Redis, migrations, topics and every registered service, supervised until Ctrl-C.
 
 Every process (Kafka and Postgres too) runs under our Supervisor, which restarts any that exits with a back-off of
 1 s doubling to 30 s and, on Ctrl-C or SIGTERM, stops the services, then Kafka, then Postgres. Settings come from
@@ -26,7 +26,14 @@ from ragstream_devstack.providers import DATABASE_ENV, KAFKA_ENV
 from ragstream_devstack.redis import REDIS_ENV, LocalRedis
 from ragstream_devstack.run_settings import RunSettings
 from ragstream_devstack.supervisor import Supervisor
-from ragstream_devstack.system import SERVICE_NAMES, SystemPorts, service_command, service_env, wait_until_serving
+from ragstream_devstack.system import (
+    SERVICE_NAMES,
+    SystemPorts,
+    public_base_url,
+    service_command,
+    service_env,
+    wait_until_serving,
+)
 
 SERVICE_STOP_GRACE_S = 20.0
 # Not 6379: installing Debian's redis-server starts a system Redis there.
@@ -52,9 +59,11 @@ def _print_health_when_ready(ports: SystemPorts, access: dict[str, str]) -> None
     except Exception as exc:
         print(f"\n!! not every service became healthy: {exc}\n", flush=True)
         return
-    rows = "\n".join(f"  {name:<9} grpc 127.0.0.1:{ports.grpc[name]:<6} {status}" for name, status in statuses.items())
+    rows = "\n".join(f"  {name:<10} grpc 127.0.0.1:{ports.grpc[name]:<6} {status}" for name, status in statuses.items())
     print(
-        f"\nRagstream is up.\n  gateway   http://127.0.0.1:{ports.http}  (docs: /docs, health: /healthz)\n{rows}\n"
+        f"\nRagstream is up.\n  gateway    http://127.0.0.1:{ports.http}  (docs: /docs, health: /healthz)\n{rows}\n"
+        f"  connectors: POST /v1/connectors (scope connectors:admin); webhooks at"
+        f" {public_base_url(ports)}/v1/webhooks/<connector_id> (docs/connectors.md)\n"
         f"  tenant {access['GATEWAY_DEV_TENANT']!r}, API key {access['GATEWAY_DEV_API_KEY']!r},"
         f" admin token {access['GATEWAY_ADMIN_TOKEN']!r}\n"
         "  Kafka and Postgres require each service's own credentials (var/credentials; docs/security.md);\n"

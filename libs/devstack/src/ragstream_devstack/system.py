@@ -1,4 +1,4 @@
-"""The five Ragstream services as local processes: environment, start, gRPC health, SIGTERM stop.
+"""The Ragstream services (the registry's) as local processes: environment, start, gRPC health, SIGTERM stop.
 
 Used by the e2e tests and the benchmarks (which need per-process control); `make run` runs the same
 commands with the same environment under its supervisor (see run.py, supervisor.py).
@@ -45,6 +45,12 @@ class SystemPorts:
         return cls({name: free_port() for name in SERVICE_NAMES}, dict.fromkeys(DEFAULT_METRICS_PORTS, 0), free_port())
 
 
+def public_base_url(ports: SystemPorts) -> str:
+    """Where providers reach the gateway's webhooks: GATEWAY_PUBLIC_BASE_URL from the shell when set (a tunnel,
+    for real SharePoint, Box or Drive deliveries), else the local gateway itself."""
+    return os.environ.get("GATEWAY_PUBLIC_BASE_URL") or f"http://127.0.0.1:{ports.http}"
+
+
 def service_env(
     name: str,
     *,
@@ -67,6 +73,10 @@ def service_env(
         f"{prefix}_GRPC_PORT": str(ports.grpc[name]),
         "RETRIEVE_EMBED_ADDRESS": f"127.0.0.1:{ports.grpc['embed']}",
         "GATEWAY_REPLY_ADVERTISE_ADDRESS": f"127.0.0.1:{ports.grpc['gateway']}",
+        # The base of every connector's webhook URL: the gateway answers there, the worker registers it with
+        # the providers (subscriptions, watch channels).
+        "GATEWAY_PUBLIC_BASE_URL": public_base_url(ports),
+        "CONNECTORS_WEBHOOK_BASE_URL": public_base_url(ports),
     }
     if name in ports.metrics:
         env[f"{prefix}_METRICS_PORT"] = str(ports.metrics[name])

@@ -22,6 +22,7 @@ from typing import Literal
 from ragstream_common.kafka.topics import (
     CHUNKS_EMBEDDED,
     CHUNKS_READY,
+    CONNECTORS_NOTIFIED,
     DLQ_REDRIVES,
     DOCUMENTS_RECEIVED,
     DOCUMENTS_STATUS,
@@ -73,8 +74,11 @@ PRODUCES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "embed": (CHUNKS_EMBEDDED.name, QUERIES_EMBEDDED.name),
         "retrieve": (DOCUMENTS_STATUS.name, QUERIES_RETRIEVED.name),
         "generate": (),
-        # rag.security.events.v1: the audit export relay (every audit row, for a SIEM; docs/events.md).
-        "gateway": (DOCUMENTS_RECEIVED.name, QUERIES_REQUESTED.name, SECURITY_EVENTS.name),
+        # Documents it brings in, and its own scheduler's work (polls, renewals, resyncs) onto its topic.
+        "connectors": (DOCUMENTS_RECEIVED.name, CONNECTORS_NOTIFIED.name),
+        # rag.security.events.v1: the audit export relay (every audit row, for a SIEM; docs/events.md);
+        # rag.connectors.notified.v1: verified webhook deliveries and the connector API's requests.
+        "gateway": (DOCUMENTS_RECEIVED.name, QUERIES_REQUESTED.name, SECURITY_EVENTS.name, CONNECTORS_NOTIFIED.name),
     }
 )
 # The gateway's admin DLQ API (docs/dlq.md) reads every declared DLQ, republishes a dead letter to the topic it
