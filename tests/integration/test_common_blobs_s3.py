@@ -11,7 +11,9 @@ other cannot read.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Final
 
 import boto3
@@ -19,7 +21,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from ragstream_common.blobs import BlobStore, build_blob_store
 from ragstream_gateway.config import GatewaySettings
-from ragstream_ingest.adapters.content import UriContentSource
+from ragstream_ingest.adapters.content import BlobTooLargeError, UriContentSource
 from ragstream_ingest.config import IngestSettings
 
 pytestmark = pytest.mark.integration
@@ -132,3 +134,40 @@ async def test_delete_removes_only_that_tenants_object_and_missing_keys_read_as_
     remaining = await reader.get("globex", "doc-3/v1")
     assert remaining is not None and remaining.data == b"stays"
     assert await reader.get("acme", "never-written") is None
+
+
+async def test_put_file_uploads_a_large_file_in_parts(tmp_path: Path, s3_environment: str) -> None:
+    """12 MiB is over boto3's 8 MiB multipart threshold: a managed multipart upload, read back whole by ingest."""
+    data = os.urandom(12 * 1024 * 1024 + 7)
+    path = tmp_path / "large.pdf"
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+
+    assert await gateway_store().put_file("acme", "large/v1", path, "application/pdf") == "blob://large/v1"
+
+    client = boto3.client("s3", endpoint_url=s3_environment, region_name=REGION)
+    head = client.head_object(Bucket=BUCKET, Key=f"{PREFIX}acme/large/v1")
+    assert head["Metadata"] == {"sha256": digest} and head["ContentType"] == "application/pdf"
+    assert "-" in head["ETag"]  # a multipart upload's ETag: "<md5 of part md5s>-<parts>"
+
+    reader = ingest_store()
+    assert await reader.size("acme", "large/v1") == len(data)
+    assert await reader.size("acme", "never-written") is None
+    assert await reader.size("globex", "large/v1") is None
+    blob = await reader.get("acme", "large/v1")
+    assert blob is not None and blob.sha256 == digest and hashlib.sha256(blob.data).hexdigest() == digest
+
+
+@pytest.mark.usefixtures("s3_environment")
+async def test_ingest_refuses_an_s3_blob_over_the_limit() -> None:
+    await gateway_store().put("acme", "doc-4/v1", b"x" * 2048, "text/plain")
+    settings = IngestSettings()
+    source = UriContentSource(
+        ingest_store(),
+        timeout_s=settings.fetch_timeout_s,
+        max_bytes=settings.fetch_max_bytes,
+        allow_private_networks=False,
+        max_blob_bytes=1024,
+    )
+    with pytest.raises(BlobTooLargeError, match="2048 bytes"):
+        await source.read("acme", "blob://doc-4/v1")

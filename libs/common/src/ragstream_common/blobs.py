@@ -4,7 +4,8 @@ PostgresBlobStore (the `blobs` table, tenant-scoped by row-level security) is th
 the production option (BLOB_STORE=s3). Both key objects per tenant, so the same `blob://<key>` in two
 tenants' events names two different objects. The gateway writes blobs and the ingest worker reads them;
 both build their store with `build_blob_store` from the same `BlobStoreSettings`, so they always agree on
-where a blob lives.
+where a blob lives. Large content (a connector's download) goes in with `put_file`, streamed from a local file
+in bounded memory: in Postgres as 4 MiB rows of `blob_parts`, in S3 as a managed multipart upload.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ragstream_common.blob_settings import BlobStoreSettings
 from ragstream_common.db import tenant_transaction
 
 BLOB_SCHEME = "blob://"
+# One `blob_parts` row: small enough to stream, large enough that a 200 MB file is 50 rows.
+PART_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,13 +41,25 @@ class BlobStore(Protocol):
         """Store (idempotently) and return the URI to put in events."""
         ...
 
+    async def put_file(self, tenant_id: str, key: str, path: Path, content_type: str) -> str:
+        """Store the file's content (idempotently: keys are content addressed), streaming it in bounded memory."""
+        ...
+
     async def get(self, tenant_id: str, key: str) -> Blob | None: ...
+
+    async def size(self, tenant_id: str, key: str) -> int | None:
+        """The blob's size in bytes without reading it (None when missing), so readers can refuse large ones."""
+        ...
 
     async def delete(self, tenant_id: str, key: str) -> None: ...
 
 
 class BlobNotFound(KeyError):
     """A `blob://` URI whose object does not exist (any more)."""
+
+
+class BlobIntegrityError(Exception):
+    """Stored content that does not match its metadata, or a file that changed while it was being stored."""
 
 
 def blob_uri(key: str) -> str:
@@ -57,6 +74,8 @@ def blob_key_of(uri: str) -> str:
 
 
 class PostgresBlobStore:
+    """Small blobs in `blobs.content`; `put_file` blobs as `blobs.parts` rows of `blob_parts` (migration 0009)."""
+
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
 
@@ -70,18 +89,94 @@ class PostgresBlobStore:
             )
         return blob_uri(key)
 
+    async def put_file(self, tenant_id: str, key: str, path: Path, content_type: str) -> str:
+        size, digest = await asyncio.to_thread(_size_and_sha256, path)
+        if size == 0:
+            return await self.put(tenant_id, key, b"", content_type)
+        parts = -(-size // PART_BYTES)
+        async with tenant_transaction(self._pool, tenant_id) as connection:
+            # The row goes first: a concurrent writer of the same key waits on it, then finds it and skips.
+            cursor = await connection.execute(
+                "INSERT INTO blobs (tenant_id, blob_key, content, content_type, size_bytes, sha256, parts)"
+                " VALUES (%s, %s, NULL, %s, %s, %s, %s) ON CONFLICT (tenant_id, blob_key) DO NOTHING"
+                " RETURNING blob_key",
+                (tenant_id, key, content_type, size, digest, parts),
+            )
+            if await cursor.fetchone() is None:
+                return blob_uri(key)
+            with path.open("rb") as file:
+                written = hashlib.sha256()
+                for part_no in range(parts):
+                    piece = await asyncio.to_thread(_read_part, file)
+                    written.update(piece)
+                    await connection.execute(
+                        "INSERT INTO blob_parts (tenant_id, blob_key, part_no, content) VALUES (%s, %s, %s, %s)",
+                        (tenant_id, key, part_no, piece),
+                    )
+            if written.hexdigest() != digest or _file_size(path) != size:  # rolls the transaction back
+                raise BlobIntegrityError(f"{path} changed while it was stored as blob {key!r}")
+        return blob_uri(key)
+
     async def get(self, tenant_id: str, key: str) -> Blob | None:
         async with tenant_transaction(self._pool, tenant_id) as connection:
             cursor = await connection.execute(
-                "SELECT content, content_type, sha256 FROM blobs WHERE tenant_id = %s AND blob_key = %s",
+                "SELECT content, content_type, sha256, parts, size_bytes FROM blobs"
+                " WHERE tenant_id = %s AND blob_key = %s",
                 (tenant_id, key),
             )
             row = await cursor.fetchone()
-        return Blob(bytes(row[0]), row[1], row[2]) if row else None
+            if row is None:
+                return None
+            content, content_type, digest, parts, size = row
+            if content is None:
+                content = await _joined_parts(connection, tenant_id, key, parts, size)
+        return Blob(bytes(content), content_type, digest)
+
+    async def size(self, tenant_id: str, key: str) -> int | None:
+        async with tenant_transaction(self._pool, tenant_id) as connection:
+            cursor = await connection.execute(
+                "SELECT size_bytes FROM blobs WHERE tenant_id = %s AND blob_key = %s", (tenant_id, key)
+            )
+            row = await cursor.fetchone()
+        return int(row[0]) if row else None
 
     async def delete(self, tenant_id: str, key: str) -> None:
         async with tenant_transaction(self._pool, tenant_id) as connection:
+            await connection.execute("DELETE FROM blob_parts WHERE tenant_id = %s AND blob_key = %s", (tenant_id, key))
             await connection.execute("DELETE FROM blobs WHERE tenant_id = %s AND blob_key = %s", (tenant_id, key))
+
+
+async def _joined_parts(
+    connection: psycopg.AsyncConnection[Any], tenant_id: str, key: str, parts: int, size: int
+) -> bytearray:
+    """A parted blob's bytes, fetched a part at a time through a server-side cursor (no second full copy)."""
+    content = bytearray()
+    count = 0
+    async with connection.cursor(name="blob_parts_read") as cursor:
+        cursor.itersize = 1
+        await cursor.execute(
+            "SELECT content FROM blob_parts WHERE tenant_id = %s AND blob_key = %s ORDER BY part_no", (tenant_id, key)
+        )
+        async for (piece,) in cursor:
+            content += piece
+            count += 1
+    if count != parts or len(content) != size:
+        raise BlobIntegrityError(f"blob {key!r}: {count} of {parts} parts, {len(content)} of {size} bytes")
+    return content
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    with path.open("rb") as file:
+        digest = hashlib.file_digest(file, "sha256")
+    return _file_size(path), digest.hexdigest()
+
+
+def _read_part(file: BinaryIO) -> bytes:
+    return file.read(PART_BYTES)
+
+
+def _file_size(path: Path) -> int:
+    return path.stat().st_size
 
 
 class S3BlobStore:
@@ -119,6 +214,22 @@ class S3BlobStore:
         )
         return blob_uri(key)
 
+    async def put_file(self, tenant_id: str, key: str, path: Path, content_type: str) -> str:
+        from boto3.s3.transfer import TransferConfig
+
+        _, digest = await asyncio.to_thread(_size_and_sha256, path)
+        # Managed multipart upload: at most max_concurrency parts of multipart_chunksize in memory at once.
+        transfer = TransferConfig(multipart_chunksize=8 * 1024 * 1024, max_concurrency=4)
+        await asyncio.to_thread(
+            self._client.upload_file,
+            str(path),
+            self._bucket,
+            self._object_key(tenant_id, key),
+            ExtraArgs={"ContentType": content_type or "application/octet-stream", "Metadata": {"sha256": digest}},
+            Config=transfer,
+        )
+        return blob_uri(key)
+
     async def get(self, tenant_id: str, key: str) -> Blob | None:
         try:
             response = await asyncio.to_thread(
@@ -129,6 +240,20 @@ class S3BlobStore:
         data = await asyncio.to_thread(response["Body"].read)
         digest = response.get("Metadata", {}).get("sha256") or hashlib.sha256(data).hexdigest()
         return Blob(data, response.get("ContentType", ""), digest)
+
+    async def size(self, tenant_id: str, key: str) -> int | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = await asyncio.to_thread(
+                self._client.head_object, Bucket=self._bucket, Key=self._object_key(tenant_id, key)
+            )
+        except ClientError as exc:
+            # HEAD responses have no body, so a missing object is a bare 404.
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return int(response["ContentLength"])
 
     async def delete(self, tenant_id: str, key: str) -> None:
         await asyncio.to_thread(self._client.delete_object, Bucket=self._bucket, Key=self._object_key(tenant_id, key))

@@ -35,6 +35,7 @@ async def start(settings: IngestSettings, stack: AsyncExitStack, stop: asyncio.E
         blobs,
         timeout_s=settings.fetch_timeout_s,
         max_bytes=settings.fetch_max_bytes,
+        max_blob_bytes=settings.max_document_bytes,
         allow_private_networks=settings.fetch_allow_private_networks,
     )
     publisher = await start_publisher(stack, settings)

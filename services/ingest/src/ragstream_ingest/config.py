@@ -10,6 +10,10 @@ from ragstream_common.blob_settings import BlobStoreSettings
 from ragstream_common.config import ServiceSettings
 from ragstream_common.registry import SERVICES
 
+# The largest stored document ingest will load: a connector may store big files (streamed, in parts), but
+# extraction holds a document in memory.
+DEFAULT_MAX_DOCUMENT_BYTES = 100 * 1024 * 1024
+
 
 class IngestSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore")
@@ -24,6 +28,8 @@ class IngestSettings(ServiceSettings):
     chunk_overlap_tokens: int = Field(default=40, ge=0, le=127)
     fetch_timeout_s: float = Field(default=15.0, gt=0)
     fetch_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    # A larger `blob://` document fails permanently (DocumentFailed "too_large") before it is read.
+    max_document_bytes: int = Field(default=DEFAULT_MAX_DOCUMENT_BYTES, gt=0)
     # Only for local development: lets http(s) URIs point at private addresses.
     fetch_allow_private_networks: bool = False
     # Shared with the gateway (unprefixed BLOB_* variables): ingest reads where the gateway writes.
