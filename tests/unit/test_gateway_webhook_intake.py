@@ -142,7 +142,7 @@ async def _refused(rig: Rig, request: WebhookRequest) -> WebhookRefused:
 async def test_an_unknown_connector_is_not_found_and_unaudited() -> None:
     rig = _rig()
     refused = await _refused(rig, _request(_graph_body(), connector_id="con_ffffffffffffffff")[0])
-    assert (refused.status, refused.slug, refused.known_connector) == (404, "connector-not-found", False)
+    assert (refused.status, refused.slug, refused.audit_done) == (404, "connector-not-found", False)
     assert rig.audit.entries == [] and rig.sink.calls == 0
 
 
@@ -172,6 +172,13 @@ async def test_the_graph_handshake_echoes_the_decoded_token_and_publishes_nothin
     assert (reply.status, reply.outcome, reply.text) == (200, "handshake", "Validation: Testing reachability+1")
     assert reads == [] and rig.sink.calls == 0 and rig.audit.entries == []
     assert metric(COUNTER, provider="sharepoint", outcome="handshake") == before + 1
+
+
+async def test_an_overlong_validation_token_is_refused_and_audited() -> None:
+    rig = _rig()
+    refused = await _refused(rig, _request(query="validationToken=" + "a" * 5000)[0])
+    assert (refused.status, refused.slug) == (400, "webhook-malformed")
+    assert rig.audit.entries[0].details["reason"] == "validation_token_too_long"
 
 
 async def test_a_validation_token_means_nothing_to_other_providers() -> None:
