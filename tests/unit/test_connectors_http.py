@@ -4,6 +4,7 @@ expired cursor, a token refreshed once on 401, and content redirects followed wi
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +30,14 @@ class Script:
         return self.responses.pop(0)
 
 
-def client(script: Script, sleeps: list[float], *, token: bool = False, attempts: int = 4) -> ProviderHttp:
+def client(
+    script: Script,
+    sleeps: list[float],
+    *,
+    token: bool = False,
+    attempts: int = 4,
+    is_throttled: Callable[[httpx.Response], bool] = lambda _: False,
+) -> ProviderHttp:
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
@@ -39,6 +47,7 @@ def client(script: Script, sleeps: list[float], *, token: bool = False, attempts
         policy=RetryPolicy(max_attempts=attempts, base_delay_s=0.5, max_delay_s=8),
         transport=httpx.MockTransport(script),
         sleep=sleep,
+        is_throttled=is_throttled,
     )
 
 
@@ -125,3 +134,29 @@ async def test_a_failed_download_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ProviderError):
         await client(Script(httpx.Response(404)), []).download("https://graph.example/content", tmp_path)
     assert not any(tmp_path.iterdir())  # noqa: ASYNC240 (a test directory listing)
+
+
+async def test_a_provider_specific_throttle_signal_is_retried_like_429() -> None:
+    def rate_limited(response: httpx.Response) -> bool:
+        return response.status_code == 403 and b"rateLimitExceeded" in response.content
+
+    script = Script(
+        httpx.Response(403, json={"error": {"errors": [{"reason": "rateLimitExceeded"}]}}),
+        httpx.Response(200, json={"ok": True}),
+        httpx.Response(403, json={"error": {"errors": [{"reason": "insufficientPermissions"}]}}),
+    )
+    sleeps: list[float] = []
+    http = client(script, sleeps, is_throttled=rate_limited)
+    assert await http.json("GET", "https://drive.example/v3/changes") == {"ok": True}
+    assert len(sleeps) == 1
+    with pytest.raises(ProviderError) as failure:
+        await http.request("GET", "https://drive.example/v3/files/x")
+    assert not failure.value.transient and "insufficientPermissions" in failure.value.body
+
+
+async def test_a_download_refreshes_a_rejected_token_once(tmp_path: Path) -> None:
+    script = Script(httpx.Response(401), httpx.Response(200, content=b"hello"))
+    downloaded = await client(script, [], token=True).download("https://graph.example/content", tmp_path)
+    assert downloaded.size_bytes == 5
+    api_calls = [r for r in script.requests if r.url.path != "/token"]
+    assert [r.headers["authorization"] for r in api_calls] == ["Bearer t1", "Bearer t3"]

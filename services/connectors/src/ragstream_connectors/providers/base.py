@@ -22,10 +22,12 @@ class CursorExpired(Exception):
 class ProviderError(Exception):
     """A provider call that failed; `transient` ones (throttling, 5xx, network) are retried by the consumer."""
 
-    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+    def __init__(self, message: str, *, transient: bool, status: int | None = None, body: str = "") -> None:
         super().__init__(message)
         self.transient = transient
         self.status = status
+        # The start of the provider's error body, for provider-specific reasons (Drive's `errors[].reason`).
+        self.body = body
 
 
 @dataclass(frozen=True)

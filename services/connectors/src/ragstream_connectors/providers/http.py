@@ -4,7 +4,8 @@ Every provider's API throttles with 429 (and 503) and says how long to wait in `
 HTTP date; Graph: https://learn.microsoft.com/graph/throttling, Box: https://developer.box.com/guides/api-calls/
 permissions-and-errors/rate-limits/, Drive: https://developers.google.com/drive/api/guides/limits). `ProviderHttp`
 honours it, otherwise backs off exponentially with full jitter, and gives up after `max_attempts` with a
-transient `ProviderError`, so the consumer retries the whole notification later instead of losing it.
+transient `ProviderError`, so the consumer retries the whole notification later instead of losing it. A
+provider with throttling signals of its own (Drive's 403 `rateLimitExceeded`) passes `is_throttled`.
 Downloads are streamed to a temporary file in fixed-size pieces while hashing; memory stays flat for any size.
 """
 
@@ -59,7 +60,11 @@ def retry_after_s(response: httpx.Response, now: Callable[[], datetime] = lambda
         return None
 
 
-TokenFetcher = Callable[[httpx.AsyncClient], Awaitable[tuple[str, float]]]
+ThrottleSignal = Callable[[httpx.Response], bool]
+
+
+def _never(_: httpx.Response) -> bool:
+    return False
 
 
 class OAuthToken:
@@ -102,9 +107,12 @@ class ProviderHttp:
         timeout_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        is_throttled: ThrottleSignal = _never,
     ) -> None:
         self.provider = provider
         self._token = token
+        # Responses besides 429/503 that mean "slow down" (their body is read before this is asked).
+        self._is_throttled = is_throttled
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
         # Redirects are followed by hand in `download` (a content redirect leaves the API host: no bearer there).
@@ -123,23 +131,21 @@ class ProviderHttp:
         self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
     ) -> httpx.Response:
         """One API call with retries; 410 raises CursorExpired, other 4xx a permanent ProviderError."""
-        refreshed = False
+        refreshed = refresh_now = False
         for attempt in range(self._policy.max_attempts):
             try:
-                response = await self.client.request(
-                    method, url, headers=await self._headers(headers, refresh=refreshed), **kwargs
-                )
+                request_headers = await self._headers(headers, refresh=refresh_now)
+                refresh_now = False
+                response = await self.client.request(method, url, headers=request_headers, **kwargs)
             except httpx.TransportError as exc:
                 if attempt + 1 == self._policy.max_attempts:
                     raise ProviderError(f"{method} {url}: {exc!r}", transient=True) from exc
                 await self._sleep(self._policy.backoff_s(attempt))
                 continue
             if response.status_code == 401 and self._token is not None and not refreshed:
-                refreshed = True  # an expired or revoked token: fetch a new one once
+                refreshed = refresh_now = True  # an expired or revoked token: fetch a new one, once
                 continue
-            if response.status_code in _RETRYABLE:
-                if response.status_code in (429, 503):
-                    THROTTLED.labels(self.provider).inc()
+            if self._retryable(response):
                 if attempt + 1 == self._policy.max_attempts:
                     break
                 delay = retry_after_s(response)
@@ -148,17 +154,23 @@ class ProviderHttp:
             if response.status_code == 410:
                 raise CursorExpired(f"{method} {url}: 410 Gone")
             if response.status_code >= 400:
-                raise ProviderError(
-                    f"{method} {url}: {response.status_code} {_error_text(response)}",
-                    transient=False,
-                    status=response.status_code,
-                )
+                raise _client_error(f"{method} {url}", response)
             return response
         raise ProviderError(
             f"{method} {url}: still {response.status_code} after {self._policy.max_attempts} attempts",
             transient=True,
             status=response.status_code,
+            body=_error_text(response),
         )
+
+    def _retryable(self, response: httpx.Response) -> bool:
+        """Throttled (counted) or a transient server error; the body must have been read."""
+        throttled = response.status_code in (429, 503) or (
+            response.status_code < 500 and response.status_code != 429 and self._is_throttled(response)
+        )
+        if throttled:
+            THROTTLED.labels(self.provider).inc()
+        return throttled or response.status_code in _RETRYABLE
 
     async def json(self, method: str, url: str, **kwargs: Any) -> Any:
         return (await self.request(method, url, **kwargs)).json()
@@ -168,10 +180,14 @@ class ProviderHttp:
     ) -> Downloaded:
         """Stream `url` into a new file under `directory`, following redirects (the bearer only to the first
         host) and retrying throttled or failed attempts from the start."""
+        refreshed = refresh_now = False
         for attempt in range(self._policy.max_attempts):
-            target, authenticated = url, True
+            target, authenticated, delay = url, True, None
             for _ in range(max_redirects + 1):
-                request_headers = await self._headers(headers) if authenticated else dict(headers or {})
+                request_headers = (
+                    await self._headers(headers, refresh=refresh_now) if authenticated else dict(headers or {})
+                )
+                refresh_now = False
                 async with self.client.stream("GET", target, headers=request_headers) as response:
                     if response.is_redirect:
                         location = response.headers["location"]
@@ -179,19 +195,17 @@ class ProviderHttp:
                         authenticated = authenticated and next_url.host == response.url.host
                         target = str(next_url)
                         continue
-                    if response.status_code in _RETRYABLE:
-                        if response.status_code in (429, 503):
-                            THROTTLED.labels(self.provider).inc()
+                    if response.status_code < 400:
+                        return await _stream_to_file(response, directory)
+                    await response.aread()  # error bodies are small; the throttle signal may need it
+                    if response.status_code == 401 and authenticated and self._token is not None and not refreshed:
+                        refreshed = refresh_now = True
+                        delay = 0.0
+                        break
+                    if self._retryable(response):
                         delay = retry_after_s(response)
                         break
-                    if response.status_code >= 400:
-                        await response.aread()
-                        raise ProviderError(
-                            f"GET {target}: {response.status_code} {_error_text(response)}",
-                            transient=False,
-                            status=response.status_code,
-                        )
-                    return await _stream_to_file(response, directory)
+                    raise _client_error(f"GET {target}", response)
             else:
                 raise ProviderError(f"GET {url}: more than {max_redirects} redirects", transient=False)
             if attempt + 1 < self._policy.max_attempts:
@@ -217,8 +231,16 @@ async def _stream_to_file(response: httpx.Response, directory: Path) -> Download
     return Downloaded(path, size, digest.hexdigest(), content_type)
 
 
+def _client_error(call: str, response: httpx.Response) -> ProviderError:
+    """A 4xx that retrying cannot fix (bad credentials, no access, not found)."""
+    text = _error_text(response)
+    return ProviderError(
+        f"{call}: {response.status_code} {text[:300]}", transient=False, status=response.status_code, body=text
+    )
+
+
 def _error_text(response: httpx.Response) -> str:
     try:
-        return response.text[:300]
+        return response.text[:2000]
     except (httpx.ResponseNotRead, UnicodeDecodeError):
         return ""
