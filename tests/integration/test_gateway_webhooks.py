@@ -262,7 +262,7 @@ async def test_box_deliveries_under_either_key_and_stale_ones(gateway: Gateway, 
         good = box_headers("bd-1", now, keys["secondary_signature_key"])
         assert (await client.post(url, content=body, headers=good)).status_code == 200
         [event] = await tail.events(connector_id, 1)
-    assert (event.delivery_id, event.attributes["trigger"]) == ("bd-1", "FILE.UPLOADED")
+    assert (event.delivery_id, event.attributes["trigger"]) == ("box-event-ev-1", "FILE.UPLOADED")
     assert event.attributes["box-delivery-id"] == "bd-1"
 
 

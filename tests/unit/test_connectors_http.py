@@ -160,3 +160,11 @@ async def test_a_download_refreshes_a_rejected_token_once(tmp_path: Path) -> Non
     assert downloaded.size_bytes == 5
     api_calls = [r for r in script.requests if r.url.path != "/token"]
     assert [r.headers["authorization"] for r in api_calls] == ["Bearer t1", "Bearer t3"]
+
+
+async def test_content_that_is_not_ready_yet_is_waited_for(tmp_path: Path) -> None:
+    """Box answers a download with 202 + Retry-After while the file is being prepared."""
+    script = Script(httpx.Response(202, headers={"Retry-After": "4"}), httpx.Response(200, content=b"ready"))
+    sleeps: list[float] = []
+    downloaded = await client(script, sleeps).download("https://api.box.example/2.0/files/1/content", tmp_path)
+    assert downloaded.size_bytes == 5 and sleeps == [4.0]

@@ -325,7 +325,7 @@ async def test_box_deliveries_are_answered_200_with_their_trigger() -> None:
     reply = await rig.intake.receive(_request(body, headers=headers)[0])
     assert (reply.status, reply.outcome) == (200, "accepted")
     [event] = rig.sink.messages()
-    assert event.delivery_id == "bd-1" and event.attributes["trigger"] == "FILE.TRASHED"
+    assert event.delivery_id == "box-event-ev1" and event.attributes["trigger"] == "FILE.TRASHED"
     stale = {**headers, "box-delivery-id": "bd-2", "box-delivery-timestamp": "2026-03-01T11:49:00+00:00"}
     assert (await _refused(rig, _request(body, headers=stale)[0])).status == 401
 

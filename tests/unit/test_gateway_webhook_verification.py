@@ -65,7 +65,7 @@ def test_box_signature_is_base64_hmac_over_body_then_timestamp() -> None:
 
 def test_a_box_delivery_signed_with_both_keys_is_verified() -> None:
     delivery = verify_box(BOX_BODY.encode(), _box_headers(), BOX_KEYS, NOW)
-    assert delivery.delivery_id == "d-1" and delivery.publish
+    assert delivery.delivery_id == "box-event-e1" and delivery.publish
     assert delivery.attributes == {
         "box-delivery-id": "d-1",
         "box-delivery-timestamp": NOW.isoformat(),
@@ -77,7 +77,7 @@ def test_a_box_delivery_signed_with_both_keys_is_verified() -> None:
 def test_either_box_key_may_match_during_rotation(wrong: str) -> None:
     forged = base64.b64encode(b"x" * 32).decode()
     headers = _box_headers(primary=forged) if wrong == "primary" else _box_headers(secondary=forged)
-    assert verify_box(BOX_BODY.encode(), headers, BOX_KEYS, NOW).delivery_id == "d-1"
+    assert verify_box(BOX_BODY.encode(), headers, BOX_KEYS, NOW).delivery_id == "box-event-e1"
 
 
 def test_only_the_configured_key_counts() -> None:
@@ -134,11 +134,20 @@ def test_another_box_signature_version_is_refused() -> None:
     assert _refusal(verify_box, BOX_BODY.encode(), headers, BOX_KEYS, NOW).reason == "unsupported_signature"
 
 
-def test_without_a_delivery_id_box_deliveries_are_told_apart_by_their_body() -> None:
-    headers = _box_headers()
+def test_box_retries_share_the_event_id_whatever_their_delivery_id() -> None:
+    """Box retries under a new BOX-DELIVERY-ID with the same event id: both are one delivery."""
+    first = verify_box(BOX_BODY.encode(), _box_headers(), BOX_KEYS, NOW)
+    retry_headers = _box_headers()
+    retry_headers["box-delivery-id"] = "d-2"
+    assert verify_box(BOX_BODY.encode(), retry_headers, BOX_KEYS, NOW).delivery_id == first.delivery_id
+
+
+def test_without_an_event_id_box_deliveries_are_told_apart_by_their_body() -> None:
+    body = json.dumps({"type": "webhook_event", "trigger": "FILE.UPLOADED", "source": {"id": "f1"}})
+    headers = _box_headers(body)
     headers.pop("box-delivery-id")
-    delivery = verify_box(BOX_BODY.encode(), headers, BOX_KEYS, NOW)
-    assert delivery.delivery_id == "box-" + hashlib.sha256(BOX_BODY.encode()).hexdigest()
+    delivery = verify_box(body.encode(), headers, BOX_KEYS, NOW)
+    assert delivery.delivery_id == "box-" + hashlib.sha256(body.encode()).hexdigest()
 
 
 # --- Microsoft Graph -----------------------------------------------------------------------------------------
@@ -405,7 +414,7 @@ def test_each_provider_gets_its_own_scheme() -> None:
     state = GRAPH_SECRETS["client_state"]
     for provider in ("sharepoint", "onedrive"):
         assert verify_delivery(provider, _graph_body(state), {}, GRAPH_SECRETS).delivery_id.startswith("graph-")
-    assert verify_delivery("box", BOX_BODY.encode(), _box_headers(), BOX_KEYS, NOW).delivery_id == "d-1"
+    assert verify_delivery("box", BOX_BODY.encode(), _box_headers(), BOX_KEYS, NOW).delivery_id == "box-event-e1"
     assert verify_delivery("gdrive", b"", _drive_headers(), DRIVE_SECRETS).delivery_id == "ch-1:42"
     headers = signed_headers(UPSERT, SECRET)
     assert verify_delivery("webhook", UPSERT.encode(), headers, {"signing_secret": SECRET}).delivery_id == "msg_1"

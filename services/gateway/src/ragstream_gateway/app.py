@@ -36,6 +36,7 @@ from ragstream_common.service import (
 )
 
 from ragstream_gateway.adapters.audit_pg import open_audit_log, open_security_event_relay
+from ragstream_gateway.adapters.connectors_pg import open_connector_directory
 from ragstream_gateway.adapters.dlq_kafka import open_dead_letters
 from ragstream_gateway.adapters.intake_kafka import start_intake_bridge
 from ragstream_gateway.adapters.key_events_pg import open_key_directory
@@ -48,6 +49,7 @@ from ragstream_gateway.adapters.tenants_pg import PostgresTenantDirectory
 from ragstream_gateway.admission import AdmissionLimit
 from ragstream_gateway.audit_trail import AuditTrail
 from ragstream_gateway.config import GatewaySettings
+from ragstream_gateway.connectors import ConnectorService
 from ragstream_gateway.correlation import CORRELATION_HEADER, CorrelationIds
 from ragstream_gateway.deps import GatewayDeps, GatewayServices, client_ip
 from ragstream_gateway.documents import DocumentService
@@ -65,11 +67,13 @@ from ragstream_gateway.routes import (
     admin_tenants,
     audit,
     auth,
+    connectors,
     dlq,
     documents,
     health,
     query,
     quotas,
+    webhooks,
 )
 from ragstream_gateway.security import hash_api_key
 from ragstream_gateway.security_headers import SecurityHeaders
@@ -115,7 +119,17 @@ def create_app(
         publish_timeout_s=settings.publish_timeout_s,
     )
     tokens = settings.tokens.minter(settings.service_name)
-    app.state.services = GatewayServices(settings, deps, documents_service, queries, tokens)
+    connector_service = (
+        None
+        if deps.connectors is None
+        else ConnectorService(
+            deps.connectors,
+            RoutedEventSink(deps.publisher, GATEWAY_ROUTES),
+            deps.audit,
+            publish_timeout_s=settings.publish_timeout_s,
+        )
+    )
+    app.state.services = GatewayServices(settings, deps, documents_service, queries, tokens, connector_service)
     install_problem_handlers(app)
     quotas.install_quota_problems(app)
     for unavailable in (psycopg.OperationalError, PoolTimeout, QueryNotPublished):
@@ -149,6 +163,9 @@ def create_app(
         audit.router,
         quotas.router,
         dlq.router,
+        connectors.router,
+        connectors.admin_router,
+        webhooks.router,
         *query_routers,
         *routers,
     ):
@@ -183,6 +200,7 @@ async def open_deps(settings: GatewaySettings, stack: AsyncExitStack) -> Gateway
         dead_letters=await open_dead_letters(stack, settings, publisher),
         tenant_kafka=open_tenant_provisioner(settings),
         quotas=quota_enforcer(settings, PostgresQuotaStore(pool, admin_pool), limiter),
+        connectors=open_connector_directory(settings.secrets, pool),
     )
 
 

@@ -11,6 +11,7 @@ from ragstream_common.blob_settings import BlobStoreSettings
 from ragstream_common.config import ServiceSettings, bind_host
 from ragstream_common.grpc_server import GrpcTlsSettings
 from ragstream_common.registry import GATEWAY_HTTP_PORT, SERVICES
+from ragstream_common.secret_settings import SecretsSettings
 from ragstream_common.service_tokens import TokenSettings
 
 from ragstream_gateway.admission import AdmissionSettings
@@ -39,6 +40,12 @@ class GatewaySettings(ServiceSettings):
     # GATEWAY_ALLOWLIST_MIN_PREFIX_V4 / _V6: the widest allowlist range accepted without `force_allowlist`.
     allowlist: AllowlistSettings = Field(default_factory=AllowlistSettings)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How providers reach this API from outside (the load balancer's address): connectors' webhook URLs are
+    # `<this>/v1/webhooks/<connector id>`.
+    public_base_url: str = Field(default="http://localhost:8080", pattern=r"^https?://[^\s?#]+$", max_length=512)
+    # Unprefixed SECRETS_*: the master key sealing connectors' secrets (ragstream_common.secret_envelope), shared
+    # with the connectors worker. Without one (local provider, no SECRETS_MASTER_KEY) the connector API answers 503.
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
     # Bootstrap admin credential (actor `admin`, at least 32 characters): full admin rights while set and enabled.
     # Production creates admin API keys with it, then sets GATEWAY_ADMIN_TOKEN_ENABLED=false (or unsets it).
@@ -63,6 +70,8 @@ class GatewaySettings(ServiceSettings):
     rate_limit_fail_open: bool = False
     # How long one call to the store may take before it counts as down.
     rate_limit_timeout_s: float = Field(default=0.5, gt=0, le=10)
+    # Verified webhook deliveries per connector per minute (webhook_intake.py); over it: 429 + Retry-After.
+    connector_notifications_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     # GATEWAY_QUOTA_*: documents, stored bytes and questions per UTC day per tenant (quotas.py).
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
 
@@ -137,6 +146,11 @@ class GatewaySettings(ServiceSettings):
     def _valid_admin_limit(cls, value: str) -> str:
         parse_many(value)
         return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

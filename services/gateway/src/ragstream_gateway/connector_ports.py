@@ -1,12 +1,13 @@
 """The gateway's ports for connectors: the connector registry the API manages and the webhook path reads.
 
-Secrets cross this port decrypted (`ConnectorRecord.secrets`) because the webhook path needs them to verify
-signatures; they never leave the gateway: no response, log line or audit entry carries them.
+Secrets cross this port decrypted (`ConnectorRecord.secrets`, from `find` and `update_secrets` only) because the
+webhook path needs them to verify signatures and a rotation keeps the previous one; they never leave the
+gateway: no response, log line or audit entry carries them. `get` and `list` never decrypt them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -24,7 +25,7 @@ class ConnectorRecord:
     name: str
     status: ConnectorStatus
     config: Mapping[str, Any]
-    # Decrypted; for verifying webhook requests only.
+    # Decrypted by `find` (for verifying webhook requests); empty from `get` and `list`.
     secrets: Mapping[str, str] = field(repr=False)
     created_at: datetime | None = None
 
@@ -65,9 +66,25 @@ class ConnectorDirectory(Protocol):
 
     async def list(self, tenant_id: str) -> Sequence[tuple[ConnectorRecord, ConnectorSyncStatus]]: ...
 
-    async def set_status(self, tenant_id: str, connector_id: str, status: ConnectorStatus) -> None: ...
+    async def set_status(
+        self,
+        tenant_id: str,
+        connector_id: str,
+        status: ConnectorStatus,
+        *,
+        expected: Collection[ConnectorStatus] | None = None,
+    ) -> bool:
+        """Set the status (only from one of `expected`, when given); False when no row changed."""
+        ...
 
     async def replace_secrets(self, tenant_id: str, connector_id: str, secrets: Mapping[str, str]) -> None: ...
+
+    async def update_secrets(
+        self, tenant_id: str, connector_id: str, change: Callable[[Mapping[str, str]], Mapping[str, str]]
+    ) -> bool:
+        """Replace the secrets with `change(current secrets)`, the row locked meanwhile (two rotations at once
+        cannot lose one); False when there is no such connector."""
+        ...
 
     async def delivery_seen(self, tenant_id: str, connector_id: str, delivery_id: str) -> bool: ...
 

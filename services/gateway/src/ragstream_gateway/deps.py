@@ -30,6 +30,7 @@ from ragstream_gateway.audit_trail import mark_recorded, note_admin, note_subjec
 from ragstream_gateway.client_address import connection_address
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.connector_ports import ConnectorDirectory
+from ragstream_gateway.connectors import ConnectorService
 from ragstream_gateway.dead_letters import DeadLetterOperations
 from ragstream_gateway.documents import Caller, DocumentService
 from ragstream_gateway.ports import (
@@ -101,6 +102,8 @@ class GatewayServices:
     queries: QueryDispatcher | None = None
     # Mints tenant tokens for the gRPC APIs (POST /v1/auth/token); None without TOKEN_SIGNING_KEY.
     tokens: TokenMinter | None = None
+    # The connector API (connectors.py); None when the deps have no connector directory (503).
+    connectors: ConnectorService | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,19 @@ async def get_queries(request: Request) -> QueryDispatcher:
 
 async def get_token_minter(request: Request) -> TokenMinter | None:
     return services_of(request).tokens
+
+
+async def get_connector_service(request: Request) -> ConnectorService:
+    """The connector API's service; 503 on a gateway without a master key to seal connector secrets."""
+    connectors = services_of(request).connectors
+    if connectors is None:
+        raise Problem(
+            503,
+            "connectors are not configured on this gateway (it has no SECRETS_MASTER_KEY or KMS key to seal their"
+            " secrets)",
+            slug="connectors-unavailable",
+        )
+    return connectors
 
 
 def client_ip(request: Request) -> str:

@@ -66,7 +66,7 @@ Metadata = Annotated[
     ),
 ]
 RateLimit = Annotated[str, StringConstraints(max_length=256)]
-Scope = Literal["documents:write", "documents:read", "query"]
+Scope = Literal["documents:write", "documents:read", "query", "connectors:admin"]
 
 
 class DocumentFields(BaseModel):

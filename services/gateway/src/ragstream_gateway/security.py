@@ -14,7 +14,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCOPE_DOCUMENTS_WRITE = "documents:write"
 SCOPE_DOCUMENTS_READ = "documents:read"
 SCOPE_QUERY = "query"
-ALL_SCOPES = (SCOPE_DOCUMENTS_WRITE, SCOPE_DOCUMENTS_READ, SCOPE_QUERY)
+# The tenant's connectors (docs/connectors.md): create, inspect, resync, remove, rotate their secrets.
+SCOPE_CONNECTORS_ADMIN = "connectors:admin"
+# Every scope a tenant key can hold; keys created without a scope list (and the dev key) hold them all.
+ALL_SCOPES = (SCOPE_DOCUMENTS_WRITE, SCOPE_DOCUMENTS_READ, SCOPE_QUERY, SCOPE_CONNECTORS_ADMIN)
 
 # Admin API keys are keys of this reserved tenant carrying exactly SCOPE_ADMIN (migration 0006 enforces both
 # ways); tenant ids starting with "_" are reserved for the platform and never created through the API.

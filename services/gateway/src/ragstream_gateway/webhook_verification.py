@@ -178,7 +178,14 @@ def verify_box(body: bytes, headers: Mapping[str, str], secrets: Mapping[str, st
     trigger = _json_field(body, "trigger")
     if trigger:
         attributes["trigger"] = trigger
-    delivery_id = headers.get("box-delivery-id") or f"box-{hashlib.sha256(body).hexdigest()}"
+    # Box retries a delivery under a new BOX-DELIVERY-ID but the same event `id` in the body
+    # (https://developer.box.com/guides/webhooks/v2/payload-v2/), so the event id is what makes a retry a duplicate.
+    event_id = _json_field(body, "id")
+    delivery_id = (
+        f"box-event-{event_id}"
+        if event_id
+        else headers.get("box-delivery-id") or f"box-{hashlib.sha256(body).hexdigest()}"
+    )
     return VerifiedDelivery(delivery_id, attributes)
 
 

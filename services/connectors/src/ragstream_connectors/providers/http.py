@@ -192,9 +192,17 @@ class ProviderHttp:
                     if response.is_redirect:
                         location = response.headers["location"]
                         next_url = response.url.join(location)
-                        authenticated = authenticated and next_url.host == response.url.host
+                        same_origin = (next_url.scheme, next_url.host, next_url.port) == (
+                            response.url.scheme,
+                            response.url.host,
+                            response.url.port,
+                        )
+                        authenticated = authenticated and same_origin
                         target = str(next_url)
                         continue
+                    if response.status_code == 202:  # not ready yet (Box: Retry-After); never an empty file
+                        delay = retry_after_s(response)
+                        break
                     if response.status_code < 400:
                         return await _stream_to_file(response, directory)
                     await response.aread()  # error bodies are small; the throttle signal may need it
