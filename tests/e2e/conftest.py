@@ -12,6 +12,9 @@ import pytest
 from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.processes import free_port
 from ragstream_devstack.system import LocalServices
+from standins.box_server import BoxStandin
+from standins.drive_server import DriveStandin
+from standins.graph_server import GraphStandin
 from support.otlp_receiver import OtlpReceiver
 
 DEV_TENANT, DEV_KEY = "default", "dev-key"
@@ -30,9 +33,47 @@ def embed_metrics_port() -> int:
     return free_port()
 
 
+# The document management systems the connectors worker talks to: stand-ins speaking each provider's protocol
+# (tests/standins), up for the whole session because the worker's endpoints are fixed when it starts.
+@pytest.fixture(scope="session")
+def graph() -> Iterator[GraphStandin]:
+    with GraphStandin(page_size=50) as standin:
+        yield standin
+
+
+@pytest.fixture(scope="session")
+def box() -> Iterator[BoxStandin]:
+    with BoxStandin() as standin:
+        yield standin
+
+
+@pytest.fixture(scope="session")
+def drive() -> Iterator[DriveStandin]:
+    with DriveStandin() as standin:
+        yield standin
+
+
+def connectors_env(graph: GraphStandin, box: BoxStandin, drive: DriveStandin) -> dict[str, str]:
+    """The worker pointed at the stand-ins, polling every 10 s so a dropped notification heals within a test."""
+    return {
+        "CONNECTORS_ENDPOINTS__GRAPH_API_URL": graph.api_url,
+        "CONNECTORS_ENDPOINTS__MICROSOFT_LOGIN_URL": graph.login_url,
+        "CONNECTORS_ENDPOINTS__BOX_API_URL": box.api_url,
+        "CONNECTORS_ENDPOINTS__BOX_TOKEN_URL": box.token_url,
+        "CONNECTORS_ENDPOINTS__DRIVE_API_URL": drive.api_url,
+        "CONNECTORS_ENDPOINTS__GOOGLE_TOKEN_URL": drive.token_url,
+        "CONNECTORS_POLL_INTERVAL_S": "10",
+        "CONNECTORS_SCHEDULER_INTERVAL_S": "1",
+        "CONNECTORS_BATCH_WAIT_MS": "50",
+    }
+
+
 @pytest.fixture(scope="session")
 async def system(
     embed_metrics_port: int,
+    graph: GraphStandin,
+    box: BoxStandin,
+    drive: DriveStandin,
     kafka_topics: str,
     migrated_database: str,
     otlp_receiver: OtlpReceiver,
@@ -60,6 +101,7 @@ async def system(
             },
             "ingest": {"INGEST_FETCH_ALLOW_PRIVATE_NETWORKS": "true"},
             "embed": {"EMBED_BATCH_MAX_WAIT_MS": "20", "EMBED_METRICS_PORT": str(embed_metrics_port)},
+            "connectors": connectors_env(graph, box, drive),
         },
     )
     services.start()

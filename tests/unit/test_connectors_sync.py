@@ -1,304 +1,34 @@
 """The connectors sync engine over in-memory ports: versions, deletes, cursors saved page by page, full
 enumerations that delete what they no longer list, expired cursors, crash and resume, and per-item limits.
 
-The doubles here (an in-memory state store and a drive with a change log) are shared with
-test_connectors_handlers.py."""
+The doubles (an in-memory state store and a drive with a change log) are in tests/fakes/connectors.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
-from fakes import RecordingSink, metric
-from rag.v1 import documents_pb2
-from ragstream_connectors.items import document_id_for, event_metadata, metadata_from
-from ragstream_connectors.ports import ConnectorRecord, DueConnector, ItemRecord, PageWrite, SyncState
-from ragstream_connectors.providers.base import (
-    ChangePage,
-    CursorExpired,
-    Downloaded,
-    ItemChange,
-    NotificationPlan,
-    ProviderError,
-    Subscription,
+from fakes import metric
+from fakes.connectors import (
+    CONNECTOR,
+    TENANT,
+    Killed,
+    World,
+    doc,
+    file,
+    make_world,
 )
-from ragstream_connectors.sync import ConnectorSync, SyncOptions
+from ragstream_connectors.items import document_id_for, event_metadata, metadata_from
+from ragstream_connectors.providers.base import (
+    CursorExpired,
+    ItemChange,
+    ProviderError,
+)
 
 pytestmark = pytest.mark.unit
-TENANT, CONNECTOR = "t1", "con_0123456789abcdef"
-DOWNLOAD_DIR = Path(tempfile.gettempdir())
-
-
-class Killed(Exception):
-    """The worker died here."""
-
-
-@dataclass
-class MemoryStore:
-    """`ConnectorStore` and `ScheduleStore` in memory; its clock ticks a second per write, like `now()` of
-    successive transactions."""
-
-    connectors: dict[str, ConnectorRecord] = field(default_factory=dict)
-    states: dict[str, SyncState] = field(default_factory=dict)
-    rows: dict[tuple[str, str], ItemRecord] = field(default_factory=dict)
-    seen_at: dict[tuple[str, str], datetime] = field(default_factory=dict)
-    deliveries: dict[tuple[str, str], bool] = field(default_factory=dict)
-    cursors: list[str] = field(default_factory=list)
-    now: datetime = datetime(2026, 1, 1, tzinfo=UTC)
-    claims_lost: set[str] = field(default_factory=set)
-
-    def add(self, provider: str = "sharepoint", *, status: str = "active", connector_id: str = CONNECTOR) -> None:
-        self.connectors[connector_id] = ConnectorRecord(
-            connector_id, TENANT, provider, "docs", status, {"drive_id": "d"}, b"sealed"  # type: ignore[arg-type]
-        )
-        self.states[connector_id] = SyncState(next_poll_at=self.now)
-
-    def tick(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
-
-    def row(self, item_id: str, connector_id: str = CONNECTOR) -> ItemRecord:
-        return self.rows[(connector_id, item_id)]
-
-    def state(self, connector_id: str = CONNECTOR) -> SyncState:
-        return self.states[connector_id]
-
-    async def find(self, tenant_id: str, connector_id: str) -> ConnectorRecord | None:
-        found = self.connectors.get(connector_id)
-        return found if found is not None and found.tenant_id == tenant_id else None
-
-    async def mark_removed(self, tenant_id: str, connector_id: str) -> None:
-        self.connectors[connector_id] = replace(self.connectors[connector_id], status="removed")
-
-    async def sync_state(self, tenant_id: str, connector_id: str) -> SyncState:
-        return self.states[connector_id]
-
-    async def start_full_sync(self, tenant_id: str, connector_id: str) -> datetime:
-        started = self.tick()
-        self.states[connector_id] = replace(self.states[connector_id], cursor=None, full_sync_started_at=started)
-        return started
-
-    async def items(self, tenant_id: str, connector_id: str, item_ids: Sequence[str]) -> dict[str, ItemRecord]:
-        return {i: self.rows[(connector_id, i)] for i in item_ids if (connector_id, i) in self.rows}
-
-    async def save_page(self, tenant_id: str, connector_id: str, page: PageWrite) -> None:
-        now = self.tick()
-        for item in page.items:
-            self.rows[(connector_id, item.item_id)] = item
-            self.seen_at[(connector_id, item.item_id)] = now
-        for item_id in page.seen:
-            if (connector_id, item_id) in self.rows:
-                self.seen_at[(connector_id, item_id)] = now
-        state = self.states[connector_id]
-        self.states[connector_id] = replace(
-            state,
-            cursor=page.cursor if page.cursor is not None else state.cursor,
-            items_synced=state.items_synced + page.listed,
-            last_sync_at=now,
-            error_count=state.error_count + (page.error is not None),
-            last_error=page.error or state.last_error,
-        )
-        if page.cursor is not None:
-            self.cursors.append(page.cursor)
-
-    async def unseen_live_items(self, tenant_id: str, connector_id: str, limit: int) -> list[ItemRecord]:
-        started = self.states[connector_id].full_sync_started_at
-        if started is None:
-            return []
-        return [
-            row
-            for (owner, item_id), row in sorted(self.rows.items())
-            if owner == connector_id and not row.deleted and self.seen_at[(owner, item_id)] < started
-        ][:limit]
-
-    async def live_items(self, tenant_id: str, connector_id: str, limit: int) -> list[ItemRecord]:
-        return [r for (owner, _), r in sorted(self.rows.items()) if owner == connector_id and not r.deleted][:limit]
-
-    async def finish_sync(self, tenant_id: str, connector_id: str, poll_interval_s: float) -> None:
-        now = self.tick()
-        self.states[connector_id] = replace(
-            self.states[connector_id],
-            full_sync_started_at=None,
-            last_sync_at=now,
-            next_poll_at=now + timedelta(seconds=poll_interval_s),
-        )
-
-    async def record_error(self, tenant_id: str, connector_id: str, message: str) -> None:
-        state = self.states[connector_id]
-        self.states[connector_id] = replace(state, error_count=state.error_count + 1, last_error=message)
-
-    async def save_subscription(self, tenant_id: str, connector_id: str, subscription: Subscription | None) -> None:
-        self.states[connector_id] = replace(self.states[connector_id], subscription=subscription)
-
-    async def processed_deliveries(self, tenant_id: str, connector_id: str, delivery_ids: Sequence[str]) -> set[str]:
-        return {d for d in delivery_ids if self.deliveries.get((connector_id, d))}
-
-    async def mark_processed(self, tenant_id: str, connector_id: str, delivery_ids: Sequence[str]) -> None:
-        self.deliveries.update({(connector_id, d): True for d in delivery_ids})
-
-    async def due_connectors(self, renew_within_s: float, limit: int) -> list[DueConnector]:
-        renew_by = self.now + timedelta(seconds=renew_within_s)
-        due = []
-        for connector_id, state in self.states.items():
-            record = self.connectors[connector_id]
-            expires = state.subscription.expires_at if state.subscription else None
-            assert state.next_poll_at is not None
-            if record.status == "active" and (state.next_poll_at <= self.now or (expires and expires <= renew_by)):
-                due.append(DueConnector(TENANT, connector_id, record.provider, state.next_poll_at, expires))
-        return due[:limit]
-
-    async def claim(self, due: DueConnector, poll_interval_s: float, keep_deliveries_s: float) -> bool:
-        if due.connector_id in self.claims_lost or self.states[due.connector_id].next_poll_at != due.next_poll_at:
-            return False
-        next_poll = self.now + timedelta(seconds=poll_interval_s)
-        self.states[due.connector_id] = replace(self.states[due.connector_id], next_poll_at=next_poll)
-        return True
-
-
-def file(item_id: str, content: str = "", *, tag: str = "", name: str = "", **fields: Any) -> ItemChange:
-    """A file as a provider lists it; its content rides in `extra` (read by `Drive.download`)."""
-    return ItemChange(
-        item_id=item_id,
-        name=name or f"{item_id}.txt",
-        version_tag=tag,
-        content_type="text/plain",
-        extra={"content": content or f"text of {item_id}"},
-        **fields,
-    )
-
-
-@dataclass
-class Drive:
-    """A document management system with a change log: a cursor is a position in the log (`"<n>"`) or, during
-    an enumeration, `"full:<offset>:<n>"`. `page_size` changes per page; `kill_after_pages` ends the listing
-    with Killed after that many pages (the worker died between two pages)."""
-
-    files: dict[str, ItemChange] = field(default_factory=dict)
-    log: list[ItemChange] = field(default_factory=list)
-    page_size: int = 2
-    expired_before: int = 0
-    kill_after_pages: int | None = None
-    plans: list[NotificationPlan] = field(default_factory=list)
-    download_error: Exception | None = None
-    changes_error: Exception | None = None
-    subscribe_error: Exception | None = None
-    unsubscribe_error: Exception | None = None
-    subscription: Subscription | None = None
-    listings: list[str | None] = field(default_factory=list)
-    downloads: list[str] = field(default_factory=list)
-    subscribed: list[Subscription | None] = field(default_factory=list)
-    unsubscribed: list[Subscription] = field(default_factory=list)
-    planned: list[bytes] = field(default_factory=list)
-    closed: int = 0
-
-    def put(self, *changes: ItemChange, logged: bool = True) -> None:
-        for change in changes:
-            self.files[change.item_id] = change
-            if logged:
-                self.log.append(change)
-
-    def remove(self, item_id: str, *, logged: bool = True) -> None:
-        del self.files[item_id]
-        if logged:
-            self.log.append(ItemChange(item_id=item_id, deleted=True))
-
-    async def changes(self, cursor: str | None) -> AsyncIterator[ChangePage]:
-        self.listings.append(cursor)
-        if self.changes_error is not None:
-            raise self.changes_error
-        if cursor is None or cursor.startswith("full:"):
-            offset, position = (0, len(self.log)) if cursor is None else map(int, cursor.split(":")[1:])
-            listing, page_cursor = [self.files[k] for k in sorted(self.files)], lambda end: f"full:{end}:{position}"
-        else:
-            offset = int(cursor)
-            if offset < self.expired_before:
-                raise CursorExpired(f"cursor {cursor} is gone")
-            listing, position, page_cursor = self.log, len(self.log), str
-        pages = 0
-        while True:
-            if self.kill_after_pages is not None and pages >= self.kill_after_pages:
-                self.kill_after_pages = None
-                raise Killed
-            end = min(offset + self.page_size, len(listing))
-            final = end >= len(listing)
-            yield ChangePage(list(listing[offset:end]), str(position) if final else page_cursor(end), final)
-            pages, offset = pages + 1, end
-            if final:
-                return
-
-    async def plan(self, payload: bytes, attributes: Mapping[str, str]) -> NotificationPlan:
-        self.planned.append(payload)
-        return self.plans.pop(0) if self.plans else NotificationPlan(sync=True)
-
-    async def download(self, item: ItemChange, directory: Path) -> Downloaded:
-        self.downloads.append(item.item_id)
-        if self.download_error is not None:
-            raise self.download_error
-        content = item.inline_content if item.inline_content is not None else item.extra["content"].encode()
-        with tempfile.NamedTemporaryFile(dir=directory, delete=False) as handle:
-            handle.write(content)
-        return Downloaded(Path(handle.name), len(content), hashlib.sha256(content).hexdigest(), "text/plain")
-
-    async def subscribe(self, existing: Subscription | None) -> Subscription | None:
-        self.subscribed.append(existing)
-        if self.subscribe_error is not None:
-            raise self.subscribe_error
-        return self.subscription
-
-    async def unsubscribe(self, existing: Subscription) -> None:
-        if self.unsubscribe_error is not None:
-            raise self.unsubscribe_error
-        self.unsubscribed.append(existing)
-
-    async def aclose(self) -> None:
-        self.closed += 1
-
-
-@dataclass
-class MemoryBlobs:
-    stored: dict[tuple[str, str], bytes] = field(default_factory=dict)
-    paths: list[Path] = field(default_factory=list)
-
-    async def put_file(self, tenant_id: str, key: str, path: Path, content_type: str) -> str:
-        self.stored[(tenant_id, key)] = path.read_bytes()
-        self.paths.append(path)
-        return f"blob://{key}"
-
-
-@dataclass
-class World:
-    store: MemoryStore
-    drive: Drive
-    blobs: MemoryBlobs
-    sink: RecordingSink
-    options: SyncOptions
-
-    def engine(self, connector_id: str = CONNECTOR) -> ConnectorSync:
-        record = self.store.connectors[connector_id]
-        return ConnectorSync(
-            record, self.drive, store=self.store, blobs=self.blobs, sink=self.sink, options=self.options
-        )
-
-    def events(self) -> list[tuple[str, str, int]]:
-        """(kind, document id, version) of everything published, in order."""
-        return [(type(m).__name__, m.document_id, m.version) for m in self.sink.messages()]
-
-
-def make_world(provider: str = "sharepoint", **options: Any) -> World:
-    store = MemoryStore()
-    store.add(provider)
-    return World(store, Drive(), MemoryBlobs(), RecordingSink(), SyncOptions(DOWNLOAD_DIR, **options))
-
-
-def doc(item_id: str) -> str:
-    return f"{CONNECTOR}:{item_id}"
 
 
 @pytest.fixture
@@ -311,7 +41,7 @@ async def test_a_first_sync_enumerates_everything_saving_each_page(world: World)
     assert await world.engine().sync() == 3
     assert world.events() == [("DocumentReceived", doc(i), 1) for i in "abc"]
     # One save per page: the last one is the delta position, the enumeration is over, the next poll is set.
-    assert world.store.cursors == ["full:2:0", "0"]
+    assert world.store.cursors == ["full:b:0", "0"]
     state = world.store.state()
     assert state.cursor == "0" and state.full_sync_started_at is None and state.items_synced == 3
     assert state.next_poll_at == state.last_sync_at + timedelta(seconds=900)  # type: ignore[operator]
@@ -367,9 +97,9 @@ async def test_deltas_version_updates_delete_and_restore_as_new_versions(world: 
     world.drive.put(file("a", "v1", tag="e1"), logged=False)
     await world.engine().sync()
     world.drive.put(file("a", "v2", tag="e2"))
+    await world.engine().sync()
     world.drive.remove("a")
-    world.drive.remove("ghost", logged=False) if "ghost" in world.drive.files else None
-    world.drive.log.append(ItemChange(item_id="never-seen", deleted=True))
+    world.drive.log.append(ItemChange(item_id="never-seen", deleted=True))  # unknown: nothing to delete
     await world.engine().sync()
     world.drive.put(file("a", "v2", tag="e3"))  # restored from the recycle bin: same content, a new version
     await world.engine().sync()
@@ -459,18 +189,21 @@ async def test_an_enumeration_that_expires_is_a_provider_failure(world: World) -
 
 
 async def test_a_worker_killed_between_pages_resumes_without_losing_or_repeating(world: World) -> None:
+    world.drive.put(file("old"), logged=False)
+    await world.engine().sync()
+    world.drive.remove("old", logged=False)  # gone without a trace: only an enumeration can tell
     world.drive.put(*(file(f"f{i}") for i in range(5)), logged=False)
     world.drive.kill_after_pages = 2
     with pytest.raises(Killed):
-        await world.engine().sync()
-    assert world.store.state().cursor == "full:4:0" and world.store.state().full_sync_started_at is not None
-    world.drive.remove("f0", logged=False)  # deleted while the worker was down
-    await world.engine().sync()  # the next poll or the redelivered event
-    assert world.drive.listings == [None, "full:4:0"]
+        await world.engine().sync(full=True)
+    assert world.store.state().cursor == "full:f3:0" and world.store.state().full_sync_started_at is not None
+    await world.engine().sync()  # the next poll, or the redelivered event
+    assert world.drive.listings == [None, None, "full:f3:0"]
     received = [e for e in world.events() if e[0] == "DocumentReceived"]
-    assert sorted(received) == [("DocumentReceived", doc(f"f{i}"), 1) for i in range(5)]
-    # The enumeration that began before the crash still ends by deleting what it no longer found.
-    assert world.events()[-1] == ("DocumentDeleted", doc("f0"), 1)
+    assert received == [("DocumentReceived", doc(i), 1) for i in ("old", "f0", "f1", "f2", "f3", "f4")]
+    # The enumeration begun before the crash still ends by deleting what it no longer found.
+    assert world.events()[-1] == ("DocumentDeleted", doc("old"), 1)
+    assert world.store.state().full_sync_started_at is None
 
 
 async def test_a_page_whose_events_were_not_acknowledged_is_replayed_with_the_same_versions(world: World) -> None:
@@ -492,7 +225,7 @@ async def test_a_resync_redelivered_resumes_the_enumeration_it_started(world: Wo
     with pytest.raises(Killed):
         await world.engine().sync(full=True, requested_at=requested)
     await world.engine().sync(full=True, requested_at=requested)
-    assert world.drive.listings == [None, "full:2:0"]
+    assert world.drive.listings == [None, "full:f1:0"]
     # A resync asked for after that enumeration began starts a new one.
     await world.engine().sync(full=True, requested_at=world.store.tick())
     assert world.drive.listings[-1] is None
@@ -557,8 +290,3 @@ async def test_purge_deletes_every_live_item(world: World) -> None:
     assert await world.engine().purge() == 2
     assert world.events()[-2:] == [("DocumentDeleted", doc("a"), 1), ("DocumentDeleted", doc("b"), 1)]
     assert all(row.deleted for row in world.store.rows.values())
-
-
-def test_document_events_are_what_the_pipeline_expects() -> None:
-    # The engine publishes the pipeline's own document events, nothing connector-specific.
-    assert documents_pb2.DocumentUpdated.DESCRIPTOR.fields_by_name["previous_version"].number == 8
