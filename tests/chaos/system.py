@@ -3,7 +3,8 @@
 Built from the project's own launchers: LocalKafka and LocalPostgres on kept data directories and fixed ports (so a
 killed broker or database comes back with its data where the services expect it), and the services' environment and
 command from ragstream_devstack.system. Instances are named by service (`embed`) or replica (`embed-2`); a replica
-shares its service's consumer groups and gets a gRPC port of its own.
+shares its service's consumer groups and gets a gRPC port of its own. The connectors worker talks to a Microsoft
+Graph stand-in (`graph`, one SharePoint drive) that lives as long as the system.
 """
 
 from __future__ import annotations
@@ -29,9 +30,36 @@ from ragstream_devstack.processes import DevstackError, free_port, tail
 from ragstream_devstack.redis import LocalRedis
 from ragstream_devstack.run import prepare_platform
 from ragstream_devstack.system import SERVICE_NAMES, SystemPorts, service_command, service_env, wait_until_serving
+from standins.graph_server import GraphStandin
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 TENANT, API_KEY, ADMIN_TOKEN = "default", "chaos-key", "chaos-admin-token-32-characters-min"
 UNLIMITED_RATE = "1000000/minute"
+# Small delta pages, so that a full enumeration of a few hundred files takes many pages (connector scenarios).
+GRAPH_PAGE_SIZE = 20
+
+
+class LaggingGraph(GraphStandin):
+    """The Graph stand-in with `delta_delay_s` of latency before each delta page: a full enumeration then lasts
+    long enough for a fault to land between its pages."""
+
+    delta_delay_s = 0.0
+
+    def _app(self) -> Starlette:
+        app = super()._app()
+        app.add_middleware(_DeltaLatency, standin=self)
+        return app
+
+
+class _DeltaLatency:
+    def __init__(self, app: ASGIApp, standin: LaggingGraph) -> None:
+        self._app, self._standin = app, standin
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and str(scope["path"]).endswith("/root/delta") and self._standin.delta_delay_s:
+            await asyncio.sleep(self._standin.delta_delay_s)
+        await self._app(scope, receive, send)
 
 
 @dataclass
@@ -70,6 +98,8 @@ class ChaosSystem:
     instances: dict[str, Instance] = field(default_factory=dict)
     # Instance name -> environment it gets on top of its own (e.g. DATABASE_URL through a TcpProxy).
     env_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The SharePoint the connectors worker syncs; in this process, so scenarios change it directly.
+    graph: LaggingGraph = field(default_factory=lambda: LaggingGraph(page_size=GRAPH_PAGE_SIZE))
 
     def __post_init__(self) -> None:
         self.log_dir = self.root / "logs"
@@ -116,6 +146,7 @@ class ChaosSystem:
         self.kafka.start()
         self.postgres.start()
         self.redis.start()
+        self.graph.start()
         prepare_platform(self.bootstrap, self.database_url, self.credentials)
 
     async def start_services(self, timeout_s: float = 300.0) -> None:
@@ -132,6 +163,7 @@ class ChaosSystem:
         self.kafka.stop()
         self.postgres.stop()
         self.redis.stop()
+        self.graph.stop()
         return codes
 
     async def heal(self, timeout_s: float = 240.0) -> list[str]:
@@ -265,6 +297,11 @@ class ChaosSystem:
             }
         if instance.service == "embed":
             extra["EMBED_BATCH_MAX_WAIT_MS"] = "20"
+        if instance.service == "connectors":
+            extra |= {
+                "CONNECTORS_ENDPOINTS__GRAPH_API_URL": self.graph.api_url,
+                "CONNECTORS_ENDPOINTS__MICROSOFT_LOGIN_URL": self.graph.login_url,
+            }
         return extra | self.env_overrides.get(instance.name, {})
 
     # --- Kafka and Postgres ----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The whole system, started once per session: real Kafka, Postgres, Redis, model and all five services."""
+"""The whole system, started once per session: real Kafka, Postgres, Redis, model and every service."""
 
 from __future__ import annotations
 

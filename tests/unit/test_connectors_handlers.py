@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rag.v1 import connectors_pb2
 from ragstream_common.events import Envelope, PermanentError
 from ragstream_common.failures import FailureKind, classify
-from ragstream_connectors.handlers import WorkerPorts, handle_connector_events
+from ragstream_connectors.handlers import ProviderUnavailable, WorkerPorts, handle_connector_events
 from ragstream_connectors.ports import DueConnector
 from ragstream_connectors.providers.base import (
     ConnectorContext,
@@ -226,14 +226,28 @@ async def test_a_subscription_gone_is_recreated_and_everything_enumerated() -> N
     harness.drive.put(file("a"), logged=False)
     harness.store.states[CONNECTOR] = replace(harness.store.state(), subscription=SUBSCRIPTION, cursor="0")
     harness.drive.subscribe_error = ProviderError("404 subscription not found", transient=False, status=404)
-    with pytest.raises(PermanentError):  # renewing gave 404, and so does creating one: nothing more to do
-        await harness.handle(harness.event(Kind.RENEW))
+    # Renewing gave 404, and so does creating one: recorded for the status API, not dead-lettered.
+    await harness.handle(harness.event(Kind.RENEW))
+    assert (harness.store.state().last_error or "").startswith("subscription: 404")
     harness.drive.subscribe_error = None
     harness.drive.plans = [NotificationPlan(resubscribe=True)]  # Graph's `subscriptionRemoved`
     harness.drive.subscription = replace(SUBSCRIPTION, subscription_id="sub-2")
     await harness.handle(harness.notification("lifecycle-1"))
     assert harness.drive.subscribed[-1] is None and harness.store.state().subscription == harness.drive.subscription
     assert harness.drive.listings == [None] and harness.events() == [("DocumentReceived", doc("a"), 1)]
+
+
+async def test_a_poll_syncs_even_when_the_subscription_cannot_be_made() -> None:
+    """Graph cannot validate a private URL, Drive refuses plain http: polling must still repair everything."""
+    harness = Harness()
+    harness.drive.put(file("a"), logged=False)
+    harness.drive.subscribe_error = ProviderError("403 Forbidden", transient=False, status=403)
+    await harness.handle(harness.event(Kind.POLL))
+    assert harness.events() == [("DocumentReceived", doc("a"), 1)]
+    assert "403" in (harness.store.state().last_error or "")
+    harness.drive.subscribe_error = ProviderError("503 busy", transient=True, status=503)
+    with pytest.raises(ProviderUnavailable):  # retried by the consumer, after the sync ran
+        await harness.handle(harness.event(Kind.POLL))
 
 
 async def test_a_renewal_refused_with_404_subscribes_anew_and_resyncs() -> None:

@@ -237,13 +237,26 @@ async def test_generic_webhooks_may_carry_ten_mebibytes() -> None:
 
 
 async def test_a_duplicate_delivery_is_answered_200_audited_and_not_published() -> None:
-    rig = _rig()
-    body = _graph_body()
-    await rig.intake.receive(_request(body)[0])
-    reply = await rig.intake.receive(_request(body)[0])
+    rig = _rig(_connector("gdrive", secrets={"channel_token": "tok"}))
+    headers = {
+        "x-goog-channel-id": "ch",
+        "x-goog-channel-token": "tok",
+        "x-goog-message-number": "7",
+        "x-goog-resource-state": "change",
+    }
+    await rig.intake.receive(_request(headers=headers)[0])
+    reply = await rig.intake.receive(_request(headers=headers)[0])
     assert (reply.status, reply.outcome) == (200, "duplicate")
     assert rig.sink.calls == 1
     assert rig.audit.actions() == ["connector.notification.accepted", "connector.notification.duplicate"]
+
+
+async def test_graph_notifications_are_never_taken_for_duplicates() -> None:
+    """Every change notification of a subscription has the same body: the second change must go out too."""
+    rig = _rig()
+    for _ in range(2):
+        assert (await rig.intake.receive(_request(_graph_body())[0])).outcome == "accepted"
+    assert rig.sink.calls == 2
 
 
 async def test_a_failed_publish_is_not_recorded_so_the_redelivery_goes_out() -> None:

@@ -170,9 +170,13 @@ class ConnectorRun:
                 await self._remove(purge=message.purge)
                 return  # what followed the removal no longer matters
             await self._collect(message, work)
-        await self._subscription(work)
+        subscription_failure = await self._subscription_or_failure(work)
+        # The sync runs even when the subscription could not be made: the periodic poll is what repairs what
+        # webhooks miss, so it must never depend on them.
         if work.sync or work.full:
             await self._sync.sync(full=work.full, requested_at=work.resync_requested_at)
+        if subscription_failure is not None and subscription_failure.transient:
+            raise subscription_failure  # retried: the sync above is cheap to repeat from its saved cursor
         if work.deliveries:
             await self.ports.store.mark_processed(self.record.tenant_id, self.record.connector_id, work.deliveries)
         now = datetime.now(UTC)
@@ -207,6 +211,18 @@ class ConnectorRun:
             work.renew = True
         else:
             raise PermanentError(f"unknown ConnectorNotified kind {message.kind}")
+
+    async def _subscription_or_failure(self, work: Work) -> ProviderError | None:
+        """`_subscription`, with a provider's refusal recorded (status API, metric, log) instead of raised."""
+        try:
+            await self._subscription(work)
+        except ProviderError as exc:
+            tenant, connector = self.record.tenant_id, self.record.connector_id
+            await self.ports.store.record_error(tenant, connector, f"subscription: {exc}"[:500])
+            ERRORS.labels(self.record.provider, "subscription").inc()
+            log.warning("subscription failed; syncing by polling", connector_id=connector, error=str(exc))
+            return exc
+        return None
 
     async def _subscription(self, work: Work) -> None:
         """Renew, recreate or create the provider subscription, before the sync, which then covers any change

@@ -63,6 +63,9 @@ class BoxConfig(_Closed):
     subject_type: Literal["enterprise", "user"]
     subject_id: BoxNumericId = Field(description="The enterprise id or the user id the app acts as")
     folder_id: BoxNumericId = Field(default="0", description="The folder to sync; 0 is the root (All Files)")
+    # Create (and on removal delete) the folder's v2 webhook through the API; false: an admin creates it in the
+    # Box developer console. Box allows no webhook on the root folder "0".
+    manage_webhook: bool = False
 
 
 class BoxSecrets(_Closed):

@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -127,8 +128,10 @@ def verify_graph(body: bytes, secrets: Mapping[str, str]) -> VerifiedDelivery:
         state = notification.get("clientState") if isinstance(notification, dict) else None
         if not expected or not isinstance(state, str) or not _same_secret(state, expected):
             raise _forbidden("client_state_mismatch", "a notification's clientState does not match the subscription")
-    # Graph sends no delivery id: a redelivery repeats the same body.
-    return VerifiedDelivery(f"graph-{hashlib.sha256(body).hexdigest()}")
+    # Graph sends no delivery id, and a subscription's change notifications all have the same body, so nothing
+    # tells a redelivery from the next change: every request is its own delivery. That is safe because a Graph
+    # notification carries no change, only "sync from your saved delta link", which is idempotent.
+    return VerifiedDelivery(f"graph-{uuid.uuid4().hex}")
 
 
 # --- Box -----------------------------------------------------------------------------------------------------

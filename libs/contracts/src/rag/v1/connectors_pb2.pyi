@@ -97,8 +97,9 @@ class ConnectorNotified(_message.Message):
     """sharepoint | onedrive | box | gdrive | webhook"""
     kind: Global___ConnectorNotified.Kind.ValueType
     delivery_id: _builtins.str
-    """The provider's own delivery id (Box BOX-DELIVERY-ID, Standard Webhooks webhook-id, Graph/Drive message
-    ids); duplicates of one delivery are processed once.
+    """The provider's delivery id (Box: `box-event-<event id>`, stable across Box's retries; Standard Webhooks:
+    webhook-id; Drive: `<channel id>:<message number>`; Graph sends none: a random id per request); duplicates of
+    one delivery are processed once.
     """
     payload: _builtins.bytes
     """The verified request body, as received (JSON for every provider; empty for Drive, whose messages are headers)."""
