@@ -46,6 +46,7 @@ class MemoryStore:
     cursors: list[str] = field(default_factory=list)
     now: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     claims_lost: set[str] = field(default_factory=set)
+    poll_delays: list[float] = field(default_factory=list)
 
     def add(self, provider: str = "sharepoint", *, status: str = "active", connector_id: str = CONNECTOR) -> None:
         self.connectors[connector_id] = ConnectorRecord(
@@ -133,6 +134,9 @@ class MemoryStore:
     async def record_error(self, tenant_id: str, connector_id: str, message: str) -> None:
         state = self.states[connector_id]
         self.states[connector_id] = replace(state, error_count=state.error_count + 1, last_error=message)
+
+    async def poll_soon(self, tenant_id: str, connector_id: str, delay_s: float) -> None:
+        self.poll_delays.append(delay_s)
 
     async def save_subscription(self, tenant_id: str, connector_id: str, subscription: Subscription | None) -> None:
         self.states[connector_id] = replace(self.states[connector_id], subscription=subscription)

@@ -196,10 +196,13 @@ def stored_blob_sha256(admin_url: str, tenant: str, key: str) -> tuple[int, str]
     return size, digest.hexdigest()
 
 
-def delete_blob(admin_url: str, tenant: str, key: str) -> None:
+def clean_up(admin_url: str, tenant: str, connector: str) -> None:
+    """Free the 200 MiB (the tenant is this test's alone), and retire the connector: later workers on this
+    database (the e2e tier's) must never poll it against their own Graph stand-in."""
     with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute("DELETE FROM blob_parts WHERE tenant_id = %s AND blob_key = %s", (tenant, key))
-        connection.execute("DELETE FROM blobs WHERE tenant_id = %s AND blob_key = %s", (tenant, key))
+        connection.execute("DELETE FROM blob_parts WHERE tenant_id = %s", (tenant,))
+        connection.execute("DELETE FROM blobs WHERE tenant_id = %s", (tenant,))
+        connection.execute("UPDATE connectors SET status = 'removed' WHERE connector_id = %s", (connector,))
 
 
 @pytest.mark.timeout(180)
@@ -217,17 +220,16 @@ async def test_a_200_mib_file_streams_into_the_blob_store_with_bounded_memory(
     await asyncio.sleep(1.0)  # idle after start-up: the baseline is the worker's own footprint
     baseline = max(sampler.rss() for _ in range(5))
     started = time.monotonic()
-    with sampler:
-        await request_resync(kafka_principals["gateway"], tenant, connector)
-        synced = None
-        while synced is None and time.monotonic() - started < 120:
-            await asyncio.sleep(0.2)
-            synced = await asyncio.to_thread(synced_item, migrated_database, connector, item)
-    elapsed = time.monotonic() - started
-    assert synced is not None, f"not synced within 120 s:\n{worker.log_tail('connectors')}"
-    document_id, content_sha256 = synced
-    key = f"{document_id}/{content_sha256}"
+    synced = None
     try:
+        with sampler:
+            await request_resync(kafka_principals["gateway"], tenant, connector)
+            while synced is None and time.monotonic() - started < 120:
+                await asyncio.sleep(0.2)
+                synced = await asyncio.to_thread(synced_item, migrated_database, connector, item)
+        elapsed = time.monotonic() - started
+        assert synced is not None, f"not synced within 120 s:\n{worker.log_tail('connectors')}"
+        document_id, content_sha256 = synced
         grown = sampler.peak - baseline
         print(
             f"200 MiB synced in {elapsed:.1f} s; RSS idle {baseline / 2**20:.0f} MiB, peak {sampler.peak / 2**20:.0f}"
@@ -236,8 +238,9 @@ async def test_a_200_mib_file_streams_into_the_blob_store_with_bounded_memory(
         assert sampler.samples > 10, "the sync ended before the RSS could be sampled"
         assert grown < RSS_BOUND, f"worker RSS grew {grown / 2**20:.0f} MiB over its idle {baseline / 2**20:.0f} MiB"
         assert content_sha256 == graph.sha256(item)
+        key = f"{document_id}/{content_sha256}"
         size, digest = await asyncio.to_thread(stored_blob_sha256, migrated_database, tenant, key)
         assert (size, digest) == (FILE_BYTES, graph.sha256(item))
         assert not list((tmp_path / "downloads").glob("download-*")), "temporary file left"
     finally:
-        await asyncio.to_thread(delete_blob, migrated_database, tenant, key)
+        await asyncio.to_thread(clean_up, migrated_database, tenant, connector)

@@ -78,6 +78,17 @@ def tenant(migrated_database: str) -> str:
         )
         connection.execute("INSERT INTO document_index_state (tenant_id, document_id) VALUES (%s, 'd')", (name,))
         connection.execute("INSERT INTO audit_log (tenant_id, actor, action) VALUES (%s, 'test', 'seed')", (name,))
+        connector = f"con_{uuid.uuid4().hex[:16]}"
+        connection.execute(
+            "INSERT INTO connectors (connector_id, tenant_id, provider, name, secrets_ciphertext)"
+            " VALUES (%s, %s, 'webhook', 'c', 'x')",
+            (connector, name),
+        )
+        connection.execute(
+            "INSERT INTO connector_items (connector_id, item_id, tenant_id, document_id, version)"
+            " VALUES (%s, 'i', %s, 'd', 1)",
+            (connector, name),
+        )
     return name
 
 

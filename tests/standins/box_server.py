@@ -65,7 +65,7 @@ class BoxStandin:
     def __init__(
         self,
         *,
-        client_id: str = "box-client-id",
+        client_id: str = "boxclientid0standin",
         client_secret: str = "box-client-secret",
         enterprise_id: str = "900001",
         primary_key: str | None = "box-primary-key",

@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rag.v1 import connectors_pb2
 from ragstream_common.events import Envelope, PermanentError
 from ragstream_common.failures import FailureKind, classify
-from ragstream_connectors.handlers import ProviderUnavailable, WorkerPorts, handle_connector_events
+from ragstream_connectors.handlers import WorkerPorts, handle_connector_events
 from ragstream_connectors.ports import DueConnector
 from ragstream_connectors.providers.base import (
     ConnectorContext,
@@ -173,13 +173,13 @@ async def test_an_unknown_connector_or_another_tenants_is_permanent() -> None:
     assert harness.contexts == []
 
 
-async def test_a_transient_provider_failure_is_retried_and_a_permanent_one_dead_lettered() -> None:
+async def test_a_provider_outage_moves_the_poll_forward_and_a_permanent_failure_is_dead_lettered() -> None:
+    """A provider down past its retries must not hold the partition: the event is done, the poll comes soon."""
     harness = Harness()
     harness.drive.changes_error = ProviderError("503 after retries", transient=True, status=503)
-    with pytest.raises(Exception) as transient:
-        await harness.handle(harness.notification("n1"))
-    assert classify(transient.value) is FailureKind.TRANSIENT
-    assert (CONNECTOR, "n1") not in harness.store.deliveries  # processed only once it succeeds
+    await harness.handle(harness.notification("n1"))
+    assert harness.store.poll_delays == [harness.ports.options.provider_retry_s]
+    assert (CONNECTOR, "n1") not in harness.store.deliveries  # not processed: the poll does the work
     harness.drive.changes_error = ProviderError("401 invalid_client", transient=False, status=401)
     with pytest.raises(PermanentError) as permanent:
         await harness.handle(harness.notification("n1"))
@@ -246,8 +246,8 @@ async def test_a_poll_syncs_even_when_the_subscription_cannot_be_made() -> None:
     assert harness.events() == [("DocumentReceived", doc("a"), 1)]
     assert "403" in (harness.store.state().last_error or "")
     harness.drive.subscribe_error = ProviderError("503 busy", transient=True, status=503)
-    with pytest.raises(ProviderUnavailable):  # retried by the consumer, after the sync ran
-        await harness.handle(harness.event(Kind.POLL))
+    await harness.handle(harness.event(Kind.POLL))  # synced, then polled again soon to retry the subscription
+    assert harness.store.poll_delays == [harness.ports.options.provider_retry_s]
 
 
 async def test_a_renewal_refused_with_404_subscribes_anew_and_resyncs() -> None:

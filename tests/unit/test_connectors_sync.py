@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fakes import metric
+from fakes import RecordingSink, metric
 from fakes.connectors import (
     CONNECTOR,
     TENANT,
@@ -21,6 +22,7 @@ from fakes.connectors import (
     file,
     make_world,
 )
+from ragstream_common.events import Emitted
 from ragstream_connectors.items import document_id_for, event_metadata, metadata_from
 from ragstream_connectors.providers.base import (
     CursorExpired,
@@ -213,9 +215,50 @@ async def test_a_page_whose_events_were_not_acknowledged_is_replayed_with_the_sa
     world.sink.fail_with = ConnectionError("broker gone")
     with pytest.raises(ConnectionError):
         await world.engine().sync()
-    assert world.store.row("a").version == 1 and world.store.state().cursor == "0"
+    # Version 2 was reserved before the publish: the replay publishes that same version for the same content.
+    assert world.store.row("a").version == 2 and world.store.row("a").pending
+    assert world.store.state().cursor == "0"
     await world.engine().sync()
     assert world.events() == [("DocumentReceived", doc("a"), 1), ("DocumentUpdated", doc("a"), 2)]
+    assert not world.store.row("a").pending
+
+
+class DiesAfterPublishing(RecordingSink):
+    """Kafka acknowledges the events, then the worker dies before it confirms them (kill -9 in between)."""
+
+    async def emit(self, events: Sequence[Emitted]) -> None:
+        await super().emit(events)
+        raise Killed("killed after the publish")
+
+
+@pytest.mark.parametrize("edited", [False, True])
+async def test_a_worker_dying_after_publishing_never_gives_one_version_two_contents(edited: bool) -> None:
+    """The events of a page went out, the rows were not confirmed, and the item may change before the replay:
+    the same content comes back under the same version, other content under the next one."""
+    world = make_world()
+    world.sink = DiesAfterPublishing()
+    world.drive.put(file("a", "first text"), logged=False)
+    with pytest.raises(Killed):
+        await world.engine().sync()
+    if edited:
+        world.drive.put(file("a", "edited while the worker was down", tag="e2"), logged=False)
+    world.sink = RecordingSink(emitted=list(world.sink.emitted))
+    await world.engine().sync()
+    messages = world.sink.messages()
+    by_version: dict[int, set[str]] = {}
+    for message in messages:
+        by_version.setdefault(message.version, set()).add(message.source.sha256)
+    assert all(len(contents) == 1 for contents in by_version.values()), by_version
+    expected = (
+        [("DocumentReceived", doc("a"), 1)] * 2
+        if not edited
+        else [
+            ("DocumentReceived", doc("a"), 1),
+            ("DocumentUpdated", doc("a"), 2),
+        ]
+    )
+    assert world.events() == expected
+    assert world.store.row("a").version == (2 if edited else 1) and not world.store.row("a").pending
 
 
 async def test_a_resync_redelivered_resumes_the_enumeration_it_started(world: World) -> None:

@@ -47,7 +47,7 @@ async def start(settings: ConnectorsSettings, stack: AsyncExitStack, stop: async
         providers=partial(build_provider, endpoints=settings.endpoints),
         blobs=build_blob_store(settings.blobs, pool),
         sink=sink,
-        options=SyncOptions(download_dir, settings.max_file_bytes, settings.poll_interval_s),
+        options=SyncOptions(download_dir, settings.max_file_bytes, settings.poll_interval_s, settings.provider_retry_s),
         webhook_base_url=settings.webhook_base_url,
     )
     server = await start_grpc(stack, settings, [], [])

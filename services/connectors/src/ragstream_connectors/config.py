@@ -29,6 +29,9 @@ class ConnectorsSettings(ServiceSettings):
     max_poll_interval_s: float = Field(default=1800.0, ge=60)
     # The periodic delta/changes poll that repairs missed notifications.
     poll_interval_s: float = Field(default=900.0, ge=10)
+    # A provider still unavailable after its retries (network, 5xx, throttling) is polled again this soon; the
+    # event is not retried in place, so one provider's outage never holds other connectors' work.
+    provider_retry_s: float = Field(default=60.0, ge=1)
     # How often due polls and renewals are looked for; 0 turns this replica's scheduler off (another one runs it).
     scheduler_interval_s: float = Field(default=30.0, ge=0)
     # Renew subscriptions and watch channels this long before they expire.

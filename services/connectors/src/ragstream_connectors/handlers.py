@@ -5,10 +5,13 @@ connector, in order: deliveries already processed are dropped; each notification
 the items it names are applied; renewals run; then ONE sync covers every notification, poll and resync of the
 batch (a hundred notifications for one drive cost one delta call); then the deliveries are marked processed.
 
-Failures: a provider failure worth retrying (throttled past its retries, 5xx, network) is raised as a
-`ProviderUnavailable` (a ConnectionError: the consumer retries the batch without limit and without losing it);
-any other (bad credentials, 403, a drive that is gone) is recorded on the connector's sync state and raised as
-`PermanentError` (the event goes to the DLQ, the status API shows the error).
+Failures: a provider failure worth retrying (throttled past ProviderHttp's own retries, 5xx, network) is
+recorded on the connector's sync state and its next poll moved to `provider_retry_s` from now; the event is
+done. Retrying it in the consumer instead would hold every other connector of the partition behind one
+provider's outage, and nothing is lost by not doing so: the poll lists every change since the saved cursor,
+which is all a notification ever asks for. Any other failure (bad credentials, 403, a drive that is gone) is
+recorded and raised as `PermanentError` (the event goes to the DLQ, the status API shows the error). Our own
+infrastructure failing (Kafka, Postgres, the blob store) raises as it is: the consumer retries without loss.
 """
 
 from __future__ import annotations
@@ -36,10 +39,6 @@ from ragstream_connectors.sync import ConnectorSync, SyncOptions
 log = get_logger(__name__)
 Notified = connectors_pb2.ConnectorNotified
 Kind = connectors_pb2.ConnectorNotified.Kind
-
-
-class ProviderUnavailable(ConnectionError):
-    """A provider failure worth retrying; a ConnectionError, so the consumer classifies it as transient."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,9 @@ async def _run_guarded(
         await store.record_error(record.tenant_id, record.connector_id, str(exc)[:500])
         ERRORS.labels(record.provider, "transient" if exc.transient else "permanent").inc()
         if exc.transient:
-            raise ProviderUnavailable(f"{record.provider}: {exc}") from exc
+            await store.poll_soon(record.tenant_id, record.connector_id, ports.options.provider_retry_s)
+            log.warning("provider unavailable; polling again soon", connector_id=record.connector_id, error=str(exc))
+            return
         raise PermanentError(f"{record.provider} refused: {exc}") from exc
     except CursorExpired as exc:  # outside a change listing: nothing to restart, a broken contract
         await store.record_error(record.tenant_id, record.connector_id, str(exc)[:500])
@@ -176,7 +177,7 @@ class ConnectorRun:
         if work.sync or work.full:
             await self._sync.sync(full=work.full, requested_at=work.resync_requested_at)
         if subscription_failure is not None and subscription_failure.transient:
-            raise subscription_failure  # retried: the sync above is cheap to repeat from its saved cursor
+            raise subscription_failure  # the poll comes back soon (_run_guarded) and tries again
         if work.deliveries:
             await self.ports.store.mark_processed(self.record.tenant_id, self.record.connector_id, work.deliveries)
         now = datetime.now(UTC)
@@ -202,7 +203,8 @@ class ConnectorRun:
             if received is not None:
                 work.received.append(received)
         elif message.kind == Kind.RESYNC:
-            work.full = True
+            # A new connector's first event: subscribe now, not a poll interval later.
+            work.full = work.ensure_subscription = True
             if received is not None:
                 work.resync_requested_at = max(received, work.resync_requested_at or received)
         elif message.kind == Kind.POLL:

@@ -56,6 +56,8 @@ class ItemRecord:
     content_sha256: str = ""
     title: str = ""
     deleted: bool = False
+    # Written before its event was acknowledged, not yet confirmed after: the event may or may not be out.
+    pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,10 @@ class ConnectorStore(Protocol):
         ...
 
     async def record_error(self, tenant_id: str, connector_id: str, message: str) -> None: ...
+
+    async def poll_soon(self, tenant_id: str, connector_id: str, delay_s: float) -> None:
+        """Bring the next poll forward to `delay_s` from now (never later than it already is)."""
+        ...
 
     async def save_subscription(self, tenant_id: str, connector_id: str, subscription: Subscription | None) -> None: ...
 

@@ -1,9 +1,12 @@
 """The sync engine: a provider's changes become document events, versions and a saved cursor. Pure over ports.
 
-Per page of changes: every item is taken (downloaded to the blob store when new or changed), the page's events
-are published and acknowledged, and only then are the items' rows and the page's cursor written, in one
-transaction. A crash anywhere replays at most the page in hand, with the same version numbers (rows were not yet
-written), which every consumer treats idempotently; nothing before it is lost, nothing after it was done.
+Per page of changes: every item is taken (downloaded to the blob store when new or changed), the rows of the
+items that get an event are written `pending` with their new versions, the page's events are published and
+acknowledged, and only then are the rows confirmed and the page's cursor written, in one transaction. A crash
+anywhere replays at most the page in hand. A pending row on the replay means its event may or may not be out:
+the same content is published again under the same version (every consumer treats that idempotently), other
+content (the item changed while the worker was down) under the next version, so one (document, version) never
+stands for two contents. Nothing before the page is lost, nothing after it was done.
 
 A full enumeration (first sync, resync, expired cursor) stamps `full_sync_started_at`; every listed item's
 `seen_at` moves; at the final page, live items not seen since the stamp are deleted. That is what catches a
@@ -47,6 +50,8 @@ class SyncOptions:
     download_dir: Path
     max_file_bytes: int = 512 * 1024 * 1024
     poll_interval_s: float = 900.0
+    # A provider that stays unavailable through ProviderHttp's retries is polled again this soon.
+    provider_retry_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,8 @@ class ConnectorSync:
         outcomes = [await self._take(change, rows.get(change.item_id)) for change in unique]
         events = [o.event for o in outcomes if o.event is not None]
         if events:
+            reserved = [replace(o.row, pending=True) for o in outcomes if o.event is not None and o.row is not None]
+            await self._store.save_page(self._tenant, self._id, PageWrite(items=reserved))
             await self._sink.emit(events)
         errors = [o.error for o in outcomes if o.error]
         write = PageWrite(
@@ -159,7 +166,8 @@ class ConnectorSync:
         if not change.is_file:
             return Outcome("ignored")  # folders and the like: never documents
         tag = stored_tag(change)
-        if row is not None and live and change.version_tag and row.version_tag == tag and row.title == change.name:
+        confirmed = row is not None and live and not row.pending
+        if row is not None and confirmed and change.version_tag and row.version_tag == tag and row.title == change.name:
             return Outcome("unchanged", seen=change.item_id)
         if change.size_bytes is not None and change.size_bytes > self._options.max_file_bytes:
             return self._skipped(change, row, f"{change.size_bytes} bytes is over the limit")
@@ -168,7 +176,8 @@ class ConnectorSync:
             source = documents_pb2.DocumentSource(
                 uri=change.content_url, content_type=change.content_type, filename=change.name
             )
-            return self._published(change, row, source, sha256="", tag=tag)
+            again = row is not None and live and row.pending and row.version_tag == tag
+            return self._published(change, row, source, sha256="", tag=tag, again=again)
         return await self._downloaded(change, row, tag)
 
     async def _downloaded(self, change: ItemChange, row: ItemRecord | None, tag: str) -> Outcome:
@@ -183,19 +192,20 @@ class ConnectorSync:
         try:
             if downloaded.size_bytes > self._options.max_file_bytes:
                 return self._skipped(change, row, f"{downloaded.size_bytes} bytes is over the limit")
-            live = row is not None and not row.deleted
-            if (
+            same = (
                 row is not None
-                and live
+                and not row.deleted
                 and row.content_sha256 == downloaded.sha256
                 and row.title == change.name
                 and metadata_unchanged(row.version_tag, change)
-            ):
+            )
+            if same and row is not None and not row.pending:
                 return Outcome("unchanged", row=replace(row, version_tag=tag))
             source = await self._stored(change, row, downloaded)
         finally:
             await asyncio.to_thread(downloaded.path.unlink, True)
-        return self._published(change, row, source, sha256=downloaded.sha256, tag=tag)
+        # A pending row with the same content: its version again, whether or not it went out before the crash.
+        return self._published(change, row, source, sha256=downloaded.sha256, tag=tag, again=same)
 
     async def _stored(
         self, change: ItemChange, row: ItemRecord | None, downloaded: Downloaded
@@ -213,22 +223,30 @@ class ConnectorSync:
         )
 
     def _published(
-        self, change: ItemChange, row: ItemRecord | None, source: documents_pb2.DocumentSource, *, sha256: str, tag: str
+        self,
+        change: ItemChange,
+        row: ItemRecord | None,
+        source: documents_pb2.DocumentSource,
+        *,
+        sha256: str,
+        tag: str,
+        again: bool = False,
     ) -> Outcome:
+        """The event of the item's next version, or with `again` of its pending one (a replay, same content)."""
         document_id = row.document_id if row is not None else document_id_for(self._id, change.item_id)
-        version = row.version + 1 if row is not None else 1
+        version = (row.version if again else row.version + 1) if row is not None else 1
         event: documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated
         # A restore after a delete is a new version too: versions of a document only grow.
-        event = documents_pb2.DocumentReceived() if row is None else documents_pb2.DocumentUpdated()
+        event = documents_pb2.DocumentReceived() if version == 1 else documents_pb2.DocumentUpdated()
         event.tenant_id, event.document_id, event.version = self._tenant, document_id, version
         event.title = change.name or change.item_id
         event.metadata.update(event_metadata(self._id, self._kind, change))
         event.source.CopyFrom(source)
         event.occurred_at.CopyFrom(now_timestamp())
-        if isinstance(event, documents_pb2.DocumentUpdated) and row is not None:
-            event.previous_version = row.version
+        if isinstance(event, documents_pb2.DocumentUpdated):
+            event.previous_version = version - 1
         new_row = ItemRecord(change.item_id, document_id, version, tag, sha256, change.name)
-        action = "created" if row is None or row.deleted else "updated"
+        action = "created" if row is None or row.deleted else "republished" if again else "updated"
         return Outcome(action, event=Emitted(event, self._context), row=new_row)
 
     def _deleted(self, row: ItemRecord) -> Outcome:

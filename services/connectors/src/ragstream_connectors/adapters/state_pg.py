@@ -18,15 +18,15 @@ from ragstream_common.db import tenant_transaction
 from ragstream_connectors.ports import ConnectorRecord, DueConnector, ItemRecord, PageWrite, SyncState
 from ragstream_connectors.providers.base import Subscription
 
-_ITEM_COLUMNS = "item_id, document_id, version, version_tag, content_sha256, title, deleted"
+_ITEM_COLUMNS = "item_id, document_id, version, version_tag, content_sha256, title, deleted, pending"
 _UPSERT_ITEM = """
 INSERT INTO connector_items (connector_id, tenant_id, item_id, document_id, version, version_tag, content_sha256,
-                             title, deleted, seen_at, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now())
+                             title, deleted, pending, seen_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now())
 ON CONFLICT (connector_id, item_id) DO UPDATE SET
     document_id = EXCLUDED.document_id, version = EXCLUDED.version, version_tag = EXCLUDED.version_tag,
     content_sha256 = EXCLUDED.content_sha256, title = EXCLUDED.title, deleted = EXCLUDED.deleted,
-    seen_at = now(), updated_at = now()
+    pending = EXCLUDED.pending, seen_at = now(), updated_at = now()
 """
 _SAVE_PAGE_STATE = """
 UPDATE connector_sync_state SET
@@ -56,11 +56,14 @@ def _item_values(item: ItemRecord) -> tuple[Any, ...]:
         item.content_sha256,
         item.title,
         item.deleted,
+        item.pending,
     )
 
 
 def _item(row: Sequence[Any]) -> ItemRecord:
-    return ItemRecord(str(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]), str(row[5]), bool(row[6]))
+    return ItemRecord(
+        str(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]), str(row[5]), bool(row[6]), bool(row[7])
+    )
 
 
 class PostgresConnectorStore:
@@ -187,6 +190,14 @@ class PostgresConnectorStore:
             "UPDATE connector_sync_state SET error_count = error_count + 1, last_error = %s, updated_at = now()"
             " WHERE connector_id = %s AND tenant_id = %s",
             (message[:500], connector_id, tenant_id),
+        )
+
+    async def poll_soon(self, tenant_id: str, connector_id: str, delay_s: float) -> None:
+        await self._execute(
+            tenant_id,
+            "UPDATE connector_sync_state SET next_poll_at = LEAST(next_poll_at, now() + make_interval(secs => %s)),"
+            " updated_at = now() WHERE connector_id = %s AND tenant_id = %s",
+            (float(delay_s), connector_id, tenant_id),
         )
 
     async def save_subscription(self, tenant_id: str, connector_id: str, subscription: Subscription | None) -> None:
