@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 from standins.box_model import ROOT_ID, BoxTree, BoxUser, Content, Item
 from standins.box_routes import TRIGGERS, Webhook, box_error, routes
 from standins.box_webhooks import DeliveryAttempt, WebhookSender
-from standins.server import StandinServer
+from standins.server import Standin
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -61,7 +61,9 @@ class RecordedRequest:
     headers: dict[str, str]
 
 
-class BoxStandin:
+class BoxStandin(Standin):
+    standin_name = "box-standin"
+
     def __init__(
         self,
         *,
@@ -99,13 +101,8 @@ class BoxStandin:
         self._dropped = 0
         self._pending: list[concurrent.futures.Future[list[DeliveryAttempt]]] = []
         self._webhook_ids = iter(range(11_446_498, 10**9))
-        self._server: StandinServer | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
     @property
     def api_url(self) -> str:
         return f"{self.base_url}/2.0"
@@ -114,22 +111,11 @@ class BoxStandin:
     def token_url(self) -> str:
         return f"{self.base_url}/oauth2/token"
 
-    def start(self) -> BoxStandin:
+    def _start_helpers(self) -> None:
         self.sender.start()
-        self._server = StandinServer(self._app(), name="box-standin", host=self.host).start()
-        self.port = self._server.port
-        return self
 
-    def stop(self) -> None:
-        if self._server:
-            self._server.stop()
+    def _stop_helpers(self) -> None:
         self.sender.stop()
-
-    def __enter__(self) -> BoxStandin:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
     # --- content changes (each records its user event and notifies matching webhooks) ----
     def create_folder(self, name: str, parent_id: str = ROOT_ID) -> str:

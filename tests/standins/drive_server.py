@@ -57,33 +57,26 @@ from standins.drive_model import Channel, Delivery, DriveError, Person, Recorded
 from standins.drive_push import Message
 from standins.drive_routes import DriveApi
 from standins.drive_store import DriveStore
-from standins.server import StandinServer
+from standins.server import Standin
+from starlette.types import ASGIApp
 
 __all__ = ["Channel", "Delivery", "DriveError", "DriveStandin", "Person", "RecordedRequest", "StoredFile"]
 
 
-class DriveStandin(DriveStore):
+class DriveStandin(DriveStore, Standin):
     """The drive (DriveStore) served on 127.0.0.1 at a free port, with the controls tests script it by."""
 
-    _server: StandinServer | None = None
+    standin_name = "drive-standin"
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self) -> DriveStandin:
+    def _app(self) -> ASGIApp:
+        return DriveApi(self).app()
+
+    def _start_helpers(self) -> None:
         self.postman.start()
-        self._server = StandinServer(DriveApi(self).app(), name="drive-standin", host=self.host).start()
-        self.port = self._server.port
-        return self
 
-    def stop(self) -> None:
-        if self._server:
-            self._server.stop()
+    def _stop_helpers(self) -> None:
         self.postman.stop()
-
-    def __enter__(self) -> DriveStandin:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
     # --- control: faults -----------------------------------------------------------------------
     def throttle(

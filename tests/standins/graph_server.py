@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, quote, urlencode
 
 from standins.graph_drive import Content, Drive, DriveItem, Person, delta_token, iso, read_delta_token
 from standins.graph_notifications import Delivery, Subscriptions, expiration_problem
-from standins.server import StandinServer
+from standins.server import Standin
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -69,7 +69,9 @@ class _Throttle:
     path_prefix: str
 
 
-class GraphStandin:
+class GraphStandin(Standin):
+    standin_name = "graph-standin"
+
     def __init__(
         self,
         *,
@@ -95,11 +97,6 @@ class GraphStandin:
         self._tokens: set[str] = set()
         self._throttles: list[_Throttle] = []
         self._downloads: dict[str, tuple[DriveItem, Content, float]] = {}
-        self._server: StandinServer | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def api_url(self) -> str:
@@ -111,22 +108,11 @@ class GraphStandin:
         """For ProviderEndpoints.microsoft_login_url."""
         return self.base_url
 
-    def start(self) -> GraphStandin:
+    def _start_helpers(self) -> None:
         self.subscriptions.start()
-        self._server = StandinServer(self._app(), name="graph-standin", host=self.host).start()
-        self.port = self._server.port
-        return self
 
-    def stop(self) -> None:
-        if self._server:
-            self._server.stop()
+    def _stop_helpers(self) -> None:
         self.subscriptions.stop()
-
-    def __enter__(self) -> GraphStandin:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
     # --- control: the drive (each change notifies the live subscriptions) ---------------------------------
     def create_folder(self, name: str, *, parent_id: str | None = None, author: Person | None = None) -> str:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from standins.server import StandinServer
+from standins.server import Standin
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -74,14 +74,15 @@ class RecordedRequest:
         return "\n".join(str(m.get("content", "")) for m in self.body.get("messages", []))
 
 
-class OpenAIStandin:
+class OpenAIStandin(Standin):
+    standin_name = "openai-standin"
+
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = 0
         self.requests: list[RecordedRequest] = []  # appended by the server thread
         self._replies: list[Reply] = [Reply.answer("OK [1].")]
         self._closing = False
-        self._server: StandinServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._release: asyncio.Event | None = None  # set on stop(); lives on the server's loop
 
@@ -98,23 +99,11 @@ class OpenAIStandin:
         return self._replies.pop(0) if len(self._replies) > 1 else self._replies[0]
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self) -> OpenAIStandin:
-        self._server = StandinServer(self._app(), name="openai-standin", host=self.host).start()
-        self.port = self._server.port
-        return self
-
     def stop(self) -> None:
         self._closing = True
         if self._loop and self._release:  # end hangs early so shutdown is quick
             self._loop.call_soon_threadsafe(self._release.set)
-        if self._server:
-            self._server.stop()
-
-    def __enter__(self) -> OpenAIStandin:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+        super().stop()
 
     # --- HTTP ------------------------------------------------------------------------------
     def _app(self) -> Starlette:

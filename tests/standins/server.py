@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Self
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -54,6 +55,48 @@ class StandinServer:
             self._thread.join(timeout=10)
 
     def __enter__(self) -> StandinServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+class Standin:
+    """What every stand-in shares: `_app()` served on `host` at a free port in a thread, `base_url`, `with`.
+
+    Subclasses set `standin_name` and `host`, build `_app()`, and start/stop threads of their own (notification
+    senders) in `_start_helpers` / `_stop_helpers`."""
+
+    standin_name = "standin"
+    host = "127.0.0.1"
+    port = 0
+    _server: StandinServer | None = None
+
+    def _app(self) -> ASGIApp:
+        raise NotImplementedError
+
+    def _start_helpers(self) -> None:
+        """Before the server starts: threads that call out (webhook deliveries)."""
+
+    def _stop_helpers(self) -> None:
+        """After the server stopped."""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Self:
+        self._start_helpers()
+        self._server = StandinServer(self._app(), name=self.standin_name, host=self.host).start()
+        self.port = self._server.port
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.stop()
+        self._stop_helpers()
+
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_: object) -> None:
