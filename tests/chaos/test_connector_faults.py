@@ -48,7 +48,7 @@ RECEIVED, UPDATED, DELETED = "DocumentReceived", "DocumentUpdated", "DocumentDel
 
 @dataclass(frozen=True)
 class Row:
-    """A connector_items row: what the worker last published for an item."""
+    """A confirmed connector_items row: what the worker last published for an item (Kafka acknowledged it)."""
 
     version: int
     content_sha256: str
@@ -128,7 +128,9 @@ def add_files(graph: LaggingGraph, folder: str, count: int, label: str) -> list[
 async def item_rows(system: ChaosSystem, connector: str) -> dict[str, Row]:
     async with await psycopg.AsyncConnection.connect(system.database_url, autocommit=True) as connection:
         cursor = await connection.execute(
-            "SELECT item_id, version, content_sha256, title, deleted FROM connector_items WHERE connector_id = %s",
+            # Confirmed rows only: a pending one was written before its events were acknowledged (sync.py).
+            "SELECT item_id, version, content_sha256, title, deleted FROM connector_items"
+            " WHERE connector_id = %s AND NOT pending",
             (connector,),
         )
         return {str(r[0]): Row(int(r[1]), str(r[2]), str(r[3]), bool(r[4])) for r in await cursor.fetchall()}
@@ -163,7 +165,9 @@ async def kill_mid_sync(system: ChaosSystem, connector: str, files: int, *, sett
             assert time.monotonic() < deadline, f"only {saved} items synced:\n{system.log_tail('connectors')}"
             await asyncio.sleep(0.02)
             row = await (
-                await connection.execute("SELECT count(*) FROM connector_items WHERE connector_id = %s", (connector,))
+                await connection.execute(
+                    "SELECT count(*) FROM connector_items WHERE connector_id = %s AND NOT pending", (connector,)
+                )
             ).fetchone()
             saved = int(row[0]) if row else 0
     await asyncio.sleep(settle_s)
