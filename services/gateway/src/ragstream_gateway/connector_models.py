@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StringConstraints
 
 from ragstream_gateway.connector_ports import ConnectorStatus, Provider
 from ragstream_gateway.models import NO_NUL_PATTERN
@@ -65,7 +65,7 @@ class BoxConfig(_Closed):
     folder_id: BoxNumericId = Field(default="0", description="The folder to sync; 0 is the root (All Files)")
     # Create (and on removal delete) the folder's v2 webhook through the API; false: an admin creates it in the
     # Box developer console. Box allows no webhook on the root folder "0".
-    manage_webhook: bool = False
+    manage_webhook: StrictBool = False
 
 
 class BoxSecrets(_Closed):
