@@ -182,7 +182,7 @@ async def test_reads_never_show_a_secret(
     one, listing = await tenant.get(f"/v1/connectors/{connector_id}"), await tenant.get("/v1/connectors")
     assert one.status_code == 200 and listing.status_code == 200
     view = one.json()
-    assert view["config"] == box_body(marker)["config"] | {"folder_id": "0"}
+    assert view["config"] == box_body(marker)["config"] | {"folder_id": "0", "manage_webhook": False}
     assert (view["provider"], view["status"], view["items_synced"], view["error_count"]) == ("box", "active", 0, 0)
     assert view["next_poll_at"] and view["created_at"] and view["last_sync_at"] is None
     assert connector_id in [item["connector_id"] for item in listing.json()["items"]]

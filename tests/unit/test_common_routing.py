@@ -40,8 +40,10 @@ def test_document_topics_key_by_tenant_and_document_and_query_topics_by_query_id
 
 
 def test_every_pipeline_topic_declares_a_partition_key() -> None:
-    assert {t.partition_key for t in PIPELINE_TOPICS} == {"document", "query"}
+    assert {t.partition_key for t in PIPELINE_TOPICS} >= {"document", "query", "connector"}
     assert all(t.partition_key == "query" for t in PIPELINE_TOPICS if t.name.startswith("rag.queries"))
+    assert all(t.partition_key == "connector" for t in PIPELINE_TOPICS if t.name.startswith("rag.connectors"))
+    assert all(t.partition_key == "tenant" for t in PIPELINE_TOPICS if t.name.startswith("rag.usage"))
     # Answers have no shared topic any more: only each tenant's own.
     assert not [t for t in PIPELINE_TOPICS if "answers" in t.name]
 
