@@ -4,6 +4,8 @@ Each service logs in as its own role (`ragstream_<service>`, migration 0005): no
 member of no role, so row-level security binds every statement and no `SET ROLE`/`RESET ROLE` changes that.
 `app.tenant_id` is set per transaction (`set_config(..., true)`), so a pooled connection never carries one
 tenant's scope into the next transaction, committed or rolled back.
+
+Every pool exports its connection gauges and the duration of its tenant transactions (db_metrics).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool
 
+from ragstream_common.db_metrics import QUERY_SECONDS, track_pool
 from ragstream_common.logs import get_logger
 
 log = get_logger(__name__)
@@ -35,9 +38,11 @@ def create_pool(
     database_url: str, *, min_size: int = 1, max_size: int = 8, name: str = "ragstream"
 ) -> AsyncConnectionPool:
     """An unopened pool; call `await pool.open(wait=True)` in the composition root."""
-    return AsyncConnectionPool(
+    pool = AsyncConnectionPool(
         database_url, min_size=min_size, max_size=max_size, configure=_configure, name=name, open=False
     )
+    track_pool(pool)
+    return pool
 
 
 async def open_pool_at(
@@ -53,6 +58,7 @@ async def open_pool_at(
 @asynccontextmanager
 async def tenant_transaction(pool: AsyncConnectionPool, tenant_id: str) -> AsyncIterator[psycopg.AsyncConnection]:
     """A transaction in which row-level security admits only `tenant_id`'s rows."""
-    async with pool.connection() as connection, connection.transaction():
-        await connection.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
-        yield connection
+    with QUERY_SECONDS.labels(pool.name).time():
+        async with pool.connection() as connection, connection.transaction():
+            await connection.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
+            yield connection

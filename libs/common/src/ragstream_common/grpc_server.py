@@ -1,4 +1,5 @@
-"""gRPC server with grpc.health.v1, tracing and token interceptors, optional TLS and a clean drain on shutdown.
+"""gRPC server with grpc.health.v1, tracing, RED metrics (grpc_metrics) and token interceptors, optional TLS
+and a clean drain on shutdown.
 
 TLS is for deployments without a mesh (compose, a cluster without Istio): GRPC_TLS_CERT_FILE and
 GRPC_TLS_KEY_FILE make servers serve TLS only, GRPC_TLS_CA_FILE makes clients dial TLS and trust that CA.
@@ -18,6 +19,7 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ragstream_common.grpc_auth import TokenAuthInterceptor
+from ragstream_common.grpc_metrics import MetricsInterceptor
 from ragstream_common.service_tokens import TokenVerifier
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -89,7 +91,9 @@ class GrpcServer:
     ) -> None:
         tracing = aio_server_interceptor()  # type: ignore[no-untyped-call]  # third-party: unannotated factory
         auth = TokenAuthInterceptor(verifier or TokenVerifier({}))
-        self._server = grpc.aio.server(interceptors=[tracing, auth], options=CHANNEL_OPTIONS)
+        # Metrics outside auth: refused calls count as UNAUTHENTICATED / PERMISSION_DENIED.
+        interceptors = [tracing, MetricsInterceptor(), auth]
+        self._server = grpc.aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._service_names = ("", *service_names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
+from ragstream_common.stage_metrics import declare_stages
 
 # outcome: "encoded" (one model row per distinct uncached content hash) or "reused" (vector from the cache).
 CHUNKS = Counter("ragstream_embed_chunks_total", "Chunks embedded, by outcome", ["outcome"])
@@ -21,3 +22,5 @@ ENCODE_SECONDS = Histogram(
     ["path"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+# ragstream_stage_seconds: the encoder adapter times embed_batch (chunk batches) and query_embed.
+declare_stages("embed_batch", "query_embed")

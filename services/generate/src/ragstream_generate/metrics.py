@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
+from ragstream_common.stage_metrics import declare_stages
 
 # outcome: answered | no_answer | expired | failed. backend: the backend that wrote the answer (the extractive
 # fallback after a failed LLM call), or the configured one for queries that got no answer.
@@ -24,3 +25,11 @@ CITATIONS = Histogram(
     buckets=(0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20),
 )
 TOKENS_STREAMED = Counter("ragstream_generate_tokens_streamed_total", "Answer text pieces streamed to gateways")
+# direction: in (prompt: question and sources) or out (answer). The OpenAI backend counts the endpoint's reported
+# usage (a whitespace estimate when it reports none), the extractive backend whitespace-separated words.
+TOKENS = Counter("ragstream_generate_tokens_total", "LLM tokens by backend and direction", ["backend", "direction"])
+for _backend in ("extractive", "openai"):
+    for _direction in ("in", "out"):
+        TOKENS.labels(_backend, _direction)
+# ragstream_stage_seconds: each backend times generate, from the request to its final draft.
+declare_stages("generate")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ragstream_common.stage_metrics import timed_stage
 from tokenizers import Tokenizer
 
 # all-MiniLM-L6-v2 reads at most 256 tokens, [CLS] and [SEP] included.
@@ -93,6 +94,10 @@ class Chunker:
 
     def split(self, text: str) -> list[TextChunk]:
         """Split normalised text into overlapping chunks of at most max_tokens content tokens."""
+        with timed_stage("chunk"):
+            return self._split(text)
+
+    def _split(self, text: str) -> list[TextChunk]:
         if not text.strip():
             return []
         offsets, word_ids = self._encode(text)

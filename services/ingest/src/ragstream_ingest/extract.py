@@ -29,6 +29,7 @@ from ragstream_common.formats import (
     UnsupportedFormat,
     resolve_format,
 )
+from ragstream_common.stage_metrics import timed_stage
 
 from ragstream_ingest.normalize import normalize_text
 
@@ -88,6 +89,11 @@ def detect_content_type(data: bytes, declared: str | None = None, filename: str 
 
 
 def extract_document(data: bytes, declared: str | None = None, filename: str | None = None) -> ExtractedDocument:
+    with timed_stage("parse"):
+        return _extract_document(data, declared, filename)
+
+
+def _extract_document(data: bytes, declared: str | None, filename: str | None) -> ExtractedDocument:
     content_type = detect_content_type(data, declared, filename)
     raw_text, title = _EXTRACTORS[content_type](data, _declared_charset(declared))
     text = normalize_text(raw_text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
+from ragstream_common.stage_metrics import declare_stages
 
 # outcome: indexed, already_indexed, superseded, deleted (UpsertOutcome values), failed, removed.
 DOCUMENTS = Counter("ragstream_retrieve_documents_total", "Index events by outcome", ["outcome"])
@@ -13,3 +14,5 @@ QUERY_BATCH_SECONDS = Histogram(
     "Time to search and answer a batch of queries",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+# ragstream_stage_seconds: the Postgres index adapter times index, search.py times search.
+declare_stages("index", "search")

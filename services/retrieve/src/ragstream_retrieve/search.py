@@ -6,6 +6,8 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 
+from ragstream_common.stage_metrics import timed_stage
+
 from ragstream_retrieve.fusion import FusedCandidate, fuse, remove_near_duplicates, single_ranking
 from ragstream_retrieve.lexical import LexicalAnalyzer
 from ragstream_retrieve.models import (
@@ -29,6 +31,13 @@ async def hybrid_search(
     """The best `request.top_k` distinct chunks of the tenant for the request's mode, best first."""
     if request.top_k <= 0:
         return []
+    with timed_stage("search"):
+        return await _search(index, analyzer, request, tuning)
+
+
+async def _search(
+    index: SearchIndex, analyzer: LexicalAnalyzer, request: SearchRequest, tuning: SearchTuning
+) -> list[SearchHit]:
     use_dense = request.mode in (RetrievalMode.HYBRID, RetrievalMode.DENSE)
     use_lexical = request.mode in (RetrievalMode.HYBRID, RetrievalMode.LEXICAL)
     if use_dense and request.vector is None:

@@ -31,7 +31,7 @@ from ragstream_common.kafka.connection import client_options, stop_consumer
 from ragstream_common.kafka.dead_letters import DeadLetters
 from ragstream_common.kafka.dlq_depth import report_dlq_depths
 from ragstream_common.kafka.envelopes import decode_or_error, handle_traced
-from ragstream_common.kafka.metrics import CONSUMED, DEAD_LETTERED, RETRIES
+from ragstream_common.kafka.metrics import CONSUMED, DEAD_LETTERED, RECORDS, RETRIES, forget_lag, report_lag
 from ragstream_common.kafka.producer import EventPublisher
 from ragstream_common.kafka.retry import Backoff, PartitionPause
 from ragstream_common.kafka_settings import KafkaSettings
@@ -42,6 +42,8 @@ log = get_logger(__name__)
 __all__ = ["CONSUMED", "DEAD_LETTERED", "ConsumerOptions", "EventConsumer"]
 Position = tuple[str, int, int]
 Batch = list[tuple[ConsumerRecord, Envelope[Any] | Exception]]
+# How often `ragstream_consumer_lag` is refreshed at most (after a batch or an empty poll).
+LAG_REPORT_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class EventConsumer:
         self._done: set[Position] = set()
         self._commit_in_flight: asyncio.Future[None] | None = None
         self._retrying_since: float | None = None
+        self._lag_reported_at = 0.0
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -149,6 +152,7 @@ class EventConsumer:
             log.info("partitions revoked", partitions=sorted(f"{p.topic}/{p.partition}" for p in partitions))
         self._revoked |= partitions
         self._pause.forget(partitions)
+        forget_lag(self.options.group_id, partitions)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch, handle, commit; a batch in flight when `stop` is set is finished and committed, unless it is
@@ -163,6 +167,7 @@ class EventConsumer:
                 batch = await self._next_batch(stop)
                 if batch:
                     await self._process(batch, stop)
+                await self._report_lag()
         finally:
             if depths is not None:
                 depths.cancel()
@@ -185,6 +190,8 @@ class EventConsumer:
             fetched = await self._consumer.getmany(
                 timeout_ms=remaining_ms if batch else 200, max_records=options.max_batch - len(batch)
             )
+            for tp, records in fetched.items():
+                RECORDS.labels(options.group_id, tp.topic).inc(len(records))
             for record in (r for records in fetched.values() for r in records):
                 decoded = decode_or_error(record)
                 batch.append((record, decoded))
@@ -215,6 +222,15 @@ class EventConsumer:
         await self._settle_commit()
         self._commit_in_flight = asyncio.ensure_future(self._commit(self._committable(records)))
         self.processed += len(self._done)
+
+    async def _report_lag(self) -> None:
+        """Lag per assigned partition, at most every LAG_REPORT_INTERVAL_S once a fetch made it known (a batch
+        waiting out failures reports again once it is done)."""
+        now = time.monotonic()
+        if now - self._lag_reported_at >= LAG_REPORT_INTERVAL_S and await report_lag(
+            self._consumer, self.options.group_id
+        ):
+            self._lag_reported_at = now
 
     async def _settle_final_commit(self) -> None:
         try:

@@ -1,7 +1,13 @@
-"""Prometheus metrics of the Kafka adapters: consumption, retries, paused partitions, dead letters, DLQ depth."""
+"""Prometheus metrics of the Kafka adapters: consumption, lag, retries, paused partitions, dead letters, DLQ depth."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
+from contextlib import suppress
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import IllegalStateError
 from prometheus_client import Counter, Gauge
 
 CONSUMED = Counter("ragstream_events_consumed_total", "Events handled", ["topic", "group"])
@@ -15,3 +21,48 @@ PAUSED_PARTITIONS = Gauge(
     "ragstream_consumer_paused_partitions", "Partitions paused while their batch waits to be retried", ["group"]
 )
 DLQ_DEPTH = Gauge("ragstream_dlq_depth", "Records retained in a dead-letter topic", ["topic"])
+POSITION_TIMEOUT_S = 0.05
+RECORDS = Counter("ragstream_consumer_records_total", "Records fetched by a consumer group", ["group", "topic"])
+LAG = Gauge(
+    "ragstream_consumer_lag",
+    "Records of an assigned partition past the consumer's position (highwater - position)",
+    ["group", "topic", "partition"],
+)
+
+
+def partition_lag(highwater: int | None, position: int | None) -> int | None:
+    """Records behind in a partition; None while either end is unknown (no fetch returned for it yet)."""
+    if highwater is None or position is None:
+        return None
+    return max(highwater - position, 0)
+
+
+async def report_lag(consumer: AIOKafkaConsumer, group: str) -> int:
+    """Set `ragstream_consumer_lag` for each assigned partition whose highwater a fetch has reported; return how
+    many were set.
+
+    Reads the consumer's local state: the highwater comes with each fetch response, and `position` of a fetched
+    partition returns at once. One being reset (it would wait for the broker) or revoked meanwhile is skipped.
+    Position, not last offset + 1: the fetcher steps over transaction markers, so a caught-up group reads 0.
+    """
+    reported = 0
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        try:
+            position = await asyncio.wait_for(consumer.position(tp), POSITION_TIMEOUT_S)
+        except (TimeoutError, IllegalStateError):
+            continue
+        lag = partition_lag(highwater, position)
+        if lag is not None:
+            LAG.labels(group, tp.topic, str(tp.partition)).set(lag)
+            reported += 1
+    return reported
+
+
+def forget_lag(group: str, partitions: Iterable[TopicPartition]) -> None:
+    """Drop the lag series of partitions this member no longer owns (their new owner reports them)."""
+    for tp in partitions:
+        with suppress(KeyError):
+            LAG.remove(group, tp.topic, str(tp.partition))

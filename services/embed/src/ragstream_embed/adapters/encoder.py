@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
 import numpy as np
+from ragstream_common.stage_metrics import timed_stage
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -65,12 +66,16 @@ class SentenceTransformerEncoder:
         return np.asarray(vectors, dtype=np.float32)
 
     async def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """One batch of chunk texts (stage embed_batch: queueing for the documents thread included)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._documents, self.encode_sync, list(texts))
+        with timed_stage("embed_batch"):
+            return await loop.run_in_executor(self._documents, self.encode_sync, list(texts))
 
     async def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """One batch of questions (stage query_embed)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._queries, self.encode_sync, list(texts))
+        with timed_stage("query_embed"):
+            return await loop.run_in_executor(self._queries, self.encode_sync, list(texts))
 
     def thread_counts(self) -> dict[str, int]:
         """torch intra-op threads each path computes with (read inside its own thread)."""

@@ -7,15 +7,24 @@ blended with the chunk's retrieval score. Pure CPU; about a millisecond for ten 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
 from rag.v1.queries_pb2 import ScoredChunk
 from ragstream_common.text_analysis import Bm25Parameters, bm25_idf, bm25_term_weight
 
-from ragstream_generate.backends.base import NO_ANSWER_TEXT, AnswerEvent, CitationRef, DraftAnswer
+from ragstream_generate.backends.base import (
+    NO_ANSWER_TEXT,
+    AnswerEvent,
+    CitationRef,
+    DraftAnswer,
+    count_tokens,
+    timed_generation,
+    whitespace_tokens,
+)
 from ragstream_generate.citations import content_terms, sentence_spans
 
 # Sentences are the "documents": the retrieval index's BM25 parameters serve them too.
@@ -170,9 +179,18 @@ class ExtractiveBackend:
         self._config = config or ExtractiveConfig()
 
     def answer(self, question: str, sources: Sequence[ScoredChunk]) -> DraftAnswer:
-        return compose_answer(question, sources, self._config, self.name)
+        """The answer, its words read (question and sources) and written counted as tokens."""
+        draft = compose_answer(question, sources, self._config, self.name)
+        tokens_in = whitespace_tokens(question, *(chunk.text for chunk in sources))
+        draft = dataclasses.replace(draft, tokens_in=tokens_in, tokens_out=whitespace_tokens(draft.text))
+        count_tokens(draft)
+        return draft
 
-    async def stream(self, question: str, sources: Sequence[ScoredChunk]) -> AsyncIterator[AnswerEvent]:
+    def stream(self, question: str, sources: Sequence[ScoredChunk]) -> AsyncIterator[AnswerEvent]:
+        return timed_generation(self.answer_events(question, sources))
+
+    async def answer_events(self, question: str, sources: Sequence[ScoredChunk]) -> AsyncGenerator[AnswerEvent, None]:
+        """`stream` untimed: for a backend falling back to this one inside its own timed stream."""
         draft = self.answer(question, sources)
         for token in wordish_tokens(draft.text):
             yield token

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import html
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from openai import AsyncOpenAI
@@ -31,7 +31,15 @@ from pydantic import BaseModel, Field, SecretStr
 from rag.v1.queries_pb2 import ScoredChunk
 from ragstream_common.logs import get_logger
 
-from ragstream_generate.backends.base import NO_ANSWER_TEXT, AnswerEvent, CitationRef, DraftAnswer
+from ragstream_generate.backends.base import (
+    NO_ANSWER_TEXT,
+    AnswerEvent,
+    CitationRef,
+    DraftAnswer,
+    count_tokens,
+    timed_generation,
+    whitespace_tokens,
+)
 from ragstream_generate.backends.extractive import ExtractiveBackend
 from ragstream_generate.citations import (
     MARKER_GROUP,
@@ -68,6 +76,9 @@ class OpenAIChatConfig(BaseModel):
     max_retries: int = Field(default=2, ge=0, le=5)
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_tokens: int | None = Field(default=512, gt=0)
+    # Ask for token usage in the stream's last chunk (`stream_options.include_usage`); off for an endpoint that
+    # refuses the option. Without usage the tokens are estimated from whitespace-separated words.
+    stream_usage: bool = True
 
 
 class EmptyCompletionError(RuntimeError):
@@ -157,6 +168,8 @@ class OpenAIChatBackend:
         extra: dict[str, Any] = {}
         if self._config.max_tokens is not None:
             extra["max_tokens"] = self._config.max_tokens
+        if self._config.stream_usage:
+            extra["stream_options"] = {"include_usage": True}
         return await self._client.chat.completions.create(
             model=self._config.model,
             messages=build_messages(question, sources),  # type: ignore[arg-type]
@@ -165,7 +178,10 @@ class OpenAIChatBackend:
             **extra,
         )
 
-    async def stream(self, question: str, sources: Sequence[ScoredChunk]) -> AsyncIterator[AnswerEvent]:
+    def stream(self, question: str, sources: Sequence[ScoredChunk]) -> AsyncIterator[AnswerEvent]:
+        return timed_generation(self._stream(question, sources))
+
+    async def _stream(self, question: str, sources: Sequence[ScoredChunk]) -> AsyncGenerator[AnswerEvent, None]:
         if not sources:  # nothing to ground on: no need to ask the model
             yield NO_ANSWER_TEXT
             yield DraftAnswer(text=NO_ANSWER_TEXT, no_answer=True, backend=self.name)
@@ -173,6 +189,7 @@ class OpenAIChatBackend:
         loop = asyncio.get_running_loop()
         first_token_deadline = loop.time() + self._config.timeout_s
         pieces: list[str] = []  # what was streamed: the model's text with unsent sources' markers dropped
+        usage: Any = None  # the endpoint's token counts, in the last chunk when it reports them
         markers = SentMarkers(len(sources))
         try:
             async with asyncio.timeout_at(first_token_deadline):
@@ -194,6 +211,7 @@ class OpenAIChatBackend:
                     async for event in self._degrade(question, sources, error, streamed=bool(pieces)):
                         yield event
                     return
+                usage = getattr(chunk, "usage", None) or usage
                 piece = markers.feed(_delta_text(chunk))
                 if piece:
                     pieces.append(piece)
@@ -206,7 +224,22 @@ class OpenAIChatBackend:
             async for event in self._degrade(question, sources, EmptyCompletionError(), streamed=bool(pieces)):
                 yield event
             return
-        yield draft_from_completion("".join(pieces), question, sources, self.name)
+        draft = draft_from_completion("".join(pieces), question, sources, self.name)
+        yield self._with_tokens(draft, usage, question, sources)
+
+    def _with_tokens(
+        self, draft: DraftAnswer, usage: Any, question: str, sources: Sequence[ScoredChunk]
+    ) -> DraftAnswer:
+        """The draft with the endpoint's token usage, or a whitespace estimate without one; counted."""
+        if usage is not None:
+            tokens_in, tokens_out = int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0)
+        else:
+            prompt = build_messages(question, sources)
+            tokens_in = whitespace_tokens(*(message["content"] for message in prompt))
+            tokens_out = whitespace_tokens(draft.text)
+        draft = dataclasses.replace(draft, tokens_in=tokens_in, tokens_out=tokens_out)
+        count_tokens(draft)
+        return draft
 
     async def _degrade(
         self, question: str, sources: Sequence[ScoredChunk], error: BaseException, streamed: bool
@@ -221,5 +254,5 @@ class OpenAIChatBackend:
         if streamed:  # tokens already went out: only the authoritative final draft follows
             yield dataclasses.replace(self._fallback.answer(question, sources), degraded=True)
             return
-        async for event in self._fallback.stream(question, sources):
+        async for event in self._fallback.answer_events(question, sources):
             yield dataclasses.replace(event, degraded=True) if isinstance(event, DraftAnswer) else event

@@ -9,6 +9,7 @@ from pgvector import Vector
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from ragstream_common.db import tenant_transaction
+from ragstream_common.stage_metrics import timed_stage
 
 from ragstream_retrieve.models import DocumentVersion, IndexState, UpsertOutcome
 
@@ -73,6 +74,11 @@ class PostgresChunkIndex:
         self._pool = pool
 
     async def upsert_document(self, document: DocumentVersion) -> UpsertOutcome:
+        """Stage `index`: one document version's transaction, from the pool to the commit."""
+        with timed_stage("index"):
+            return await self._upsert(document)
+
+    async def _upsert(self, document: DocumentVersion) -> UpsertOutcome:
         key = {"tenant": document.tenant_id, "document": document.document_id}
         async with tenant_transaction(self._pool, document.tenant_id) as connection:
             outcome = (await _lock_state(connection, key)).plan_upsert(document.version)
