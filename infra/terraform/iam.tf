@@ -2,7 +2,8 @@
 #
 # Kafka: MSK authorizes IAM clients by policy, not by Kafka ACL, so each service's role is its Kafka principal
 # and gets exactly the topics and groups of ragstream-<service> in ragstream_common/kafka/acls.py, as literal
-# ARNs (tenants' topics with `*` for the tenant id). kafka-access.json is generated from that map by
+# ARNs (tenants' topics with `*` for the tenant id; a stream processor's own internal topics, `<app id>-*`, which
+# faust-streaming creates itself). kafka-access.json is generated from that map by
 # `python -m ragstream_devstack.kafka_iam`; tests/unit/test_infra_terraform_iam.py fails while it is stale.
 # Postgres: each service reads only its own login's secret (modules/rds, logins.tf); `bootstrap` runs the
 # migrate Job, which sets every login's password, and the topics Job. Redis: only the gateway reads its URL.
@@ -23,6 +24,7 @@ locals {
     embed      = ["embed"]
     retrieve   = ["retrieve"]
     connectors = ["connectors"]
+    metering   = ["metering"]
     bootstrap  = keys(module.postgres.login_secret_arns)
   }
 
@@ -57,6 +59,11 @@ locals {
       data.aws_iam_policy_document.database_login["connectors"].json,
       data.aws_iam_policy_document.blob_read_write.json,
       data.aws_iam_policy_document.connector_secrets_open.json,
+    ]
+    # Usage windows into Postgres; faust's changelog topics are its own (kafka-access.json stream_topics).
+    metering = [
+      data.aws_iam_policy_document.kafka_service["metering"].json,
+      data.aws_iam_policy_document.database_login["metering"].json,
     ]
     bootstrap = [
       data.aws_iam_policy_document.kafka_topic_admin.json,
@@ -116,6 +123,22 @@ data "aws_iam_policy_document" "kafka_service" {
       sid       = "ConsumerGroups"
       actions   = ["kafka-cluster:AlterGroup", "kafka-cluster:DescribeGroup"]
       resources = [for group in statement.value : "${local.kafka_group_arn}/${group}"]
+    }
+  }
+
+  # A faust app's changelog and repartition topics: it creates them on start, then reads and writes them.
+  dynamic "statement" {
+    for_each = length(each.value.stream_topics) > 0 ? [each.value.stream_topics] : []
+
+    content {
+      sid = "StreamAppTopics"
+      actions = [
+        "kafka-cluster:CreateTopic",
+        "kafka-cluster:ReadData",
+        "kafka-cluster:WriteData",
+        "kafka-cluster:DescribeTopic",
+      ]
+      resources = [for prefix in statement.value : "${local.kafka_topic_arn}/${prefix}"]
     }
   }
 }
@@ -300,5 +323,5 @@ module "service_roles" {
   oidc_provider_arn = module.eks.oidc_provider_arn
   namespace         = local.namespace
   service_accounts  = local.service_account_policies
-  tags              = local.tags
+  tags              = local.component_tags["compute"]
 }

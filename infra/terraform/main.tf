@@ -19,7 +19,7 @@ locals {
   azs      = slice(data.aws_availability_zones.available.names, 0, 3)
   az_index = range(length(local.azs))
 
-  services  = toset(["gateway", "ingest", "embed", "retrieve", "generate", "connectors"])
+  services  = toset(["gateway", "ingest", "embed", "retrieve", "generate", "connectors", "metering"])
   namespace = "ragstream"
 
   blob_bucket_name = coalesce(var.blob_bucket_name, "${var.name}-blobs-${data.aws_caller_identity.current.account_id}")
@@ -63,6 +63,7 @@ module "vpc" {
 
   public_subnet_tags  = { "kubernetes.io/role/elb" = "1" }
   private_subnet_tags = { "kubernetes.io/role/internal-elb" = "1" }
+  tags                = local.component_tags["network"]
 }
 
 # ---- Kubernetes ----
@@ -136,6 +137,7 @@ module "eks" {
       source_cluster_security_group = true
     }
   }
+  tags = local.component_tags["compute"]
 }
 
 # The gateway pods' own security group (security groups for pods). It carries no rules: the pods keep the node
@@ -144,7 +146,7 @@ resource "aws_security_group" "gateway_pods" {
   name_prefix = "${var.name}-gateway-pods-"
   description = "Ragstream gateway pods (the only Redis clients)"
   vpc_id      = module.vpc.vpc_id
-  tags        = merge(local.tags, { Name = "${var.name}-gateway-pods" })
+  tags        = merge(local.component_tags["compute"], { Name = "${var.name}-gateway-pods" })
 
   lifecycle {
     create_before_destroy = true
@@ -164,7 +166,7 @@ module "kafka" {
   vpc_id                    = module.vpc.vpc_id
   subnet_ids                = module.vpc.private_subnets
   client_security_group_ids = local.data_clients
-  tags                      = local.tags
+  tags                      = local.component_tags["kafka"]
 }
 
 module "postgres" {
@@ -180,7 +182,7 @@ module "postgres" {
   vpc_id                    = module.vpc.vpc_id
   db_subnet_group_name      = module.vpc.database_subnet_group_name
   client_security_group_ids = local.data_clients
-  tags                      = local.tags
+  tags                      = local.component_tags["postgres"]
 }
 
 module "redis" {
@@ -192,7 +194,7 @@ module "redis" {
   vpc_id                    = module.vpc.vpc_id
   subnet_group_name         = module.vpc.elasticache_subnet_group_name
   client_security_group_ids = local.rate_limit_clients
-  tags                      = local.tags
+  tags                      = local.component_tags["redis"]
 }
 
 module "blobstore" {
@@ -200,7 +202,7 @@ module "blobstore" {
 
   bucket_name             = local.blob_bucket_name
   noncurrent_version_days = var.blob_noncurrent_version_days
-  tags                    = local.tags
+  tags                    = local.component_tags["blobstore"]
 }
 
 # ---- connector secrets ----
@@ -213,7 +215,7 @@ resource "aws_kms_key" "connector_secrets" {
   description             = "${var.name} connector secrets (tenant data keys)"
   enable_key_rotation     = true
   deletion_window_in_days = 30
-  tags                    = local.tags
+  tags                    = local.component_tags["secrets"]
 }
 
 resource "aws_kms_alias" "connector_secrets" {
@@ -236,6 +238,7 @@ resource "aws_ecr_repository" "service" {
   encryption_configuration {
     encryption_type = "KMS"
   }
+  tags = local.component_tags["images"]
 }
 
 resource "aws_ecr_lifecycle_policy" "service" {

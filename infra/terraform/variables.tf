@@ -182,3 +182,75 @@ variable "blob_noncurrent_version_days" {
   type        = number
   default     = 30
 }
+
+# ---- cost (cost.tf; amounts from docs/capacity.md) ----
+
+variable "monthly_budget_usd" {
+  description = "Monthly budget of the whole account in USD (the default topology costs about 1,550 USD on demand)."
+  type        = number
+  default     = 2000
+
+  validation {
+    condition     = var.monthly_budget_usd > 0
+    error_message = "monthly_budget_usd must be positive."
+  }
+}
+
+variable "component_monthly_budgets_usd" {
+  description = "Monthly budget in USD per Component tag value (a key per budget; see local.cost_components)."
+  type        = map(number)
+  default = {
+    compute   = 650
+    kafka     = 600
+    postgres  = 475
+    redis     = 60
+    network   = 150
+    blobstore = 20
+  }
+
+  validation {
+    condition     = alltrue([for component, amount in var.component_monthly_budgets_usd : contains(local.cost_components, component) && amount > 0])
+    error_message = "component_monthly_budgets_usd keys must be components of local.cost_components, amounts positive."
+  }
+}
+
+variable "budget_actual_alert_percents" {
+  description = "Percentages of a budget at which actual spend notifies."
+  type        = list(number)
+  default     = [80, 100]
+}
+
+variable "budget_forecast_alert_percent" {
+  description = "Percentage of a budget at which the month's forecast notifies."
+  type        = number
+  default     = 100
+}
+
+variable "cost_alert_emails" {
+  description = "E-mail addresses subscribed to the cost alerts topic (each confirms once)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for address in var.cost_alert_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", address))])
+    error_message = "cost_alert_emails must be e-mail addresses."
+  }
+}
+
+variable "cost_anomaly_min_impact_usd" {
+  description = "A cost anomaly notifies once its total impact reaches this many USD (and the percentage below)."
+  type        = number
+  default     = 50
+}
+
+variable "cost_anomaly_min_impact_percent" {
+  description = "A cost anomaly notifies once its impact reaches this percentage of the expected spend (and the amount above)."
+  type        = number
+  default     = 20
+}
+
+variable "activate_cost_allocation_tags" {
+  description = "Activate Component, Project and Environment as cost allocation tags (management account only; billing must have seen the keys, a day after the first apply)."
+  type        = bool
+  default     = false
+}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.processes import free_port
-from ragstream_devstack.system import LocalServices
+from ragstream_devstack.system import DEFAULT_METRICS_PORTS, LocalServices, SystemPorts
 from standins.box_server import BoxStandin
 from standins.drive_server import DriveStandin
 from standins.graph_server import GraphStandin
@@ -29,8 +30,14 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="session")
-def embed_metrics_port() -> int:
-    return free_port()
+def metrics_ports() -> dict[str, int]:
+    """Every service's /metrics listener (the gateway's apart from its API), on free ports."""
+    return {name: free_port() for name in DEFAULT_METRICS_PORTS}
+
+
+@pytest.fixture(scope="session")
+def embed_metrics_port(metrics_ports: dict[str, int]) -> int:
+    return metrics_ports["embed"]
 
 
 # The document management systems the connectors worker talks to: stand-ins speaking each provider's protocol
@@ -70,7 +77,7 @@ def connectors_env(graph: GraphStandin, box: BoxStandin, drive: DriveStandin) ->
 
 @pytest.fixture(scope="session")
 async def system(
-    embed_metrics_port: int,
+    metrics_ports: dict[str, int],
     graph: GraphStandin,
     box: BoxStandin,
     drive: DriveStandin,
@@ -87,6 +94,7 @@ async def system(
         migrated_database,
         log_dir,
         service_identities,
+        ports=dataclasses.replace(SystemPorts.free(), metrics=metrics_ports),
         redis_url=redis_url,  # the gateway's rate limits and quota counters, as deployed
         extra_env={
             "*": {
@@ -100,7 +108,7 @@ async def system(
                 "GATEWAY_ADMIN_TOKEN": "admin-token-for-e2e-tests-32-chars-min",
             },
             "ingest": {"INGEST_FETCH_ALLOW_PRIVATE_NETWORKS": "true"},
-            "embed": {"EMBED_BATCH_MAX_WAIT_MS": "20", "EMBED_METRICS_PORT": str(embed_metrics_port)},
+            "embed": {"EMBED_BATCH_MAX_WAIT_MS": "20"},
             "connectors": connectors_env(graph, box, drive),
         },
     )

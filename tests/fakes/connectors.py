@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from rag.v1 import usage_pb2
 from ragstream_connectors.ports import ConnectorRecord, DueConnector, ItemRecord, PageWrite, SyncState
 from ragstream_connectors.providers.base import (
     ChangePage,
@@ -292,9 +293,13 @@ class World:
             record, self.drive, store=self.store, blobs=self.blobs, sink=self.sink, options=self.options
         )
 
+    def documents(self) -> list[Any]:
+        """The document events published, in order (without the pages' usage records)."""
+        return [m for m in self.sink.messages() if not isinstance(m, usage_pb2.UsageRecorded)]
+
     def events(self) -> list[tuple[str, str, int]]:
-        """(kind, document id, version) of everything published, in order."""
-        return [(type(m).__name__, m.document_id, m.version) for m in self.sink.messages()]
+        """(kind, document id, version) of every document event published, in order."""
+        return [(type(m).__name__, m.document_id, m.version) for m in self.documents()]
 
 
 def make_world(provider: str = "sharepoint", **options: Any) -> World:

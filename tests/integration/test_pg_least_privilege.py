@@ -24,6 +24,7 @@ READABLE = {
     "embed": "embedding_cache",
     "retrieve": "document_index_state",
     "connectors": "connector_items",
+    "metering": "usage_minutes",
 }
 # Every privilege a role holds directly, on any object of this database, its default ACLs and the database.
 _PRIVILEGES = """
@@ -88,6 +89,11 @@ def tenant(migrated_database: str) -> str:
             "INSERT INTO connector_items (connector_id, item_id, tenant_id, document_id, version)"
             " VALUES (%s, 'i', %s, 'd', 1)",
             (connector, name),
+        )
+        connection.execute(
+            "INSERT INTO usage_minutes (tenant_id, window_start, metric, value)"
+            " VALUES (%s, date_trunc('minute', now()), 'questions', 1)",
+            (name,),
         )
     return name
 

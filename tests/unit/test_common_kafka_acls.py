@@ -14,12 +14,14 @@ from ragstream_common.kafka.acls import (
     EXTRA_WRITES,
     PRODUCES,
     PROVISIONER_USER,
+    STREAM_APPS,
     TENANT_TOPIC_PREFIX,
     AclGrant,
     provisioner_grants,
     service_grants,
     service_user,
     static_grants,
+    stream_app_grants,
 )
 from ragstream_common.kafka.tenant_topics import TENANT_TOPIC_PREFIX as TENANT_TOPICS_PREFIX
 from ragstream_common.kafka.topics import (
@@ -146,3 +148,20 @@ def test_the_provisioner_manages_tenant_topics_users_and_acls_only() -> None:
         AclGrant(who, "cluster", "kafka-cluster", "literal", "alter"),
         AclGrant(who, "cluster", "kafka-cluster", "literal", "describe"),
     }
+
+
+def test_a_stream_processor_alone_gets_its_own_internal_topics_by_prefix() -> None:
+    """faust creates and uses `<app id>-...` topics (changelogs, repartitions); its app id is its group."""
+    from ragstream_metering.config import MeteringSettings
+
+    app_id = STREAM_APPS["metering"]
+    assert set(STREAM_APPS) == {"metering"}
+    assert app_id == MeteringSettings.model_fields["group_id"].default
+    assert app_id in {group.group_id for group in SERVICES["metering"].consumer_groups}
+    who = "User:ragstream-metering"
+    ops = ("create", "read", "write", "describe")
+    assert set(stream_app_grants("metering")) == {AclGrant(who, "topic", f"{app_id}-", "prefixed", op) for op in ops}
+    assert set(static_grants()["ragstream-metering"]) == {*service_grants("metering"), *stream_app_grants("metering")}
+    assert all(stream_app_grants(service) == [] for service in SERVICE_NAMES if service != "metering")
+    # The prefix reaches none of the declared topics, nor any other service's group.
+    assert not any(name.startswith(f"{app_id}-") for name in TOPICS_BY_NAME)

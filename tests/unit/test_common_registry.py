@@ -29,7 +29,7 @@ def by_name(spec: ServiceSpec) -> str:
 
 
 def test_names_are_lowercase_identifiers_in_start_order() -> None:
-    assert SERVICE_NAMES == ("ingest", "embed", "retrieve", "generate", "connectors", "gateway")
+    assert SERVICE_NAMES == ("ingest", "embed", "retrieve", "generate", "connectors", "metering", "gateway")
     for spec in SPECS:
         assert re.fullmatch(r"[a-z]+", spec.name)
         assert (spec.package, spec.distribution, spec.env_prefix) == (

@@ -14,7 +14,7 @@ import pytest
 from fakes import RecordingSink, envelope, metric
 from fakes.connectors import CONNECTOR, DOWNLOAD_DIR, TENANT, Drive, MemoryBlobs, MemoryStore, doc, file
 from google.protobuf.timestamp_pb2 import Timestamp
-from rag.v1 import connectors_pb2
+from rag.v1 import connectors_pb2, usage_pb2
 from ragstream_common.events import Envelope, PermanentError
 from ragstream_common.failures import FailureKind, classify
 from ragstream_connectors.handlers import WorkerPorts, handle_connector_events
@@ -83,7 +83,8 @@ class Harness:
         await handle_connector_events(list(envelopes), self.ports)
 
     def events(self) -> list[tuple[str, str, int]]:
-        return [(type(m).__name__, m.document_id, m.version) for m in self.sink.messages()]
+        documents = [m for m in self.sink.messages() if not isinstance(m, usage_pb2.UsageRecorded)]
+        return [(type(m).__name__, m.document_id, m.version) for m in documents]
 
 
 async def test_notifications_of_a_batch_share_one_sync_and_are_marked_processed() -> None:

@@ -47,7 +47,7 @@ async def test_a_first_sync_enumerates_everything_saving_each_page(world: World)
     state = world.store.state()
     assert state.cursor == "0" and state.full_sync_started_at is None and state.items_synced == 3
     assert state.next_poll_at == state.last_sync_at + timedelta(seconds=900)  # type: ignore[operator]
-    received = world.sink.messages()[0]
+    received = world.documents()[0]
     assert received.title == "a.txt" and received.source.uri == f"blob://{doc('a')}/{received.source.sha256}"
     assert world.blobs.stored[(TENANT, f"{doc('a')}/{received.source.sha256}")] == b"text of a"
     assert received.source.content_type == "text/plain" and received.source.size_bytes == len(b"text of a")
@@ -111,7 +111,7 @@ async def test_deltas_version_updates_delete_and_restore_as_new_versions(world: 
         ("DocumentDeleted", doc("a"), 2),
         ("DocumentUpdated", doc("a"), 3),
     ]
-    updated, restored = world.sink.messages()[1], world.sink.messages()[3]
+    updated, restored = world.documents()[1], world.documents()[3]
     assert updated.previous_version == 1 and restored.previous_version == 2
     assert world.store.row("a") == replace(world.store.row("a"), version=3, deleted=False)
 
@@ -155,7 +155,7 @@ async def test_rename_and_move_publish_a_new_version(world: World) -> None:
         ("DocumentUpdated", doc("a"), 2),
         ("DocumentUpdated", doc("a"), 3),
     ]
-    assert world.sink.messages()[1].title == "renamed.txt" and world.sink.messages()[2].metadata["path"] == "/y"
+    assert world.documents()[1].title == "renamed.txt" and world.documents()[2].metadata["path"] == "/y"
 
 
 async def test_a_full_enumeration_deletes_what_it_no_longer_lists(world: World) -> None:
@@ -244,7 +244,7 @@ async def test_a_worker_dying_after_publishing_never_gives_one_version_two_conte
         world.drive.put(file("a", "edited while the worker was down", tag="e2"), logged=False)
     world.sink = RecordingSink(emitted=list(world.sink.emitted))
     await world.engine().sync()
-    messages = world.sink.messages()
+    messages = world.documents()
     by_version: dict[int, set[str]] = {}
     for message in messages:
         by_version.setdefault(message.version, set()).add(message.source.sha256)
@@ -301,7 +301,7 @@ async def test_an_unreadable_item_is_skipped_but_a_transient_failure_is_raised(w
 async def test_content_urls_are_left_to_the_ingest_worker(world: World) -> None:
     item = ItemChange(item_id="u", name="Page", content_url="https://example.com/page", content_type="text/html")
     await world.engine().apply_items([item])
-    received = world.sink.messages()[0]
+    received = world.documents()[0]
     assert received.source.uri == "https://example.com/page" and received.source.content_type == "text/html"
     assert world.drive.downloads == [] and world.blobs.stored == {}
 

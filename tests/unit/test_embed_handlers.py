@@ -7,6 +7,7 @@ import hashlib
 import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,10 +17,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from rag.v1 import chunks_pb2, documents_pb2, queries_pb2
+from rag.v1 import chunks_pb2, documents_pb2, queries_pb2, usage_pb2
 from ragstream_common.events import Envelope, OutgoingEvent, PermanentError
 from ragstream_common.kafka.routing import RoutedEventSink
-from ragstream_common.kafka.topics import CHUNKS_EMBEDDED, QUERIES_EMBEDDED
+from ragstream_common.kafka.topics import CHUNKS_EMBEDDED, QUERIES_EMBEDDED, USAGE
 from ragstream_embed.adapters.routes import CHUNK_ROUTES, QUERY_ROUTES
 from ragstream_embed.handlers import ChunkEvent, QueryEvent, embed_chunk_batch, embed_query_batch
 
@@ -65,6 +66,15 @@ async def _embed(
     return sink
 
 
+def _is_usage(message: object) -> bool:
+    return isinstance(message, usage_pb2.UsageRecorded)
+
+
+def _outputs(sink: RecordingSink) -> list[Any]:
+    """What the handlers emitted besides usage records (tests/unit/test_embed_usage.py checks those)."""
+    return [m for m in sink.messages() if not _is_usage(m)]
+
+
 def _span_id(context: otel_context.Context | None) -> int:
     return trace.get_current_span(context).get_span_context().span_id
 
@@ -80,7 +90,7 @@ async def test_one_model_call_covers_every_document_of_the_batch_each_content_on
         _ready("Cells divide.", "Mitosis."), _ready("Mitosis.", "ATP.", document_id="d2"), encoder=encoder, cache=cache
     )
     assert encoder.document_calls == [["Cells divide.", "Mitosis.", "ATP."]]
-    first, second = sink.messages()
+    first, second = _outputs(sink)
     assert isinstance(first, chunks_pb2.ChunksEmbedded) and isinstance(second, chunks_pb2.ChunksEmbedded)
     assert (first.tenant_id, first.document_id, first.version, first.title) == ("t1", "d1", 1, "Cells")
     assert (first.content_type, dict(first.metadata)) == ("text/markdown", {"team": "bio"})
@@ -100,7 +110,7 @@ async def test_cached_contents_are_not_encoded_and_their_vectors_are_reused() ->
     reused = metric("ragstream_embed_chunks_total", outcome="reused")
     sink = await _embed(_ready("Mitosis.", "ATP."), encoder=encoder, cache=cache)
     assert encoder.document_calls == [["ATP."]]
-    [embedded] = sink.messages()
+    [embedded] = _outputs(sink)
     assert [c.reused for c in embedded.chunks] == [True, False]
     np.testing.assert_array_equal(_vectors(embedded)[0], stored)
     assert metric("ragstream_embed_chunks_total", outcome="reused") - reused == 1
@@ -120,21 +130,21 @@ async def test_the_cache_is_looked_up_and_filled_per_tenant() -> None:
     assert encoder.document_calls == [["Mitosis."]]
     assert cache.lookups == [("t1", MODEL, [_sha("Mitosis.")]), ("t2", MODEL, [_sha("Mitosis.")])]
     assert ("t2", MODEL, _sha("Mitosis.")) in cache.entries
-    assert [e.chunks[0].reused for e in sink.messages()] == [True, False]
+    assert [e.chunks[0].reused for e in _outputs(sink)] == [True, False]
 
 
 async def test_each_tenant_reuses_only_its_own_cached_vector() -> None:
     own = {tenant: np.eye(8, dtype=np.float32)[i] for i, tenant in enumerate(("t1", "t2"))}
     cache = DictEmbeddingCache({(tenant, MODEL, _sha("Mitosis.")): vector for tenant, vector in own.items()})
     sink = await _embed(_ready("Mitosis.", tenant_id="t2"), _ready("Mitosis."), cache=cache)
-    for embedded in sink.messages():
+    for embedded in _outputs(sink):
         np.testing.assert_array_equal(_vectors(embedded)[0], own[embedded.tenant_id])
 
 
 async def test_vectors_travel_as_little_endian_float32_unit_vectors() -> None:
     encoder = HashEncoder()
     sink = await _embed(_ready("Cells divide.", "ATP."), encoder=encoder)
-    [embedded] = sink.messages()
+    [embedded] = _outputs(sink)
     for chunk in embedded.chunks:
         assert len(chunk.vector) == 4 * encoder.dimensions
         values = np.array(struct.unpack(f"<{encoder.dimensions}f", chunk.vector), dtype=np.float32)
@@ -145,7 +155,7 @@ async def test_vectors_travel_as_little_endian_float32_unit_vectors() -> None:
 async def test_deletes_are_forwarded_in_batch_order() -> None:
     deleted = documents_pb2.DocumentDeleted(tenant_id="t1", document_id="d1", version=2)
     sink = await _embed(_ready("Cells divide."), deleted, _ready("ATP.", document_id="d2"))
-    assert [type(m).__name__ for m in sink.messages()] == ["ChunksEmbedded", "DocumentDeleted", "ChunksEmbedded"]
+    assert [type(m).__name__ for m in _outputs(sink)] == ["ChunksEmbedded", "DocumentDeleted", "ChunksEmbedded"]
     assert sink.messages(documents_pb2.DocumentDeleted) == [deleted]
 
 
@@ -153,7 +163,7 @@ async def test_a_batch_of_deletes_does_no_model_or_cache_work() -> None:
     encoder, cache = HashEncoder(), DictEmbeddingCache()
     deleted = documents_pb2.DocumentDeleted(tenant_id="t1", document_id="d1", version=3)
     sink = await _embed(deleted, encoder=encoder, cache=cache)
-    assert sink.messages() == [deleted]
+    assert _outputs(sink) == [deleted]
     assert (encoder.document_calls, cache.lookups) == ([], [])
 
 
@@ -185,7 +195,7 @@ async def test_outputs_continue_the_trace_of_their_own_input() -> None:
     sink = RecordingSink()
     await embed_chunk_batch(batch, HashEncoder(), DictEmbeddingCache(), sink)
     assert len(set(spans)) == 2 and 0 not in spans
-    assert [_span_id(e.context) for e in sink.emitted] == spans
+    assert [_span_id(e.context) for e in sink.emitted if not _is_usage(e.message)] == spans
 
 
 async def test_a_failed_emit_propagates_and_the_retry_reuses_the_stored_vectors() -> None:
@@ -195,7 +205,7 @@ async def test_a_failed_emit_propagates_and_the_retry_reuses_the_stored_vectors(
         await embed_chunk_batch(_chunk_batch(_ready("ATP.")), encoder, cache, sink)
     await embed_chunk_batch(_chunk_batch(_ready("ATP.")), encoder, cache, sink)
     assert encoder.document_calls == [["ATP."]]
-    assert sink.messages()[0].chunks[0].reused
+    assert _outputs(sink)[0].chunks[0].reused
 
 
 async def test_one_model_call_is_one_encode_batch_observation() -> None:
@@ -217,7 +227,7 @@ async def test_live_queries_are_embedded_in_one_call_and_keep_their_ids() -> Non
     await embed_query_batch(_query_batch(*queries), encoder, sink)
     assert encoder.query_calls == [["What is ATP?", "Why do cells divide?"]]
     assert encoder.document_calls == []
-    embedded = sink.messages()
+    embedded = _outputs(sink)
     assert [e.query.query_id for e in embedded] == ["q1", "q2"]
     for out, query in zip(embedded, queries, strict=True):
         assert isinstance(out, queries_pb2.QueryEmbedded) and out.model == MODEL
@@ -236,7 +246,7 @@ async def test_expired_queries_are_dropped_without_work() -> None:
     assert (encoder.query_calls, sink.calls) == ([], 0)
     await embed_query_batch(_query_batch(_query("q3", "late", late), _query("q4", "on time")), encoder, sink)
     assert encoder.query_calls == [["on time"]]
-    assert [e.query.query_id for e in sink.messages()] == ["q4"]
+    assert [e.query.query_id for e in _outputs(sink)] == ["q4"]
     assert metric("ragstream_embed_queries_total", outcome="expired") - expired == 3
 
 
@@ -249,7 +259,7 @@ async def test_query_vectors_continue_each_query_trace() -> None:
     sink = RecordingSink()
     await embed_query_batch(batch, HashEncoder(), sink)
     assert len(set(spans)) == 2 and 0 not in spans
-    assert [_span_id(e.context) for e in sink.emitted] == spans
+    assert [_span_id(e.context) for e in sink.emitted if not _is_usage(e.message)] == spans
 
 
 async def test_a_failed_query_emit_propagates_so_the_consumer_retries() -> None:
@@ -275,5 +285,6 @@ async def test_the_routes_send_vectors_and_deletes_by_document_and_query_vectors
     assert [(e.topic, e.key) for e in published] == [
         (CHUNKS_EMBEDDED.name, "t1/d1"),
         (CHUNKS_EMBEDDED.name, "t1/d9"),
+        (USAGE.name, "t1"),
         (QUERIES_EMBEDDED.name, "q7"),
     ]

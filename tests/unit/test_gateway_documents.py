@@ -75,7 +75,9 @@ async def test_an_identical_retry_of_a_version_still_received_publishes_it_again
     assert registration == Registration(3, "received", previous_version=2)
     ports.registry.register.assert_not_called()
     ports.blobs.put.assert_not_called()
-    [emitted] = ports.sink.emit.call_args.args[0]
+    # The same usage id as the first try's: metering counts the version once.
+    emitted, usage = ports.sink.emit.call_args.args[0]
+    assert usage.message.usage_id == "t/d/3:document"
     message = emitted.message
     assert isinstance(message, documents_pb2.DocumentUpdated) and (message.version, message.previous_version) == (3, 2)
     assert (message.source.text, message.source.uri) == (("hello", "") if inline else ("", source_uri))
@@ -116,7 +118,7 @@ async def test_blob_first_then_registry_then_event() -> None:
     await service.submit(_submission(b"longer than four bytes"), Caller("key:k"))
     names = [name for name, *_ in ports.mock_calls if not name.startswith("audit")]
     assert names == ["registry.get", "blobs.put", "registry.register", "sink.emit", "registry.mark_published"]
-    [emitted] = ports.sink.emit.call_args.args[0]
+    emitted, _usage = ports.sink.emit.call_args.args[0]
     record = outgoing(GATEWAY_ROUTES, emitted)
     assert record.key == "t/d" and record.topic == "rag.documents.received.v1"
     assert record.message.source.uri == "blob://d/sha"  # type: ignore[attr-defined]  # a DocumentReceived

@@ -13,7 +13,7 @@ from fakes import envelope, metric
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider
-from rag.v1 import documents_pb2, queries_pb2
+from rag.v1 import documents_pb2, queries_pb2, usage_pb2
 from ragstream_common.events import Envelope, PermanentError
 from ragstream_common.failures import FailureKind, classify
 from ragstream_common.kafka.tenant_topics import tenant_topics
@@ -25,7 +25,10 @@ ACME = tenant_topics("acme.eu")
 
 @dataclass
 class RecordingIntakeSink:
+    """Keeps the forwarded pipeline events, and apart from them their usage records (test_gateway_usage.py)."""
+
     forwarded: list[Forwarded] = field(default_factory=list)
+    usage: list[Forwarded] = field(default_factory=list)
     calls: int = 0
     fail_with: BaseException | None = None
 
@@ -33,7 +36,8 @@ class RecordingIntakeSink:
         self.calls += 1
         if self.fail_with is not None:
             raise self.fail_with
-        self.forwarded.extend(events)
+        for event in events:
+            (self.usage if isinstance(event.message, usage_pb2.UsageRecorded) else self.forwarded).append(event)
 
 
 def _document(tenant_id: str = "", document_id: str = "d1") -> documents_pb2.DocumentReceived:

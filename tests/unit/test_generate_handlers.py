@@ -75,7 +75,8 @@ async def test_an_http_callers_answer_streams_live_with_citations_and_never_goes
     assert "".join(stream.tokens()) == "Refunds are issued within 30 days [1]."
     answer = stream.answer()
     assert answer is not None
-    assert sink.emitted == []
+    # Only its usage record goes to Kafka (tests/unit/test_generate_usage.py).
+    assert sink.messages(queries_pb2.AnswerProduced) == []
     assert (answer.query_id, answer.tenant_id, answer.answer) == ("q1", "t1", DRAFT.text)
     assert (answer.backend, answer.no_answer, answer.degraded) == ("scripted", False, False)
     [citation] = answer.citations
@@ -118,7 +119,7 @@ async def test_a_gateway_that_stopped_waiting_gets_nothing_and_kafka_neither(fai
     before = metric("ragstream_generate_answers_total", backend="scripted", outcome="answered")
     sink, replies = await _run(_retrieved(), replies=RecordingReplyChannel(fail_at=fail_at))
     # The answer was made, but an HTTP caller's answer has no other way out than its live stream.
-    assert sink.emitted == []
+    assert sink.messages(queries_pb2.AnswerProduced) == []
     assert metric("ragstream_generate_answers_total", backend="scripted", outcome="answered") - before == 1
     if fail_at == "token":
         # The first failure drops the stream: nothing more is sent to it.
@@ -161,7 +162,7 @@ async def test_the_grpc_stream_raises_when_a_backend_ends_without_an_answer() ->
 
 async def test_kafka_callers_answers_are_emitted_together_in_batch_order() -> None:
     sink, replies = await _run(_retrieved("q1", reply_to=""), _retrieved("q2"), _retrieved("q3", reply_to=""))
-    assert [a.query_id for a in sink.messages()] == ["q1", "q3"]
+    assert [a.query_id for a in sink.messages(queries_pb2.AnswerProduced)] == ["q1", "q3"]
     assert sink.calls == 1
     assert [s.query_id for s in replies.streams] == ["q2"]
 
@@ -192,7 +193,8 @@ async def test_each_answer_continues_the_trace_of_its_query() -> None:
     sink, replies = RecordingSink(), RecordingReplyChannel()
     await answer_batch(incoming, ScriptedBackend({QUESTION: SCRIPT}), replies, sink)
     expected = [trace.get_current_span(e.trace_context).get_span_context().trace_id for e in incoming]
-    emitted = [trace.get_current_span(e.context).get_span_context().trace_id for e in sink.emitted]
+    answers = [e for e in sink.emitted if isinstance(e.message, queries_pb2.AnswerProduced)]
+    emitted = [trace.get_current_span(e.context).get_span_context().trace_id for e in answers]
     assert emitted == expected and len(set(expected)) == 2
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,12 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def compose_validator() -> jsonschema.protocols.Validator:
-    # The compose-spec schema as vendored (from SchemaStore) by the pinned check-jsonschema package.
-    text = (resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text()
+    # The compose-spec schema as vendored (from SchemaStore) by the pinned check-jsonschema package. Read as a
+    # file, without importing the package: its CLI needs a newer click than faust-streaming allows.
+    spec = importlib.util.find_spec("check_jsonschema")
+    assert spec is not None and spec.submodule_search_locations
+    package = Path(next(iter(spec.submodule_search_locations)))
+    text = (package / "builtin_schemas" / "vendor" / "compose-spec.json").read_text()
     schema = json.loads(text)
     validator_cls = jsonschema.validators.validator_for(schema)
     validator_cls.check_schema(schema)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from ragstream_common.db_logins import LOGIN_ROLES
+from ragstream_common.kafka.acls import STREAM_APPS
 from ragstream_common.registry import SERVICE_NAMES
 from ragstream_devstack import kafka_iam
 from ragstream_devstack.pg_identities import SERVICE_LOGINS
@@ -28,6 +29,16 @@ IAM_ACTIONS = {
     "write": (["kafka-cluster:WriteData"], "kafka_topic_arn"),
     "describe": (["kafka-cluster:DescribeTopic"], "kafka_topic_arn"),
     "groups": (["kafka-cluster:AlterGroup", "kafka-cluster:DescribeGroup"], "kafka_group_arn"),
+    # A faust app's own internal topics, by prefix: it creates them itself.
+    "stream_topics": (
+        [
+            "kafka-cluster:CreateTopic",
+            "kafka-cluster:ReadData",
+            "kafka-cluster:WriteData",
+            "kafka-cluster:DescribeTopic",
+        ],
+        "kafka_topic_arn",
+    ),
 }
 
 
@@ -71,7 +82,7 @@ def test_kafka_access_file_is_generated_from_the_acl_map() -> None:
     assert ACCESS_FILE.read_text() == kafka_iam.render(), "run `python -m ragstream_devstack.kafka_iam`"
 
 
-def test_every_service_has_a_row_of_the_four_lists_the_policy_translates() -> None:
+def test_every_service_has_a_row_of_the_lists_the_policy_translates() -> None:
     access = json.loads(ACCESS_FILE.read_text())
     assert set(access["services"]) == set(SERVICE_NAMES)
     for name, lists in access["services"].items():
@@ -79,6 +90,8 @@ def test_every_service_has_a_row_of_the_four_lists_the_policy_translates() -> No
         assert lists["read"] and lists["describe"] and lists["groups"], name
         # Literal names only, except the tenant id of tenants' topics.
         assert all("*" not in topic or topic.startswith("rag.tenant.*.") for topic in lists["read"] + lists["write"])
+        app_id = STREAM_APPS.get(name)
+        assert lists["stream_topics"] == ([f"{app_id}-*"] if app_id else []), name
 
 
 def test_service_policy_translates_each_list_to_its_actions_on_exact_arns() -> None:

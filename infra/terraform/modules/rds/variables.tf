@@ -72,5 +72,6 @@ variable "login_roles" {
     embed         = "ragstream_embed"
     retrieve      = "ragstream_retrieve"
     connectors    = "ragstream_connectors"
+    metering      = "ragstream_metering"
   }
 }

@@ -2,9 +2,9 @@
 migrations.
 
 `python -m ragstream_common.db_logins` signs in as the administrator (DATABASE_URL) and, for every
-`RAGSTREAM_PG_PASSWORD_<IDENTITY>` that is set (GATEWAY, GATEWAY_ADMIN, INGEST, EMBED, RETRIEVE, CONNECTORS), runs
-`ALTER ROLE ... LOGIN PASSWORD` with a SCRAM verifier computed here, so the password itself never reaches the
-server (nor its statement log). Compose and a Kubernetes job run it with each service's secret; the devstack
+`RAGSTREAM_PG_PASSWORD_<IDENTITY>` that is set (GATEWAY, GATEWAY_ADMIN, INGEST, EMBED, RETRIEVE, CONNECTORS,
+METERING), runs `ALTER ROLE ... LOGIN PASSWORD` with a SCRAM verifier computed here, so the password itself never
+reaches the server (nor its statement log). Compose and a Kubernetes job run it with each service's secret; the devstack
 (pg_identities.py) calls `grant_login` with its local secrets. On RDS with IAM authentication, skip it and
 `GRANT rds_iam` to the roles instead.
 """
@@ -30,6 +30,8 @@ LOGIN_ROLES = {
     "retrieve": "ragstream_retrieve",
     # Created by roles.sql, granted by migration 0009.
     "connectors": "ragstream_connectors",
+    # Created by roles.sql, granted by migration 0012 (usage_minutes).
+    "metering": "ragstream_metering",
 }
 
 
@@ -43,6 +45,7 @@ class LoginSettings(BaseSettings):
     embed: SecretStr | None = None
     retrieve: SecretStr | None = None
     connectors: SecretStr | None = None
+    metering: SecretStr | None = None
 
     def passwords(self) -> dict[str, SecretStr]:
         """identity -> password, for the identities whose password is set."""

@@ -123,6 +123,14 @@ _SPECS = (
         common_extras=frozenset({"postgres", "s3"}),
     ),
     ServiceSpec(
+        "metering",
+        grpc_port=50056,
+        metrics_port=9106,
+        # Usage per tenant and minute (faust-streaming windows) into Postgres; docs/observability.md.
+        consumer_groups=(ConsumerGroup("ragstream-metering", ("rag.usage.recorded.v1",)),),
+        common_extras=frozenset({"postgres"}),
+    ),
+    ServiceSpec(
         "gateway",
         grpc_port=50050,
         metrics_port=GATEWAY_METRICS_PORT,

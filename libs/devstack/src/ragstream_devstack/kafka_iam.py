@@ -3,8 +3,9 @@
 On MSK the services authenticate with IAM, which authorizes by policy, not by Kafka ACL (docs/security.md).
 Terraform (infra/terraform/iam.tf) builds one policy per service role from this file: ReadData, WriteData and
 DescribeTopic on exactly these topic ARNs, AlterGroup and DescribeGroup on these groups. Tenants' topics are
-granted per tenant on Kafka; IAM matches them with `*` in place of the tenant id. `topics` lists what the topic
-bootstrap (the `bootstrap` role) may create.
+granted per tenant on Kafka; IAM matches them with `*` in place of the tenant id. A stream processor's own
+internal topics (`stream_topics`, a prefixed ACL) become `<app id>-*`, which it may also create. `topics` lists
+what the topic bootstrap (the `bootstrap` role) may create.
 
   python -m ragstream_devstack.kafka_iam          rewrite the file
   python -m ragstream_devstack.kafka_iam --check  exit 1 if it differs from the map (tests do the same)
@@ -18,7 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ragstream_common.kafka.acls import TENANT_TOPIC_PREFIX, AclGrant, principal, service_grants, service_user
+from ragstream_common.kafka.acls import (
+    STREAM_APPS,
+    TENANT_TOPIC_PREFIX,
+    AclGrant,
+    principal,
+    service_grants,
+    service_user,
+    stream_topic_prefix,
+)
 from ragstream_common.kafka.tenant_topics import service_grants as tenant_service_grants
 from ragstream_common.kafka.topics import ALL_TOPICS
 from ragstream_common.registry import SERVICE_NAMES
@@ -30,12 +39,15 @@ _ACCESS_KEYS = {("topic", "read"): "read", ("topic", "write"): "write", ("topic"
 
 
 def service_access(service: str) -> dict[str, list[str]]:
-    """{"read", "write", "describe": topic names or `rag.tenant.*...` patterns, "groups": group ids}."""
+    """{"read", "write", "describe": topic names or `rag.tenant.*...` patterns, "groups": group ids,
+    "stream_topics": the `<app id>-*` pattern of a stream processor's internal topics, or nothing}."""
     who = principal(service_user(service))
     grants = service_grants(service) + [g for g in tenant_service_grants(_SOME_TENANT) if g.principal == who]
     access: dict[str, set[str]] = {"read": set(), "write": set(), "describe": set(), "groups": set()}
     for grant in grants:
         access[_access_key(grant)].add(_iam_name(grant.name))
+    app_id = STREAM_APPS.get(service)
+    access["stream_topics"] = {f"{stream_topic_prefix(app_id)}*"} if app_id else set()
     return {key: sorted(names) for key, names in access.items()}
 
 

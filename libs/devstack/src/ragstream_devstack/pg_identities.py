@@ -1,4 +1,5 @@
-"""Postgres login roles of the local services (least privilege, migration 0005; connectors: roles.sql, 0009).
+"""Postgres login roles of the local services (least privilege, migration 0005; connectors,
+metering: roles.sql, 0009, 0012).
 
 Migrations create the roles NOLOGIN with their grants; here each one gets LOGIN and a password from the local
 credentials (`postgres-<identity>`), and each service its own DATABASE_URL: the administrator's host, port and
@@ -26,6 +27,7 @@ SERVICE_LOGINS = {
     "embed": {"DATABASE_URL": "embed"},
     "retrieve": {"DATABASE_URL": "retrieve"},
     "connectors": {"DATABASE_URL": "connectors"},
+    "metering": {"DATABASE_URL": "metering"},
 }
 
 

@@ -64,6 +64,8 @@ def _print_health_when_ready(ports: SystemPorts, access: dict[str, str]) -> None
         f"\nRagstream is up.\n  gateway    http://127.0.0.1:{ports.http}  (docs: /docs, health: /healthz)\n{rows}\n"
         f"  connectors: POST /v1/connectors (scope connectors:admin); webhooks at"
         f" {public_base_url(ports)}/v1/webhooks/<connector_id> (docs/connectors.md)\n"
+        "  usage: GET /v1/usage?from=&to=&granularity=minute|hour|day and GET /v1/usage/cost (tenant key;"
+        " counted by metering within a minute, docs/observability.md)\n"
         f"  tenant {access['GATEWAY_DEV_TENANT']!r}, API key {access['GATEWAY_DEV_API_KEY']!r},"
         f" admin token {access['GATEWAY_ADMIN_TOKEN']!r}\n"
         "  Kafka and Postgres require each service's own credentials (var/credentials; docs/security.md);\n"

@@ -37,6 +37,11 @@ SYNC_LAG = Histogram(
 CURSOR_RESTARTS = Counter(
     "ragstream_connectors_cursor_restarts_total", "Expired cursors (410 Gone) that restarted enumeration", ["provider"]
 )
+# Provider responses that asked us to slow down (429, 503, Drive's 403 rate limits), declared here so the worker
+# exposes it from the start (the provider modules are imported with the first connector).
+THROTTLED = Counter(
+    "ragstream_connectors_provider_throttled_total", "Provider responses that asked us to slow down", ["provider"]
+)
 # kind: transient (retried), permanent (dead-lettered), item (one item skipped).
 ERRORS = Counter("ragstream_connectors_errors_total", "Provider failures", ["provider", "kind"])
 # kind: poll, renew.

@@ -16,17 +16,20 @@ delete that no notification or delta reported, even across a worker restart half
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from google.protobuf.message import Message
 from opentelemetry import context as otel_context
-from rag.v1 import documents_pb2
+from rag.v1 import documents_pb2, usage_pb2
 from ragstream_common.events import Emitted, EventSink
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import now_timestamp
+from ragstream_common.usage_records import usage_record
 
 from ragstream_connectors.items import (
     document_id_for,
@@ -144,7 +147,7 @@ class ConnectorSync:
         if events:
             reserved = [replace(o.row, pending=True) for o in outcomes if o.event is not None and o.row is not None]
             await self._store.save_page(self._tenant, self._id, PageWrite(items=reserved))
-            await self._sink.emit(events)
+            await self._sink.emit([*events, Emitted(self._synced_usage(events), self._context)])
         errors = [o.error for o in outcomes if o.error]
         write = PageWrite(
             items=[o.row for o in outcomes if o.row is not None],
@@ -158,6 +161,14 @@ class ConnectorSync:
         for outcome in outcomes:
             if outcome.action != "ignored":
                 ITEMS.labels(self._kind, outcome.action).inc()
+
+    def _synced_usage(self, events: Sequence[Emitted]) -> usage_pb2.UsageRecorded:
+        """The page's items that became document events, for metering. Its id is the connector and the page's
+        (document, version, kind) set, so a replayed page (same versions, see above) counts once."""
+        digest = hashlib.sha256("\n".join(sorted(_identity(e.message) for e in events)).encode()).hexdigest()[:32]
+        return usage_record(
+            self._tenant, f"{self._id}:{digest}:items", "connectors", connector_items_synced=len(events)
+        )
 
     async def _take(self, change: ItemChange, row: ItemRecord | None) -> Outcome:
         live = row is not None and not row.deleted
@@ -270,3 +281,11 @@ class ConnectorSync:
             ITEMS.labels(self._kind, "deleted").inc(len(rows))
             deleted += len(rows)
         return deleted
+
+
+def _identity(message: Message) -> str:
+    """A document event as `<kind>:<document>/<version>`: what one synced item is in a page's usage id."""
+    assert isinstance(
+        message, documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated | documents_pb2.DocumentDeleted
+    )
+    return f"{type(message).__name__}:{message.document_id}/{message.version}"

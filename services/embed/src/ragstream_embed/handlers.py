@@ -7,9 +7,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeAlias
 
 import numpy as np
-from rag.v1 import chunks_pb2, documents_pb2, queries_pb2
+from rag.v1 import chunks_pb2, documents_pb2, queries_pb2, usage_pb2
 from ragstream_common.events import Emitted, Envelope, EventSink, PermanentError
 from ragstream_common.messages import is_expired, now_timestamp, pack_vector
+from ragstream_common.usage_records import usage_record
 
 from ragstream_embed.metrics import CHUNKS, ENCODE_BATCH, ENCODE_SECONDS, QUERIES
 from ragstream_embed.ports import EmbeddingCache, Encoder
@@ -25,7 +26,7 @@ async def embed_chunk_batch(
     batch: Sequence[Envelope[ChunkEvent]], encoder: Encoder, cache: EmbeddingCache, sink: EventSink
 ) -> None:
     """Encode every chunk of the batch that has no cached vector, in one model call across documents; emit the
-    embedded documents and the forwarded deletes in batch order, in one go."""
+    embedded documents and the forwarded deletes in batch order, then their usage records, in one go."""
     documents = [e.message for e in batch if isinstance(e.message, chunks_pb2.ChunksReady)]
     for document in documents:
         _validate(document)
@@ -33,6 +34,7 @@ async def embed_chunk_batch(
     fresh = await _encode_missing(documents, cached, encoder, cache)
     CHUNKS.labels("encoded").inc(len(fresh))
     events: list[Emitted] = []
+    usage: list[Emitted] = []
     for envelope in batch:
         message = envelope.message
         if isinstance(message, documents_pb2.DocumentDeleted):
@@ -40,7 +42,19 @@ async def embed_chunk_batch(
             events.append(Emitted(message, envelope.trace_context))
         else:
             events.append(Emitted(_embedded(message, encoder, cached, fresh), envelope.trace_context))
-    await sink.emit(events)
+            usage.append(Emitted(_embedded_usage(envelope.event_id, message), envelope.trace_context))
+    await sink.emit(events + usage)
+
+
+def _embedded_usage(event_id: str, document: chunks_pb2.ChunksReady) -> usage_pb2.UsageRecorded:
+    """The chunks embedded for one ChunksReady event, for metering: counted once per source event."""
+    return usage_record(
+        document.tenant_id,
+        f"{event_id}:chunks",
+        "embed",
+        occurred_at=document.occurred_at,
+        chunks_embedded=len(document.chunks),
+    )
 
 
 def _validate(document: chunks_pb2.ChunksReady) -> None:

@@ -46,6 +46,7 @@ from ragstream_gateway.adapters.registry_pg import PostgresDocumentRegistry
 from ragstream_gateway.adapters.routes import GATEWAY_ROUTES
 from ragstream_gateway.adapters.tenant_kafka_admin import open_tenant_provisioner
 from ragstream_gateway.adapters.tenants_pg import PostgresTenantDirectory
+from ragstream_gateway.adapters.usage_pg import PostgresUsageStore
 from ragstream_gateway.admission import AdmissionLimit
 from ragstream_gateway.audit_trail import AuditTrail
 from ragstream_gateway.config import GatewaySettings
@@ -73,11 +74,13 @@ from ragstream_gateway.routes import (
     health,
     query,
     quotas,
+    usage,
     webhooks,
 )
 from ragstream_gateway.security import hash_api_key
 from ragstream_gateway.security_headers import SecurityHeaders
 from ragstream_gateway.uploads import ENVELOPE_BYTES, BodySizeLimit
+from ragstream_gateway.usage import UsageService, refresh_budget_ratios
 
 DESCRIPTION = """Public HTTP API of Ragstream: upload documents into the indexing pipeline and follow their status.
 Errors are RFC 9457 `application/problem+json`. Authenticate with `Authorization: Bearer <API key>` or
@@ -166,6 +169,8 @@ def create_app(
         connectors.router,
         connectors.admin_router,
         webhooks.router,
+        usage.router,
+        usage.admin_router,
         *query_routers,
         *routers,
     ):
@@ -201,6 +206,7 @@ async def open_deps(settings: GatewaySettings, stack: AsyncExitStack) -> Gateway
         tenant_kafka=open_tenant_provisioner(settings),
         quotas=quota_enforcer(settings, PostgresQuotaStore(pool, admin_pool), limiter),
         connectors=open_connector_directory(settings.secrets, pool),
+        usage=PostgresUsageStore(pool, admin_pool),
     )
 
 
@@ -273,6 +279,9 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) - 2),
     )
     background = [relay.run(stop)] if relay is not None else []
+    if deps.usage is not None and settings.usage.budget_refresh_s > 0:  # ragstream_usage_budget_ratio
+        budgets = UsageService(deps.usage, settings.usage)
+        background.append(refresh_budget_ratios(budgets, stop, settings.usage.budget_refresh_s))
     return [*(consumer.run(stop) for consumer in consumers), *background, serve_http(EmbeddedServer(config), stop)]
 
 

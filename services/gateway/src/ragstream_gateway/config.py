@@ -18,6 +18,7 @@ from ragstream_gateway.admission import AdmissionSettings
 from ragstream_gateway.allowlists import AllowlistSettings
 from ragstream_gateway.quotas import QuotaSettings
 from ragstream_gateway.security import ADMIN_TOKEN_MIN_LENGTH
+from ragstream_gateway.usage import UsageSettings
 
 MIB = 1024 * 1024
 
@@ -74,6 +75,8 @@ class GatewaySettings(ServiceSettings):
     connector_notifications_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     # GATEWAY_QUOTA_*: documents, stored bytes and questions per UTC day per tenant (quotas.py).
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    # GATEWAY_USAGE_*: unit prices (GATEWAY_USAGE_PRICE_<METRIC>), currency, range limits, budget gauge (usage.py).
+    usage: UsageSettings = Field(default_factory=UsageSettings)
 
     max_upload_bytes: int = Field(default=25 * MIB, ge=1)
     # JSON text up to this size travels inside the event; larger content goes through the blob store.

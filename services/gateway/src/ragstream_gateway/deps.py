@@ -50,6 +50,7 @@ from ragstream_gateway.quotas import QuotaEnforcer
 from ragstream_gateway.ratelimit import TenantRateLimiter, refusal_problem
 from ragstream_gateway.security import SCOPE_ADMIN, address_allowed, extract_api_key, hash_api_key
 from ragstream_gateway.tenant_kafka import TenantKafkaAccess
+from ragstream_gateway.usage import UsageStore
 
 log = get_logger(__name__)
 AUTH_FAILURES = Counter("ragstream_gateway_auth_failures_total", "Refused credentials", ["reason"])
@@ -89,6 +90,8 @@ class GatewayDeps:
     audit_store: AuditStore | None = None
     # Connectors (connector_ports.py): the API and the webhook intake; None: those routes answer 503.
     connectors: ConnectorDirectory | None = None
+    # Metered usage and budgets (usage.py); None: the usage API answers 503.
+    usage: UsageStore | None = None
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from rag.v1 import documents_pb2
+from rag.v1 import documents_pb2, usage_pb2
 from ragstream_common.events import Emitted, EventSink
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import now_timestamp
+from ragstream_common.usage_records import usage_record
 
 from ragstream_gateway.ports import (
     AuditEntry,
@@ -180,7 +181,7 @@ class DocumentService:
         tenant_id, version = submission.tenant_id, registration.version
         event = _version_event(tenant_id, document_id, submission, registration, source)
         try:
-            await self._publish(event)
+            await self._publish(event, ingested_usage(event))
         except PublishFailed as exc:
             await self._registry.mark_publish_failed(tenant_id, document_id, version, str(exc))
             await self._record(
@@ -217,11 +218,13 @@ class DocumentService:
         return current
 
     async def _publish(
-        self, message: documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated | documents_pb2.DocumentDeleted
+        self,
+        message: documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated | documents_pb2.DocumentDeleted,
+        *usage: usage_pb2.UsageRecorded,
     ) -> None:
         try:
             async with asyncio.timeout(self._publish_timeout_s):
-                await self._sink.emit([Emitted(message)])
+                await self._sink.emit([Emitted(message), *(Emitted(record) for record in usage)])
         except Exception as exc:
             log.error(
                 "publish failed",
@@ -240,6 +243,18 @@ class DocumentService:
         except Exception as exc:
             # The document operation already happened; a lost audit row must not turn it into an error.
             log.error("audit write failed", action=action, resource=resource, error=repr(exc))
+
+
+def ingested_usage(event: documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated) -> usage_pb2.UsageRecorded:
+    """The document version taken in, for metering: counted once per version, with its size."""
+    return usage_record(
+        event.tenant_id,
+        f"{event.tenant_id}/{event.document_id}/{event.version}:document",
+        "gateway",
+        occurred_at=event.occurred_at,
+        documents_ingested=1,
+        bytes_ingested=event.source.size_bytes,
+    )
 
 
 def _version_event(

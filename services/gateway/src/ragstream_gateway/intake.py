@@ -13,7 +13,9 @@ payload is only a claim. For each record:
 - an event type the topic does not carry is a PermanentError (the topic is not in the declared topic table,
   so the consumer cannot refuse it while decoding);
 - a disabled tenant's events are `TenantDisabled` (PermanentError, message `tenant-disabled: ...`): dead-lettered,
-  so they can be redriven once the tenant is enabled again.
+  so they can be redriven once the tenant is enabled again;
+- questions, searches and document versions go out with their usage records (metering), ids and times taken from
+  the events, as for the HTTP API's.
 
 Every record of a batch is checked before any is forwarded, so a failing batch forwards nothing; the consumer
 then retries its events one by one and dead-letters only the bad one.
@@ -32,6 +34,9 @@ from prometheus_client import Counter
 from rag.v1 import documents_pb2, queries_pb2
 from ragstream_common.events import Envelope, PermanentError
 from ragstream_common.kafka.tenant_topics import IntakeKind, intake_topic
+
+from ragstream_gateway.documents import ingested_usage
+from ragstream_gateway.query.service import query_usage
 
 IntakeEvent: TypeAlias = (
     documents_pb2.DocumentReceived
@@ -93,11 +98,23 @@ async def bridge_intake(
         for tenant_id in sorted(tenants):
             if await gate.tenant_disabled(tenant_id):
                 raise TenantDisabled(f"{TenantDisabled.reason}: tenant {tenant_id!r} is disabled")
-    await sink.forward(forwarded)
+    await sink.forward([*forwarded, *(usage for event in forwarded if (usage := _usage(event)) is not None)])
     for envelope, event in zip(batch, forwarded, strict=True):
         FORWARDED.labels("queries" if isinstance(event.message, queries_pb2.QueryRequested) else "documents").inc()
         if isinstance(envelope.message, queries_pb2.QueryRequested) and envelope.message.reply_to:
             REPLY_TO_DROPPED.inc()
+
+
+def _usage(event: Forwarded) -> Forwarded | None:
+    """The usage record a forwarded event carries (none for a delete), under an id derived from the event's."""
+    message = event.message
+    if isinstance(message, queries_pb2.QueryRequested):
+        usage: Message = query_usage(message)
+    elif isinstance(message, documents_pb2.DocumentReceived | documents_pb2.DocumentUpdated):
+        usage = ingested_usage(message)
+    else:
+        return None
+    return Forwarded(usage, f"{event.event_id}:usage", event.source, event.context)
 
 
 def forwarded_event(envelope: Envelope[IntakeEvent]) -> Forwarded:

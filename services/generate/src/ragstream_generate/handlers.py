@@ -5,6 +5,7 @@
   stopped waiting ends the answer with the live stream.
 - reply_to empty (a Kafka caller): the AnswerProduced is emitted through the EventSink (to the tenant's own
   answers topic), all of a batch together.
+Either way the tokens the backend read and wrote go out as a usage record (`<query_id>:tokens`, metering).
 Expired queries are dropped without work. A query whose backend fails ends alone: counted, logged, not published
 and not retried (by the time a retry ran, its caller would have given up). A query without ids breaks the
 contract: PermanentError, raised before any query of the batch is worked on.
@@ -19,10 +20,11 @@ from typing import TypeAlias
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from rag.v1 import queries_pb2
+from rag.v1 import queries_pb2, usage_pb2
 from ragstream_common.events import Emitted, Envelope, EventSink, PermanentError
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import is_expired, now_timestamp
+from ragstream_common.usage_records import usage_record
 
 from ragstream_generate.backends.base import DraftAnswer
 from ragstream_generate.metrics import ANSWER_SECONDS, ANSWERS, CITATIONS, DEGRADED, TOKENS_STREAMED
@@ -67,13 +69,21 @@ def to_answer_produced(
 
 
 async def stream_answer(
-    backend: AnswerBackend, query_id: str, tenant_id: str, question: str, sources: Sequence[queries_pb2.ScoredChunk]
+    backend: AnswerBackend,
+    query_id: str,
+    tenant_id: str,
+    question: str,
+    sources: Sequence[queries_pb2.ScoredChunk],
+    on_draft: Callable[[DraftAnswer], None] | None = None,
 ) -> AsyncIterator[str | queries_pb2.AnswerProduced]:
-    """Tokens as the backend produces them, then the structured AnswerProduced (shared with the gRPC API)."""
+    """Tokens as the backend produces them, then the structured AnswerProduced (shared with the gRPC API);
+    `on_draft` sees the backend's final draft (what it cost in tokens, which the answer does not carry)."""
     answered = False
     async for event in backend.stream(question, sources):
         if isinstance(event, DraftAnswer):
             answered = True
+            if on_draft is not None:
+                on_draft(event)
             yield to_answer_produced(query_id, tenant_id, event, sources)
         else:
             yield event
@@ -84,11 +94,13 @@ async def stream_answer(
 async def answer_batch(
     batch: Sequence[Envelope[RetrievedEvent]], backend: AnswerBackend, replies: ReplyChannel, sink: EventSink
 ) -> None:
-    """Answer the batch's queries concurrently (LLM backends are I/O bound); emit all answers in batch order."""
+    """Answer the batch's queries concurrently (LLM backends are I/O bound); emit all answers in batch order,
+    then their usage records."""
     for envelope in batch:
         _validate(envelope.message.query)
-    answers = await asyncio.gather(*(_answer_query(envelope, backend, replies) for envelope in batch))
-    await sink.emit([answer for answer in answers if answer is not None])
+    answered = await asyncio.gather(*(_answer_query(envelope, backend, replies) for envelope in batch))
+    answers = [answer for answer, _ in answered if answer is not None]
+    await sink.emit(answers + [usage for _, usage in answered if usage is not None])
 
 
 def _validate(query: queries_pb2.QueryRequested) -> None:
@@ -99,30 +111,48 @@ def _validate(query: queries_pb2.QueryRequested) -> None:
 
 async def _answer_query(
     envelope: Envelope[RetrievedEvent], backend: AnswerBackend, replies: ReplyChannel
-) -> Emitted | None:
+) -> tuple[Emitted | None, Emitted | None]:
+    """What answering one query emits: its answer for a Kafka caller, and its usage record."""
     query = envelope.message.query
     if is_expired(query):
         ANSWERS.labels(backend.name, "expired").inc()
-        return None
+        return None, None
     # Each query continues its own trace, also inside a batch (gather gives each its own context copy).
     attributes = {"rag.query_id": query.query_id, "rag.tenant_id": query.tenant_id}
     with tracer.start_as_current_span("generate answer", context=envelope.trace_context, attributes=attributes):
         live = LiveReply(replies, query.reply_to, query.query_id, query.tenant_id)
-        answer = await _compose(envelope.message, backend, live)
+        drafts: list[DraftAnswer] = []
+        answer = await _compose(envelope.message, backend, live, drafts.append)
+        usage = Emitted(_tokens_usage(query, drafts[-1]), otel_context.get_current()) if drafts else None
         # Only Kafka callers (no reply_to) get their answer as an event; HTTP callers' stay off Kafka.
         if answer is None or query.reply_to:
-            return None
-        return Emitted(answer, otel_context.get_current())
+            return None, usage
+        return Emitted(answer, otel_context.get_current()), usage
+
+
+def _tokens_usage(query: queries_pb2.QueryRequested, draft: DraftAnswer) -> usage_pb2.UsageRecorded:
+    """The tokens answering the query cost, for metering: counted once per query id."""
+    return usage_record(
+        query.tenant_id,
+        f"{query.query_id}:tokens",
+        "generate",
+        occurred_at=query.requested_at,
+        tokens_in=draft.tokens_in,
+        tokens_out=draft.tokens_out,
+    )
 
 
 async def _compose(
-    retrieved: queries_pb2.QueryRetrieved, backend: AnswerBackend, live: LiveReply
+    retrieved: queries_pb2.QueryRetrieved,
+    backend: AnswerBackend,
+    live: LiveReply,
+    on_draft: Callable[[DraftAnswer], None] | None = None,
 ) -> queries_pb2.AnswerProduced | None:
     query = retrieved.query
     started = time.perf_counter()
     try:
         answer = await _relay(
-            stream_answer(backend, query.query_id, query.tenant_id, query.question, retrieved.chunks), live
+            stream_answer(backend, query.query_id, query.tenant_id, query.question, retrieved.chunks, on_draft), live
         )
     except Exception as exc:  # a failing backend ends this query only, never the batch
         ANSWERS.labels(backend.name, "failed").inc()

@@ -4,7 +4,8 @@ Service principals are `User:ragstream-<service>`. What each reads comes from th
 and their topics); what it writes is listed here and checked against the service's adapters/routes.py by
 tests/unit/test_common_kafka_acls.py, which also proves the map grants nothing beyond those facts and the
 explicit extras below. Every consumer dead-letters into `<topic>.dlq` of what it reads (and reads those DLQs'
-sizes for `ragstream_dlq_depth`). Grants are literal: no service has a wildcard or prefixed topic grant.
+sizes for `ragstream_dlq_depth`). Grants are literal, with one exception: a stream processor (faust-streaming,
+STREAM_APPS) gets its own internal topics (`<app id>-...`: table changelogs, repartitions) by prefix.
 
 Not here: each tenant's topics (`rag.tenant.<id>.*`), granted per tenant when it is provisioned
 (kafka/tenant_topics.py); `ragstream-admin`, the broker's super user (local broker, setup and tests only).
@@ -32,6 +33,7 @@ from ragstream_common.kafka.topics import (
     QUERIES_RETRIEVED,
     SECURITY_EVENTS,
     TOPICS_BY_NAME,
+    USAGE,
 )
 from ragstream_common.registry import SERVICES
 
@@ -71,14 +73,22 @@ class ServiceAccess:
 PRODUCES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "ingest": (CHUNKS_READY.name, DOCUMENTS_STATUS.name),
-        "embed": (CHUNKS_EMBEDDED.name, QUERIES_EMBEDDED.name),
+        # rag.usage.recorded.v1 (every service that meters something): usage facts per tenant (docs/observability.md).
+        "embed": (CHUNKS_EMBEDDED.name, QUERIES_EMBEDDED.name, USAGE.name),
         "retrieve": (DOCUMENTS_STATUS.name, QUERIES_RETRIEVED.name),
-        "generate": (),
+        "generate": (USAGE.name,),
         # Documents it brings in, and its own scheduler's work (polls, renewals, resyncs) onto its topic.
-        "connectors": (DOCUMENTS_RECEIVED.name, CONNECTORS_NOTIFIED.name),
+        "connectors": (DOCUMENTS_RECEIVED.name, CONNECTORS_NOTIFIED.name, USAGE.name),
+        "metering": (),
         # rag.security.events.v1: the audit export relay (every audit row, for a SIEM; docs/events.md);
         # rag.connectors.notified.v1: verified webhook deliveries and the connector API's requests.
-        "gateway": (DOCUMENTS_RECEIVED.name, QUERIES_REQUESTED.name, SECURITY_EVENTS.name, CONNECTORS_NOTIFIED.name),
+        "gateway": (
+            DOCUMENTS_RECEIVED.name,
+            QUERIES_REQUESTED.name,
+            SECURITY_EVENTS.name,
+            CONNECTORS_NOTIFIED.name,
+            USAGE.name,
+        ),
     }
 )
 # The gateway's admin DLQ API (docs/dlq.md) reads every declared DLQ, republishes a dead letter to the topic it
@@ -88,6 +98,9 @@ _DLQ_API_READS = (*(spec.dlq for spec in PIPELINE_TOPICS), DLQ_REDRIVES.name)
 _DLQ_API_WRITES = (*(spec.name for spec in PIPELINE_TOPICS), DLQ_REDRIVES.name)
 EXTRA_READS: Mapping[str, tuple[str, ...]] = MappingProxyType({"gateway": _DLQ_API_READS})
 EXTRA_WRITES: Mapping[str, tuple[str, ...]] = MappingProxyType({"gateway": _DLQ_API_WRITES})
+# Stream processors and their faust app id, which is also their consumer group (in the registry): faust creates
+# and uses internal topics named `<app id>-<table>-changelog`, `<app id>-...-repartition`, `<app id>-__assignor-...`.
+STREAM_APPS: Mapping[str, str] = MappingProxyType({"metering": "ragstream-metering"})
 
 
 def service_user(service: str) -> str:
@@ -128,14 +141,29 @@ def provisioner_grants() -> list[AclGrant]:
     return tenant_topics + [AclGrant(who, "cluster", CLUSTER, "literal", op) for op in ("alter", "describe")]
 
 
+def stream_app_grants(service: str) -> list[AclGrant]:
+    """A stream processor's own internal topics, by the prefix `<app id>-` (none for other services)."""
+    app_id = STREAM_APPS.get(service)
+    if app_id is None:
+        return []
+    who = principal(service_user(service))
+    return [AclGrant(who, "topic", stream_topic_prefix(app_id), "prefixed", op) for op in _STREAM_TOPIC_OPS]
+
+
+def stream_topic_prefix(app_id: str) -> str:
+    """The prefix of every internal topic of the faust app `app_id`."""
+    return f"{app_id}-"
+
+
 def static_grants() -> dict[str, list[AclGrant]]:
     """{SCRAM user: its grants} for every service principal and the provisioner."""
-    grants = {service_user(name): service_grants(name) for name in SERVICES}
+    grants = {service_user(name): service_grants(name) + stream_app_grants(name) for name in SERVICES}
     grants[PROVISIONER_USER] = provisioner_grants()
     return grants
 
 
 _PROVISIONER_TOPIC_OPS: tuple[Operation, ...] = ("create", "delete", "describe")
+_STREAM_TOPIC_OPS: tuple[Operation, ...] = ("create", "read", "write", "describe")
 
 
 def _topic(who: str, topic: str, operation: Operation) -> AclGrant:

@@ -106,6 +106,15 @@ CONNECTORS_NOTIFIED = TopicSpec(
     event_types=("rag.v1.ConnectorNotified",),
     extra_config=_LARGE,
 )
+# Usage facts for metering (services/metering; docs/observability.md): keyed by tenant, so one tenant's usage is
+# aggregated by one metering instance. Kept a week: a metering outage catches up without losing a count.
+USAGE = TopicSpec(
+    "rag.usage.recorded.v1",
+    partitions=6,
+    retention_ms=7 * DAY_MS,
+    partition_key="tenant",
+    event_types=("rag.v1.UsageRecorded",),
+)
 # Answers have no internal topic: an HTTP caller's answer travels only on its live gRPC reply, and a Kafka
 # caller's goes to its own tenant's `rag.tenant.<id>.answers.v1` (kafka/tenant_topics.py). The former shared
 # `rag.answers.produced.v1` carried every tenant's answers to whoever could read it; it is retired.
@@ -119,6 +128,7 @@ PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
     QUERIES_EMBEDDED,
     QUERIES_RETRIEVED,
     CONNECTORS_NOTIFIED,
+    USAGE,
 )
 
 

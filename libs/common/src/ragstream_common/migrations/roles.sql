@@ -4,7 +4,7 @@
 -- The owner grants each role exactly what it needs, in the numbered migration that adds its tables.
 DO $$
 DECLARE
-    roles text[] := ARRAY['ragstream_connectors'];
+    roles text[] := ARRAY['ragstream_connectors', 'ragstream_metering'];
     role_name text;
 BEGIN
     FOREACH role_name IN ARRAY roles

@@ -24,13 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client import Counter
 
+from ragstream_connectors.metrics import THROTTLED
 from ragstream_connectors.providers.base import CursorExpired, Downloaded, ProviderError
 
-THROTTLED = Counter(
-    "ragstream_connectors_provider_throttled_total", "Provider responses that asked us to slow down", ["provider"]
-)
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
 DOWNLOAD_PIECE_BYTES = 1024 * 1024
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from rag.v1 import queries_pb2
+from rag.v1 import queries_pb2, usage_pb2
 from ragstream_common.events import Emitted, EventSink
 from ragstream_common.messages import now_timestamp
+from ragstream_common.usage_records import usage_record
 
 from ragstream_gateway.query.models import QueryFiltersBody
 from ragstream_gateway.query.replies import DoneEvent, FailureEvent, PendingQueries, ReplyEvent, SourcesEvent
@@ -88,7 +89,7 @@ class QueryDispatcher:
         try:
             # The producer would wait for a broker up to its request timeout; a question cannot wait that long.
             async with asyncio.timeout(self._publish_timeout_s):
-                await self._sink.emit([Emitted(message)])
+                await self._sink.emit([Emitted(message), Emitted(query_usage(message))])
         except Exception as exc:
             self._pending.close(query_id)
             raise QueryNotPublished(f"the question was not accepted by Kafka: {type(exc).__name__}") from exc
@@ -158,6 +159,15 @@ class SourcesFirst:
     def release(self) -> list[ReplyEvent]:
         held, self._held = self._held, []
         return held
+
+
+def query_usage(query: queries_pb2.QueryRequested) -> usage_pb2.UsageRecorded:
+    """The question or search this query is, for metering: counted once per query id."""
+    what = "search" if query.mode == queries_pb2.QUERY_MODE_SEARCH else "question"
+    quantity = {"searches" if what == "search" else "questions": 1}
+    return usage_record(
+        query.tenant_id, f"{query.query_id}:{what}", "gateway", occurred_at=query.requested_at, **quantity
+    )
 
 
 def _is_last(event: ReplyEvent, submission: Submission) -> bool:

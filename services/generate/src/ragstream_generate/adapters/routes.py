@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from google.protobuf.message import Message
-from rag.v1 import queries_pb2
+from rag.v1 import queries_pb2, usage_pb2
 from ragstream_common.kafka.routing import Routes
 from ragstream_common.kafka.tenant_topics import answers_spec
-from ragstream_common.kafka.topics import TopicSpec
+from ragstream_common.kafka.topics import USAGE, TopicSpec
 
 
 def tenant_answers(message: Message) -> TopicSpec:
@@ -17,4 +17,8 @@ def tenant_answers(message: Message) -> TopicSpec:
 
 # Keyed by the query id, like the query's earlier events, so Kafka callers find their answer in order. Only
 # answers to Kafka callers are emitted (the handler keeps HTTP callers' answers off Kafka).
-GENERATE_ROUTES: Routes = {queries_pb2.AnswerProduced: tenant_answers}
+GENERATE_ROUTES: Routes = {
+    queries_pb2.AnswerProduced: tenant_answers,
+    # The tokens of every answer, HTTP callers' included (metering).
+    usage_pb2.UsageRecorded: USAGE,
+}

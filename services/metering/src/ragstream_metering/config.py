@@ -1,0 +1,40 @@
+"""Metering worker settings (env prefix METERING_; Kafka and Postgres are the shared KAFKA_* and DATABASE_URL)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
+from ragstream_common.config import ServiceSettings
+from ragstream_common.registry import SERVICES
+
+
+class MeteringSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="METERING_", extra="ignore")
+
+    service_name: str = "metering"
+    grpc_port: int = Field(default=SERVICES["metering"].grpc_port, ge=0, le=65535)
+    metrics_port: int = Field(default=SERVICES["metering"].metrics_port, ge=0, le=65535)
+    # The faust app id, which is its consumer group (the registry's) and the prefix of its internal topics
+    # (`<group_id>-usage_windows-changelog`, `<group_id>-__assignor-__leader`), which its ACLs must cover.
+    group_id: str = "ragstream-metering"
+    # faust's own data directory (table metadata); the images' root filesystem is read-only, /tmp is writable.
+    data_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "ragstream-metering")
+    # How often windows that changed are written to Postgres: the freshness of GET /v1/usage.
+    flush_interval_s: float = Field(default=5.0, gt=0, le=60)
+    # How long a window is kept (and can still take late facts) after it ends. A fact older than this, by wall
+    # clock, lands in a window recounted from less state: the GREATEST upsert keeps the larger total, so it is
+    # never double counted, but it may be missed. Kafka keeps rag.usage.recorded.v1 a week; keep outages shorter
+    # than this.
+    window_expires_s: float = Field(default=2 * 3600.0, ge=120)
+    # How long a silent (killed) worker keeps its partitions before the group moves them: the platform's
+    # consumers' 30 s (faust's default is 60 s).
+    session_timeout_s: float = Field(default=30.0, ge=6, le=300)
+    # Replication of the changelog topic faust creates (the cluster's, like the topic bootstrap's).
+    topic_replication_factor: int = Field(
+        default=1,
+        ge=1,
+        validation_alias=AliasChoices("METERING_TOPIC_REPLICATION_FACTOR", "KAFKA_REPLICATION_FACTOR"),
+    )

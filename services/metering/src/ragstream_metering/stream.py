@@ -1,0 +1,166 @@
+"""The faust app: rag.usage.recorded.v1 into a tumbling one-minute table per tenant, flushed to Postgres by a timer.
+
+Correctness never rests on faust's window-close callback. faust-streaming's open issues show it unreliable
+exactly where metering cannot be: windows lost with no callback when a worker dies or is rebalanced
+(faust-streaming/faust#193), the callback firing only after a later event (faust-streaming/faust#250, PR #251),
+late events dropping a window's callback (PR #137), and keys recovered from the changelog never expiring
+(robinhood/faust#44). Instead every window keeps its facts by usage id (windows.py), and `flush` writes the
+absolute totals of every window it holds whose totals differ from what it last wrote, so a window recovered
+from the changelog after a restart is written again, harmlessly (GREATEST upsert), and a replay adds nothing.
+Offsets are committed only after the producer flushed the changelog (faust's at-least-once commit), so every
+counted fact is either in the changelog or read again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Protocol, cast
+
+import faust
+from aiokafka.helpers import create_ssl_context
+from faust.tables.wrappers import WindowWrapper
+from faust.types import EventT
+from faust.types.auth import CredentialsT
+from rag.v1 import usage_pb2
+from ragstream_common.kafka import cloudevents
+from ragstream_common.kafka.connection import MskIamTokenProvider
+from ragstream_common.kafka.topics import USAGE
+from ragstream_common.kafka_settings import KafkaSettings
+from ragstream_common.logs import get_logger
+
+from ragstream_metering import metrics
+from ragstream_metering.config import MeteringSettings
+from ragstream_metering.windows import (
+    WINDOW_S,
+    Totals,
+    as_datetime,
+    known_quantities,
+    shard_key,
+    summed,
+    tenant_of,
+    totals,
+    with_usage,
+)
+
+log = get_logger(__name__)
+TABLE_NAME = "usage_windows"
+_USAGE_TYPE = (usage_pb2.UsageRecorded.DESCRIPTOR.full_name,)
+WindowKey = tuple[str, float]
+
+
+class UsageWriter(Protocol):
+    async def write_window(self, tenant_id: str, window_start: datetime, totals: Mapping[str, int]) -> None: ...
+
+
+def faust_credentials(kafka: KafkaSettings) -> CredentialsT | None:
+    """Our KAFKA_* settings as faust credentials: SCRAM locally, IAM (OAUTHBEARER) over TLS on MSK."""
+    protocol = kafka.security_protocol
+    ssl_context = create_ssl_context() if protocol in ("SSL", "SASL_SSL") else None
+    if not protocol.startswith("SASL"):
+        return faust.SSLCredentials(ssl_context) if ssl_context is not None else None
+    if kafka.sasl_mechanism == "OAUTHBEARER":
+        return faust.OAuthCredentials(oauth_cb=MskIamTokenProvider(kafka.aws_region), ssl_context=ssl_context)
+    password = kafka.sasl_password.get_secret_value() if kafka.sasl_password is not None else None
+    return faust.SASLCredentials(
+        username=kafka.sasl_username, password=password, mechanism=kafka.sasl_mechanism, ssl_context=ssl_context
+    )
+
+
+def build_app(settings: MeteringSettings) -> faust.App:
+    servers = ";".join(f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(","))
+    return faust.App(
+        settings.group_id,
+        broker=servers,
+        broker_credentials=faust_credentials(settings.kafka),
+        # Windows live two hours and are rebuilt from the changelog on start: memory is enough, no RocksDB.
+        store="memory://",
+        datadir=str(settings.data_dir),
+        # Our /metrics and gRPC health serve the platform's probes; faust's own web server would be a third port.
+        web_enabled=False,
+        # A standby copy would only be flushed again (harmless, GREATEST) at twice the memory.
+        table_standby_replicas=0,
+        topic_replication_factor=settings.topic_replication_factor,
+        topic_partitions=USAGE.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        # 3 s at the default 30 s (faust's own default); Kafka asks for at most a third of the session timeout.
+        broker_heartbeat_interval=settings.session_timeout_s / 10,
+    )
+
+
+class UsageMeter:
+    """The agent counting usage facts into windows (keyed by tenant and part, windows.SHARDS) and the flush
+    writing each tenant's window totals."""
+
+    def __init__(self, app: faust.App, writer: UsageWriter, window_expires_s: float) -> None:
+        self.app = app
+        self._writer = writer
+        self._flushed: dict[WindowKey, Totals] = {}
+        topic = app.topic(USAGE.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        table = app.Table(TABLE_NAME, default=dict, partitions=USAGE.partitions, key_type=str)
+        # The declared WindowWrapperT lacks relative_to(), which the concrete wrapper has.
+        self.windows = cast(WindowWrapper, table.tumbling(WINDOW_S, expires=timedelta(seconds=window_expires_s)))
+        self.agent = app.agent(topic, name="count_usage")(self._count)
+
+    async def _count(self, stream: faust.StreamT[bytes]) -> AsyncIterator[bool]:
+        """Yields whether each record was counted (the agent's test context reads it)."""
+        async for event in stream.events():
+            yield self.count(event)
+
+    def count(self, event: EventT[bytes]) -> bool:
+        fact = _decode(event)
+        if fact is None:
+            metrics.INVALID.inc()
+            return False
+        quantities = known_quantities(fact.quantities)
+        occurred_s = fact.occurred_at.ToMicroseconds() / 1e6 if fact.HasField("occurred_at") else time.time()
+        window = self.windows.relative_to(occurred_s)
+        key = shard_key(fact.tenant_id, fact.usage_id)
+        updated = with_usage(window[key].value(), fact.usage_id, quantities)
+        if updated is None:
+            metrics.DUPLICATES.inc()
+            return False
+        window[key] = updated
+        for metric in quantities:
+            metrics.EVENTS.labels(metric=metric).inc()
+        return True
+
+    def held_windows(self) -> dict[WindowKey, Totals]:
+        """The totals of every window this worker holds, by (tenant, window start)."""
+        parts: dict[WindowKey, list[Totals]] = defaultdict(list)
+        for (shard, span), window in list(self.windows.table.data.items()):
+            parts[(tenant_of(shard), float(span[0]))].append(totals(window))
+        return {key: summed(window_parts) for key, window_parts in parts.items()}
+
+    async def flush(self) -> int:
+        """Write every window whose totals changed since they were last written; how many were written."""
+        held = self.held_windows()
+        # Expired windows are gone from the table: forget them here too.
+        self._flushed = {key: value for key, value in self._flushed.items() if key in held}
+        written = 0
+        with metrics.FLUSH_SECONDS.time():
+            for (tenant, start), window_totals in held.items():
+                if self._flushed.get((tenant, start)) == window_totals:
+                    continue
+                await self._writer.write_window(tenant, as_datetime(start), window_totals)
+                self._flushed[(tenant, start)] = window_totals
+                metrics.WINDOWS_FLUSHED.inc()
+                written += 1
+        return written
+
+
+def _decode(event: EventT[bytes]) -> usage_pb2.UsageRecorded | None:
+    headers = event.headers
+    items: Any = headers.items() if isinstance(headers, Mapping) else headers or ()
+    try:
+        message, _ = cloudevents.decode(event.value, cloudevents.headers_to_dict(list(items)), _USAGE_TYPE)
+    except cloudevents.InvalidEvent as exc:
+        log.warning("usage record skipped", reason=str(exc), partition=event.message.partition)
+        return None
+    if not isinstance(message, usage_pb2.UsageRecorded) or not message.tenant_id or not message.usage_id:
+        log.warning("usage record skipped", reason="no tenant_id or usage_id", partition=event.message.partition)
+        return None
+    return message
