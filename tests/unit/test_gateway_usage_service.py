@@ -210,3 +210,10 @@ async def test_the_budget_gauge_follows_the_budgets() -> None:
 
 def _gauge_samples() -> list[Sample]:
     return [s for family in REGISTRY.collect() if family.name == "ragstream_usage_budget_ratio" for s in family.samples]
+
+
+def test_a_default_range_fits_the_bucket_limit_of_any_granularity() -> None:
+    now = datetime(2026, 11, 30, 12, 34, 56, tzinfo=UTC)
+    for granularity in ("minute", "hour", "day"):
+        span = usage_span(None, None, granularity, now=now, default_span=timedelta(days=1), max_buckets=1_440)
+        assert span.end == now and span.start < now

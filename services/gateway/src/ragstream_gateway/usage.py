@@ -197,9 +197,13 @@ def usage_span(
     default_span: timedelta,
     max_buckets: int,
 ) -> UsageSpan:
-    """The range a request asked for, with defaults (the last `default_span` up to now) and its limits."""
+    """The range a request asked for, with defaults (the last `default_span` up to now, shortened to what
+    `max_buckets` of this granularity hold: `?granularity=minute` alone is the last day's last 1,440 minutes)
+    and its limits."""
     end = as_utc(end) if end is not None else as_utc(now)
-    start = truncate(start if start is not None else shifted(end, -default_span), granularity)
+    if start is None:
+        start = shifted(end, -min(default_span, GRANULARITY_STEP[granularity] * (max_buckets - 1)))
+    start = truncate(start, granularity)
     if end <= start:
         raise UsageRangeError(f"`to` ({end.isoformat()}) must be after `from` ({start.isoformat()})")
     buckets = math.ceil((end - start) / GRANULARITY_STEP[granularity])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -20,8 +21,10 @@ class MeteringSettings(ServiceSettings):
     # The faust app id, which is its consumer group (the registry's) and the prefix of its internal topics
     # (`<group_id>-usage_windows-changelog`, `<group_id>-__assignor-__leader`), which its ACLs must cover.
     group_id: str = "ragstream-metering"
-    # faust's own data directory (table metadata); the images' root filesystem is read-only, /tmp is writable.
-    data_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "ragstream-metering")
+    # faust's own data directory; the images' root filesystem is read-only, /tmp is writable. Tables live in
+    # memory (rebuilt from the changelog), so nothing there must outlive the process: one per process, so that
+    # two workers on one host never share it.
+    data_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / f"ragstream-metering-{os.getpid()}")
     # How often windows that changed are written to Postgres: the freshness of GET /v1/usage.
     flush_interval_s: float = Field(default=5.0, gt=0, le=60)
     # How long a window is kept (and can still take late facts) after it ends. A fact older than this, by wall
