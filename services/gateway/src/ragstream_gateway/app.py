@@ -38,6 +38,7 @@ from ragstream_common.service import (
 from ragstream_gateway.adapters.audit_pg import open_audit_log, open_security_event_relay
 from ragstream_gateway.adapters.connectors_pg import open_connector_directory
 from ragstream_gateway.adapters.dlq_kafka import open_dead_letters
+from ragstream_gateway.adapters.document_counts_pg import PostgresDocumentCounts
 from ragstream_gateway.adapters.intake_kafka import start_intake_bridge
 from ragstream_gateway.adapters.key_events_pg import open_key_directory
 from ragstream_gateway.adapters.key_usage_pg import start_key_usage
@@ -53,6 +54,7 @@ from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.connectors import ConnectorService
 from ragstream_gateway.correlation import CORRELATION_HEADER, CorrelationIds
 from ragstream_gateway.deps import GatewayDeps, GatewayServices, client_ip
+from ragstream_gateway.document_metrics import refresh_document_counts
 from ragstream_gateway.documents import DocumentService
 from ragstream_gateway.observability import HttpMetrics
 from ragstream_gateway.problems import install_problem_handlers, on_dependency_down
@@ -282,6 +284,10 @@ async def start(settings: GatewaySettings, stack: AsyncExitStack, stop: asyncio.
     if deps.usage is not None and settings.usage.budget_refresh_s > 0:  # ragstream_usage_budget_ratio
         budgets = UsageService(deps.usage, settings.usage)
         background.append(refresh_budget_ratios(budgets, stop, settings.usage.budget_refresh_s))
+    if settings.metrics_documents_refresh_s > 0:  # ragstream_documents, on its own connection off the API's pool
+        counts_pool = await open_pool_at(stack, settings.database_url, name="gateway-metrics", max_size=1)
+        labelled, interval_s = settings.metrics_tenant_labels, settings.metrics_documents_refresh_s
+        background.append(refresh_document_counts(PostgresDocumentCounts(counts_pool), labelled, stop, interval_s))
     return [*(consumer.run(stop) for consumer in consumers), *background, serve_http(EmbeddedServer(config), stop)]
 
 

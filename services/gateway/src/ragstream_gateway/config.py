@@ -10,12 +10,14 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from ragstream_common.blob_settings import BlobStoreSettings
 from ragstream_common.config import ServiceSettings, bind_host
 from ragstream_common.grpc_server import GrpcTlsSettings
+from ragstream_common.kafka.tenant_topics import check_tenant_id
 from ragstream_common.registry import GATEWAY_HTTP_PORT, SERVICES
 from ragstream_common.secret_settings import SecretsSettings
 from ragstream_common.service_tokens import TokenSettings
 
 from ragstream_gateway.admission import AdmissionSettings
 from ragstream_gateway.allowlists import AllowlistSettings
+from ragstream_gateway.document_metrics import OTHER_TENANTS
 from ragstream_gateway.quotas import QuotaSettings
 from ragstream_gateway.security import ADMIN_TOKEN_MIN_LENGTH
 from ragstream_gateway.usage import UsageSettings
@@ -33,6 +35,11 @@ class GatewaySettings(ServiceSettings):
     grpc_port: int = Field(default=SERVICES["gateway"].grpc_port, ge=0, le=65535)
     # Prometheus /metrics listens here, never on the API port (0: off).
     metrics_port: int = Field(default=SERVICES["gateway"].metrics_port, ge=0, le=65535)
+    # Tenants with their own series in tenant-labelled gauges (ragstream_documents, document_metrics.py), comma
+    # separated; every other tenant is summed under tenant_id="_other", which bounds the series.
+    metrics_tenant_labels: Annotated[list[str], NoDecode] = Field(default_factory=list, max_length=1_000)
+    # How often ragstream_documents is recounted (0: never; the gauge then stays empty).
+    metrics_documents_refresh_s: float = Field(default=60.0, ge=0)
     # Proxies in front of the gateway that append to X-Forwarded-For (client_address.py): 0 = the socket peer is
     # the client; 2 behind the AWS load balancer and the Istio ingress (its numTrustedProxies must match).
     trusted_proxy_hops: int = Field(default=0, ge=0, le=16)
@@ -160,6 +167,22 @@ class GatewaySettings(ServiceSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("metrics_tenant_labels", mode="before")
+    @classmethod
+    def _split_tenant_labels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [tenant.strip() for tenant in value.split(",") if tenant.strip()]
+        return value
+
+    @field_validator("metrics_tenant_labels")
+    @classmethod
+    def _tenant_ids_only(cls, value: list[str]) -> list[str]:
+        for tenant_id in value:
+            check_tenant_id(tenant_id)
+            if tenant_id == OTHER_TENANTS:
+                raise ValueError(f"{OTHER_TENANTS!r} is the label of the unlisted tenants' sum")
         return value
 
     @field_validator("default_rate_limit", "key_rate_limit", "unknown_key_rate_limit")

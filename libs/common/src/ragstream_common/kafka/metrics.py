@@ -1,14 +1,18 @@
-"""Prometheus metrics of the Kafka adapters: consumption, lag, retries, paused partitions, dead letters, DLQ depth."""
+"""Prometheus metrics of the Kafka adapters: consumption, lag, retries, paused partitions, dead letters, DLQ depth,
+records produced."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
 from contextlib import suppress
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError
 from prometheus_client import Counter, Gauge
+
+from ragstream_common.kafka.acls import TENANT_TOPIC_PREFIX
 
 CONSUMED = Counter("ragstream_events_consumed_total", "Events handled", ["topic", "group"])
 DEAD_LETTERED = Counter("ragstream_events_dead_lettered_total", "Events sent to a DLQ", ["topic", "group"])
@@ -23,11 +27,27 @@ PAUSED_PARTITIONS = Gauge(
 DLQ_DEPTH = Gauge("ragstream_dlq_depth", "Records retained in a dead-letter topic", ["topic"])
 POSITION_TIMEOUT_S = 0.05
 RECORDS = Counter("ragstream_consumer_records_total", "Records fetched by a consumer group", ["group", "topic"])
+PRODUCED = Counter(
+    "ragstream_producer_records_total",
+    "Records the brokers acknowledged, by topic (tenants' own topics summed as rag.tenant.*)",
+    ["topic"],
+)
 LAG = Gauge(
     "ragstream_consumer_lag",
     "Records of an assigned partition past the consumer's position (highwater - position)",
     ["group", "topic", "partition"],
 )
+
+
+def topic_label(topic: str) -> str:
+    """A topic as a bounded label: the declared topics as they are, every tenant's own topics as one."""
+    return f"{TENANT_TOPIC_PREFIX}*" if topic.startswith(TENANT_TOPIC_PREFIX) else topic
+
+
+def count_acknowledged(topic: str, delivery: asyncio.Future[Any]) -> None:
+    """Done-callback of a send's delivery future: count the record once the brokers acknowledged it."""
+    if not delivery.cancelled() and delivery.exception() is None:
+        PRODUCED.labels(topic_label(topic)).inc()
 
 
 def partition_lag(highwater: int | None, position: int | None) -> int | None:

@@ -1,9 +1,11 @@
-"""Idempotent, acks=all event publishing with CloudEvents headers and trace context."""
+"""Idempotent, acks=all event publishing with CloudEvents headers and trace context; acknowledged records are
+counted in `ragstream_producer_records_total{topic}`."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -12,6 +14,7 @@ from opentelemetry import trace
 from ragstream_common.events import OutgoingEvent
 from ragstream_common.kafka import cloudevents
 from ragstream_common.kafka.connection import client_options
+from ragstream_common.kafka.metrics import count_acknowledged
 from ragstream_common.kafka.topics import LARGE_MESSAGE_BYTES
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.tracing import ending, inject_headers
@@ -60,9 +63,9 @@ class EventPublisher:
                 spans.append(span)
                 value, headers = cloudevents.encode(event.message, source=self._source, content_type=event.content_type)
                 headers.extend(inject_headers(trace.set_span_in_context(span, event.context)))
-                pending.append(
-                    await self._producer.send(event.topic, value=value, key=event.key.encode(), headers=headers)
-                )
+                delivery = await self._producer.send(event.topic, value=value, key=event.key.encode(), headers=headers)
+                delivery.add_done_callback(partial(count_acknowledged, event.topic))
+                pending.append(delivery)
             if pending:
                 await asyncio.gather(*pending)
 
@@ -70,4 +73,6 @@ class EventPublisher:
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
         """Forward a record as-is (dead-lettering keeps the original bytes and headers)."""
-        await (await self._producer.send(topic, value=value, key=key, headers=headers))
+        delivery = await self._producer.send(topic, value=value, key=key, headers=headers)
+        delivery.add_done_callback(partial(count_acknowledged, topic))
+        await delivery
