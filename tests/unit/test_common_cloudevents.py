@@ -86,3 +86,19 @@ def test_json_that_is_not_an_object_is_invalid_not_an_empty_message(value: bytes
                "content-type": "application/json"}  # fmt: skip
     with pytest.raises(cloudevents.InvalidEvent, match="must be an object"):
         cloudevents.decode(value, headers, ())
+
+
+def test_every_declared_event_type_decodes_without_importing_its_module() -> None:
+    """A consumer (or the chaos suite's poison check) that only imports cloudevents must still resolve every type
+    a topic declares: the module imports every generated contract."""
+    import subprocess
+    import sys
+
+    from ragstream_common.kafka.topics import ALL_TOPICS
+
+    names = sorted({name for topic in ALL_TOPICS for name in topic.event_types})
+    script = (
+        "import sys; from google.protobuf import symbol_database; import ragstream_common.kafka.cloudevents; "
+        "[symbol_database.Default().GetSymbol(n) for n in sys.argv[1:]]"
+    )
+    subprocess.run([sys.executable, "-c", script, *names], check=True)

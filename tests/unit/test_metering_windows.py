@@ -5,6 +5,7 @@ changed (again after a restart, when nothing is known to be written)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
@@ -24,6 +25,17 @@ from ragstream_metering.windows import (
 )
 
 pytestmark = pytest.mark.unit
+
+
+@dataclass
+class DeadLetterRecorder:
+    letters: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
+
+    async def append_async(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        self.letters.append((key, value, headers))
+
+
+DEAD = DeadLetterRecorder()
 MINUTE = datetime(2026, 11, 29, 12, 0, tzinfo=UTC).timestamp()
 
 
@@ -49,7 +61,12 @@ def usage_record(
 @pytest.fixture
 async def meter() -> AsyncIterator[tuple[UsageMeter, RecordingWriter]]:
     writer = RecordingWriter()
-    meter = UsageMeter(build_app(MeteringSettings(group_id="metering-unit")), writer, window_expires_s=7200)
+    meter = UsageMeter(
+        build_app(MeteringSettings(group_id="metering-unit")),
+        writer,
+        window_expires_s=7200,
+        dead_letters=DEAD.append_async,
+    )
     yield meter, writer
 
 
@@ -122,8 +139,9 @@ async def test_flush_writes_only_changed_windows_and_everything_after_a_restart(
     assert [counts for _, _, counts in writer.writes] == [{"questions": 1}, {"questions": 2}, {"questions": 2}]
 
 
-async def test_records_that_are_not_usage_facts_are_skipped(meter: tuple[UsageMeter, RecordingWriter]) -> None:
+async def test_records_that_are_not_usage_facts_are_dead_lettered(meter: tuple[UsageMeter, RecordingWriter]) -> None:
     usage, writer = meter
+    DEAD.letters.clear()
     async with usage.agent.test_context() as agent:
         await agent.put(b"not protobuf", key=b"acme", headers=[("ce_type", b"rag.v1.UsageRecorded")])
         value, headers = usage_record("", MINUTE, questions=1)  # no usage id: it could never be deduplicated
@@ -131,3 +149,7 @@ async def test_records_that_are_not_usage_facts_are_skipped(meter: tuple[UsageMe
         assert list(agent.results.values()) == [False, False]
         assert await usage.flush() == 0
     assert writer.writes == []
+    assert [key for key, _, _ in DEAD.letters] == [b"acme", b"acme"]
+    reasons = [dict(headers) for _, _, headers in DEAD.letters]
+    assert all(r["dlq_error_class"] == b"InvalidUsageRecord" and r["dlq_failure_kind"] == b"permanent" for r in reasons)
+    assert b"usage_id" in reasons[1]["dlq_error_message"]

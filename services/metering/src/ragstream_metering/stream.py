@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import faust
 from aiokafka.helpers import create_ssl_context
@@ -25,8 +25,12 @@ from faust.tables.wrappers import WindowWrapper
 from faust.types import EventT
 from faust.types.auth import CredentialsT
 from rag.v1 import usage_pb2
+from ragstream_common.events import PermanentError
+from ragstream_common.failures import FailureKind
 from ragstream_common.kafka import cloudevents
 from ragstream_common.kafka.connection import MskIamTokenProvider
+from ragstream_common.kafka.dead_letters import reason_headers
+from ragstream_common.kafka.dlq_headers import DLQ_PREFIX
 from ragstream_common.kafka.topics import USAGE
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.logs import get_logger
@@ -91,11 +95,21 @@ def build_app(settings: MeteringSettings) -> faust.App:
     )
 
 
+# Where a record that is no usage fact goes: (key, value, headers) onto rag.usage.recorded.v1.dlq.
+DeadLetterSink = Callable[[bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
+
+
 class UsageMeter:
     """The agent counting usage facts into windows (keyed by tenant and part, windows.SHARDS) and the flush
     writing each tenant's window totals."""
 
-    def __init__(self, app: faust.App, writer: UsageWriter, window_expires_s: float) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        writer: UsageWriter,
+        window_expires_s: float,
+        dead_letters: DeadLetterSink | None = None,
+    ) -> None:
         self.app = app
         self._writer = writer
         self._flushed: dict[WindowKey, Totals] = {}
@@ -103,18 +117,34 @@ class UsageMeter:
         table = app.Table(TABLE_NAME, default=dict, partitions=USAGE.partitions, key_type=str)
         # The declared WindowWrapperT lacks relative_to(), which the concrete wrapper has.
         self.windows = cast(WindowWrapper, table.tumbling(WINDOW_S, expires=timedelta(seconds=window_expires_s)))
+        dlq = app.topic(USAGE.dlq, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+        async def to_dlq(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+            await dlq.send(key=key, value=value, headers=headers)
+
+        self._dead_letters: DeadLetterSink = dead_letters or to_dlq
         self.agent = app.agent(topic, name="count_usage")(self._count)
 
     async def _count(self, stream: faust.StreamT[bytes]) -> AsyncIterator[bool]:
-        """Yields whether each record was counted (the agent's test context reads it)."""
+        """Yields whether each record was counted (the agent's test context reads it); a record that is no usage
+        fact goes to rag.usage.recorded.v1.dlq with the reason, like every consumer's poison records."""
         async for event in stream.events():
-            yield self.count(event)
+            try:
+                yield self.count(event)
+            except InvalidUsageRecord as exc:
+                await self._dead_letter(event, exc)
+                yield False
+
+    async def _dead_letter(self, event: EventT[bytes], exc: InvalidUsageRecord) -> None:
+        metrics.INVALID.inc()
+        log.warning("usage record dead-lettered", reason=str(exc), partition=event.message.partition)
+        headers = [(k, v) for k, v in _header_items(event) if not k.startswith(DLQ_PREFIX)]
+        reason = reason_headers(event.message, exc, kind=FailureKind.PERMANENT, attempts=1, group=self.app.conf.id)
+        await self._dead_letters(event.key, event.value, headers + reason)
 
     def count(self, event: EventT[bytes]) -> bool:
+        """Count one record's usage; False for a usage id already counted; InvalidUsageRecord for no usage fact."""
         fact = _decode(event)
-        if fact is None:
-            metrics.INVALID.inc()
-            return False
         quantities = known_quantities(fact.quantities)
         occurred_s = fact.occurred_at.ToMicroseconds() / 1e6 if fact.HasField("occurred_at") else time.time()
         window = self.windows.relative_to(occurred_s)
@@ -152,15 +182,21 @@ class UsageMeter:
         return written
 
 
-def _decode(event: EventT[bytes]) -> usage_pb2.UsageRecorded | None:
+class InvalidUsageRecord(PermanentError):
+    """A record on the usage topic that is no UsageRecorded with a tenant and a usage id: dead-lettered."""
+
+
+def _header_items(event: EventT[bytes]) -> list[tuple[str, bytes]]:
     headers = event.headers
-    items: Any = headers.items() if isinstance(headers, Mapping) else headers or ()
+    return list(headers.items() if isinstance(headers, Mapping) else headers or ())
+
+
+def _decode(event: EventT[bytes]) -> usage_pb2.UsageRecorded:
+    """The usage fact of a record; InvalidUsageRecord (with the reason) for anything else."""
     try:
-        message, _ = cloudevents.decode(event.value, cloudevents.headers_to_dict(list(items)), _USAGE_TYPE)
+        message, _ = cloudevents.decode(event.value, cloudevents.headers_to_dict(_header_items(event)), _USAGE_TYPE)
     except cloudevents.InvalidEvent as exc:
-        log.warning("usage record skipped", reason=str(exc), partition=event.message.partition)
-        return None
+        raise InvalidUsageRecord(str(exc)) from exc
     if not isinstance(message, usage_pb2.UsageRecorded) or not message.tenant_id or not message.usage_id:
-        log.warning("usage record skipped", reason="no tenant_id or usage_id", partition=event.message.partition)
-        return None
+        raise InvalidUsageRecord("a UsageRecorded needs a tenant_id and a usage_id")
     return message

@@ -14,7 +14,16 @@ from google.protobuf import json_format, symbol_database
 from google.protobuf.message import DecodeError, Message
 
 # Importing the generated modules registers every rag.v1 type in the default symbol database.
-from rag.v1 import chunks_pb2, documents_pb2, queries_pb2, security_pb2, services_pb2, status_pb2  # noqa: F401
+from rag.v1 import (  # noqa: F401
+    chunks_pb2,
+    connectors_pb2,
+    documents_pb2,
+    queries_pb2,
+    security_pb2,
+    services_pb2,
+    status_pb2,
+    usage_pb2,
+)
 
 from ragstream_common.events import PROTOBUF
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from typing import Protocol
 
 from aiokafka import ConsumerRecord
 
@@ -62,8 +63,21 @@ class DeadLetters:
                 await asyncio.sleep(backoff.next_delay())
 
 
+class RecordPosition(Protocol):
+    """Where a record was read: an aiokafka ConsumerRecord, or a faust message (services/metering)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
 def reason_headers(
-    record: ConsumerRecord, exc: BaseException, *, kind: FailureKind, attempts: int, group: str
+    record: RecordPosition, exc: BaseException, *, kind: FailureKind, attempts: int, group: str
 ) -> list[tuple[str, bytes]]:
     return [
         (h.ORIGINAL_TOPIC, record.topic.encode()),
