@@ -24,7 +24,7 @@ setup:
 	$(UV) sync --frozen --all-packages
 	$(UV_RUN) python -m ragstream_devstack fetch-kafka
 
-## run: Kafka, Postgres, migrations, topics and all five services; Ctrl-C stops everything
+## run: Kafka, Postgres, migrations, topics and every service; Ctrl-C stops everything
 run: setup
 	$(UV_RUN) python -m ragstream_devstack run
 
