@@ -32,7 +32,12 @@ def test_unknown_metrics_are_refused() -> None:
         usage_record("t", "u", "s", questionz=1)
 
 
-def test_the_metrics_are_those_metering_counts() -> None:
-    from ragstream_metering.windows import METRICS
+def test_the_metrics_are_exactly_those_usage_minutes_accepts() -> None:
+    """The one list (gateway and metering import it) against migration 0012's CHECK."""
+    import re
+    from importlib import resources
 
-    assert frozenset(METRICS) == USAGE_METRICS
+    sql = (resources.files("ragstream_common.migrations") / "0012_usage.sql").read_text()
+    check = re.search(r"metric\s+text NOT NULL CHECK \(metric IN \(([^)]*)\)\)", sql)
+    assert check is not None
+    assert set(re.findall(r"'([a-z_]+)'", check.group(1))) == set(USAGE_METRICS)

@@ -15,18 +15,17 @@ from rag.v1 import usage_pb2
 
 from ragstream_common.messages import now_timestamp
 
-# The metrics metering counts (usage.proto; migration 0012_usage.sql accepts exactly these).
-USAGE_METRICS = frozenset(
-    {
-        "questions",
-        "searches",
-        "documents_ingested",
-        "bytes_ingested",
-        "chunks_embedded",
-        "tokens_in",
-        "tokens_out",
-        "connector_items_synced",
-    }
+# The metrics metering counts, in the order GET /v1/usage reports them (usage.proto; migration 0012_usage.sql
+# accepts exactly these). The one list: the gateway's usage API and the metering service import it.
+USAGE_METRICS: tuple[str, ...] = (
+    "questions",
+    "searches",
+    "documents_ingested",
+    "bytes_ingested",
+    "chunks_embedded",
+    "tokens_in",
+    "tokens_out",
+    "connector_items_synced",
 )
 
 

@@ -24,20 +24,10 @@ from prometheus_client import Gauge
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from ragstream_common.logs import get_logger
+from ragstream_common.usage_records import USAGE_METRICS
 
 log = get_logger(__name__)
 
-# The metrics of rag.usage.recorded.v1 (protos/rag/v1/usage.proto) and of usage_minutes' CHECK, in response order.
-USAGE_METRICS = (
-    "questions",
-    "searches",
-    "documents_ingested",
-    "bytes_ingested",
-    "chunks_embedded",
-    "tokens_in",
-    "tokens_out",
-    "connector_items_synced",
-)
 Granularity = Literal["minute", "hour", "day"]
 GRANULARITY_STEP = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 # Prices are per 1,000 of a metric, bytes per GB (10^9 bytes).

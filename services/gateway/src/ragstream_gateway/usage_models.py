@@ -11,9 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
+from ragstream_common.usage_records import USAGE_METRICS
 
 from ragstream_gateway.usage import (
-    USAGE_METRICS,
     Budget,
     BudgetStatus,
     CostReport,

@@ -11,17 +11,10 @@ import zlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
+from ragstream_common.usage_records import USAGE_METRICS
+
 # The metrics usage_minutes accepts (migration 0012_usage.sql) and GET /v1/usage reports.
-METRICS: tuple[str, ...] = (
-    "questions",
-    "searches",
-    "documents_ingested",
-    "bytes_ingested",
-    "chunks_embedded",
-    "tokens_in",
-    "tokens_out",
-    "connector_items_synced",
-)
+METRICS = USAGE_METRICS
 WINDOW_S = 60
 # A tenant's window is split into this many parts by usage id, each a table key of its own: faust writes a key's
 # whole value to the changelog at every change, so a part's record (and the bytes rewritten per fact) stays
