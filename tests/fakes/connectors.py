@@ -273,7 +273,9 @@ class MemoryBlobs:
     stored: dict[tuple[str, str], bytes] = field(default_factory=dict)
     paths: list[Path] = field(default_factory=list)
 
-    async def put_file(self, tenant_id: str, key: str, path: Path, content_type: str) -> str:
+    async def put_file(
+        self, tenant_id: str, key: str, path: Path, content_type: str, *, sha256: str | None = None
+    ) -> str:
         self.stored[(tenant_id, key)] = path.read_bytes()  # noqa: ASYNC240  # a small test file
         self.paths.append(path)
         return f"blob://{key}"

@@ -135,27 +135,21 @@ async def test_empty_and_small_files(pool_of: PoolOf, migrated_database: str, tm
         assert connection.execute(query, (tenant, f"{key}-small")).fetchone() == (0,)
 
 
-async def test_a_file_that_changes_while_stored_is_rolled_back(
-    pool_of: PoolOf, migrated_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import ragstream_common.blobs as blobs
-
-    path = tmp_path / "growing.bin"
+async def test_content_that_does_not_match_its_hash_is_rolled_back(pool_of: PoolOf, tmp_path: Path) -> None:
+    """A caller's hash (a download hashed as it streamed) is checked against what is written: a file that changed
+    since, or any other mismatch, leaves no blob and no parts behind."""
+    path = tmp_path / "changed.bin"
     path.write_bytes(b"x" * 100)
-    real_size_and_sha256 = blobs._size_and_sha256
-
-    def hashed_then_appended(file: Path) -> tuple[int, str]:
-        measured = real_size_and_sha256(file)
-        with file.open("ab") as handle:
-            handle.write(b"appended after hashing")
-        return measured
-
-    monkeypatch.setattr(blobs, "_size_and_sha256", hashed_then_appended)
+    stale = hashlib.sha256(b"x" * 99).hexdigest()
     writer, reader = PostgresBlobStore(await pool_of("gateway")), PostgresBlobStore(await pool_of("ingest"))
     tenant, key = _ids()
     with pytest.raises(BlobIntegrityError):
-        await writer.put_file(tenant, key, path, "text/plain")
+        await writer.put_file(tenant, key, path, "text/plain", sha256=stale)
     assert await reader.size(tenant, key) is None
+    right = hashlib.sha256(b"x" * 100).hexdigest()
+    assert await writer.put_file(tenant, key, path, "text/plain", sha256=right) == f"blob://{key}"
+    stored = await reader.get(tenant, key)
+    assert stored is not None and stored.sha256 == right and stored.data == b"x" * 100
 
 
 class CountedReads(PostgresBlobStore):

@@ -41,8 +41,12 @@ class BlobStore(Protocol):
         """Store (idempotently) and return the URI to put in events."""
         ...
 
-    async def put_file(self, tenant_id: str, key: str, path: Path, content_type: str) -> str:
-        """Store the file's content (idempotently: keys are content addressed), streaming it in bounded memory."""
+    async def put_file(
+        self, tenant_id: str, key: str, path: Path, content_type: str, *, sha256: str | None = None
+    ) -> str:
+        """Store the file's content (idempotently: keys are content addressed), streaming it in bounded memory.
+        `sha256`: the content's hash when the caller already has it (a download hashed as it streamed), so the
+        file is read once; content that does not match it is refused (BlobIntegrityError)."""
         ...
 
     async def get(self, tenant_id: str, key: str) -> Blob | None: ...
@@ -89,8 +93,10 @@ class PostgresBlobStore:
             )
         return blob_uri(key)
 
-    async def put_file(self, tenant_id: str, key: str, path: Path, content_type: str) -> str:
-        size, digest = await asyncio.to_thread(_size_and_sha256, path)
+    async def put_file(
+        self, tenant_id: str, key: str, path: Path, content_type: str, *, sha256: str | None = None
+    ) -> str:
+        size, digest = await asyncio.to_thread(_size_and_sha256, path, sha256)
         if size == 0:
             return await self.put(tenant_id, key, b"", content_type)
         parts = -(-size // PART_BYTES)
@@ -114,7 +120,7 @@ class PostgresBlobStore:
                         (tenant_id, key, part_no, piece),
                     )
             if written.hexdigest() != digest or _file_size(path) != size:  # rolls the transaction back
-                raise BlobIntegrityError(f"{path} changed while it was stored as blob {key!r}")
+                raise BlobIntegrityError(f"{path} does not hold the content of blob {key!r} (changed, or another hash)")
         return blob_uri(key)
 
     async def get(self, tenant_id: str, key: str) -> Blob | None:
@@ -165,7 +171,10 @@ async def _joined_parts(
     return content
 
 
-def _size_and_sha256(path: Path) -> tuple[int, str]:
+def _size_and_sha256(path: Path, known_sha256: str | None = None) -> tuple[int, str]:
+    """The file's size, and its sha256 (read and hashed only when the caller did not know it)."""
+    if known_sha256 is not None:
+        return _file_size(path), known_sha256
     with path.open("rb") as file:
         digest = hashlib.file_digest(file, "sha256")
     return _file_size(path), digest.hexdigest()
@@ -214,10 +223,12 @@ class S3BlobStore:
         )
         return blob_uri(key)
 
-    async def put_file(self, tenant_id: str, key: str, path: Path, content_type: str) -> str:
+    async def put_file(
+        self, tenant_id: str, key: str, path: Path, content_type: str, *, sha256: str | None = None
+    ) -> str:
         from boto3.s3.transfer import TransferConfig
 
-        _, digest = await asyncio.to_thread(_size_and_sha256, path)
+        _, digest = await asyncio.to_thread(_size_and_sha256, path, sha256)
         # Managed multipart upload: at most max_concurrency parts of multipart_chunksize in memory at once.
         transfer = TransferConfig(multipart_chunksize=8 * 1024 * 1024, max_concurrency=4)
         await asyncio.to_thread(

@@ -145,7 +145,9 @@ class ScheduleStore(Protocol):
 class BlobFiles(Protocol):
     """The blob store, fed from a file so that a large download is never held in memory."""
 
-    async def put_file(self, tenant_id: str, key: str, path: Path, content_type: str) -> str:
+    async def put_file(
+        self, tenant_id: str, key: str, path: Path, content_type: str, *, sha256: str | None = None
+    ) -> str:
         """Store (idempotently on `key`) and return the `blob://` URI for events."""
         ...
 

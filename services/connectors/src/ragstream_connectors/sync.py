@@ -224,7 +224,8 @@ class ConnectorSync:
         document_id = row.document_id if row is not None else document_id_for(self._id, change.item_id)
         content_type = change.content_type or downloaded.content_type
         key = f"{document_id}/{downloaded.sha256}"
-        uri = await self._blobs.put_file(self._tenant, key, downloaded.path, content_type)
+        # The download was hashed as it streamed: the blob store reads the file once, to write it.
+        uri = await self._blobs.put_file(self._tenant, key, downloaded.path, content_type, sha256=downloaded.sha256)
         return documents_pb2.DocumentSource(
             uri=uri,
             content_type=content_type,
