@@ -229,6 +229,13 @@ async def wait_healthy(run: subprocess.Popen[bytes], ports: SystemPorts, timeout
     raise AssertionError("gateway /readyz not ready")
 
 
+async def wait_accepting(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not port_accepts("127.0.0.1", port):
+        assert time.monotonic() < deadline, f"nothing accepts on port {port} after {timeout_s:.0f}s"
+        await asyncio.sleep(0.3)
+
+
 @pytest.fixture
 def run_dir() -> Iterator[Path]:
     """Not under pytest's tmp_path, which is private to root: as root, Postgres runs as an unprivileged user."""
@@ -261,8 +268,9 @@ async def test_make_run_restarts_a_killed_service_and_broker_and_stops_clean(run
         broker = supervised(run, "kafka.Kafka")
         broker.kill()
         await wait_replaced(run, "kafka.Kafka", broker.pid)
+        # readiness is cached for a few seconds, so wait for the broker itself first, on the same port as before
+        await wait_accepting(kafka_port, timeout_s=90)
         await wait_healthy(run, ports, timeout_s=90)
-        assert port_accepts("127.0.0.1", kafka_port)  # the same port as before
 
         everything = psutil.Process(run.pid).children(recursive=True)
         run.send_signal(signal.SIGINT)
