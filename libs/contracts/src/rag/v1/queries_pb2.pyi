@@ -32,6 +32,8 @@ class _QueryModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QueryMode.V
     """treated as ANSWER"""
     QUERY_MODE_ANSWER: _QueryMode.ValueType  # 1
     QUERY_MODE_SEARCH: _QueryMode.ValueType  # 2
+    QUERY_MODE_AGENT: _QueryMode.ValueType  # 3
+    """Multi-step retrieval: the generate worker plans follow-up searches, then answers from all of them."""
 
 class QueryMode(_QueryMode, metaclass=_QueryModeEnumTypeWrapper): ...
 
@@ -39,6 +41,8 @@ QUERY_MODE_UNSPECIFIED: QueryMode.ValueType  # 0
 """treated as ANSWER"""
 QUERY_MODE_ANSWER: QueryMode.ValueType  # 1
 QUERY_MODE_SEARCH: QueryMode.ValueType  # 2
+QUERY_MODE_AGENT: QueryMode.ValueType  # 3
+"""Multi-step retrieval: the generate worker plans follow-up searches, then answers from all of them."""
 Global___QueryMode: _TypeAlias = QueryMode  # noqa: Y015
 
 class _RetrievalMode:
@@ -143,6 +147,7 @@ class QueryRequested(_message.Message):
     DEADLINE_FIELD_NUMBER: _builtins.int
     REQUESTED_AT_FIELD_NUMBER: _builtins.int
     TIMINGS_MS_FIELD_NUMBER: _builtins.int
+    MAX_STEPS_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     """Correlation id; also the record key."""
     tenant_id: _builtins.str
@@ -152,6 +157,8 @@ class QueryRequested(_message.Message):
     retrieval: Global___RetrievalMode.ValueType
     reply_to: _builtins.str
     """host:port of the gateway's ReplyService waiting for this query; empty for Kafka-only callers."""
+    max_steps: _builtins.int
+    """AGENT mode: the most retrieval steps the agent may take (0: the worker's default; capped by the worker)."""
     @_builtins.property
     def filters(self) -> Global___QueryFilters: ...
     @_builtins.property
@@ -178,10 +185,11 @@ class QueryRequested(_message.Message):
         deadline: _timestamp_pb2.Timestamp | None = ...,
         requested_at: _timestamp_pb2.Timestamp | None = ...,
         timings_ms: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        max_steps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "filters", b"filters", "requested_at", b"requested_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "filters", b"filters", "mode", b"mode", "query_id", b"query_id", "question", b"question", "reply_to", b"reply_to", "requested_at", b"requested_at", "retrieval", b"retrieval", "tenant_id", b"tenant_id", "timings_ms", b"timings_ms", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "filters", b"filters", "max_steps", b"max_steps", "mode", b"mode", "query_id", b"query_id", "question", b"question", "reply_to", b"reply_to", "requested_at", b"requested_at", "retrieval", b"retrieval", "tenant_id", b"tenant_id", "timings_ms", b"timings_ms", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,6 +350,42 @@ class Citation(_message.Message):
 Global___Citation: _TypeAlias = Citation  # noqa: Y015
 
 @_typing.final
+class AgentStep(_message.Message):
+    """One retrieval step of an AGENT query: the search it ran, why, and what it found."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    NEW_SOURCES_FIELD_NUMBER: _builtins.int
+    step: _builtins.int
+    """1-based, in the order the steps ran."""
+    query: _builtins.str
+    reason: _builtins.str
+    new_sources: _builtins.int
+    """How many of `sources` no earlier step had found."""
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoredChunk]: ...
+    def __init__(
+        self,
+        *,
+        step: _builtins.int = ...,
+        query: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        sources: _abc.Iterable[Global___ScoredChunk] | None = ...,
+        new_sources: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_sources", b"new_sources", "query", b"query", "reason", b"reason", "sources", b"sources", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentStep: _TypeAlias = AgentStep  # noqa: Y015
+
+@_typing.final
 class AnswerProduced(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -374,6 +418,8 @@ class AnswerProduced(_message.Message):
     BACKEND_FIELD_NUMBER: _builtins.int
     TIMINGS_MS_FIELD_NUMBER: _builtins.int
     PRODUCED_AT_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    EXIT_REASON_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     tenant_id: _builtins.str
     answer: _builtins.str
@@ -382,12 +428,19 @@ class AnswerProduced(_message.Message):
     degraded: _builtins.bool
     """True when the configured backend failed and the extractive fallback answered."""
     backend: _builtins.str
+    exit_reason: _builtins.str
     @_builtins.property
     def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]: ...
     @_builtins.property
     def timings_ms(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     @_builtins.property
     def produced_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentStep]:
+        """AGENT mode: the steps taken, and why the loop stopped: answered, no_new_evidence, step_budget, deadline,
+        token_budget or repeated_call.
+        """
+
     def __init__(
         self,
         *,
@@ -400,10 +453,12 @@ class AnswerProduced(_message.Message):
         backend: _builtins.str = ...,
         timings_ms: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         produced_at: _timestamp_pb2.Timestamp | None = ...,
+        steps: _abc.Iterable[Global___AgentStep] | None = ...,
+        exit_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["produced_at", b"produced_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "backend", b"backend", "citations", b"citations", "degraded", b"degraded", "no_answer", b"no_answer", "produced_at", b"produced_at", "query_id", b"query_id", "tenant_id", b"tenant_id", "timings_ms", b"timings_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "backend", b"backend", "citations", b"citations", "degraded", b"degraded", "exit_reason", b"exit_reason", "no_answer", b"no_answer", "produced_at", b"produced_at", "query_id", b"query_id", "steps", b"steps", "tenant_id", b"tenant_id", "timings_ms", b"timings_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rag.v1 import queries_pb2 as rag_dot_v1_dot_queries__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rag/v1/services.proto\x12\x06rag.v1\x1a\x14rag/v1/queries.proto\"/\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x10\n\x08is_query\x18\x02 \x01(\x08\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"Y\n\rEmbedResponse\x12%\n\nembeddings\x18\x01 \x03(\x0b\x32\x11.rag.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\"\xa7\x01\n\rSearchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12%\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x14.rag.v1.QueryFilters\x12(\n\tretrieval\x18\x05 \x01(\x0e\x32\x15.rag.v1.RetrievalMode\x12\x14\n\x0cquery_vector\x18\x06 \x03(\x02\"\xa2\x01\n\x0eSearchResponse\x12#\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x13.rag.v1.ScoredChunk\x12\x39\n\ntimings_ms\x18\x02 \x03(\x0b\x32%.rag.v1.SearchResponse.TimingsMsEntry\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"n\n\x0fGenerateRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12$\n\x07sources\x18\x04 \x03(\x0b\x32\x13.rag.v1.ScoredChunk\"Q\n\rGenerateEvent\x12\x0f\n\x05token\x18\x01 \x01(\tH\x00\x12&\n\x04\x64one\x18\x02 \x01(\x0b\x32\x16.rag.v1.AnswerProducedH\x00\x42\x07\n\x05\x65vent\"\xb0\x01\n\x0cSourcesReply\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12#\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x13.rag.v1.ScoredChunk\x12\x37\n\ntimings_ms\x18\x03 \x03(\x0b\x32#.rag.v1.SourcesReply.TimingsMsEntry\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"d\n\x0e\x41nswerFragment\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x05token\x18\x02 \x01(\tH\x00\x12&\n\x04\x64one\x18\x03 \x01(\x0b\x32\x16.rag.v1.AnswerProducedH\x00\x42\x07\n\x05\x65vent\"?\n\x0cQueryFailure\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1c\n\x08ReplyAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x32\x44\n\x0c\x45mbedService\x12\x34\n\x05\x45mbed\x12\x14.rag.v1.EmbedRequest\x1a\x15.rag.v1.EmbedResponse2J\n\x0fRetrieveService\x12\x37\n\x06Search\x12\x15.rag.v1.SearchRequest\x1a\x16.rag.v1.SearchResponse2O\n\x0fGenerateService\x12<\n\x08Generate\x12\x17.rag.v1.GenerateRequest\x1a\x15.rag.v1.GenerateEvent0\x01\x32\xbe\x01\n\x0cReplyService\x12\x38\n\x0e\x44\x65liverSources\x12\x14.rag.v1.SourcesReply\x1a\x10.rag.v1.ReplyAck\x12:\n\x0cStreamAnswer\x12\x16.rag.v1.AnswerFragment\x1a\x10.rag.v1.ReplyAck(\x01\x12\x38\n\x0e\x44\x65liverFailure\x12\x14.rag.v1.QueryFailure\x1a\x10.rag.v1.ReplyAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rag/v1/services.proto\x12\x06rag.v1\x1a\x14rag/v1/queries.proto\"/\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x10\n\x08is_query\x18\x02 \x01(\x08\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"Y\n\rEmbedResponse\x12%\n\nembeddings\x18\x01 \x03(\x0b\x32\x11.rag.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\"\xa7\x01\n\rSearchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12%\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x14.rag.v1.QueryFilters\x12(\n\tretrieval\x18\x05 \x01(\x0e\x32\x15.rag.v1.RetrievalMode\x12\x14\n\x0cquery_vector\x18\x06 \x03(\x02\"\xa2\x01\n\x0eSearchResponse\x12#\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x13.rag.v1.ScoredChunk\x12\x39\n\ntimings_ms\x18\x02 \x03(\x0b\x32%.rag.v1.SearchResponse.TimingsMsEntry\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"n\n\x0fGenerateRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12$\n\x07sources\x18\x04 \x03(\x0b\x32\x13.rag.v1.ScoredChunk\"Q\n\rGenerateEvent\x12\x0f\n\x05token\x18\x01 \x01(\tH\x00\x12&\n\x04\x64one\x18\x02 \x01(\x0b\x32\x16.rag.v1.AnswerProducedH\x00\x42\x07\n\x05\x65vent\"\xb0\x01\n\x0cSourcesReply\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12#\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x13.rag.v1.ScoredChunk\x12\x37\n\ntimings_ms\x18\x03 \x03(\x0b\x32#.rag.v1.SourcesReply.TimingsMsEntry\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb0\x01\n\x0e\x41nswerFragment\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x05token\x18\x02 \x01(\tH\x00\x12&\n\x04\x64one\x18\x03 \x01(\x0b\x32\x16.rag.v1.AnswerProducedH\x00\x12!\n\x04step\x18\x04 \x01(\x0b\x32\x11.rag.v1.AgentStepH\x00\x12\'\n\x07sources\x18\x05 \x01(\x0b\x32\x14.rag.v1.SourcesReplyH\x00\x42\x07\n\x05\x65vent\"?\n\x0cQueryFailure\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1c\n\x08ReplyAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x32\x44\n\x0c\x45mbedService\x12\x34\n\x05\x45mbed\x12\x14.rag.v1.EmbedRequest\x1a\x15.rag.v1.EmbedResponse2J\n\x0fRetrieveService\x12\x37\n\x06Search\x12\x15.rag.v1.SearchRequest\x1a\x16.rag.v1.SearchResponse2O\n\x0fGenerateService\x12<\n\x08Generate\x12\x17.rag.v1.GenerateRequest\x1a\x15.rag.v1.GenerateEvent0\x01\x32\xbe\x01\n\x0cReplyService\x12\x38\n\x0e\x44\x65liverSources\x12\x14.rag.v1.SourcesReply\x1a\x10.rag.v1.ReplyAck\x12:\n\x0cStreamAnswer\x12\x16.rag.v1.AnswerFragment\x1a\x10.rag.v1.ReplyAck(\x01\x12\x38\n\x0e\x44\x65liverFailure\x12\x14.rag.v1.QueryFailure\x1a\x10.rag.v1.ReplyAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,18 +56,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SOURCESREPLY']._serialized_end=931
   _globals['_SOURCESREPLY_TIMINGSMSENTRY']._serialized_start=509
   _globals['_SOURCESREPLY_TIMINGSMSENTRY']._serialized_end=557
-  _globals['_ANSWERFRAGMENT']._serialized_start=933
-  _globals['_ANSWERFRAGMENT']._serialized_end=1033
-  _globals['_QUERYFAILURE']._serialized_start=1035
-  _globals['_QUERYFAILURE']._serialized_end=1098
-  _globals['_REPLYACK']._serialized_start=1100
-  _globals['_REPLYACK']._serialized_end=1128
-  _globals['_EMBEDSERVICE']._serialized_start=1130
-  _globals['_EMBEDSERVICE']._serialized_end=1198
-  _globals['_RETRIEVESERVICE']._serialized_start=1200
-  _globals['_RETRIEVESERVICE']._serialized_end=1274
-  _globals['_GENERATESERVICE']._serialized_start=1276
-  _globals['_GENERATESERVICE']._serialized_end=1355
-  _globals['_REPLYSERVICE']._serialized_start=1358
-  _globals['_REPLYSERVICE']._serialized_end=1548
+  _globals['_ANSWERFRAGMENT']._serialized_start=934
+  _globals['_ANSWERFRAGMENT']._serialized_end=1110
+  _globals['_QUERYFAILURE']._serialized_start=1112
+  _globals['_QUERYFAILURE']._serialized_end=1175
+  _globals['_REPLYACK']._serialized_start=1177
+  _globals['_REPLYACK']._serialized_end=1205
+  _globals['_EMBEDSERVICE']._serialized_start=1207
+  _globals['_EMBEDSERVICE']._serialized_end=1275
+  _globals['_RETRIEVESERVICE']._serialized_start=1277
+  _globals['_RETRIEVESERVICE']._serialized_end=1351
+  _globals['_GENERATESERVICE']._serialized_start=1353
+  _globals['_GENERATESERVICE']._serialized_end=1432
+  _globals['_REPLYSERVICE']._serialized_start=1435
+  _globals['_REPLYSERVICE']._serialized_end=1625
 # @@protoc_insertion_point(module_scope)

@@ -281,22 +281,32 @@ class AnswerFragment(_message.Message):
     QUERY_ID_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     token: _builtins.str
     @_builtins.property
     def done(self) -> _queries_pb2.AnswerProduced: ...
+    @_builtins.property
+    def step(self) -> _queries_pb2.AgentStep:
+        """AGENT mode: each step as it completes, then all steps' sources once, before the first token."""
+
+    @_builtins.property
+    def sources(self) -> Global___SourcesReply: ...
     def __init__(
         self,
         *,
         query_id: _builtins.str = ...,
         token: _builtins.str = ...,
         done: _queries_pb2.AnswerProduced | None = ...,
+        step: _queries_pb2.AgentStep | None = ...,
+        sources: Global___SourcesReply | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "event", b"event", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "event", b"event", "sources", b"sources", "step", b"step", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "event", b"event", "query_id", b"query_id", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "event", b"event", "query_id", b"query_id", "sources", b"sources", "step", b"step", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["token", "done"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["token", "done", "step", "sources"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

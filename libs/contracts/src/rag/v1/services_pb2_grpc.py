@@ -277,7 +277,7 @@ class ReplyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamAnswer(self, request_iterator, context):
-        """One stream per answer: tokens, then exactly one `done`.
+        """One stream per answer: (AGENT mode: steps, then sources), tokens, then exactly one `done`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -99,7 +99,7 @@ class ReplyServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ReplyServiceAsyncStub: ...
     DeliverSources: _grpc.UnaryUnaryMultiCallable[_services_pb2.SourcesReply, _services_pb2.ReplyAck]
     StreamAnswer: _grpc.StreamUnaryMultiCallable[_services_pb2.AnswerFragment, _services_pb2.ReplyAck]
-    """One stream per answer: tokens, then exactly one `done`."""
+    """One stream per answer: (AGENT mode: steps, then sources), tokens, then exactly one `done`."""
     DeliverFailure: _grpc.UnaryUnaryMultiCallable[_services_pb2.QueryFailure, _services_pb2.ReplyAck]
 
 @_typing.type_check_only
@@ -107,7 +107,7 @@ class ReplyServiceAsyncStub(ReplyServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     DeliverSources: _aio.UnaryUnaryMultiCallable[_services_pb2.SourcesReply, _services_pb2.ReplyAck]  # type: ignore[assignment]
     StreamAnswer: _aio.StreamUnaryMultiCallable[_services_pb2.AnswerFragment, _services_pb2.ReplyAck]  # type: ignore[assignment]
-    """One stream per answer: tokens, then exactly one `done`."""
+    """One stream per answer: (AGENT mode: steps, then sources), tokens, then exactly one `done`."""
     DeliverFailure: _aio.UnaryUnaryMultiCallable[_services_pb2.QueryFailure, _services_pb2.ReplyAck]  # type: ignore[assignment]
 
 class ReplyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -124,7 +124,7 @@ class ReplyServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_services_pb2.AnswerFragment],
         context: _ServicerContext,
     ) -> _typing.Union[_services_pb2.ReplyAck, _abc.Awaitable[_services_pb2.ReplyAck]]:
-        """One stream per answer: tokens, then exactly one `done`."""
+        """One stream per answer: (AGENT mode: steps, then sources), tokens, then exactly one `done`."""
 
     @_abc_1.abstractmethod
     def DeliverFailure(
