@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
+from ragstream_common.healthcheck import settings_class
 from ragstream_common.registry import SERVICES
+from ragstream_devstack.credentials import LocalCredentials
+from ragstream_devstack.system import SystemPorts, service_env
 
 pytestmark = pytest.mark.unit
 
@@ -145,7 +148,7 @@ def test_the_code_has_the_calls_the_policies_expect() -> None:
     assert CALLERS == {
         "ReplyService": {"retrieve", "generate"},
         "EmbedService": {"retrieve"},
-        "RetrieveService": set(),
+        "RetrieveService": {"generate"},  # agent-mode follow-up searches
         "GenerateService": set(),
     }
 
@@ -186,6 +189,30 @@ def test_network_policies_admit_the_same_callers(api: str) -> None:
                 admitted |= set(selector.get("matchLabels", {}).values())
                 admitted |= {v for e in selector.get("matchExpressions", []) for v in e["values"]}
     assert admitted == CALLERS[api]
+
+
+# (caller, callee) of every call through the callee's Service; the ReplyService is dialled at `reply_to` instead.
+SERVICE_CALLS = sorted(
+    (caller, SERVING[api]) for api, callers in CALLERS.items() if api != "ReplyService" for caller in callers
+)
+
+
+@pytest.mark.parametrize(("caller", "callee"), SERVICE_CALLS)
+def test_callers_are_given_the_callee_address_everywhere(caller: str, callee: str, tmp_path: Path) -> None:
+    """`<CALLER>_<CALLEE>_ADDRESS` (e.g. RETRIEVE_EMBED_ADDRESS) is a setting of the caller and names the callee's
+    Service in compose and Kubernetes, and its local port in `make run`."""
+    variable, port = f"{caller.upper()}_{callee.upper()}_ADDRESS", SERVICES[callee].grpc_port
+    assert f"{callee}_address" in settings_class(caller).model_fields
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"][caller]["environment"][variable] == f"{callee}:{port}"
+    deployment = next(d for d in resources(BASE) if d["kind"] == "Deployment" and d["metadata"]["name"] == caller)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {e["name"]: e.get("value") for e in container["env"]}[variable] == f"{callee}:{port}"
+    ports = SystemPorts.defaults()
+    local = service_env(
+        caller, kafka="127.0.0.1:1", database_url="", ports=ports, credentials=LocalCredentials(tmp_path)
+    )
+    assert local[variable] == f"127.0.0.1:{ports.grpc[callee]}"
 
 
 def test_authorized_principals_are_real_service_accounts() -> None:

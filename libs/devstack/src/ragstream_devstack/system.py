@@ -72,6 +72,8 @@ def service_env(
         "TRANSFORMERS_OFFLINE": "1",
         f"{prefix}_GRPC_PORT": str(ports.grpc[name]),
         "RETRIEVE_EMBED_ADDRESS": f"127.0.0.1:{ports.grpc['embed']}",
+        # Agent-mode queries: the generate worker's follow-up searches (RetrieveService.Search).
+        "GENERATE_RETRIEVE_ADDRESS": f"127.0.0.1:{ports.grpc['retrieve']}",
         "GATEWAY_REPLY_ADVERTISE_ADDRESS": f"127.0.0.1:{ports.grpc['gateway']}",
         # The base of every connector's webhook URL: the gateway answers there, the worker registers it with
         # the providers (subscriptions, watch channels).
