@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export UV_LINK_MODE ?= copy
 
 .PHONY: setup run test check test-unit test-integration test-e2e lint protos bench-ingest bench-query eval clean
-.PHONY: bench-load soak
+.PHONY: bench-load soak eval-multihop
 .PHONY: chaos
 .PHONY: test-security security-fuzz bench-auth
 
@@ -82,6 +82,10 @@ DATASET ?= ../shared/datasets/scifact
 SPLIT ?= train
 eval: setup
 	$(UV_RUN) python benchmarks/eval_retrieval.py --dataset $(DATASET) --split $(SPLIT)
+
+## eval-multihop: agent vs single-shot answers on the multi-hop set (benchmarks/multihop)
+eval-multihop: setup
+	$(UV_RUN) python benchmarks/eval_multihop.py
 
 ## bench-load: mixed questions and uploads at capacity, then 10x (refusals must carry Retry-After), then recovery
 bench-load: setup

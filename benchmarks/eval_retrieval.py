@@ -7,6 +7,12 @@ The corpus is indexed through the gateway (POST /v1/documents, ids `<dataset>-<c
 a persistent system finds it indexed: identical content is a no-op), then every query with judgements in the
 split goes through POST /v1/search with top_k 100 in each retrieval mode. Chunk results become documents at the
 rank of their best chunk.
+
+`--modes agent` (not among the defaults) asks POST /v1/query in mode "agent" instead ({"question", "top_k": 10,
+"mode": "agent", "max_steps"}) and ranks the documents of the steps' sources in step order, each at its first
+occurrence: step 1 is the pipeline's own hybrid retrieval of 10 chunks, later steps add what the planner's
+follow-up searches found. Its @10 figures compare with hybrid's (only the first 10 documents of either ranking
+count); its recall@100 covers at most max_steps x 10 chunks, not 100, so it is not comparable.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from harness import DEFAULT_DATASET, SystemUnderTest, api_client, finish, log, s
 from metrics import documents_in_rank_order, evaluate
 
 MODES = ("dense", "lexical", "hybrid")
+AGENT_MODE = "agent"  # on request only: one agent run costs several searches
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 
 
@@ -31,7 +38,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="BEIR folder")
     parser.add_argument("--split", default="train", help="qrels/<split>.tsv")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of dense,lexical,hybrid")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of dense,lexical,hybrid,agent")
     parser.add_argument("--limit-queries", type=int, default=None, help="evaluate only the first N judged queries")
     parser.add_argument(
         "--limit-corpus",
@@ -40,12 +47,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="index only the first N documents (judgements outside them are dropped; smoke runs)",
     )
     parser.add_argument("--top-k", type=int, default=100, help="chunks per search (the API allows at most 100)")
+    parser.add_argument("--agent-top-k", type=int, default=10, help="chunks per step in agent mode")
+    parser.add_argument("--max-steps", type=int, default=4, help="the agent's step budget in agent mode")
     parser.add_argument("--concurrency", type=int, default=4, help="searches in flight")
     parser.add_argument("--upload-concurrency", type=int, default=8)
     parser.add_argument("--skip-index", action="store_true", help="assume the corpus is indexed already")
     args = parser.parse_args(argv)
     args.modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    if unknown := set(args.modes) - set(MODES):
+    if unknown := set(args.modes) - {*MODES, AGENT_MODE}:
         parser.error(f"unknown modes: {sorted(unknown)}")
     return args
 
@@ -89,6 +98,37 @@ async def search_all(
     return rankings, failures, latencies
 
 
+def documents_from_steps(steps: Sequence[dict[str, Any]], id_prefix: str) -> list[str]:
+    """Corpus ids of an agent reply's sources, in step order, each at its first occurrence."""
+    ids = [source["document_id"] for step in steps for source in step.get("sources") or []]
+    strip = len(id_prefix) + 1
+    return [d[strip:] for d in documents_in_rank_order(ids) if d.startswith(f"{id_prefix}-")]
+
+
+async def ask_agent_all(
+    client: httpx.AsyncClient, queries: dict[str, str], id_prefix: str, args: argparse.Namespace
+) -> tuple[dict[str, list[str]], list[str], list[float]]:
+    """As search_all, through POST /v1/query in agent mode: the documents its steps found, in step order."""
+    rankings: dict[str, list[str]] = {}
+    failures: list[str] = []
+    latencies: list[float] = []
+    limit = asyncio.Semaphore(args.concurrency)
+    body = {"top_k": args.agent_top_k, "mode": AGENT_MODE, "max_steps": args.max_steps}
+
+    async def one(query_id: str, text: str) -> None:
+        async with limit:
+            started = time.perf_counter()
+            response = await send(client, "POST", "/v1/query", json={"question": text, **body})
+            latencies.append((time.perf_counter() - started) * 1000)
+        if response.status_code != 200:
+            failures.append(f"{query_id}: {response.status_code} {response.text[:200]}")
+            return
+        rankings[query_id] = documents_from_steps(response.json().get("steps") or [], id_prefix)
+
+    await asyncio.gather(*(one(query_id, text) for query_id, text in queries.items()))
+    return rankings, failures, latencies
+
+
 def print_table(results: dict[str, dict[str, float]], queries: int, dataset: str, split: str) -> None:
     print(f"\nRetrieval quality on {dataset} ({split} split, {queries} judged queries)")
     print(f"{'mode':<10}" + "".join(f"{name:>12}" for name in METRICS))
@@ -116,9 +156,12 @@ async def run(args: argparse.Namespace, system: SystemUnderTest) -> None:
             details["not_indexed"] = sorted(d for d, view in views.items() if view["status"] != "indexed")[:50]
         for mode in args.modes:
             started = time.perf_counter()
-            rankings, failures, latencies = await search_all(
-                client, queries, mode, dataset_name, args.top_k, args.concurrency
-            )
+            if mode == AGENT_MODE:
+                rankings, failures, latencies = await ask_agent_all(client, queries, dataset_name, args)
+            else:
+                rankings, failures, latencies = await search_all(
+                    client, queries, mode, dataset_name, args.top_k, args.concurrency
+                )
             results[mode] = {name: round(value, 4) for name, value in evaluate(rankings, qrels).items()}
             log(f"  {mode}: {len(queries)} searches in {time.perf_counter() - started:.1f}s, {len(failures)} failed")
             if failures:

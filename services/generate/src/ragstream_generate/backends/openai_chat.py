@@ -93,7 +93,7 @@ def escape_source_text(text: str, *, quote: bool = False) -> str:
     return MARKER_GROUP.sub(lambda marker: f"&#91;{marker.group(1)}&#93;", escaped)
 
 
-def _source_block(number: int, chunk: ScoredChunk) -> str:
+def source_block(number: int, chunk: ScoredChunk) -> str:
     title = " ".join((chunk.title or chunk.document_id).split())  # one line: an attribute, not a header
     return (
         f'<source id="{number}" title="{escape_source_text(title, quote=True)}">\n'
@@ -102,7 +102,7 @@ def _source_block(number: int, chunk: ScoredChunk) -> str:
 
 
 def build_messages(question: str, sources: Sequence[ScoredChunk]) -> list[dict[str, str]]:
-    blocks = "\n\n".join(_source_block(n, chunk) for n, chunk in enumerate(sources, start=1))
+    blocks = "\n\n".join(source_block(n, chunk) for n, chunk in enumerate(sources, start=1))
     user = (
         f"<sources>\n{blocks}\n</sources>\n\n<question>\n{escape_source_text(question.strip())}\n</question>\n\n"
         "Answer the question from the sources, citing them by id as [n]."
