@@ -1,4 +1,5 @@
-"""The SSE stream's order: sources before tokens, even when the answer overtakes the sources."""
+"""The SSE stream's order: sources before tokens, even when the answer overtakes the sources; agent steps, which
+precede the sources, are never held."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ import time
 import pytest
 from rag.v1 import queries_pb2
 from ragstream_gateway.query import service
-from ragstream_gateway.query.replies import DoneEvent, FailureEvent, PendingQueries, SourcesEvent, TokenEvent
-from ragstream_gateway.query.service import QueryDispatcher, Submission
+from ragstream_gateway.query.replies import (
+    DoneEvent,
+    FailureEvent,
+    PendingQueries,
+    SourcesEvent,
+    StepEvent,
+    TokenEvent,
+)
+from ragstream_gateway.query.service import QueryDispatcher, SourcesFirst, Submission
 
 pytestmark = pytest.mark.unit
 
@@ -67,3 +75,24 @@ async def test_a_deadline_with_no_answer_is_still_a_timeout() -> None:
     pending = PendingQueries()
     with pytest.raises(service.QueryTimeout):
         await _follow(_submission(pending, TokenEvent("a"), timeout_s=0.05), pending, sources_first=True)
+
+
+STEP_1 = StepEvent(queries_pb2.AgentStep(step=1, query="How high is Kilimanjaro?", new_sources=1))
+STEP_2 = StepEvent(queries_pb2.AgentStep(step=2, query="Kibo summit height", reason="the summit", new_sources=0))
+
+
+def test_agent_steps_pass_straight_through_ahead_of_the_sources() -> None:
+    order = SourcesFirst()
+    assert order.admit(STEP_1) == [STEP_1]
+    assert order.admit(TokenEvent("It is ")) == []  # an answer event still waits for the sources
+    assert order.admit(STEP_2) == [STEP_2]
+    assert order.admit(SOURCES) == [SOURCES, TokenEvent("It is ")]
+    assert order.admit(DONE) == [DONE]
+
+
+async def test_an_agent_stream_keeps_its_order_step_sources_token_done() -> None:
+    pending = PendingQueries()
+    arrived = (STEP_1, STEP_2, SOURCES, TokenEvent("5,895 m"), DONE)
+    events = await _follow(_submission(pending, *arrived), pending, sources_first=True)
+    assert events == list(arrived)
+    assert len(pending) == 0

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.unit
 
 async def _submit(*, search_only: bool) -> RecordingSink:
     sink = RecordingSink()
-    request = QueryRequest("t1", "How high is Kilimanjaro?", 5, None, search_only, "hybrid", 30.0)
+    request = QueryRequest(
+        "t1", "How high is Kilimanjaro?", 5, None, "search" if search_only else "answer", "hybrid", 30.0
+    )
     await QueryDispatcher(sink, PendingQueries(), "gw:50050").submit(request)
     return sink
 

@@ -1,7 +1,9 @@
 """Waiting queries and the ReplyService that workers call to answer them.
 
 Each gateway instance serves ReplyService on its own address and names it in `QueryRequested.reply_to`;
-retrieve delivers the sources, generate streams the answer. Callers need a token with scope `reply` addressed
+retrieve delivers the sources, generate streams the answer. In agent mode generate streams it all on the one
+answer stream, in order: each retrieval step, then the sources of every step once, then the answer (retrieve
+delivers no sources for those queries). Callers need a token with scope `reply` addressed
 to the gateway (grpc_auth), and may deliver only to queries of the token's tenant. Events for a query of that
 tenant nobody waits for any more (client gone, deadline passed) are refused with `accepted=false`.
 
@@ -53,7 +55,26 @@ class FailureEvent:
     reason: str
 
 
-ReplyEvent = SourcesEvent | TokenEvent | DoneEvent | FailureEvent
+@dataclass(frozen=True)
+class StepEvent:
+    """Agent mode: one retrieval step, as it completes (before the sources)."""
+
+    step: queries_pb2.AgentStep
+
+
+ReplyEvent = SourcesEvent | TokenEvent | DoneEvent | FailureEvent | StepEvent
+
+
+def fragment_event(fragment: services_pb2.AnswerFragment) -> ReplyEvent:
+    """The reply event an answer stream's fragment is; one without an event counts as an (empty) `done`."""
+    kind = fragment.WhichOneof("event")
+    if kind == "token":
+        return TokenEvent(fragment.token)
+    if kind == "step":
+        return StepEvent(fragment.step)
+    if kind == "sources":
+        return SourcesEvent(list(fragment.sources.chunks), dict(fragment.sources.timings_ms))
+    return DoneEvent(fragment.done)
 
 
 class PendingQueries:
@@ -118,9 +139,7 @@ class ReplyServicer(services_pb2_grpc.ReplyServiceServicer):
         accepted = True
         async for fragment in request_iterator:
             await self._admit(fragment.query_id, context)
-            kind = fragment.WhichOneof("event")
-            event: ReplyEvent = TokenEvent(fragment.token) if kind == "token" else DoneEvent(fragment.done)
-            accepted = self._pending.deliver(fragment.query_id, event) and accepted
+            accepted = self._pending.deliver(fragment.query_id, fragment_event(fragment)) and accepted
         return services_pb2.ReplyAck(accepted=accepted)
 
     async def DeliverFailure(

@@ -15,9 +15,21 @@ from ragstream_common.events import Emitted, EventSink
 from ragstream_common.messages import now_timestamp
 from ragstream_common.usage_records import usage_record
 
-from ragstream_gateway.query.models import QueryFiltersBody
-from ragstream_gateway.query.replies import DoneEvent, FailureEvent, PendingQueries, ReplyEvent, SourcesEvent
+from ragstream_gateway.query.models import QueryFiltersBody, QueryMode
+from ragstream_gateway.query.replies import (
+    DoneEvent,
+    FailureEvent,
+    PendingQueries,
+    ReplyEvent,
+    SourcesEvent,
+    StepEvent,
+)
 
+_MODES = {
+    "answer": queries_pb2.QUERY_MODE_ANSWER,
+    "search": queries_pb2.QUERY_MODE_SEARCH,
+    "agent": queries_pb2.QUERY_MODE_AGENT,
+}
 _RETRIEVAL = {
     "hybrid": queries_pb2.RETRIEVAL_MODE_HYBRID,
     "dense": queries_pb2.RETRIEVAL_MODE_DENSE,
@@ -39,9 +51,19 @@ class QueryRequest:
     question: str
     top_k: int
     filters: QueryFiltersBody | None
-    search_only: bool
+    mode: QueryMode
     retrieval: str
     timeout_s: float
+    # Agent mode: the most retrieval steps; None leaves it to the worker (QueryRequested.max_steps 0).
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_steps is not None and self.mode != "agent":
+            raise ValueError("max_steps applies to agent mode only")
+
+    @property
+    def search_only(self) -> bool:
+        return self.mode == "search"
 
 
 @dataclass
@@ -77,7 +99,8 @@ class QueryDispatcher:
             tenant_id=request.tenant_id,
             question=request.question,
             top_k=request.top_k,
-            mode=queries_pb2.QUERY_MODE_SEARCH if request.search_only else queries_pb2.QUERY_MODE_ANSWER,
+            mode=_MODES[request.mode],
+            max_steps=request.max_steps or 0,
             retrieval=_RETRIEVAL[request.retrieval],
             reply_to=self._reply_address,
             deadline=deadline,
@@ -103,7 +126,8 @@ class QueryDispatcher:
 
         With `sources_first` (the SSE stream promises `sources` before `token`s) answer events that overtook the
         sources are held until the sources arrive: they come from retrieve and the answer from generate, over two
-        independent gRPC calls. A complete answer waits at most SOURCES_GRACE_S for them, then goes out alone."""
+        independent gRPC calls. A complete answer waits at most SOURCES_GRACE_S for them, then goes out alone.
+        (Agent mode sends steps, sources and answer in order on one stream: nothing is held there.)"""
         order = SourcesFirst() if sources_first and not submission.search_only else None
         try:
             while True:
@@ -130,7 +154,8 @@ SOURCES_GRACE_S = 1.0
 
 
 class SourcesFirst:
-    """Holds answer events (tokens, done) until the sources event has been let through."""
+    """Holds answer events (tokens, done) until the sources event has been let through; agent steps, which come
+    before the sources, and failures are never held."""
 
     def __init__(self) -> None:
         self._held: list[ReplyEvent] = []
@@ -146,7 +171,7 @@ class SourcesFirst:
 
     def admit(self, event: ReplyEvent) -> list[ReplyEvent]:
         """The events to pass on now, in order."""
-        if self._sources_seen or isinstance(event, FailureEvent):
+        if self._sources_seen or isinstance(event, FailureEvent | StepEvent):
             return [event]
         if isinstance(event, SourcesEvent):
             self._sources_seen = True
@@ -162,7 +187,8 @@ class SourcesFirst:
 
 
 def query_usage(query: queries_pb2.QueryRequested) -> usage_pb2.UsageRecorded:
-    """The question or search this query is, for metering: counted once per query id."""
+    """The question or search this query is, for metering: counted once per query id (an agent query is one
+    question, however many searches it runs)."""
     what = "search" if query.mode == queries_pb2.QUERY_MODE_SEARCH else "question"
     quantity = {"searches" if what == "search" else "questions": 1}
     return usage_record(

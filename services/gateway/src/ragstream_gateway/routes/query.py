@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from rag.v1 import queries_pb2
 from sse_starlette import EventSourceResponse
 
 from ragstream_gateway.audit_trail import note_question
@@ -21,10 +22,11 @@ from ragstream_gateway.query.models import (
     QueryResponse,
     SearchBody,
     SearchResponse,
+    agent_step_out,
     chunk_out,
     citation_out,
 )
-from ragstream_gateway.query.replies import DoneEvent, FailureEvent, SourcesEvent, TokenEvent
+from ragstream_gateway.query.replies import DoneEvent, FailureEvent, SourcesEvent, StepEvent, TokenEvent
 from ragstream_gateway.query.service import QueryDispatcher, QueryRequest, QueryTimeout, Submission, total_timings
 from ragstream_gateway.routes.quotas import count_question
 
@@ -57,10 +59,15 @@ def _failed(request: Request, submission: Submission, event: FailureEvent) -> Pr
     )
 
 
+# The SSE events of POST /v1/query, in the order they come (the OpenAPI description of its stream).
+SSE_ORDER = "step... (agent mode), sources, token..., done | error"
+
+
 @router.post(
     "/query",
     response_model=QueryResponse,
-    responses={**PROBLEMS, 200: {"content": {"text/event-stream": {"description": "sources, token..., done | error"}}}},
+    response_model_exclude_none=True,  # `steps` and `exit_reason` only in agent mode
+    responses={**PROBLEMS, 200: {"content": {"text/event-stream": {"description": SSE_ORDER}}}},
 )
 async def query(
     body: QueryBody,
@@ -69,8 +76,12 @@ async def query(
     settings: Annotated[GatewaySettings, Depends(get_settings)],
     dispatcher: Annotated[QueryDispatcher, Depends(get_queries)],
 ) -> Any:
-    """Ask a question; the answer cites the indexed chunks it comes from. `Accept: text/event-stream` streams
-    `sources`, then `token`s, then `done` (or `error`)."""
+    """Ask a question; the answer cites the indexed chunks it comes from. With `"mode": "agent"` the answer may
+    first run follow-up searches of its own (at most `max_steps` steps, the question's included): it cites chunks
+    from any step, and the answer lists the `steps` and the `exit_reason`.
+
+    `Accept: text/event-stream` streams, in this order: `step`s (agent mode, each as it completes), `sources`,
+    `token`s, then `done` (or `error`)."""
     note_question(body.question)  # audited as its hash unless the tenant opted in to the text
     submission = await dispatcher.submit(
         QueryRequest(
@@ -78,13 +89,15 @@ async def query(
             body.question,
             body.top_k,
             body.filters,
-            body.mode == "search",
+            body.mode,
             body.retrieval,
             _timeout_s(body.timeout_ms, settings),
+            body.max_steps,
         )
     )
+    agent = body.mode == "agent"
     if "text/event-stream" in request.headers.get("accept", ""):
-        return EventSourceResponse(_stream(request, dispatcher, submission), ping=15)
+        return EventSourceResponse(_stream(request, dispatcher, submission, agent), ping=15)
     answer = sources = None
     try:
         async for event in dispatcher.follow(submission):
@@ -106,6 +119,11 @@ async def query(
             citations=[],
             timings=total_timings(submission, sources.timings_ms if sources else {}),
         )
+    return _answered(submission, answer, agent)
+
+
+def _answered(submission: Submission, answer: queries_pb2.AnswerProduced, agent: bool) -> QueryResponse:
+    """The JSON answer, and the SSE `done` event; outside agent mode without `steps` and `exit_reason`."""
     return QueryResponse(
         query_id=submission.query_id,
         answer=answer.answer,
@@ -114,33 +132,25 @@ async def query(
         backend=answer.backend,
         citations=[citation_out(c) for c in answer.citations],
         timings=total_timings(submission, dict(answer.timings_ms)),
+        steps=[agent_step_out(step) for step in answer.steps] if agent else None,
+        exit_reason=answer.exit_reason if agent else None,
     )
 
 
 async def _stream(
-    request: Request, dispatcher: QueryDispatcher, submission: Submission
+    request: Request, dispatcher: QueryDispatcher, submission: Submission, agent: bool
 ) -> AsyncIterator[dict[str, str]]:
     try:
         async for event in dispatcher.follow(submission, sources_first=True):
-            if isinstance(event, SourcesEvent):
+            if isinstance(event, StepEvent):
+                yield _sse("step", agent_step_out(event.step).model_dump())
+            elif isinstance(event, SourcesEvent):
                 results = [chunk_out(c).model_dump() for c in event.chunks]
                 yield _sse("sources", {"query_id": submission.query_id, "results": results})
             elif isinstance(event, TokenEvent):
                 yield _sse("token", {"text": event.text})
             elif isinstance(event, DoneEvent):
-                answer = event.answer
-                yield _sse(
-                    "done",
-                    {
-                        "query_id": submission.query_id,
-                        "answer": answer.answer,
-                        "no_answer": answer.no_answer,
-                        "degraded": answer.degraded,
-                        "backend": answer.backend,
-                        "citations": [citation_out(c).model_dump() for c in answer.citations],
-                        "timings": total_timings(submission, dict(answer.timings_ms)),
-                    },
-                )
+                yield _sse("done", _answered(submission, event.answer, agent).model_dump(exclude_none=True))
             else:
                 failed = _failed(request, submission, event)
                 yield _sse("error", {"status": failed.status, "detail": failed.detail, **failed.extensions})
@@ -170,7 +180,7 @@ async def search(
             body.query,
             body.top_k,
             body.filters,
-            True,
+            "search",
             body.retrieval,
             _timeout_s(body.timeout_ms, settings),
         )
