@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rag.v1 import queries_pb2
+from rag.v1 import queries_pb2, services_pb2
 from ragstream_generate.backends.base import AnswerEvent
 
 FailAt = Literal["open", "token", "done"]
@@ -36,6 +36,20 @@ class RecordingAnswerStream:
 
     async def abort(self) -> None:
         self.received.append(("abort", None))
+
+    async def step(self, step: queries_pb2.AgentStep) -> None:
+        self.received.append(("step", step))
+
+    async def sources(self, reply: services_pb2.SourcesReply) -> None:
+        self.received.append(("sources", reply))
+
+    def kinds(self) -> list[str]:
+        """What arrived, in order, with runs of tokens folded into one "token"."""
+        kinds: list[str] = []
+        for kind, _ in self.received:
+            if not (kind == "token" and kinds and kinds[-1] == "token"):
+                kinds.append(kind)
+        return kinds
 
     def tokens(self) -> list[str]:
         return [str(value) for kind, value in self.received if kind == "token"]

@@ -18,6 +18,11 @@ from ragstream_common.service import run_service, serve_while_healthy, start_con
 from ragstream_generate.adapters.grpc_api import GenerateServicer
 from ragstream_generate.adapters.replies import GrpcReplyChannel
 from ragstream_generate.adapters.routes import GENERATE_ROUTES
+from ragstream_generate.adapters.search_grpc import GrpcSearcher
+from ragstream_generate.agent.answering import AgentAnswerer, AgentConfig
+from ragstream_generate.agent.llm_planner import LLMPlanner
+from ragstream_generate.agent.ports import Searcher
+from ragstream_generate.agent.rules_planner import ModelFreePlanner, RulesPlannerConfig
 from ragstream_generate.backends.base import AnswerBackend
 from ragstream_generate.backends.extractive import ExtractiveBackend, ExtractiveConfig
 from ragstream_generate.backends.openai_chat import OpenAIChatBackend, OpenAIChatConfig
@@ -25,33 +30,62 @@ from ragstream_generate.config import GenerateSettings
 from ragstream_generate.handlers import answer_batch
 
 
-def build_backend(settings: GenerateSettings) -> AnswerBackend:
-    extractive = ExtractiveBackend(ExtractiveConfig(max_sentences=settings.max_sentences))
-    if settings.backend == "extractive":
-        return extractive
-    config = OpenAIChatConfig(
+def openai_config(settings: GenerateSettings) -> OpenAIChatConfig:
+    return OpenAIChatConfig(
         base_url=settings.openai_base_url,
         api_key=settings.openai_api_key,
         model=settings.openai_model,
         timeout_s=settings.openai_timeout_s,
         max_retries=settings.openai_max_retries,
     )
-    return OpenAIChatBackend(config, fallback=extractive)
+
+
+def build_backend(settings: GenerateSettings) -> AnswerBackend:
+    extractive = ExtractiveBackend(ExtractiveConfig(max_sentences=settings.max_sentences))
+    if settings.backend == "extractive":
+        return extractive
+    return OpenAIChatBackend(openai_config(settings), fallback=extractive)
+
+
+def build_agent(
+    settings: GenerateSettings, backend: AnswerBackend, searcher: Searcher, stack: AsyncExitStack
+) -> AgentAnswerer:
+    """The agent over `searcher`: the model-free planner, or the LLM planner falling back to it."""
+    rules = ModelFreePlanner(RulesPlannerConfig(evidence_k=settings.agent_evidence_k))
+    config = AgentConfig(
+        default_steps=settings.agent_default_steps,
+        max_steps=settings.agent_max_steps,
+        evidence_k=settings.agent_evidence_k,
+        step_timeout_s=settings.agent_step_timeout_s,
+        answer_reserve_s=settings.agent_answer_reserve_s,
+        token_budget=settings.agent_token_budget or None,
+        tenant_token_budgets=settings.agent_tenant_token_budgets,
+        extractive=ExtractiveConfig(max_sentences=settings.max_sentences),
+    )
+    if settings.agent_planner == "rules":
+        return AgentAnswerer(lambda _state: rules, searcher, backend, config)
+    llm = LLMPlanner(openai_config(settings))
+    stack.push_async_callback(llm.aclose)
+    return AgentAnswerer(llm.run_for, searcher, backend, config, fallback=lambda _state: rules)
 
 
 async def start(settings: GenerateSettings, stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
     backend = build_backend(settings)
     if isinstance(backend, OpenAIChatBackend):
         stack.push_async_callback(backend.aclose)
+    minter = settings.tokens.required_minter(settings.service_name)
     replies = GrpcReplyClient(
         settings.reply_timeout_s,
         settings.answer_stream_timeout_s,
         settings.reply_max_channels,
         partial(grpc_channel, tls=settings.grpc_tls),
         targets=settings.reply_targets.targets(),
-        tokens=settings.tokens.required_minter(settings.service_name),
+        tokens=minter,
     )
     stack.push_async_callback(replies.close)
+    searcher = GrpcSearcher(settings.retrieve_address, minter, partial(grpc_channel, tls=settings.grpc_tls))
+    stack.push_async_callback(searcher.close)
+    agent = build_agent(settings, backend, searcher, stack)
     publisher = await start_publisher(stack, settings)
     server = await start_grpc(
         stack,
@@ -71,6 +105,7 @@ async def start(settings: GenerateSettings, stack: AsyncExitStack, stop: asyncio
         backend=backend,
         replies=GrpcReplyChannel(replies),
         sink=RoutedEventSink(publisher, GENERATE_ROUTES),
+        agent=agent,
     )
     consumer = await start_consumer(stack, settings, options, handler, publisher)
     await serve_while_healthy(stack, settings, server, consumers=[consumer])

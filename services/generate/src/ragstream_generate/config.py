@@ -37,3 +37,15 @@ class GenerateSettings(ServiceSettings):
     # TOKEN_*: GenerateService verifies tokens; generate mints them for its replies.
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     grpc_tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
+    # Agent mode: follow-up searches go to RetrieveService.Search here, planned by `agent_planner` ("rules":
+    # model-free, the default; "llm": the openai_* endpoint with tool calling, falling back to "rules").
+    retrieve_address: str = f"127.0.0.1:{SERVICES['retrieve'].grpc_port}"
+    agent_planner: str = Field(default="rules", pattern="^(rules|llm)$")
+    agent_default_steps: int = Field(default=4, ge=1, le=8)
+    agent_max_steps: int = Field(default=8, ge=1, le=8)
+    agent_evidence_k: int = Field(default=3, ge=1, le=20)
+    agent_step_timeout_s: float = Field(default=5.0, gt=0)
+    agent_answer_reserve_s: float = Field(default=0.3, ge=0)
+    # Tokens an LLM planner may spend on one query (0: unbounded), and per-tenant overrides (JSON object).
+    agent_token_budget: int = Field(default=20_000, ge=0)
+    agent_tenant_token_budgets: dict[str, int] = Field(default_factory=dict)

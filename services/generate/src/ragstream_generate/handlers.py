@@ -20,14 +20,23 @@ from typing import TypeAlias
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from rag.v1 import queries_pb2, usage_pb2
+from rag.v1 import queries_pb2, services_pb2, usage_pb2
 from ragstream_common.events import Emitted, Envelope, EventSink, PermanentError
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import is_expired, now_timestamp
 from ragstream_common.usage_records import usage_record
 
-from ragstream_generate.backends.base import DraftAnswer
-from ragstream_generate.metrics import ANSWER_SECONDS, ANSWERS, CITATIONS, DEGRADED, TOKENS_STREAMED
+from ragstream_generate.agent.answering import AgentAnswerer, step_message
+from ragstream_generate.backends.base import AnswerEvent, DraftAnswer
+from ragstream_generate.metrics import (
+    AGENT_RUNS,
+    AGENT_STEPS,
+    ANSWER_SECONDS,
+    ANSWERS,
+    CITATIONS,
+    DEGRADED,
+    TOKENS_STREAMED,
+)
 from ragstream_generate.ports import AnswerBackend, AnswerStream, ReplyChannel
 
 log = get_logger(__name__)
@@ -78,8 +87,22 @@ async def stream_answer(
 ) -> AsyncIterator[str | queries_pb2.AnswerProduced]:
     """Tokens as the backend produces them, then the structured AnswerProduced (shared with the gRPC API);
     `on_draft` sees the backend's final draft (what it cost in tokens, which the answer does not carry)."""
+    events = backend.stream(question, sources)
+    async for event in produced_answer(events, backend.name, query_id, tenant_id, sources, on_draft):
+        yield event
+
+
+async def produced_answer(
+    events: AsyncIterator[AnswerEvent],
+    backend_name: str,
+    query_id: str,
+    tenant_id: str,
+    sources: Sequence[queries_pb2.ScoredChunk],
+    on_draft: Callable[[DraftAnswer], None] | None = None,
+) -> AsyncIterator[str | queries_pb2.AnswerProduced]:
+    """`events` with their final draft turned into the AnswerProduced citing `sources`."""
     answered = False
-    async for event in backend.stream(question, sources):
+    async for event in events:
         if isinstance(event, DraftAnswer):
             answered = True
             if on_draft is not None:
@@ -88,17 +111,21 @@ async def stream_answer(
         else:
             yield event
     if not answered:
-        raise BackendContractError(f"backend {backend.name} ended without a final answer")
+        raise BackendContractError(f"backend {backend_name} ended without a final answer")
 
 
 async def answer_batch(
-    batch: Sequence[Envelope[RetrievedEvent]], backend: AnswerBackend, replies: ReplyChannel, sink: EventSink
+    batch: Sequence[Envelope[RetrievedEvent]],
+    backend: AnswerBackend,
+    replies: ReplyChannel,
+    sink: EventSink,
+    agent: AgentAnswerer | None = None,
 ) -> None:
     """Answer the batch's queries concurrently (LLM backends are I/O bound); emit all answers in batch order,
-    then their usage records."""
+    then their usage records. AGENT queries go through `agent` (without one they are answered single-shot)."""
     for envelope in batch:
         _validate(envelope.message.query)
-    answered = await asyncio.gather(*(_answer_query(envelope, backend, replies) for envelope in batch))
+    answered = await asyncio.gather(*(_answer_query(envelope, backend, replies, agent) for envelope in batch))
     answers = [answer for answer, _ in answered if answer is not None]
     await sink.emit(answers + [usage for _, usage in answered if usage is not None])
 
@@ -110,7 +137,7 @@ def _validate(query: queries_pb2.QueryRequested) -> None:
 
 
 async def _answer_query(
-    envelope: Envelope[RetrievedEvent], backend: AnswerBackend, replies: ReplyChannel
+    envelope: Envelope[RetrievedEvent], backend: AnswerBackend, replies: ReplyChannel, agent: AgentAnswerer | None
 ) -> tuple[Emitted | None, Emitted | None]:
     """What answering one query emits: its answer for a Kafka caller, and its usage record."""
     query = envelope.message.query
@@ -122,7 +149,7 @@ async def _answer_query(
     with tracer.start_as_current_span("generate answer", context=envelope.trace_context, attributes=attributes):
         live = LiveReply(replies, query.reply_to, query.query_id, query.tenant_id)
         drafts: list[DraftAnswer] = []
-        answer = await _compose(envelope.message, backend, live, drafts.append)
+        answer = await _compose(envelope.message, backend, live, drafts.append, agent)
         usage = Emitted(_tokens_usage(query, drafts[-1]), otel_context.get_current()) if drafts else None
         # Only Kafka callers (no reply_to) get their answer as an event; HTTP callers' stay off Kafka.
         if answer is None or query.reply_to:
@@ -147,13 +174,18 @@ async def _compose(
     backend: AnswerBackend,
     live: LiveReply,
     on_draft: Callable[[DraftAnswer], None] | None = None,
+    agent: AgentAnswerer | None = None,
 ) -> queries_pb2.AnswerProduced | None:
     query = retrieved.query
     started = time.perf_counter()
     try:
-        answer = await _relay(
-            stream_answer(backend, query.query_id, query.tenant_id, query.question, retrieved.chunks, on_draft), live
-        )
+        if agent is not None and query.mode == queries_pb2.QUERY_MODE_AGENT:
+            answer = await _agent_answer(retrieved, agent, live, on_draft)
+        else:
+            answer = await _relay(
+                stream_answer(backend, query.query_id, query.tenant_id, query.question, retrieved.chunks, on_draft),
+                live,
+            )
     except Exception as exc:  # a failing backend ends this query only, never the batch
         ANSWERS.labels(backend.name, "failed").inc()
         log.error("answer failed", query_id=query.query_id, tenant_id=query.tenant_id, error=repr(exc))
@@ -164,6 +196,25 @@ async def _compose(
     answer.timings_ms[STAGE] = elapsed * 1000
     await live.done(answer)
     _count(answer, elapsed)
+    return answer
+
+
+async def _agent_answer(
+    retrieved: queries_pb2.QueryRetrieved,
+    agent: AgentAnswerer,
+    live: LiveReply,
+    on_draft: Callable[[DraftAnswer], None] | None,
+) -> queries_pb2.AnswerProduced:
+    """Steps and sources go live as the agent runs; the answer follows, carrying the steps and why they ended."""
+    query = retrieved.query
+    outcome = await agent.run(retrieved, live)
+    sources = outcome.state.sources
+    events = produced_answer(agent.answer(outcome), "agent", query.query_id, query.tenant_id, sources, on_draft)
+    answer = await _relay(events, live)
+    answer.steps.extend(step_message(step) for step in outcome.state.steps)
+    answer.exit_reason = outcome.exit_reason.value
+    AGENT_RUNS.labels(outcome.planner, outcome.exit_reason.value).inc()
+    AGENT_STEPS.observe(len(outcome.state.steps))
     return answer
 
 
@@ -211,6 +262,12 @@ class LiveReply:
 
     async def done(self, answer: queries_pb2.AnswerProduced) -> None:
         await self._send(lambda stream: stream.done(answer))
+
+    async def step(self, step: queries_pb2.AgentStep) -> None:
+        await self._send(lambda stream: stream.step(step))
+
+    async def sources(self, reply: services_pb2.SourcesReply) -> None:
+        await self._send(lambda stream: stream.sources(reply))
 
     async def fail(self, reason: str) -> None:
         """End any open stream and report the failure, so the caller is not left waiting for its deadline."""

@@ -31,5 +31,14 @@ TOKENS = Counter("ragstream_generate_tokens_total", "LLM tokens by backend and d
 for _backend in ("extractive", "openai"):
     for _direction in ("in", "out"):
         TOKENS.labels(_backend, _direction)
+# Agent mode. planner: rules | llm (the planner that finished the run); exit_reason: agent/state.ExitReason.
+AGENT_RUNS = Counter(
+    "ragstream_generate_agent_runs_total",
+    "Agent-mode queries by planner and why their loop stopped",
+    ["planner", "exit_reason"],
+)
+AGENT_STEPS = Histogram(
+    "ragstream_generate_agent_steps", "Retrieval steps per agent-mode query", buckets=(1, 2, 3, 4, 5, 6, 7, 8)
+)
 # ragstream_stage_seconds: each backend times generate, from the request to its final draft.
 declare_stages("generate")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from rag.v1 import queries_pb2
+from rag.v1 import queries_pb2, services_pb2
 from ragstream_common.events import EventSink
 
 from ragstream_generate.backends.base import AnswerBackend
@@ -18,12 +18,21 @@ __all__ = ["AnswerBackend", "AnswerStream", "EventSink", "ReplyChannel"]
 
 
 class AnswerStream(Protocol):
-    """One answer on its way to the gateway instance that waits for it: tokens, then exactly one `done`.
+    """One answer on its way to the gateway instance that waits for it: (AGENT mode: steps, then sources),
+    tokens, then exactly one `done`.
     Either may raise when the gateway is unreachable; the handler then drops the live stream."""
 
     async def token(self, text: str) -> None: ...
 
     async def done(self, answer: queries_pb2.AnswerProduced) -> None: ...
+
+    async def step(self, step: queries_pb2.AgentStep) -> None:
+        """AGENT mode: a completed step, before the sources and the answer."""
+        ...
+
+    async def sources(self, reply: services_pb2.SourcesReply) -> None:
+        """AGENT mode: every step's sources, once, before the answer's first token."""
+        ...
 
     async def abort(self) -> None:
         """End the stream without an answer (the backend failed half-way)."""

@@ -44,6 +44,14 @@ class GrpcAnswerStream:
         if not self._call.done():
             self._queue.put_nowait(services_pb2.AnswerFragment(query_id=self._query_id, token=text))
 
+    async def step(self, step: queries_pb2.AgentStep) -> None:
+        if not self._call.done():
+            self._queue.put_nowait(services_pb2.AnswerFragment(query_id=self._query_id, step=step))
+
+    async def sources(self, reply: services_pb2.SourcesReply) -> None:
+        if not self._call.done():
+            self._queue.put_nowait(services_pb2.AnswerFragment(query_id=self._query_id, sources=reply))
+
     async def done(self, answer: queries_pb2.AnswerProduced) -> None:
         self._queue.put_nowait(services_pb2.AnswerFragment(query_id=self._query_id, done=answer))
         self._queue.put_nowait(_END)

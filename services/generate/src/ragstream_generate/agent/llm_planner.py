@@ -38,8 +38,7 @@ from ragstream_common.logs import get_logger
 
 from ragstream_generate.agent.state import AgentState, FinalAnswer, PlannedSearch
 from ragstream_generate.backends.base import whitespace_tokens
-from ragstream_generate.backends.openai_chat import SYSTEM_PROMPT, OpenAIChatConfig, escape_source_text
-from ragstream_generate.backends.openai_chat import source_block
+from ragstream_generate.backends.openai_chat import SYSTEM_PROMPT, OpenAIChatConfig, escape_source_text, source_block
 
 log = get_logger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rag.v1.queries_pb2 import RetrievalMode, ScoredChunk
+from rag.v1.queries_pb2 import RETRIEVAL_MODE_UNSPECIFIED, RetrievalMode, ScoredChunk
 
 from ragstream_generate.agent.state import AgentState, FinalAnswer, PlannedSearch
 
@@ -19,7 +19,7 @@ class SearchScope:
     tenant_id: str
     document_ids: Sequence[str] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
-    retrieval: RetrievalMode.ValueType = 0  # RETRIEVAL_MODE_UNSPECIFIED: hybrid
+    retrieval: RetrievalMode.ValueType = RETRIEVAL_MODE_UNSPECIFIED  # hybrid
 
 
 class Searcher(Protocol):

@@ -18,6 +18,7 @@ class ExitReason(StrEnum):
     DEADLINE = "deadline"  # too little of the query's deadline was left for another step
     TOKEN_BUDGET = "token_budget"  # an LLM planner spent the tenant's tokens for one query
     REPEATED_CALL = "repeated_call"  # the planner asked for a search it had already run
+    SEARCH_FAILED = "search_failed"  # a step's search failed: answered from the earlier steps, degraded
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class PlannedSearch:
 
     def key(self) -> tuple[str, str, int | None, tuple[tuple[str, str], ...]]:
         """Identity for "never repeat a query": case and spacing do not make a search new."""
-        return (" ".join(self.query.casefold().split()), self.document_id or "", self.top_k, tuple(sorted(self.metadata.items())))
+        query = " ".join(self.query.casefold().split())
+        return (query, self.document_id or "", self.top_k, tuple(sorted(self.metadata.items())))
 
 
 @dataclass(frozen=True)

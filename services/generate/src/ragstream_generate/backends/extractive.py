@@ -132,12 +132,37 @@ def _reading_order(chosen: list[_Sentence]) -> list[_Sentence]:
     return sorted(chosen, key=lambda s: (source_rank[s.source], s.start))
 
 
-def _with_marker(sentence: str, index: int) -> str:
+def with_marker(sentence: str, index: int) -> str:
+    """The sentence on one line with its [index] citation before the final punctuation."""
     flat = " ".join(sentence.split())
     punct = _TERMINAL_PUNCT.search(flat)
     if punct:
         return f"{flat[: punct.start()]} [{index}]{punct.group(0)}"
     return f"{flat} [{index}]"
+
+
+@dataclass(frozen=True)
+class RankedSentence:
+    """A source sentence relevant to a question: `source` indexes the sources it came from."""
+
+    source: int
+    start: int
+    text: str
+    score: float
+
+
+def ranked_sentences(
+    question: str, sources: Sequence[ScoredChunk], config: ExtractiveConfig | None = None
+) -> list[RankedSentence]:
+    """The sentences covering enough of the question, best first (what the agent composes steps from)."""
+    config = config or ExtractiveConfig()
+    question_terms = set(content_terms(question))
+    sentences = _candidates(sources) if question_terms else []
+    relevant = _score(question_terms, sentences, sources, config) if sentences else []
+    return [
+        RankedSentence(s.source, s.start, s.text, s.score)
+        for s in sorted(relevant, key=lambda s: (-s.score, s.source, s.start))
+    ]
 
 
 def compose_answer(
@@ -157,7 +182,7 @@ def compose_answer(
         index = index_of.setdefault(sentence.source, len(index_of) + 1)
         if sentence.source not in snippet_of or sentence.score > snippet_of[sentence.source].score:
             snippet_of[sentence.source] = sentence
-        parts.append(_with_marker(sentence.text, index))
+        parts.append(with_marker(sentence.text, index))
     citations = [
         CitationRef(index=index, source=source, snippet=snippet_of[source].text, score=sources[source].score)
         for source, index in index_of.items()

@@ -1,0 +1,127 @@
+"""The model-free planner: decomposition, then bridge entities, then one RM3 expansion; no weights, no network.
+
+Step 1 (the question as asked) is the pipeline's own retrieval. After it the planner asks, in order: each
+sub-query of a compound question once; while some of the question's words are in no evidence, a search for
+the best bridge entity of the evidence plus those words (at most `max_bridges`); then one RM3 expansion of
+the question over step 1's sources. It stops when the evidence covers every word of the question, when the
+last step found nothing new among its top sources, or when nothing new is left to ask. One instance serves
+many concurrent runs: everything it knows about a run it derives from the run's `AgentState`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from rag.v1.queries_pb2 import ScoredChunk
+
+from ragstream_generate.agent.bridging import bridge_entities, bridge_query, uncovered_words
+from ragstream_generate.agent.decompose import decompose
+from ragstream_generate.agent.expansion import rm3_query
+from ragstream_generate.agent.state import AgentState, PlannedSearch
+
+# The reason of a bridge step names its entity: how a later call knows which bridges a run has used.
+_BRIDGE_REASON = re.compile(r"bridge: '(?P<entity>.+)' from step \d+ is not in the question")
+_EXPANSION_PREFIX = "expansion:"
+_SearchKey = tuple[str, str, int | None, tuple[tuple[str, str], ...]]
+
+
+@dataclass(frozen=True)
+class RulesPlannerConfig:
+    evidence_k: int = 3  # each step's sources that count as its evidence
+    max_bridges: int = 2
+    expansion: bool = True
+    top_k: int | None = None  # per follow-up search; None: the query's own top_k
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    chunks: list[ScoredChunk]
+    step_of: dict[str, int]  # chunk id -> the first step that had it among its top sources
+
+
+def _evidence(state: AgentState, evidence_k: int) -> _Evidence:
+    """The top `evidence_k` sources of every step, interleaved by rank (each step's best first), each once."""
+    chunks: list[ScoredChunk] = []
+    step_of: dict[str, int] = {}
+    for rank in range(evidence_k):
+        for step in state.steps:
+            if rank < len(step.sources) and step.sources[rank].chunk_id not in step_of:
+                step_of[step.sources[rank].chunk_id] = step.number
+                chunks.append(step.sources[rank])
+    return _Evidence(chunks, step_of)
+
+
+def _last_step_found_nothing_new(state: AgentState, evidence_k: int) -> bool:
+    last = state.steps[-1]
+    if last.number <= 1:
+        return False
+    top = {chunk.chunk_id for chunk in last.sources[:evidence_k]}
+    return not top.intersection(last.new_chunk_ids)
+
+
+def _used_bridges(state: AgentState) -> list[str]:
+    matches = (_BRIDGE_REASON.fullmatch(step.search.reason) for step in state.steps)
+    return [match.group("entity") for match in matches if match]
+
+
+class ModelFreePlanner:
+    """The `Planner` of agent/ports.py without a model: pure CPU, about a millisecond per step."""
+
+    name = "rules"
+
+    def __init__(self, config: RulesPlannerConfig | None = None) -> None:
+        self.config = config or RulesPlannerConfig()
+
+    async def next_action(self, state: AgentState, timeout_s: float) -> PlannedSearch | None:
+        # Milliseconds of CPU: the timeout never binds, and there is nothing to await.
+        return self.plan(state)
+
+    def plan(self, state: AgentState) -> PlannedSearch | None:
+        """The next search for `state`, or None: nothing useful left to ask."""
+        if not state.steps:
+            return self._search(state.question, "the question as asked")
+        asked = {step.search.key() for step in state.steps}
+        parts = decompose(state.question)
+        for part in parts:
+            search = self._search(part.query, part.reason)
+            if search.key() not in asked:
+                return search
+        if _last_step_found_nothing_new(state, self.config.evidence_k):
+            return None
+        evidence = _evidence(state, self.config.evidence_k)
+        # A compound question asks what its parts ask: "raise or lower", "compared with" are in no source.
+        focus = " ".join(part.query for part in parts) if parts else state.question
+        if not uncovered_words(focus, evidence.chunks):
+            return None
+        return self._bridge(state, focus, evidence, asked) or self._expansion(state, asked)
+
+    def _search(self, query: str, reason: str) -> PlannedSearch:
+        return PlannedSearch(query=query, reason=reason, top_k=self.config.top_k)
+
+    def _bridge(
+        self, state: AgentState, focus: str, evidence: _Evidence, asked: set[_SearchKey]
+    ) -> PlannedSearch | None:
+        used = _used_bridges(state)
+        if len(used) >= self.config.max_bridges:
+            return None
+        # Only an entity next to the question's terms is a bridge; one in an unrelated sentence is noise.
+        for entity in bridge_entities(state.question, evidence.chunks, exclude=used):
+            if not entity.related:
+                continue
+            query = bridge_query(entity.text, focus, evidence.chunks)
+            step = evidence.step_of[entity.chunk_id]
+            search = self._search(query, f"bridge: '{entity.text}' from step {step} is not in the question")
+            if search.key() not in asked:
+                return search
+        return None
+
+    def _expansion(self, state: AgentState, asked: set[_SearchKey]) -> PlannedSearch | None:
+        if not self.config.expansion or any(s.search.reason.startswith(_EXPANSION_PREFIX) for s in state.steps):
+            return None
+        query = rm3_query(state.question, state.steps[0].sources)
+        added = query[len(state.question) :].split()
+        if not added:
+            return None
+        search = self._search(query, f"{_EXPANSION_PREFIX} words of step 1's top sources ({', '.join(added)})")
+        return None if search.key() in asked else search

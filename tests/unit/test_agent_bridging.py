@@ -1,0 +1,103 @@
+"""Bridge entities: names and codes found in text, which of them lead to the next hop of a question, the
+question's words no evidence covers, and the follow-up search built from both."""
+
+from __future__ import annotations
+
+import pytest
+from rag.v1.queries_pb2 import ScoredChunk
+from ragstream_generate.agent.bridging import bridge_entities, bridge_query, find_entities, uncovered_words
+
+pytestmark = pytest.mark.unit
+
+LEAD_QUESTION = "Which office does the lead of Project Falcon work from?"
+
+
+def chunk(chunk_id: str, text: str, score: float = 1.0) -> ScoredChunk:
+    return ScoredChunk(chunk_id=chunk_id, document_id=f"doc-{chunk_id}", text=text, score=score)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Project Falcon is led by Dr. Maria Ortiz.", ["Project Falcon", "Maria Ortiz"]),
+        ("Escalations go to Ms. Ortiz before Friday.", ["Ortiz"]),
+        (
+            "The audit covers ISO 27001 controls for SKU 4471 and ticket FAL-2291.",
+            ["ISO 27001", "SKU 4471", "FAL-2291"],
+        ),
+        ("Staff may expense one iPhone per year through the HR portal.", ["iPhone", "HR"]),
+        (
+            'The pilot, code-named "Blue Harbor", reports to the Head of Engineering.',
+            ["Blue Harbor", "Head of Engineering"],
+        ),
+        ("The Berlin office closes early on Friday in December.", ["Berlin"]),
+        ("Falcon's budget was approved by the Berlin steering group.", ["Berlin"]),
+        ("Heron ships in May. The Heron team sits in Lisbon.", ["Heron", "Lisbon"]),
+        ("In March the policy changed. All staff were informed on Monday.", []),
+        ("The hotel cap rose to EUR 180 per night in 2025.", []),
+    ],
+)
+def test_find_entities_names_and_codes(text: str, expected: list[str]) -> None:
+    assert find_entities(text) == expected
+
+
+def test_find_entities_lists_each_name_once_in_order_of_first_mention() -> None:
+    text = "Tom Berg approved FAL-2291. Later tom berg and Maria Ortiz reviewed FAL-2291 again."
+    assert find_entities(text) == ["Tom Berg", "FAL-2291", "Maria Ortiz"]
+
+
+def test_uncovered_words_are_the_question_words_no_evidence_mentions() -> None:
+    evidence = [chunk("c1", "Project Falcon is led by Dr. Maria Ortiz.")]
+    # "lead" is covered by "led"; question words (which, does, from) are never asked about.
+    assert uncovered_words(LEAD_QUESTION, evidence) == ["office", "work"]
+    evidence.append(chunk("c2", "Maria Ortiz works from the Lisbon office."))
+    assert uncovered_words(LEAD_QUESTION, evidence) == []
+    assert uncovered_words(LEAD_QUESTION, []) == ["office", "lead", "project", "falcon", "work"]
+
+
+def test_uncovered_words_match_by_stem() -> None:
+    evidence = [chunk("c1", "Parking allowances differ per office; Berlin offers 40 spaces.")]
+    assert uncovered_words("What parking allowance does the Berlin office offer employees?", evidence) == ["employees"]
+
+
+def test_the_bridge_is_the_entity_beside_the_question_terms_not_a_distractor() -> None:
+    chunks = [
+        chunk("c1", "The Heron offsite was organised by Tom Berg. Project Falcon is led by Dr. Maria Ortiz.", 0.9),
+        chunk("c2", "Quarterly numbers are reviewed by Priya Nair in Munich.", 0.7),
+    ]
+    ranked = bridge_entities(LEAD_QUESTION, chunks)
+    assert ranked[0].text == "Maria Ortiz" and ranked[0].chunk_id == "c1" and ranked[0].related
+    assert {entity.text for entity in ranked[1:]} == {"Heron", "Tom Berg", "Priya Nair", "Munich"}
+    assert not any(entity.related for entity in ranked[1:])
+    assert all(ranked[0].score > entity.score for entity in ranked[1:])
+
+
+def test_a_related_mention_in_a_lower_chunk_beats_noise_in_the_top_chunk() -> None:
+    chunks = [
+        chunk("c1", "The cafeteria menu is set by Anna Kowalski every week.", 0.9),
+        chunk("c2", "Since January, Project Falcon has been led by Omar Haddad.", 0.6),
+    ]
+    assert bridge_entities(LEAD_QUESTION, chunks)[0].text == "Omar Haddad"
+
+
+def test_entities_the_question_names_or_the_caller_excludes_are_not_bridges() -> None:
+    chunks = [chunk("c1", "Project Falcon is led by Dr. Maria Ortiz, who reports to Tom Berg.")]
+    assert [entity.text for entity in bridge_entities(LEAD_QUESTION, chunks)] == ["Maria Ortiz", "Tom Berg"]
+    assert [entity.text for entity in bridge_entities(LEAD_QUESTION, chunks, exclude=["Maria Ortiz"])] == ["Tom Berg"]
+
+
+def test_frequency_breaks_ties() -> None:
+    chunks = [chunk("c1", "The Falcon team works from Lisbon and Porto. Porto hosts its lab. The Porto lab is new.")]
+    ranked = [entity.text for entity in bridge_entities("Where is the Falcon team based?", chunks)]
+    assert ranked[:2] == ["Porto", "Lisbon"]
+
+
+def test_bridge_query_is_the_entity_and_the_uncovered_words() -> None:
+    evidence = [chunk("c1", "Project Falcon is led by Dr. Maria Ortiz.")]
+    assert bridge_query("Maria Ortiz", LEAD_QUESTION, evidence) == "Maria Ortiz office work"
+
+
+def test_bridge_query_does_not_repeat_the_entitys_own_words() -> None:
+    evidence = [chunk("c1", "Expense approvals for Project Falcon go to the Finance Office.")]
+    question = "Which office approves Project Falcon expenses and where is it located?"
+    assert bridge_query("Finance Office", question, evidence) == "Finance Office located"
