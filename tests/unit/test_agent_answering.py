@@ -168,3 +168,15 @@ async def test_the_model_free_planner_answers_a_comparison_from_both_sides() -> 
     produced = replies.stream_for("q1").answer()
     assert produced is not None and "180" in produced.answer and "210" in produced.answer
     assert {c.document_id for c in produced.citations} == {"travel-2024", "travel-2025"}
+
+
+async def test_a_chain_retrieved_whole_in_step_one_is_still_followed_through_its_bridge() -> None:
+    message = retrieved()
+    message.chunks.append(
+        queries_pb2.ScoredChunk(chunk_id="ortiz#0", document_id="ortiz", text=DOCUMENTS["acme"][1][1], score=0.5)
+    )
+    replies, _, _ = await answer(ModelFreePlanner(RulesPlannerConfig()), message)  # type: ignore[arg-type]
+    produced = replies.stream_for("q1").answer()
+    assert produced is not None and len(produced.steps) == 2
+    assert produced.exit_reason in {"answered", "no_new_evidence"}
+    assert "Lisbon" in produced.answer and {c.document_id for c in produced.citations} == {"falcon", "ortiz"}

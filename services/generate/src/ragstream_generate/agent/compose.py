@@ -38,10 +38,20 @@ def _in_union(state: AgentState, step: Step, sentence: RankedSentence) -> Chosen
     return Chosen(number - 1, sentence.start, sentence.text, sentence.score)
 
 
-def _best(state: AgentState, step: Step, query: str, evidence_k: int, naming: str | None = None) -> Chosen | None:
-    """The step's best sentence for `query` among its top sources; with `naming`, only sentences naming it."""
+def _best(
+    state: AgentState,
+    step: Step,
+    query: str,
+    evidence_k: int,
+    naming: str | None = None,
+    avoid: frozenset[str] = frozenset(),
+) -> Chosen | None:
+    """The step's best sentence for `query` among its top sources, not from the `avoid` chunks; with `naming`,
+    only sentences naming it."""
     wanted = naming.casefold() if naming else None
     for sentence in ranked_sentences(query, step.sources[:evidence_k]):
+        if step.sources[sentence.source].chunk_id in avoid:
+            continue
         if wanted is None or wanted in sentence.text.casefold():
             return _in_union(state, step, sentence)
     return None
@@ -60,23 +70,25 @@ def _links(state: AgentState, step: Step) -> list[tuple[Step, str]]:
 
 
 def chosen_sentences(state: AgentState, evidence_k: int) -> list[list[Chosen]]:
-    """Per step, in step order, the sentences it contributes (each sentence once)."""
-    per_step: list[list[Chosen]] = [[] for _ in state.steps]
-    linked_steps: set[int] = set()
+    """Per step, in step order, the sentences it contributes (each sentence once). A step that followed an
+    entity gives its best sentence naming it; the earlier step gives the sentence that introduced the entity,
+    from another chunk (step 1 may have retrieved both hops, and the same sentence cannot be both ends)."""
+    intros: list[list[Chosen]] = [[] for _ in state.steps]
+    owns: list[Chosen | None] = [None for _ in state.steps]
     for step in state.steps[1:]:
         for earlier, entity in _links(state, step):
-            introduced = _best(state, earlier, state.question + " " + entity, evidence_k, naming=entity)
+            own = owns[step.number - 1] or _best(state, step, step.search.query, evidence_k, naming=entity)
+            owns[step.number - 1] = own
+            avoid = frozenset({state.sources[own.source].chunk_id}) if own else frozenset()
+            introduced = _best(state, earlier, state.question, evidence_k, naming=entity, avoid=avoid)
             if introduced is not None:
-                per_step[earlier.number - 1].append(introduced)
-                linked_steps.add(earlier.number)
-    for step in state.steps:
-        links = _links(state, step) if step.number > 1 else []
-        linking: str | None = links[0][1] if links else None
-        own = _best(state, step, step.search.query, evidence_k, naming=linking)
-        if own is None and linking is not None:
-            own = _best(state, step, step.search.query, evidence_k)
-        if own is not None and (step.number not in linked_steps or step.number > 1):
-            per_step[step.number - 1].append(own)
+                intros[earlier.number - 1].append(introduced)
+    per_step: list[list[Chosen]] = []
+    for step, introduced, own in zip(state.steps, intros, owns, strict=True):
+        # A step that introduced an entity contributes that sentence; its own best would be a second, unlinked
+        # answer to the same search.
+        own = own or (None if introduced else _best(state, step, step.search.query, evidence_k))
+        per_step.append([*introduced, *([own] if own else [])])
     seen: set[tuple[int, int]] = set()
     unique: list[list[Chosen]] = []
     for sentences in per_step:

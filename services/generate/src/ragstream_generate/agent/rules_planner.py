@@ -1,11 +1,16 @@
 """The model-free planner: decomposition, then bridge entities, then one RM3 expansion; no weights, no network.
 
 Step 1 (the question as asked) is the pipeline's own retrieval. After it the planner asks, in order: each
-sub-query of a compound question once; while some of the question's words are in no evidence, a search for
-the best bridge entity of the evidence plus those words (at most `max_bridges`); then one RM3 expansion of
-the question over step 1's sources. It stops when the evidence covers every word of the question, when the
-last step found nothing new among its top sources, or when nothing new is left to ask. One instance serves
-many concurrent runs: everything it knows about a run it derives from the run's `AgentState`.
+sub-query of a compound question once; while no single evidence chunk covers the question's words, a search
+for the best bridge entity plus the words its chunk lacks (at most `max_bridges`); then one RM3 expansion of
+the question over step 1's sources. It stops when one chunk covers every word of the question (or of each of
+its parts), when a bridge step found a chunk covering its own search, when the last step found nothing new
+among its top sources, or when nothing new is left to ask.
+
+Coverage is per chunk, not over the union of the evidence: two chunks that between them hold every word are a
+chain to follow, not an answer, even when step 1 happened to retrieve both (a small corpus), so the bridge
+step still runs and the answer links the hops through the entity they share. One instance serves many
+concurrent runs: everything it knows about a run it derives from the run's `AgentState`.
 """
 
 from __future__ import annotations
@@ -60,6 +65,18 @@ def _last_step_found_nothing_new(state: AgentState, evidence_k: int) -> bool:
     return not top.intersection(last.new_chunk_ids)
 
 
+def _covered_by_one(question: str, chunks: list[ScoredChunk]) -> bool:
+    return any(not uncovered_words(question, [chunk]) for chunk in chunks)
+
+
+def _bridge_answered(state: AgentState, evidence_k: int) -> bool:
+    """The last step followed a bridge and one of its top sources holds everything its search asked."""
+    last = state.steps[-1]
+    if not _BRIDGE_REASON.fullmatch(last.search.reason):
+        return False
+    return _covered_by_one(last.search.query, last.sources[:evidence_k])
+
+
 def _used_bridges(state: AgentState) -> list[str]:
     matches = (_BRIDGE_REASON.fullmatch(step.search.reason) for step in state.steps)
     return [match.group("entity") for match in matches if match]
@@ -89,12 +106,14 @@ class ModelFreePlanner:
                 return search
         if _last_step_found_nothing_new(state, self.config.evidence_k):
             return None
+        if _bridge_answered(state, self.config.evidence_k):
+            return None
         evidence = _evidence(state, self.config.evidence_k)
         # A compound question asks what its parts ask: "raise or lower", "compared with" are in no source.
-        focus = " ".join(part.query for part in parts) if parts else state.question
-        if not uncovered_words(focus, evidence.chunks):
+        focus = [part.query for part in parts] if parts else [state.question]
+        if all(_covered_by_one(words, evidence.chunks) for words in focus):
             return None
-        return self._bridge(state, focus, evidence, asked) or self._expansion(state, asked)
+        return self._bridge(state, " ".join(focus), evidence, asked) or self._expansion(state, asked)
 
     def _search(self, query: str, reason: str) -> PlannedSearch:
         return PlannedSearch(query=query, reason=reason, top_k=self.config.top_k)
@@ -109,7 +128,8 @@ class ModelFreePlanner:
         for entity in bridge_entities(state.question, evidence.chunks, exclude=used):
             if not entity.related:
                 continue
-            query = bridge_query(entity.text, focus, evidence.chunks)
+            source = next(chunk for chunk in evidence.chunks if chunk.chunk_id == entity.chunk_id)
+            query = bridge_query(entity.text, focus, [source])  # the entity and what its own chunk lacks
             step = evidence.step_of[entity.chunk_id]
             search = self._search(query, f"bridge: '{entity.text}' from step {step} is not in the question")
             if search.key() not in asked:
