@@ -1,10 +1,13 @@
 """The model-free agent's answer: extractive, from the evidence of every step, in the order that links them.
 
-Each step contributes its best sentence for its own search; a step that followed a bridge entity (a name its
-query shares with an earlier step's sources) contributes the sentence that names the entity, and the earlier
-step contributes the sentence that introduced it, so "Project Falcon is led by Dr. Maria Ortiz [1]. Dr. Maria
-Ortiz works from the Lisbon office [2]." reads as the chain it is. Citations are numbered by first use and point
-into `AgentState.sources`, the sources of all steps. One step only: exactly the single-shot extractive answer.
+Each step answers its own search: the best sentence of its best-ranked source that matches the search (retrieval
+ranks passages better than sentence matching does), then the sentence of that source covering most of the search
+words the first lacks ("The Osaka office occupies two floors... It opened in 2013."). A step that followed a
+bridge entity (a name its query shares with an earlier step's sources) answers with a sentence naming the entity,
+and the earlier step contributes the sentence that introduced it, from another chunk, so "Project Falcon is led
+by Dr. Maria Ortiz [1]. Dr. Maria Ortiz works from the Lisbon office [2]." reads as the chain it is. Citations
+are numbered by first use and point into `AgentState.sources`, the sources of all steps. One step only: exactly
+the single-shot extractive answer.
 """
 
 from __future__ import annotations
@@ -14,13 +17,8 @@ from dataclasses import dataclass
 from ragstream_generate.agent.bridging import find_entities
 from ragstream_generate.agent.state import AgentState, Step
 from ragstream_generate.backends.base import NO_ANSWER_TEXT, CitationRef, DraftAnswer
-from ragstream_generate.backends.extractive import (
-    ExtractiveConfig,
-    RankedSentence,
-    compose_answer,
-    ranked_sentences,
-    with_marker,
-)
+from ragstream_generate.backends.extractive import ExtractiveConfig, compose_answer, ranked_sentences, with_marker
+from ragstream_generate.citations import content_terms, sentence_spans
 
 
 @dataclass(frozen=True)
@@ -28,33 +26,61 @@ class Chosen:
     source: int  # index into AgentState.sources
     start: int
     text: str
-    score: float
 
 
-def _in_union(state: AgentState, step: Step, sentence: RankedSentence) -> Chosen:
-    chunk = step.sources[sentence.source]
-    number = state.source_number(chunk.chunk_id)
+@dataclass(frozen=True)
+class Pick:
+    """What a step is asked to answer with: its search, a name the sentence must contain, chunks to avoid."""
+
+    query: str
+    naming: str | None = None
+    avoid: frozenset[str] = frozenset()
+
+
+def _union_index(state: AgentState, chunk_id: str) -> int:
+    number = state.source_number(chunk_id)
     assert number is not None  # every step's sources are in the union
-    return Chosen(number - 1, sentence.start, sentence.text, sentence.score)
+    return number - 1
 
 
-def _best(
-    state: AgentState,
-    step: Step,
-    query: str,
-    evidence_k: int,
-    naming: str | None = None,
-    avoid: frozenset[str] = frozenset(),
-) -> Chosen | None:
-    """The step's best sentence for `query` among its top sources, not from the `avoid` chunks; with `naming`,
-    only sentences naming it."""
-    wanted = naming.casefold() if naming else None
-    for sentence in ranked_sentences(query, step.sources[:evidence_k]):
-        if step.sources[sentence.source].chunk_id in avoid:
+def _first(state: AgentState, step: Step, pick: Pick, evidence_k: int, taken: set[tuple[int, int]]) -> Chosen | None:
+    """The matching sentence of the best-ranked source that has one."""
+    wanted = pick.naming.casefold() if pick.naming else None
+    candidates = []
+    for sentence in ranked_sentences(pick.query, step.sources[:evidence_k]):
+        chunk = step.sources[sentence.source]
+        chosen = Chosen(_union_index(state, chunk.chunk_id), sentence.start, sentence.text)
+        if chunk.chunk_id in pick.avoid or (chosen.source, chosen.start) in taken:
             continue
         if wanted is None or wanted in sentence.text.casefold():
-            return _in_union(state, step, sentence)
-    return None
+            candidates.append((sentence.source, chosen))  # ranked best first: stable by source rank below
+    return min(candidates, key=lambda item: item[0])[1] if candidates else None
+
+
+def _rest(state: AgentState, first: Chosen, query: str, taken: set[tuple[int, int]]) -> Chosen | None:
+    """The sentence of the same source that covers most of the query words `first` lacks."""
+    text = state.sources[first.source].text
+    wanted = set(content_terms(query)) - set(content_terms(first.text))
+    best: tuple[int, Chosen] | None = None
+    for start, end in sentence_spans(text):
+        if start == first.start or (first.source, start) in taken:
+            continue
+        hits = len(wanted.intersection(content_terms(text[start:end])))
+        if hits and (best is None or hits > best[0]):
+            best = (hits, Chosen(first.source, start, text[start:end]))
+    return best[1] if best else None
+
+
+def _answer(state: AgentState, step: Step, pick: Pick, evidence_k: int, taken: set[tuple[int, int]]) -> list[Chosen]:
+    first = _first(state, step, pick, evidence_k, taken)
+    if first is None:
+        return []
+    taken.add((first.source, first.start))
+    rest = _rest(state, first, pick.query, taken)
+    if rest is None:
+        return [first]
+    taken.add((rest.source, rest.start))
+    return sorted([first, rest], key=lambda chosen: chosen.start)  # text order within the source
 
 
 def _links(state: AgentState, step: Step) -> list[tuple[Step, str]]:
@@ -70,32 +96,26 @@ def _links(state: AgentState, step: Step) -> list[tuple[Step, str]]:
 
 
 def chosen_sentences(state: AgentState, evidence_k: int) -> list[list[Chosen]]:
-    """Per step, in step order, the sentences it contributes (each sentence once). A step that followed an
-    entity gives its best sentence naming it; the earlier step gives the sentence that introduced the entity,
-    from another chunk (step 1 may have retrieved both hops, and the same sentence cannot be both ends)."""
+    """Per step, in step order, the sentences it contributes (each sentence once)."""
+    taken: set[tuple[int, int]] = set()
     intros: list[list[Chosen]] = [[] for _ in state.steps]
-    owns: list[Chosen | None] = [None for _ in state.steps]
+    owns: list[list[Chosen] | None] = [None for _ in state.steps]
     for step in state.steps[1:]:
         for earlier, entity in _links(state, step):
-            own = owns[step.number - 1] or _best(state, step, step.search.query, evidence_k, naming=entity)
-            owns[step.number - 1] = own
-            avoid = frozenset({state.sources[own.source].chunk_id}) if own else frozenset()
-            introduced = _best(state, earlier, state.question, evidence_k, naming=entity, avoid=avoid)
-            if introduced is not None:
-                intros[earlier.number - 1].append(introduced)
+            own = owns[step.number - 1]
+            if own is None:
+                own = owns[step.number - 1] = _answer(state, step, Pick(step.search.query, entity), evidence_k, taken)
+            avoid = frozenset(state.sources[chosen.source].chunk_id for chosen in own)
+            pick = Pick(state.question, entity, avoid)
+            intros[earlier.number - 1].extend(_answer(state, earlier, pick, evidence_k, taken)[:1])
     per_step: list[list[Chosen]] = []
     for step, introduced, own in zip(state.steps, intros, owns, strict=True):
-        # A step that introduced an entity contributes that sentence; its own best would be a second, unlinked
-        # answer to the same search.
-        own = own or (None if introduced else _best(state, step, step.search.query, evidence_k))
-        per_step.append([*introduced, *([own] if own else [])])
-    seen: set[tuple[int, int]] = set()
-    unique: list[list[Chosen]] = []
-    for sentences in per_step:
-        kept = [s for s in sentences if (s.source, s.start) not in seen]
-        seen.update((s.source, s.start) for s in kept)
-        unique.append(kept)
-    return unique
+        # A step that introduced an entity contributes that sentence; its own best answer to the same search
+        # would be a second, unlinked claim.
+        if own is None:
+            own = [] if introduced else _answer(state, step, Pick(step.search.query), evidence_k, taken)
+        per_step.append([*introduced, *own])
+    return per_step
 
 
 def compose_agent_answer(
@@ -110,8 +130,7 @@ def compose_agent_answer(
     for sentences in chosen_sentences(state, evidence_k):
         for sentence in sentences:
             index = index_of.setdefault(sentence.source, len(index_of) + 1)
-            if sentence.source not in snippet_of:
-                snippet_of[sentence.source] = sentence
+            snippet_of.setdefault(sentence.source, sentence)
             parts.append(with_marker(sentence.text, index))
     if not parts:
         return DraftAnswer(text=NO_ANSWER_TEXT, no_answer=True, backend=backend)
