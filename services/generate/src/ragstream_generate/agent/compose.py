@@ -1,6 +1,7 @@
 """The model-free agent's answer: extractive, from the evidence of every step, in the order that links them.
 
-Each step answers its own search: the best sentence of its best-ranked source that matches the search (retrieval
+Step 1 (the question as asked) contributes what the single-shot answer would say. Each later step answers its
+own search: the best sentence of its best-ranked source that matches the search (retrieval
 ranks passages better than sentence matching does), then the sentence of that source covering most of the search
 words the first lacks ("The Osaka office occupies two floors... It opened in 2013."). A step that followed a
 bridge entity (a name its query shares with an earlier step's sources) answers with a sentence naming the entity,
@@ -17,7 +18,13 @@ from dataclasses import dataclass
 from ragstream_generate.agent.bridging import find_entities
 from ragstream_generate.agent.state import AgentState, Step
 from ragstream_generate.backends.base import NO_ANSWER_TEXT, CitationRef, DraftAnswer
-from ragstream_generate.backends.extractive import ExtractiveConfig, compose_answer, ranked_sentences, with_marker
+from ragstream_generate.backends.extractive import (
+    ExtractiveConfig,
+    compose_answer,
+    ranked_sentences,
+    selected_sentences,
+    with_marker,
+)
 from ragstream_generate.citations import content_terms, sentence_spans
 
 
@@ -95,11 +102,13 @@ def _links(state: AgentState, step: Step) -> list[tuple[Step, str]]:
     return links
 
 
-def chosen_sentences(state: AgentState, evidence_k: int) -> list[list[Chosen]]:
+def chosen_sentences(state: AgentState, evidence_k: int, config: ExtractiveConfig) -> list[list[Chosen]]:
     """Per step, in step order, the sentences it contributes (each sentence once)."""
     taken: set[tuple[int, int]] = set()
     intros: list[list[Chosen]] = [[] for _ in state.steps]
     owns: list[list[Chosen] | None] = [None for _ in state.steps]
+    first = owns[0] = _single_shot(state, config)  # the question as asked, answered as single-shot answers it
+    taken.update((chosen.source, chosen.start) for chosen in first)
     for step in state.steps[1:]:
         for earlier, entity in _links(state, step):
             own = owns[step.number - 1]
@@ -110,12 +119,20 @@ def chosen_sentences(state: AgentState, evidence_k: int) -> list[list[Chosen]]:
             intros[earlier.number - 1].extend(_answer(state, earlier, pick, evidence_k, taken)[:1])
     per_step: list[list[Chosen]] = []
     for step, introduced, own in zip(state.steps, intros, owns, strict=True):
-        # A step that introduced an entity contributes that sentence; its own best answer to the same search
-        # would be a second, unlinked claim.
+        # A later step that introduced an entity contributes that sentence; its own best answer to the same
+        # search would be a second, unlinked claim.
         if own is None:
             own = [] if introduced else _answer(state, step, Pick(step.search.query), evidence_k, taken)
-        per_step.append([*introduced, *own])
+        per_step.append([*own, *introduced] if step.number == 1 else [*introduced, *own])
     return per_step
+
+
+def _single_shot(state: AgentState, config: ExtractiveConfig) -> list[Chosen]:
+    first = state.steps[0]
+    return [
+        Chosen(_union_index(state, first.sources[s.source].chunk_id), s.start, s.text)
+        for s in selected_sentences(state.question, first.sources, config)
+    ]
 
 
 def compose_agent_answer(
@@ -127,7 +144,7 @@ def compose_agent_answer(
     index_of: dict[int, int] = {}
     snippet_of: dict[int, Chosen] = {}
     parts: list[str] = []
-    for sentences in chosen_sentences(state, evidence_k):
+    for sentences in chosen_sentences(state, evidence_k, config):
         for sentence in sentences:
             index = index_of.setdefault(sentence.source, len(index_of) + 1)
             snippet_of.setdefault(sentence.source, sentence)

@@ -246,6 +246,76 @@ def _split_between(text: str) -> list[SubQuery]:
     ]
 
 
+_FROM_TO = re.compile(r"\bfrom\s+(?P<x>\S+)\s+to\s+(?P<y>\S+)", re.IGNORECASE)
+_PHRASE_LEAD = frozenset("in for at on of the a an".split())
+_ANAPHORS = frozenset({"one", "ones"})
+
+
+def _split_from_to(text: str) -> list[SubQuery]:
+    """ "How did the meal allowance change from 2023 to 2024": one search per year (or name)."""
+    match = _FROM_TO.search(text)
+    if match is None or _kind(match.group("x")) == "other" or _kind(match.group("x")) != _kind(match.group("y")):
+        return []
+    rest = _content_words(text[: match.start()] + " " + text[match.end() :], comparison=True)
+    return [
+        SubQuery(" ".join([*rest, match.group(side)]), f"comparison: one side ({match.group(side)})")
+        for side in ("x", "y")
+    ]
+
+
+def _phrase(words: list[str]) -> list[str]:
+    while words and words[0].casefold() in _PHRASE_LEAD:
+        words = words[1:]
+    return words
+
+
+def _split_choice(text: str) -> list[SubQuery]:
+    """ "the Krakow office or the Lisbon office", "in the 2025 policy or in the 2024 one", "the lead of Project
+    Beacon or the lead of Project Orchid": two parallel phrases; one search per phrase. The left phrase is found
+    by the right one's first or last word ("one" stands for the left phrase's last word)."""
+    joint = list(re.finditer(r"\s+or\s+", text, re.IGNORECASE))
+    if not joint:
+        return []
+    left_text, right_text = text[: joint[-1].start()], text[joint[-1].end() :]
+    right = _phrase([m.group() for m in TOKEN.finditer(re.split(r"[,;:?]", right_text)[0])])
+    left_tokens = [m.group() for m in TOKEN.finditer(re.split(r"[,;:]", left_text)[-1])]
+    if not right or len(right) > 6 or len(left_tokens) < 2:
+        return []
+    head = right[-1].casefold()
+    if head in _ANAPHORS:
+        right, head = right[:-1], ""
+    folded = [word.casefold() for word in left_tokens]
+    end = len(left_tokens)
+    if head and head in folded:
+        end = len(folded) - folded[::-1].index(head)
+    elif right[0].casefold() in folded:
+        start = len(folded) - folded[::-1].index(right[0].casefold())
+        end = min(len(left_tokens), start - 1 + len(right))
+    start = end - 1
+    while start > 0 and left_tokens[start - 1].casefold() not in _PHRASE_LEAD and end - start < len(right) + 2:
+        start -= 1
+    left = _phrase(left_tokens[start:end])
+    if not left or [w.casefold() for w in left] == [w.casefold() for w in right]:
+        return []
+    if not head:  # "the 2024 one": the left phrase's noun
+        right = [*right, *left[len(right) :]] if len(left) > len(right) else right
+    outer = _content_words(left_text[: left_text.rfind(left_tokens[start])] if start else "", comparison=True)
+    after = _content_words(re.split(r"[?]", right_text)[0][len(re.split(r"[,;:?]", right_text)[0]) :], True)
+    left, right = _content_words(" ".join(left), True), _content_words(" ".join(right), True)
+    if not left or not right or right == ["not"]:
+        return []  # "... or not" asks one thing
+    sides = [_squeezed([*outer, *phrase, *after]) for phrase in (left, right)]
+    return [
+        SubQuery(" ".join(side), f"comparison: one side ({' '.join(phrase)})")
+        for side, phrase in zip(sides, (left, right), strict=True)
+    ]
+
+
+def _squeezed(words: list[str]) -> list[str]:
+    """Words without immediate repeats ("lead lead of ...": the phrase repeats the word before it)."""
+    return [word for index, word in enumerate(words) if index == 0 or word.casefold() != words[index - 1].casefold()]
+
+
 def _distinct(parts: list[SubQuery], question: str) -> list[SubQuery]:
     seen = {_normalised(question)}
     kept: list[SubQuery] = []
@@ -258,7 +328,7 @@ def _distinct(parts: list[SubQuery], question: str) -> list[SubQuery]:
 
 
 def _split_simple(text: str) -> list[SubQuery]:
-    for split in (_split_comparison, _split_between, _split_list):
+    for split in (_split_comparison, _split_between, _split_list, _split_from_to, _split_choice):
         parts = split(text)
         if parts:
             return parts

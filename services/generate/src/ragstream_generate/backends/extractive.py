@@ -165,20 +165,31 @@ def ranked_sentences(
     ]
 
 
+def selected_sentences(
+    question: str, sources: Sequence[ScoredChunk], config: ExtractiveConfig | None = None
+) -> list[RankedSentence]:
+    """The sentences the single-shot answer is made of, in its reading order."""
+    return [RankedSentence(s.source, s.start, s.text, s.score) for s in _chosen(question, sources, config)]
+
+
+def _chosen(question: str, sources: Sequence[ScoredChunk], config: ExtractiveConfig | None) -> list[_Sentence]:
+    config = config or ExtractiveConfig()
+    question_terms = set(content_terms(question))
+    sentences = _candidates(sources) if question_terms else []
+    return _reading_order(_select(_score(question_terms, sentences, sources, config), config)) if sentences else []
+
+
 def compose_answer(
     question: str, sources: Sequence[ScoredChunk], config: ExtractiveConfig | None = None, backend: str = "extractive"
 ) -> DraftAnswer:
     """The extractive answer, or the no-answer draft when no sentence matches the question."""
-    config = config or ExtractiveConfig()
-    question_terms = set(content_terms(question))
-    sentences = _candidates(sources) if question_terms else []
-    chosen = _select(_score(question_terms, sentences, sources, config), config) if sentences else []
+    chosen = _chosen(question, sources, config)
     if not chosen:
         return DraftAnswer(text=NO_ANSWER_TEXT, no_answer=True, backend=backend)
     index_of: dict[int, int] = {}  # source position -> [n], numbered by first citation
     snippet_of: dict[int, _Sentence] = {}  # the best chosen sentence of each cited source
     parts: list[str] = []
-    for sentence in _reading_order(chosen):
+    for sentence in chosen:
         index = index_of.setdefault(sentence.source, len(index_of) + 1)
         if sentence.source not in snippet_of or sentence.score > snippet_of[sentence.source].score:
             snippet_of[sentence.source] = sentence
