@@ -68,7 +68,8 @@ def test_the_bridge_is_the_entity_beside_the_question_terms_not_a_distractor() -
     ranked = bridge_entities(LEAD_QUESTION, chunks)
     assert ranked[0].text == "Maria Ortiz" and ranked[0].chunk_id == "c1" and ranked[0].related
     assert {entity.text for entity in ranked[1:]} == {"Heron", "Tom Berg", "Priya Nair", "Munich"}
-    assert not any(entity.related for entity in ranked[1:])
+    # Names in the chunk that names the project are second choices; names elsewhere are noise.
+    assert {entity.text for entity in ranked if entity.related} == {"Maria Ortiz", "Heron", "Tom Berg"}
     assert all(ranked[0].score > entity.score for entity in ranked[1:])
 
 

@@ -226,7 +226,9 @@ class BridgeEntity:
     text: str
     chunk_id: str  # the chunk of its best-scored mention
     score: float
-    related: bool = False  # some mention's sentence shares terms with the question
+    # Some mention's sentence shares terms with the question, or its chunk names what the question names ("Main
+    # supplier: Bluepeak Systems." in the charter of the project asked about).
+    related: bool = False
 
 
 @dataclass
@@ -248,6 +250,8 @@ def bridge_entities(question: str, chunks: Sequence[ScoredChunk], exclude: Colle
     excluded = [set(coverage_terms(text)) for text in exclude]
     per_chunk = [_mentions(chunk.text) for chunk in chunks]
     inside = _names_seen_inside([mention for mentions in per_chunk for mention in mentions])
+    named = [set(coverage_terms(name)) for name in find_entities(question)]
+    about = [any(name <= set(coverage_terms(chunk.text)) for name in named) for chunk in chunks]
     tallies: dict[str, _Tally] = {}
     for rank, (chunk, mentions) in enumerate(zip(chunks, per_chunk, strict=True)):
         for mention in mentions:
@@ -258,9 +262,8 @@ def bridge_entities(question: str, chunks: Sequence[ScoredChunk], exclude: Colle
                 continue
             shared = (set(coverage_terms(mention.sentence)) - terms) & asked
             weight = len(shared) / len(asked) if asked else 0.0
-            entity = BridgeEntity(
-                mention.text, chunk.chunk_id, (_UNRELATED_MENTION_WEIGHT + weight) / (1 + rank), bool(shared)
-            )
+            score = (_UNRELATED_MENTION_WEIGHT + weight) / (1 + rank)
+            entity = BridgeEntity(mention.text, chunk.chunk_id, score, bool(shared) or about[rank])
             tally = tallies.setdefault(mention.text.casefold(), _Tally(entity, 0, len(tallies)))
             tally.count += 1
             if entity.score > tally.best.score:
