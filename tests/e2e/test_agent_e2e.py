@@ -4,7 +4,6 @@ planner and its RetrieveService.Search calls over gRPC with the tenant's token."
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,6 +11,7 @@ import httpx
 import pytest
 from support.otlp_receiver import OtlpReceiver
 from support.pipeline import wait_for_status
+from support.sse import read_sse
 
 pytestmark = pytest.mark.e2e
 
@@ -48,17 +48,6 @@ async def falcon(system) -> AsyncIterator[dict[str, str]]:
     yield {**ids, "suite": suffix, "other_key": created.json()["api_key"]}
 
 
-async def _sse(response: httpx.Response) -> list[tuple[str, dict]]:
-    events, name = [], None
-    async for line in response.aiter_lines():
-        if line.startswith("event:"):
-            name = line.split(":", 1)[1].strip()
-        elif line.startswith("data:") and name:
-            events.append((name, json.loads(line.split(":", 1)[1])))
-            name = None
-    return events
-
-
 async def test_the_two_hop_question_is_answered_from_both_documents(gateway: httpx.AsyncClient, falcon: dict) -> None:
     response = await gateway.post("/v1/query", json={"question": QUESTION, "mode": "agent"})
     assert response.status_code == 200, response.text
@@ -79,7 +68,7 @@ async def test_the_stream_shows_the_steps_before_sources_tokens_and_done(
     body = {"question": QUESTION, "mode": "agent", "filters": {"metadata": {"suite": falcon["suite"]}}}
     async with gateway.stream("POST", "/v1/query", json=body, headers={"Accept": "text/event-stream"}) as response:
         assert response.status_code == 200
-        events = await _sse(response)
+        events = await read_sse(response)
     kinds = [name for name, _ in events]
     first_sources, first_token = kinds.index("sources"), kinds.index("token")
     assert kinds[:2] == ["step", "step"] and set(kinds[:first_sources]) == {"step"}

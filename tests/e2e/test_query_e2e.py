@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,7 @@ from ragstream_common.kafka_settings import KafkaSettings
 from support.kafka_clients import signed_in_as
 from support.otlp_receiver import OtlpReceiver
 from support.pipeline import wait_for_status
+from support.sse import read_sse
 from support.tenant_kafka import produce, read_topic, wait_for_records
 
 pytestmark = pytest.mark.e2e
@@ -63,17 +63,6 @@ async def test_question_is_answered_with_a_verbatim_citation(gateway: httpx.Asyn
         assert body["timings"][stage] >= 0
 
 
-async def _sse_events(response: httpx.Response) -> list[tuple[str, dict]]:
-    events, name = [], None
-    async for line in response.aiter_lines():
-        if line.startswith("event:"):
-            name = line.split(":", 1)[1].strip()
-        elif line.startswith("data:") and name:
-            events.append((name, json.loads(line.split(":", 1)[1])))
-            name = None
-    return events
-
-
 async def test_sse_streams_sources_then_tokens_then_done(gateway: httpx.AsyncClient, corpus: dict) -> None:
     async with gateway.stream(
         "POST",
@@ -83,7 +72,7 @@ async def test_sse_streams_sources_then_tokens_then_done(gateway: httpx.AsyncCli
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        events = await _sse_events(response)
+        events = await read_sse(response)
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "sources" and kinds[-1] == "done"
     assert "token" in kinds and set(kinds[1:-1]) == {"token"}

@@ -6,7 +6,6 @@ the tokens and the answer on one stream. The SSE stream keeps that order; the JS
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -31,6 +30,7 @@ from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.query.replies import PendingQueries, ReplyServicer
 from ragstream_gateway.query.service import QueryDispatcher
 from support.kafka_clients import client_kwargs
+from support.sse import parse_sse
 from support.tokens import TokenKit
 
 pytestmark = pytest.mark.integration
@@ -157,22 +157,11 @@ async def _ask_and_answer(gateway: Gateway, body: dict[str, Any], headers: dict[
         asking.cancel()
 
 
-def _sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
-    events, name = [], None
-    for line in response.text.splitlines():
-        if line.startswith("event:"):
-            name = line.split(":", 1)[1].strip()
-        elif line.startswith("data:") and name:
-            events.append((name, json.loads(line.split(":", 1)[1])))
-            name = None
-    return events
-
-
 async def test_the_stream_carries_each_step_then_the_sources_then_tokens_then_done(gateway: Gateway) -> None:
     body = {"question": f"Which cone erupted last? {uuid.uuid4().hex}", "mode": "agent", "max_steps": 3}
     response = await _ask_and_answer(gateway, {**body, "timeout_ms": 20_000}, SSE)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
-    events = _sse_events(response)
+    events = parse_sse(response.text.splitlines())
     assert [kind for kind, _ in events] == ["step", "step", "sources", "token", "token", "done"]
     assert [(data["step"], data["query"], data["new_sources"]) for _, data in events[:2]] == [
         (1, "Which cone of Kilimanjaro erupted last?", 1),

@@ -4,7 +4,6 @@ steps in the JSON answer and on the SSE stream (step..., sources, token..., done
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from unittest.mock import AsyncMock
@@ -32,6 +31,7 @@ from ragstream_gateway.query.replies import (
 from ragstream_gateway.query.service import QueryDispatcher
 from ragstream_gateway.ratelimit import TenantRateLimiter
 from ragstream_gateway.security import ALL_SCOPES, hash_api_key
+from support.sse import parse_sse
 
 pytestmark = pytest.mark.unit
 KEY = "agent-key"
@@ -119,17 +119,6 @@ async def client(sink: RecordingSink) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def _sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
-    events, name = [], None
-    for line in response.text.splitlines():
-        if line.startswith("event:"):
-            name = line.split(":", 1)[1].strip()
-        elif line.startswith("data:") and name:
-            events.append((name, json.loads(line.split(":", 1)[1])))
-            name = None
-    return events
-
-
 @pytest.mark.parametrize(
     ("body", "names"),
     [
@@ -197,7 +186,8 @@ async def test_an_answer_outside_agent_mode_has_no_steps() -> None:
     plain = [SourcesEvent([FIRST]), TokenEvent("Kibo [1]."), DoneEvent(queries_pb2.AnswerProduced(answer="Kibo [1]."))]
     async with _client(RecordingSink(), plain) as client:
         body = (await client.post("/v1/query", json={"question": "Which cones?"})).json()
-        done = _sse_events(await client.post("/v1/query", json={"question": "Which cones?"}, headers=SSE))[-1]
+        response = await client.post("/v1/query", json={"question": "Which cones?"}, headers=SSE)
+        done = parse_sse(response.text.splitlines())[-1]
     assert body["answer"] == "Kibo [1]." and "steps" not in body and "exit_reason" not in body
     assert done[0] == "done" and "steps" not in done[1] and "exit_reason" not in done[1]
 
@@ -205,7 +195,7 @@ async def test_an_answer_outside_agent_mode_has_no_steps() -> None:
 async def test_the_stream_sends_steps_then_sources_then_tokens_then_done(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/query", json={"question": "When did Kibo erupt?", "mode": "agent"}, headers=SSE)
     assert response.status_code == 200
-    events = _sse_events(response)
+    events = parse_sse(response.text.splitlines())
     assert [kind for kind, _ in events] == ["step", "step", "sources", "token", "token", "done"]
     first, second = events[0][1], events[1][1]
     assert first == {
