@@ -14,7 +14,8 @@ locals {
     "network",       # VPC, NAT gateways, load balancers
     "secrets",       # connector-secret KMS key
     "images",        # ECR repositories
-    "observability", # log groups, tracing storage, cost alerts
+    "observability", # log groups, tracing storage, cost alerts, operations alarms
+    "backup",        # AWS Backup vaults, replicated database backups (the blob replica is blobstore's)
   ])
   component_tags = { for component in local.cost_components : component => merge(local.tags, { Component = component }) }
 

@@ -22,6 +22,15 @@ locals {
   services  = toset(["gateway", "ingest", "embed", "retrieve", "generate", "connectors", "metering"])
   namespace = "ragstream"
 
+  account_root_arn = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"
+  # Key administration without use (the AWS default policy's "key administrators", less CreateGrant, which would
+  # let an administrator hand themselves Decrypt): for keys whose users the policy names.
+  kms_admin_actions = [
+    "kms:CreateAlias", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*", "kms:Revoke*",
+    "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion", "kms:RotateKeyOnDemand",
+  ]
+
   blob_bucket_name = coalesce(var.blob_bucket_name, "${var.name}-blobs-${data.aws_caller_identity.current.account_id}")
 
   tags = merge(var.tags, {
@@ -75,13 +84,22 @@ module "eks" {
   name               = var.name
   kubernetes_version = var.kubernetes_version
 
+  # The API is private (reached from inside the VPC); a public endpoint is opt-in and only for an allowlist
+  # (variables.tf rejects 0.0.0.0/0).
+  endpoint_private_access                  = true
   endpoint_public_access                   = var.eks_public_endpoint
-  endpoint_public_access_cidrs             = var.eks_public_access_cidrs
+  endpoint_public_access_cidrs             = var.eks_public_endpoint ? var.eks_public_access_cidrs : null
   enable_cluster_creator_admin_permissions = true
   enable_irsa                              = true
 
   vpc_id     = module.vpc.vpc_id
   subnet_ids = module.vpc.private_subnets
+
+  # Control-plane logs (the audit log above all) under the logs key and a retention of their own (observability.tf).
+  enabled_log_types                      = ["api", "audit", "authenticator"]
+  create_cloudwatch_log_group            = true
+  cloudwatch_log_group_retention_in_days = var.log_retention_days
+  cloudwatch_log_group_kms_key_id        = aws_kms_key.logs.arn
 
   # Security groups for pods: the VPC resource controller (the cluster role) gives pods selected by a
   # SecurityGroupPolicy a branch ENI with their own groups.
@@ -95,8 +113,10 @@ module "eks" {
     vpc-cni = {
       before_compute = true
       # ENABLE_POD_ENI: security groups for pods; `standard` enforces them for traffic within a node too; early
-      # demux off so the kubelet's probes reach pods on branch ENIs.
+      # demux off so the kubelet's probes reach pods on branch ENIs. enableNetworkPolicy: the CNI's network policy
+      # agent enforces the base's NetworkPolicies (without it EKS accepts them and enforces nothing).
       configuration_values = jsonencode({
+        enableNetworkPolicy = "true"
         env = {
           ENABLE_POD_ENI                    = "true"
           POD_SECURITY_GROUP_ENFORCING_MODE = "standard"
@@ -110,6 +130,14 @@ module "eks" {
     }
     eks-pod-identity-agent = {
       before_compute = true
+    }
+    # Container Insights (node, pod and container metrics). Its Fluent Bit stays off: the logging DaemonSet
+    # already ships the containers' logs (observability.tf), twice would double the bill.
+    amazon-cloudwatch-observability = {
+      service_account_role_arn = module.cloudwatch_agent_role.role_arns["cloudwatch-agent"]
+      configuration_values = jsonencode({
+        containerLogs = { enabled = false }
+      })
     }
   }
 
@@ -179,6 +207,7 @@ module "postgres" {
   max_allocated_storage_gb  = var.postgres_max_allocated_storage_gb
   multi_az                  = var.postgres_multi_az
   deletion_protection       = var.deletion_protection
+  backup_retention_days     = var.backup_retention_days
   vpc_id                    = module.vpc.vpc_id
   db_subnet_group_name      = module.vpc.database_subnet_group_name
   client_security_group_ids = local.data_clients
@@ -197,10 +226,17 @@ module "redis" {
   tags                      = local.component_tags["redis"]
 }
 
+# Versioned, replicated to the DR region (deletes too, as delete markers); old versions expire on both sides after
+# blob_noncurrent_version_days, so a purged document's blobs are gone from both regions after that period.
 module "blobstore" {
   source = "./modules/blobstore"
+  providers = {
+    aws    = aws
+    aws.dr = aws.dr
+  }
 
   bucket_name             = local.blob_bucket_name
+  replica_bucket_name     = "${local.blob_bucket_name}-dr"
   noncurrent_version_days = var.blob_noncurrent_version_days
   tags                    = local.component_tags["blobstore"]
 }
@@ -216,6 +252,60 @@ resource "aws_kms_key" "connector_secrets" {
   enable_key_rotation     = true
   deletion_window_in_days = 30
   tags                    = local.component_tags["secrets"]
+}
+
+# Its policy names the two roles that use it; the account only administers it (no Decrypt for anyone else, not
+# even an administrator's IAM policy). A resource of its own because the roles' policies name the key.
+resource "aws_kms_key_policy" "connector_secrets" {
+  key_id = aws_kms_key.connector_secrets.id
+  policy = data.aws_iam_policy_document.connector_secrets_key.json
+}
+
+data "aws_iam_policy_document" "connector_secrets_key" {
+  statement {
+    sid       = "AccountAdministers"
+    actions   = local.kms_admin_actions
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = [local.account_root_arn]
+    }
+  }
+
+  statement {
+    sid       = "GatewaySeals"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = [module.service_roles.role_arns["gateway"]]
+    }
+
+    condition {
+      test     = "StringLike"
+      variable = "kms:EncryptionContext:tenant_id"
+      values   = ["?*"]
+    }
+  }
+
+  statement {
+    sid       = "ConnectorsOpen"
+    actions   = ["kms:Decrypt"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = [module.service_roles.role_arns["connectors"]]
+    }
+
+    condition {
+      test     = "StringLike"
+      variable = "kms:EncryptionContext:tenant_id"
+      values   = ["?*"]
+    }
+  }
 }
 
 resource "aws_kms_alias" "connector_secrets" {

@@ -1,6 +1,6 @@
 # Log shipping on AWS: a CloudWatch Logs group per service and one for security events, with their retention and a
-# KMS key of their own, and the IRSA role of the Fluent Bit DaemonSet (infra/k8s/observability/logging) that
-# writes to them. The group names are what infra/observability/fluent-bit/k8s.yaml writes to:
+# KMS key of their own (it also encrypts the flow logs, the EKS control plane's and Container Insights' groups,
+# flow-logs.tf), and the IRSA role of the Fluent Bit DaemonSet (infra/k8s/observability/logging) that writes to them. The group names are what infra/observability/fluent-bit/k8s.yaml writes to:
 # /<name>/services/<service> (the record's `service`), /<name>/services/unattributed, /<name>/security.
 # Everything here is tagged Component=observability (cost.tf budgets and anomaly monitors).
 
@@ -41,6 +41,9 @@ locals {
   )
   security_log_group_name = "/${var.name}/security"
   log_shipper_namespace   = "logging"
+
+  # Groups under the logs key: ours, the EKS control plane's, Container Insights' (flow-logs.tf, main.tf).
+  encrypted_log_group_prefixes = ["/${var.name}/", "/aws/eks/${var.name}/", "/aws/containerinsights/${var.name}/"]
 }
 
 data "aws_iam_policy_document" "logs_key" {
@@ -69,7 +72,7 @@ data "aws_iam_policy_document" "logs_key" {
     condition {
       test     = "ArnLike"
       variable = "kms:EncryptionContext:aws:logs:arn"
-      values   = ["arn:${data.aws_partition.current.partition}:logs:${var.region}:${data.aws_caller_identity.current.account_id}:log-group:/${var.name}/*"]
+      values   = [for prefix in local.encrypted_log_group_prefixes : "arn:${data.aws_partition.current.partition}:logs:${var.region}:${data.aws_caller_identity.current.account_id}:log-group:${prefix}*"]
     }
   }
 }

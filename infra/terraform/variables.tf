@@ -50,15 +50,25 @@ variable "kubernetes_version" {
 }
 
 variable "eks_public_endpoint" {
-  description = "Expose the Kubernetes API endpoint publicly (restricted to eks_public_access_cidrs)."
+  description = "Also expose the Kubernetes API publicly, to eks_public_access_cidrs only; the private endpoint is always on."
   type        = bool
-  default     = true
+  default     = false
 }
 
 variable "eks_public_access_cidrs" {
-  description = "CIDRs allowed to reach the public Kubernetes API endpoint."
+  description = "CIDRs allowed to reach the public Kubernetes API endpoint (CI runners, operators' VPN); never the internet."
   type        = list(string)
-  default     = ["0.0.0.0/0"]
+  default     = []
+
+  validation {
+    condition     = alltrue([for cidr in var.eks_public_access_cidrs : can(cidrhost(cidr, 0)) && !contains(["0.0.0.0/0", "::/0"], cidr)])
+    error_message = "eks_public_access_cidrs must be CIDRs narrower than the whole internet (no 0.0.0.0/0 or ::/0)."
+  }
+
+  validation {
+    condition     = !var.eks_public_endpoint || length(var.eks_public_access_cidrs) > 0
+    error_message = "eks_public_endpoint needs at least one CIDR in eks_public_access_cidrs."
+  }
 }
 
 variable "node_instance_types" {
@@ -152,7 +162,7 @@ variable "postgres_multi_az" {
 }
 
 variable "deletion_protection" {
-  description = "Protect the database from deletion (turn off only to tear an environment down)."
+  description = "Protect the database and the ingress load balancer from deletion (turn off only to tear an environment down)."
   type        = bool
   default     = true
 }

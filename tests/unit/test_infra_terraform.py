@@ -34,11 +34,18 @@ def parse(path: Path) -> dict[str, Any]:
 
 
 def blocks(directory: Path, kind: str) -> dict[str, Any]:
-    """Top-level `kind` blocks of a module (all its .tf files), keyed by their first label."""
+    """Top-level `kind` blocks of a module (all its .tf files), keyed by their first label.
+
+    Resources and data sources of one type in several files are merged by name (the second label).
+    """
     found: dict[str, Any] = {}
     for path in sorted(directory.glob("*.tf")):
         for block in parse(path).get(kind, []):
-            found.update(block)
+            for label, body in block.items():
+                if kind in {"resource", "data"} and label in found:
+                    found[label] = {**found[label], **body}
+                else:
+                    found[label] = body
     return found
 
 

@@ -1,9 +1,30 @@
-# Claim-check blob store for uploaded documents: private, versioned, SSE-KMS, TLS-only.
+# Claim-check blob store for uploaded documents: private, versioned, SSE-KMS, TLS-only; replicated to the DR
+# region (replica.tf).
+
+# Explicit key policy: the account administers and, through IAM policies that name this key (../../iam.tf), lets
+# its roles use it; the service acts with those callers' credentials. No other principal, no wildcard.
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+data "aws_iam_policy_document" "key" {
+  statement {
+    sid       = "AccountAdministers"
+    actions   = ["kms:*"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+}
 
 resource "aws_kms_key" "this" {
   description             = "${var.bucket_name} objects"
   enable_key_rotation     = true
   deletion_window_in_days = 30
+  policy                  = data.aws_iam_policy_document.key.json
   tags                    = var.tags
 }
 
@@ -58,8 +79,15 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
 
     filter {}
 
+    # A deleted document's blobs (the application's purge deletes them) survive as noncurrent versions
+    # until then; afterwards nothing of them is left.
     noncurrent_version_expiration {
       noncurrent_days = var.noncurrent_version_days
+    }
+
+    # A delete marker with no versions left behind it is clutter.
+    expiration {
+      expired_object_delete_marker = true
     }
 
     abort_incomplete_multipart_upload {

@@ -4,10 +4,30 @@
 # `tenant-<id>`, whose users are AmazonMSK_ secrets under the key below; on that listener MSK applies Kafka ACLs,
 # and nothing is allowed that no ACL allows (docs/security.md).
 
+# Explicit key policy: the account administers and, through IAM policies that name this key (../../iam.tf), lets
+# its roles use it; the service acts with those callers' credentials. No other principal, no wildcard.
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+data "aws_iam_policy_document" "key" {
+  statement {
+    sid       = "AccountAdministers"
+    actions   = ["kms:*"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+}
+
 resource "aws_kms_key" "this" {
   description             = "${var.name} MSK data at rest"
   enable_key_rotation     = true
   deletion_window_in_days = 30
+  policy                  = data.aws_iam_policy_document.key.json
   tags                    = var.tags
 }
 
@@ -16,6 +36,7 @@ resource "aws_kms_key" "scram" {
   description             = "${var.name} MSK tenant SCRAM secrets"
   enable_key_rotation     = true
   deletion_window_in_days = 30
+  policy                  = data.aws_iam_policy_document.key.json
   tags                    = var.tags
 }
 

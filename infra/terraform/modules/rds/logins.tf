@@ -8,6 +8,7 @@ resource "aws_kms_key" "logins" {
   description             = "${var.name} PostgreSQL service login secrets"
   enable_key_rotation     = true
   deletion_window_in_days = 30
+  policy                  = data.aws_iam_policy_document.key.json
   tags                    = var.tags
 }
 

@@ -2,10 +2,30 @@
 # private subnets only, encrypted storage and Performance Insights, TLS enforced, the master
 # password generated and rotated by RDS in Secrets Manager; one login per service role (logins.tf).
 
+# Explicit key policy: the account administers and, through IAM policies that name this key (../../iam.tf), lets
+# its roles use it; the service acts with those callers' credentials. No other principal, no wildcard.
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+data "aws_iam_policy_document" "key" {
+  statement {
+    sid       = "AccountAdministers"
+    actions   = ["kms:*"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+}
+
 resource "aws_kms_key" "this" {
   description             = "${var.name} RDS storage, snapshots and master secret"
   enable_key_rotation     = true
   deletion_window_in_days = 30
+  policy                  = data.aws_iam_policy_document.key.json
   tags                    = var.tags
 }
 

@@ -31,3 +31,13 @@ output "login_secret_arns" {
 output "login_kms_key_arn" {
   value = aws_kms_key.logins.arn
 }
+
+output "arn" {
+  description = "DB instance ARN: source of the DR region's replicated backups and of AWS Backup's selection."
+  value       = aws_db_instance.this.arn
+}
+
+output "identifier" {
+  description = "DBInstanceIdentifier dimension of the instance's CloudWatch metrics."
+  value       = aws_db_instance.this.identifier
+}

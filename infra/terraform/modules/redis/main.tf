@@ -2,10 +2,30 @@
 # TLS in transit with an AUTH token, encrypted at rest, reachable only from the client security groups (the
 # gateway's pods). Losing it only resets the counters. The gateway fails closed while it is unreachable.
 
+# Explicit key policy: the account administers and, through IAM policies that name this key (../../iam.tf), lets
+# its roles use it; the service acts with those callers' credentials. No other principal, no wildcard.
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+data "aws_iam_policy_document" "key" {
+  statement {
+    sid       = "AccountAdministers"
+    actions   = ["kms:*"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+}
+
 resource "aws_kms_key" "this" {
   description             = "${var.name} ElastiCache and its AUTH secret"
   enable_key_rotation     = true
   deletion_window_in_days = 30
+  policy                  = data.aws_iam_policy_document.key.json
   tags                    = var.tags
 }
 
