@@ -1,5 +1,6 @@
 """docs/: every relative link resolves (file, and heading anchor when given, by GitHub's anchor rules); every alert
-has a `runbook_url` into docs/runbooks.md whose anchor exists; the runbook index covers the operational runbooks;
+has a `runbook_url` into docs/runbooks.md whose anchor exists, and so does every CloudWatch alarm's runbook link in
+infra/terraform; the runbook index covers the operational runbooks;
 and the operations documents name only metrics, settings, commands, admin routes and make targets that exist.
 
 The existence checks are deliberately cheap: they read the source tree (metric names and settings fields as
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 RUNBOOKS = DOCS / "runbooks.md"
 RULE_FILES = sorted((ROOT / "infra" / "observability" / "prometheus" / "rules").glob("*.yml"))
+TERRAFORM_FILES = sorted((ROOT / "infra" / "terraform").glob("*.tf"))
 SOURCE_DIRS = [*sorted((ROOT / "services").glob("*/src")), *sorted((ROOT / "libs").glob("*/src"))]
 # The documents written for operations (issue 15): their names of code must be real.
 OPERATIONS_DOCS = [
@@ -150,13 +152,102 @@ def test_runbook_index_lists_every_operational_runbook() -> None:
         assert f"(#{anchor})" in index, f"the index does not link #{anchor}"
 
 
+# --- runbook links of the CloudWatch alarms (infra/terraform) ------------------------------------------------
+
+RUNBOOK_PREFIX_LOCAL = re.compile(r'^\s*(\w+)\s*=\s*"[^"]*runbooks\.md#"\s*$', re.M)
+TERRAFORM_BLOCK_START = re.compile(r"^(resource|data|module)\b", re.M)
+
+
+def braced_block(text: str, start: int) -> str:
+    """The `{ ... }` block that opens at the first brace at or after `start` (interpolations balance too)."""
+    opening, depth = text.index("{", start), 0
+    for index in range(opening, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[opening : index + 1]
+    raise ValueError("unbalanced braces")
+
+
+def local_map_keys(text: str, name: str) -> list[str]:
+    """The top-level keys of a map-valued local written `name = { Key = {...} ... }`."""
+    declared = re.search(rf"^\s*{name}\s*=\s*\{{", text, re.M)
+    if declared is None:
+        return []
+    keys, depth = [], 0
+    for line in braced_block(text, declared.start())[1:-1].splitlines():
+        if depth == 0 and (key := re.match(r"\s*([A-Za-z_][\w-]*)\s*=", line)):
+            keys.append(key.group(1))
+        depth += line.count("{") - line.count("}")
+    return keys
+
+
+def resolve_runbook_anchor(text: str, position: int, tail: str) -> list[str]:
+    """The anchors one link stands for: a literal anchor, or `${lower(each.key)}` over the keys of the enclosing
+    block's `for_each = local.<map>`; anything else comes back as written, so that it fails the lookup."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+", tail):
+        return [tail]
+    blocks = [m.start() for m in TERRAFORM_BLOCK_START.finditer(text) if m.start() < position]
+    for_each = re.search(r"for_each\s*=\s*local\.(\w+)", braced_block(text, blocks[-1])) if blocks else None
+    if tail == "${lower(each.key)}" and for_each and (keys := local_map_keys(text, for_each.group(1))):
+        return [key.lower() for key in keys]
+    return [tail]
+
+
+def terraform_runbook_anchors(text: str) -> list[str]:
+    """Every runbooks.md anchor that Terraform `text` links: after a literal `runbooks.md#`, or after a local
+    that holds that prefix (`runbooks = "docs/runbooks.md#"`, then `${local.runbooks}<anchor>`)."""
+    prefixes = [re.escape("runbooks.md#")]
+    prefixes += [re.escape(f"${{local.{name}}}") for name in RUNBOOK_PREFIX_LOCAL.findall(text)]
+    anchors = []
+    for link in re.finditer(rf"(?:{'|'.join(prefixes)})((?:\$\{{[^}}]*\}}|[\w-])*)", text):
+        if link.group(1) or not RUNBOOK_PREFIX_LOCAL.match(text, text.rfind("\n", 0, link.start()) + 1):
+            anchors += resolve_runbook_anchor(text, link.start(), link.group(1))
+    return anchors
+
+
+TERRAFORM_RUNBOOKS = sorted({a for path in TERRAFORM_FILES for a in terraform_runbook_anchors(path.read_text())})
+
+
+def test_every_runbook_anchor_linked_from_terraform_exists_and_is_indexed() -> None:
+    assert TERRAFORM_RUNBOOKS, "no runbooks.md links found in infra/terraform"
+    assert [anchor for anchor in TERRAFORM_RUNBOOKS if anchor not in anchors_of(RUNBOOKS)] == []
+    index = RUNBOOKS.read_text().split("## Runbook index", 1)[1].split("\n## ", 1)[0]
+    assert [anchor for anchor in TERRAFORM_RUNBOOKS if f"(#{anchor})" not in index] == []
+
+
+def test_terraform_link_resolver_reads_literals_locals_and_for_each_keys() -> None:
+    hcl = """locals {
+  runbooks = "docs/runbooks.md#"
+  db_alarms = {
+    DiskFull = { metric = "Free", nested = { a = 1 } }
+    CpuHigh  = {
+      metric = "CPU"
+    }
+  }
+}
+resource "aws_cloudwatch_metric_alarm" "db" {
+  for_each          = local.db_alarms
+  alarm_description = "Runbook: ${local.runbooks}${lower(each.key)}"
+}
+resource "aws_cloudwatch_metric_alarm" "one" {
+  alarm_description = "Runbook: ${local.runbooks}redismemoryhigh, also docs/runbooks.md#runbook-llm-outage"
+}
+resource "aws_cloudwatch_metric_alarm" "computed" {
+  alarm_description = "Runbook: ${local.runbooks}${each.value.page}"
+}
+"""
+    anchors = terraform_runbook_anchors(hcl)
+    assert sorted(anchors) == ["${each.value.page}", "cpuhigh", "diskfull", "redismemoryhigh", "runbook-llm-outage"]
+    assert "${each.value.page}" not in anchors_of(RUNBOOKS)  # an expression we cannot read fails the lookup
+
+
 def runbook_section(anchor: str) -> str:
     """The text of one `##` section of runbooks.md, found by its anchor."""
     sections = re.split(r"^## ", RUNBOOKS.read_text(), flags=re.M)
     return next(s for s in sections if github_anchor(s.splitlines()[0]) == anchor)
 
 
-@pytest.mark.parametrize("anchor", REQUIRED_RUNBOOKS)
+@pytest.mark.parametrize("anchor", [*REQUIRED_RUNBOOKS, *TERRAFORM_RUNBOOKS])
 def test_each_operational_runbook_has_symptoms_signals_diagnosis_mitigation_and_follow_up(anchor: str) -> None:
     section = runbook_section(anchor)
     for part in ("**Symptoms.**", "**Alerts and dashboards.**", "**Diagnose.**", "**Mitigate.**", "**Follow up.**"):
