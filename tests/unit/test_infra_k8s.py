@@ -56,7 +56,8 @@ def is_builtin(doc: dict[str, Any]) -> bool:
     """Kubernetes' own API groups (core, apps, networking.k8s.io, ...), not a custom resource such as AWS's
     SecurityGroupPolicy (vpcresources.k8s.aws), which kubernetes-validate has no schema for."""
     group = doc["apiVersion"].rpartition("/")[0]
-    return doc["kind"] != "Kustomization" and ("." not in group or group.endswith(".k8s.io"))
+    kustomize = doc["kind"] in {"Kustomization", "Component"}  # kustomize.config.k8s.io: build input, not an API
+    return not kustomize and ("." not in group or group.endswith(".k8s.io"))
 
 
 def test_builtin_resources_match_the_kubernetes_schema() -> None:
