@@ -62,12 +62,13 @@ def is_builtin(doc: dict[str, Any]) -> bool:
 
 def test_builtin_resources_match_the_kubernetes_schema() -> None:
     builtin = [(p, d) for p, d in load_documents(K8S) if is_builtin(d)]
-    assert {d["kind"] for _, d in load_documents(K8S) if not is_builtin(d)} <= {
-        "Kustomization",
-        "SecurityGroupPolicy",
-        "PodMonitor",
-        "PrometheusRule",
-    }
+    # Custom resources are validated by kubeconform against the vendored CRD schemas (make check-infra); here,
+    # each must at least have one.
+    for _, doc in load_documents(K8S):
+        if not is_builtin(doc) and doc["kind"] not in {"Kustomization", "Component"}:
+            group, _, version = doc["apiVersion"].rpartition("/")
+            schema = ROOT / "infra" / "schemas" / group / f"{doc['kind'].lower()}_{version}.json"
+            assert schema.is_file(), f"{doc['kind']} ({doc['apiVersion']}) has no vendored schema"
     for path, doc in builtin:
         try:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
