@@ -9,7 +9,7 @@ export UV_LINK_MODE ?= copy
 
 .PHONY: setup run test check test-unit test-integration test-e2e lint protos bench-ingest bench-query eval clean
 .PHONY: bench-load soak eval-multihop
-.PHONY: chaos
+.PHONY: chaos check-infra
 .PHONY: test-security security-fuzz bench-auth
 
 ## setup: install uv if missing, create the environment, fetch Kafka, install redis-server if missing (apt)
@@ -30,11 +30,21 @@ run: setup
 
 ## test: static checks, then the whole suite (unit, integration, e2e) against real Kafka, Postgres, gRPC and
 ## model, with line+branch coverage per package checked against its floor
-test: setup check
+test: setup check check-infra
 	rm -f .coverage .coverage.*
 	$(UV_RUN) pytest -m "not chaos or chaos_fast" --cov --cov-report=
 	$(UV_RUN) coverage combine --quiet || true
 	$(UV_RUN) python scripts/coverage_report.py
+
+GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
+
+## check-infra: offline infrastructure checks (kustomize overlays, kubeconform, checkov against
+## infra/checkov-baseline.json, hadolint, terraform, promtool, actionlint); ONLY="checkov hadolint" for some
+check-infra: setup
+	@mkdir -p .cache/bin
+	@test -x .cache/bin/kubeconform || GOBIN=$(CURDIR)/.cache/bin $(GO) install github.com/yannh/kubeconform/cmd/kubeconform@v0.6.7
+	@test -x .cache/bin/actionlint || GOBIN=$(CURDIR)/.cache/bin $(GO) install github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
+	$(UV_RUN) python scripts/check_infra.py $(foreach check,$(ONLY),--only $(check))
 
 ## check: lint, formatting, strict types and the import boundaries (no services needed)
 check: setup
