@@ -225,6 +225,18 @@ async def test_patch_changes_a_tenant_and_cached_keys_follow_at_once(
     problem(await admin.patch("/v1/admin/tenants/no-such-tenant", json={"name": "x"}), 404)
 
 
+async def test_a_deleted_tenant_cannot_be_patched_back_to_life(admin: httpx.AsyncClient) -> None:
+    tenant_id = await new_tenant(admin)
+    url = f"/v1/admin/tenants/{tenant_id}"
+    assert (await admin.delete(url)).status_code == 204
+    refused = problem(await admin.patch(url, json={"disabled": False, "name": "Back"}), 409, "tenant-deleted")
+    assert tenant_id in refused["detail"]
+    assert refused["status"] == 409
+    shown = (await admin.get(url)).json()
+    assert (shown["disabled"], shown["name"]) == (True, "Key tests")
+    assert (await admin.delete(url)).status_code == 204  # deleting again stays idempotent
+
+
 async def test_quotas_pass_through_patch(gateway: Gateway, admin: httpx.AsyncClient) -> None:
     tenant_id = await new_tenant(admin)
     quotas = gateway[1].quotas

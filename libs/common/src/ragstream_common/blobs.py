@@ -5,14 +5,17 @@ the production option (BLOB_STORE=s3). Both key objects per tenant, so the same 
 tenants' events names two different objects. The gateway writes blobs and the ingest worker reads them;
 both build their store with `build_blob_store` from the same `BlobStoreSettings`, so they always agree on
 where a blob lives. Large content (a connector's download) goes in with `put_file`, streamed from a local file
-in bounded memory: in Postgres as 4 MiB rows of `blob_parts`, in S3 as a managed multipart upload.
+in bounded memory: in Postgres as 4 MiB rows of `blob_parts`, in S3 as a managed multipart upload. The retention
+job lists a tenant's blobs with their last write (`BlobInventory`) to drop what no live document needs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -25,6 +28,9 @@ from ragstream_common.db import tenant_transaction
 BLOB_SCHEME = "blob://"
 # One `blob_parts` row: small enough to stream, large enough that a 200 MB file is 50 rows.
 PART_BYTES = 4 * 1024 * 1024
+# Keys per page of a tenant's listing (S3's own maximum).
+LISTING_PAGE = 1000
+_TOUCH = "UPDATE blobs SET created_at = now() WHERE tenant_id = %s AND blob_key = %s"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,23 @@ class BlobStore(Protocol):
     async def delete(self, tenant_id: str, key: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class StoredBlob:
+    key: str
+    # The last write of the key (a content-addressed re-put counts): the retention job's age of the blob.
+    written_at: datetime
+
+
+class BlobInventory(Protocol):
+    """What the retention job (ragstream_gateway/purge.py) needs of a store: a tenant's blobs, and deletion."""
+
+    def listing(self, tenant_id: str) -> AsyncIterator[StoredBlob]:
+        """Every blob of the tenant, a page at a time (keys in the store's order)."""
+        ...
+
+    async def delete(self, tenant_id: str, key: str) -> None: ...
+
+
 class BlobNotFound(KeyError):
     """A `blob://` URI whose object does not exist (any more)."""
 
@@ -85,10 +108,11 @@ class PostgresBlobStore:
 
     async def put(self, tenant_id: str, key: str, data: bytes, content_type: str) -> str:
         async with tenant_transaction(self._pool, tenant_id) as connection:
-            # Keys are content-addressed by the gateway, so an existing row already holds these bytes.
+            # Keys are content-addressed by the gateway, so an existing row already holds these bytes; its write
+            # time moves, so the retention job does not drop a blob that is wanted again (see `listing`).
             await connection.execute(
                 "INSERT INTO blobs (tenant_id, blob_key, content, content_type, size_bytes, sha256)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, blob_key) DO NOTHING",
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, blob_key) DO UPDATE SET created_at = now()",
                 (tenant_id, key, data, content_type, len(data), hashlib.sha256(data).hexdigest()),
             )
         return blob_uri(key)
@@ -109,6 +133,7 @@ class PostgresBlobStore:
                 (tenant_id, key, content_type, size, digest, parts),
             )
             if await cursor.fetchone() is None:
+                await connection.execute(_TOUCH, (tenant_id, key))
                 return blob_uri(key)
             with path.open("rb") as file:
                 written = hashlib.sha256()
@@ -150,6 +175,22 @@ class PostgresBlobStore:
         async with tenant_transaction(self._pool, tenant_id) as connection:
             await connection.execute("DELETE FROM blob_parts WHERE tenant_id = %s AND blob_key = %s", (tenant_id, key))
             await connection.execute("DELETE FROM blobs WHERE tenant_id = %s AND blob_key = %s", (tenant_id, key))
+
+    async def listing(self, tenant_id: str) -> AsyncIterator[StoredBlob]:
+        after = ""
+        while True:
+            async with tenant_transaction(self._pool, tenant_id) as connection:
+                cursor = await connection.execute(
+                    "SELECT blob_key, created_at FROM blobs WHERE tenant_id = %s AND blob_key > %s"
+                    " ORDER BY blob_key LIMIT %s",
+                    (tenant_id, after, LISTING_PAGE),
+                )
+                rows = await cursor.fetchall()
+            for key, written_at in rows:
+                yield StoredBlob(key, written_at)
+            if len(rows) < LISTING_PAGE:
+                return
+            after = rows[-1][0]
 
 
 async def _joined_parts(
@@ -269,8 +310,22 @@ class S3BlobStore:
     async def delete(self, tenant_id: str, key: str) -> None:
         await asyncio.to_thread(self._client.delete_object, Bucket=self._bucket, Key=self._object_key(tenant_id, key))
 
+    async def listing(self, tenant_id: str) -> AsyncIterator[StoredBlob]:
+        # The trailing slash keeps tenant "a" from listing tenant "a.b"'s objects.
+        prefix = self._object_key(tenant_id, "")
+        token: dict[str, str] = {}
+        while True:
+            page = await asyncio.to_thread(
+                self._client.list_objects_v2, Bucket=self._bucket, Prefix=prefix, MaxKeys=LISTING_PAGE, **token
+            )
+            for item in page.get("Contents", []):
+                yield StoredBlob(item["Key"][len(prefix) :], item["LastModified"])
+            if not page.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": page["NextContinuationToken"]}
 
-def build_blob_store(settings: BlobStoreSettings, pool: AsyncConnectionPool | None) -> BlobStore:
+
+def build_blob_store(settings: BlobStoreSettings, pool: AsyncConnectionPool | None) -> PostgresBlobStore | S3BlobStore:
     """The configured store: "postgres" (needs the pool) or "s3" (bucket, prefix, endpoint and region)."""
     if settings.store == "s3":
         if not settings.s3_bucket:

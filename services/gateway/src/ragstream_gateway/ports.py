@@ -205,6 +205,8 @@ class TenantRecord:
     disabled: bool = False
     # New and rotated keys expire at most this long after they are issued; None: no maximum.
     max_key_lifetime_s: int | None = None
+    # DELETE /v1/admin/tenants/{id} happened: offboarded for good, only the retention job changes it further.
+    deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,8 @@ class TenantUpdate:
     disabled: bool | None = None
     max_key_lifetime_s: int | None = None
     reset: frozenset[Literal["rate_limit", "max_key_lifetime_s"]] = frozenset()
+    # DELETE /v1/admin/tenants/{id} only (never a PATCH): marks the tenant for the retention job (purge.py).
+    deleted: bool = False
 
 
 @dataclass(frozen=True)

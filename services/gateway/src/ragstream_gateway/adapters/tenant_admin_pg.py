@@ -31,7 +31,7 @@ from ragstream_gateway.ports import (
 )
 from ragstream_gateway.security import hash_api_key, key_preview, new_key_id
 
-TENANT_COLUMNS = "tenant_id, name, rate_limit, ip_allowlist, created_at, disabled_at, max_key_lifetime_s"
+TENANT_COLUMNS = "tenant_id, name, rate_limit, ip_allowlist, created_at, disabled_at, max_key_lifetime_s, deleted_at"
 _KEY_COLUMNS = (
     "key_id, tenant_id, name, key_prefix, scopes, created_at, expires_at, last_used_at, revoked_at, replaced_by,"
     " rotated_at"
@@ -70,6 +70,7 @@ def tenant_record(row: dict[str, Any]) -> TenantRecord:
         created_at=row["created_at"],
         disabled=row["disabled_at"] is not None,
         max_key_lifetime_s=row["max_key_lifetime_s"],
+        deleted=row["deleted_at"] is not None,
     )
 
 
@@ -178,7 +179,9 @@ async def update_tenant(
 ) -> TenantRecord | None:
     sets, params = _assignments(update)
     params["tenant_id"] = tenant_id
-    statement = f"UPDATE tenants SET {', '.join(sets)} WHERE tenant_id = %(tenant_id)s RETURNING {TENANT_COLUMNS}"
+    # A deleted tenant changes no more (a PATCH racing the DELETE finds no row); the DELETE itself is idempotent.
+    live = "" if update.deleted else " AND deleted_at IS NULL"
+    statement = f"UPDATE tenants SET {', '.join(sets)} WHERE tenant_id = %(tenant_id)s{live} RETURNING {TENANT_COLUMNS}"
     async with tenant_transaction(pool, tenant_id) as connection, connection.cursor(row_factory=dict_row) as cur:
         await cur.execute(statement, params)
         row = await cur.fetchone()
@@ -207,6 +210,8 @@ def _assignments(update: TenantUpdate) -> tuple[list[str], dict[str, Any]]:
     if update.max_key_lifetime_s is not None or "max_key_lifetime_s" in update.reset:
         sets.append("max_key_lifetime_s = %(max_key_lifetime_s)s")
         params["max_key_lifetime_s"] = update.max_key_lifetime_s
+    if update.deleted:  # the first deletion's time stands: the grace period runs from it
+        sets.append("deleted_at = coalesce(deleted_at, now())")
     return sets, params
 
 

@@ -4,8 +4,9 @@ response that creates them, and never logged.
 
 Creating a tenant also provisions its Kafka access (tenant_kafka.py) when the gateway has provisioner credentials.
 A provisioning that fails after the tenant row exists answers 503 with a problem naming the tenant and how to
-finish it (`POST .../kafka-credentials`, idempotent); deleting a tenant offboards it (API keys revoked, Kafka
-access removed) and keeps its row, so the id is never reused and no new tenant inherits its data.
+finish it (`POST .../kafka-credentials`, idempotent); deleting a tenant offboards it (disabled and marked deleted,
+API keys revoked, Kafka access removed) and keeps its row, so the id is never reused and no new tenant inherits
+its data; the retention job (purge.py) purges that data once the tenant grace period has passed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ragstream_gateway.models import (
     TenantIn,
     TenantView,
 )
-from ragstream_gateway.ports import ApiKeyRecord, AuditEntry, TenantRecord
+from ragstream_gateway.ports import ApiKeyRecord, AuditEntry, TenantRecord, TenantUpdate
 from ragstream_gateway.problems import Problem, problem_responses
 from ragstream_gateway.routes.admin_keys import check_key_lifetime, require_tenant
 from ragstream_gateway.routes.params import KeyIdPath, TenantIdPath
@@ -49,6 +50,14 @@ Deps = Annotated[GatewayDeps, Depends(get_deps)]
 Settings = Annotated[GatewaySettings, Depends(get_settings)]
 ADMIN_PROBLEMS = (401, 403, 422)
 T = TypeVar("T")
+
+
+def refuse_deleted(record: TenantRecord) -> TenantRecord:
+    """409 `tenant-deleted` for an offboarded tenant: nothing may re-enable or re-provision it (its data is
+    being purged, docs/data-governance.md)."""
+    if record.deleted:
+        raise Problem(409, f"tenant {record.tenant_id!r} was deleted and cannot be changed", slug="tenant-deleted")
+    return record
 
 
 def tenant_view(record: TenantRecord) -> TenantView:
@@ -191,7 +200,7 @@ async def read_audit_log(
 async def rotate_kafka_credentials(
     tenant_id: TenantIdPath, request: Request, actor: Admin, deps: Deps, settings: Settings
 ) -> KafkaCredentialsView:
-    await require_tenant(deps, tenant_id)
+    refuse_deleted(await require_tenant(deps, tenant_id))
     return await _issue_kafka_credentials(_require_kafka(deps), settings, deps, tenant_id, actor, client_ip(request))
 
 
@@ -199,11 +208,15 @@ async def rotate_kafka_credentials(
     "/tenants/{tenant_id}",
     status_code=204,
     responses=problem_responses(*ADMIN_PROBLEMS, 404, 503),
-    summary="Offboard a tenant: revoke every API key, remove its Kafka topics, user and grants",
+    summary="Offboard a tenant: disable it, revoke every API key, remove its Kafka topics, user and grants; "
+    "its data is purged after the retention job's grace period",
 )
 async def delete_tenant(tenant_id: TenantIdPath, request: Request, actor: Admin, deps: Deps) -> None:
-    await require_tenant(deps, tenant_id)
+    await require_tenant(deps, tenant_id)  # 404 for the reserved `_platform` too
     ip = client_ip(request)
+    # Disabled (every gateway refuses its keys and intake within a second) and marked for the purge (purge.py).
+    marked = AuditEntry(tenant_id, actor, "tenant.disable", tenant_id, ip, {"disabled": True, "deleted": True})
+    await deps.tenants.update_tenant(tenant_id, TenantUpdate(disabled=True, deleted=True), audit=lambda _: marked)
 
     def revoked_all(count: int) -> AuditEntry:  # in the revocation's transaction
         return AuditEntry(tenant_id, actor, "api_key.revoke_all", tenant_id, ip, {"revoked_api_keys": count})

@@ -19,7 +19,7 @@ from ragstream_gateway.key_models import TenantPatch
 from ragstream_gateway.models import TenantView
 from ragstream_gateway.ports import AuditEntry, TenantUpdate
 from ragstream_gateway.problems import Problem, problem_responses
-from ragstream_gateway.routes.admin import tenant_view
+from ragstream_gateway.routes.admin import refuse_deleted, tenant_view
 from ragstream_gateway.routes.admin_keys import require_tenant
 from ragstream_gateway.routes.params import TenantIdPath
 
@@ -33,13 +33,13 @@ _NULLABLE: tuple[Literal["rate_limit", "max_key_lifetime_s"], ...] = ("rate_limi
 @router.patch(
     "/tenants/{tenant_id}",
     response_model=TenantView,
-    responses=problem_responses(401, 403, 404, 422, 429, 503),
+    responses=problem_responses(401, 403, 404, 409, 422, 429, 503),
     summary="Update a tenant: name, rate_limit, ip_allowlist, quotas, max_key_lifetime_s, disabled",
 )
 async def update_tenant(
     tenant_id: TenantIdPath, body: TenantPatch, request: Request, actor: Admin, deps: Deps, settings: Settings
 ) -> TenantView:
-    await require_tenant(deps, tenant_id)
+    refuse_deleted(await require_tenant(deps, tenant_id))  # before the quotas below are stored
     fields = body.model_fields_set
     allowlist = None
     if body.ip_allowlist is not None:
@@ -58,7 +58,8 @@ async def update_tenant(
         await deps.quotas.set_quotas(tenant_id, body.quotas.quotas())
     entry = AuditEntry(tenant_id, actor, "tenant.update", tenant_id, client_ip(request), _changes(body, allowlist))
     record = await deps.tenants.update_tenant(tenant_id, update, audit=lambda _: entry)
-    if record is None:
+    if record is None:  # deleted meanwhile (the update skips deleted tenants)
+        refuse_deleted(await require_tenant(deps, tenant_id))
         raise Problem(404, f"no tenant {tenant_id!r}", slug="tenant-not-found")
     return tenant_view(record)
 
