@@ -9,7 +9,7 @@ export UV_LINK_MODE ?= copy
 
 .PHONY: setup run test check test-unit test-integration test-e2e lint protos bench-ingest bench-query eval clean
 .PHONY: bench-load soak eval-multihop
-.PHONY: chaos check-infra
+.PHONY: chaos check-infra backup restore dr-drill
 .PHONY: test-security security-fuzz bench-auth
 
 ## setup: install uv if missing, create the environment, fetch Kafka, install redis-server if missing (apt)
@@ -45,6 +45,21 @@ check-infra: setup
 	@test -x .cache/bin/kubeconform || GOBIN=$(CURDIR)/.cache/bin $(GO) install github.com/yannh/kubeconform/cmd/kubeconform@v0.6.7
 	@test -x .cache/bin/actionlint || GOBIN=$(CURDIR)/.cache/bin $(GO) install github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 	$(UV_RUN) python scripts/check_infra.py $(foreach check,$(ONLY),--only $(check))
+
+## backup: a consistent backup of the running system (make run's Postgres and Kafka) into BACKUP=<new dir>
+backup: setup
+	@test -n "$(BACKUP)" || { echo "usage: make backup BACKUP=<new directory>" >&2; exit 2; }
+	$(UV_RUN) python -m ragstream_devstack backup --to $(BACKUP)
+
+## restore: BACKUP=<dir> into a new database, verified against its manifest; prints the RTO, fails on a mismatch
+restore: setup
+	@test -n "$(BACKUP)" || { echo "usage: make restore BACKUP=<backup directory>" >&2; exit 2; }
+	$(UV_RUN) python -m ragstream_devstack restore --from $(BACKUP)
+
+## dr-drill: index DOCUMENTS documents, back up, restore into a fresh Postgres, rebuild by replay; prints both RTOs
+DOCUMENTS ?= 200
+dr-drill: setup
+	$(UV_RUN) python -m ragstream_devstack dr-drill --documents $(DOCUMENTS)
 
 ## check: lint, formatting, strict types and the import boundaries (no services needed)
 check: setup

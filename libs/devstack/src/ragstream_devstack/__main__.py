@@ -1,4 +1,4 @@
-"""CLI: `python -m ragstream_devstack infra | run | fetch-kafka`."""
+"""CLI: `python -m ragstream_devstack infra | run | fetch-kafka | backup | restore | dr-drill`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from ragstream_devstack import backup_cli
 from ragstream_devstack.kafka import LocalKafka
 from ragstream_devstack.kafka_artifacts import ensure_kafka_jars, require_java
 from ragstream_devstack.postgres import LocalPostgres
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     infra.add_argument("--env-file", type=Path, default=None, help="also write the two VAR=value lines here")
     commands.add_parser("fetch-kafka", help="resolve the Kafka jars into the cache and exit")
     commands.add_parser("run", help="infra + migrations, topics and all five services (see ragstream_devstack.run)")
+    backup_cli.add_commands(commands)  # backup, restore, dr-drill (docs/disaster-recovery.md)
     return parser
 
 
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             from ragstream_devstack.run import main as run_system  # the services' code only when needed
 
             return run_system()
+        if args.command in ("backup", "restore", "dr-drill"):
+            return backup_cli.run_command(args)
         return _run_infra(args)
     except DevstackError as exc:
         _log.error("%s", exc)
