@@ -92,9 +92,11 @@ resource "aws_elasticache_replication_group" "this" {
   transit_encryption_enabled = true
   auth_token                 = random_password.auth.result
 
-  # No snapshots: windows and counters are worth nothing a minute later, and their keys name client addresses.
-  # Multi-AZ replication (above) carries them across a failover.
-  snapshot_retention_limit = 0
+  # Rate-limit windows are worth nothing a minute later, but the daily quota counters are not: losing both nodes
+  # would reset every tenant's quota. Snapshots are encrypted with the module's key and kept a week (their keys
+  # name client addresses: docs/data-governance.md); multi-AZ replication (above) covers a single failover.
+  snapshot_retention_limit = 7
+  snapshot_window          = "03:00-04:00"
   maintenance_window       = "sun:05:00-sun:06:00"
 
   tags = var.tags
