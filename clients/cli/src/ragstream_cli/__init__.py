@@ -1,0 +1,1 @@
+"""The ragstream command line, a client of the public HTTP API only."""
