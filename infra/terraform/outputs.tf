@@ -84,3 +84,13 @@ output "kustomize_config" {
     SECRETS_KMS_REGION      = var.region
   }
 }
+
+output "github_images_role_arn" {
+  description = "Repository variable AWS_IMAGES_ROLE_ARN (images.yml); null unless github_repository and create_github_images_role."
+  value       = one(aws_iam_role.github_images[*].arn)
+}
+
+output "github_deploy_role_arns" {
+  description = "GitHub environment => its AWS_DEPLOY_ROLE_ARN (deploy.yml)."
+  value       = { for environment, role in aws_iam_role.github_deploy : environment => role.arn }
+}

@@ -264,3 +264,39 @@ variable "activate_cost_allocation_tags" {
   type        = bool
   default     = false
 }
+
+# ---- CI/CD through GitHub OIDC (github-oidc.tf) ----
+
+variable "github_repository" {
+  description = "owner/name of the GitHub repository whose workflows (images.yml, deploy.yml) assume the CI roles; null creates none."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.github_repository == null || can(regex("^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$", var.github_repository))
+    error_message = "github_repository must be one repository, owner/name, without wildcards."
+  }
+}
+
+variable "create_github_oidc_provider" {
+  description = "Create the account's token.actions.githubusercontent.com OIDC provider; false uses the existing one (one per account: another stack made it)."
+  type        = bool
+  default     = true
+}
+
+variable "create_github_images_role" {
+  description = "Create the images role (AWS_IMAGES_ROLE_ARN): only in the stack whose ECR repositories images.yml pushes to."
+  type        = bool
+  default     = true
+}
+
+variable "github_deploy_environments" {
+  description = "GitHub environments (deploy.yml) that get a deploy role on this stack's cluster; null: this stack's own (environment, prod as production)."
+  type        = set(string)
+  default     = null
+
+  validation {
+    condition     = var.github_deploy_environments == null || alltrue([for environment in coalesce(var.github_deploy_environments, []) : contains(["dev", "staging", "production"], environment)])
+    error_message = "github_deploy_environments must be deploy.yml's environments: dev, staging, production."
+  }
+}

@@ -8,11 +8,13 @@ these read the parsed files (python-hcl2).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import hcl2
 import pytest
+import yaml
 from test_infra_terraform import OPTIONS, TERRAFORM, blocks, parse, single
 
 pytestmark = pytest.mark.unit
@@ -279,3 +281,130 @@ def test_terraform_test_suite_mocks_both_aws_providers() -> None:
         assert {"aws", "aws.dr"} <= set(mocked), suite.name
         runs = [r for block in parsed["run"] for r in block.values()]
         assert runs and all(r.get("assert") or r.get("expect_failures") for r in runs), suite.name
+
+
+# --- CI roles through GitHub OIDC (github-oidc.tf; .github/workflows/images.yml, deploy.yml) -----------------
+
+GITHUB_OIDC = TERRAFORM / "github-oidc.tf"
+WORKFLOWS = TERRAFORM.parents[1] / ".github" / "workflows"
+GITHUB_SUB = "${local.github_oidc_host}:sub"
+
+
+def github_documents() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for block in parse(GITHUB_OIDC).get("data", []):
+        found.update(block.get("aws_iam_policy_document", {}))
+    return found
+
+
+def conditions_by_variable(trust: str) -> dict[str, dict[str, Any]]:
+    statement = single(github_documents()[trust]["statement"])
+    assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
+    assert single(statement["principals"]) == {
+        "type": "Federated",
+        "identifiers": ["${local.github_oidc_provider_arn}"],
+    }
+    return {c["variable"]: c for c in statement["condition"]}
+
+
+def test_github_oidc_provider_is_githubs_issuer_for_sts_only() -> None:
+    github_locals = blocks(TERRAFORM, "locals")
+    assert github_locals["github_oidc_host"] == "token.actions.githubusercontent.com"
+    assert github_locals["github_audience"] == "sts.amazonaws.com"
+    provider = resources(TERRAFORM)["aws_iam_openid_connect_provider"]["github"]
+    assert provider["url"] == "${local.github_oidc_url}" and provider["client_id_list"] == ["${local.github_audience}"]
+    assert variable("create_github_oidc_provider")["default"] is True  # else: the account's existing provider
+
+
+@pytest.mark.parametrize("trust", ["github_images_trust", "github_deploy_trust"])
+def test_github_trust_policies_pin_the_audience_and_this_repository(trust: str) -> None:
+    conditions = conditions_by_variable(trust)
+    assert set(conditions) == {"${local.github_oidc_host}:aud", GITHUB_SUB}
+    audience = conditions["${local.github_oidc_host}:aud"]
+    assert audience["test"] == "StringEquals" and audience["values"] == ["${local.github_audience}"]
+    for subject in conditions[GITHUB_SUB]["values"]:
+        assert subject.startswith("repo:${var.github_repository}:"), subject
+        # The one wildcard allowed: the release tag's version, never the repository, branch or environment.
+        assert "*" not in subject.removesuffix(":ref:refs/tags/v*"), subject
+
+
+def test_images_role_answers_to_main_and_release_tags_only() -> None:
+    subject = conditions_by_variable("github_images_trust")[GITHUB_SUB]
+    assert subject["test"] == "StringLike"
+    assert subject["values"] == [
+        "repo:${var.github_repository}:ref:refs/heads/main",
+        "repo:${var.github_repository}:ref:refs/tags/v*",
+    ]
+    images = yaml.safe_load((WORKFLOWS / "images.yml").read_text())
+    assert images[True]["push"] == {"branches": ["main"], "tags": ["v*"]}  # YAML reads `on:` as True
+
+
+def test_deploy_roles_answer_to_a_job_in_their_own_environment_only() -> None:
+    subject = conditions_by_variable("github_deploy_trust")[GITHUB_SUB]
+    assert subject["test"] == "StringEquals"
+    assert subject["values"] == ["repo:${var.github_repository}:environment:${each.key}"]
+    role = resources(TERRAFORM)["aws_iam_role"]["github_deploy"]
+    assert role["for_each"] == "${local.github_deploy_environments}"
+    assert role["assume_role_policy"] == "${data.aws_iam_policy_document.github_deploy_trust[each.key].json}"
+    # The environments are deploy.yml's (GitHub's names: the prod overlay deploys as `production`).
+    deploy = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())
+    options = deploy[True]["workflow_dispatch"]["inputs"]["environment"]["options"]
+    allowed = single(variable("github_deploy_environments")["validation"])["condition"]
+    assert all(f'"{environment}"' in allowed for environment in options) and options == ["dev", "staging", "production"]
+    assert 'lookup({prod = "production"}, var.environment' in blocks(TERRAFORM, "locals")["github_deploy_environments"]
+
+
+@pytest.mark.parametrize(
+    "repository,accepted",
+    [("example-org/ragstream", True), ("example-org/*", False), ("*/*", False), ("example-org", False)],
+)
+def test_github_repository_must_name_one_repository(repository: str, accepted: bool) -> None:
+    condition = single(variable("github_repository")["validation"])["condition"]
+    (pattern,) = re.findall(r'regex\("([^"]+)"', condition)
+    assert (re.fullmatch(pattern, repository) is not None) is accepted
+
+
+@pytest.mark.parametrize("document", ["github_images", "github_deploy"])
+def test_ci_policies_grant_named_actions_on_named_resources(document: str) -> None:
+    for statement in github_documents()[document]["statement"]:
+        assert not any("*" in action for action in statement["actions"]), statement["sid"]
+        if "*" in statement["resources"]:
+            assert statement["actions"] == ["ecr:GetAuthorizationToken"], statement["sid"]
+        assert all("Delete" not in a and "Tag" not in a and "Policy" not in a for a in statement["actions"])
+
+
+def test_images_role_pushes_to_the_service_repositories_only() -> None:
+    statements = {s["sid"]: s for s in github_documents()["github_images"]["statement"]}
+    push = statements["PushServiceImages"]
+    assert push["resources"] == "${local.image_repository_arns}"
+    assert blocks(TERRAFORM, "locals")["image_repository_arns"] == (
+        "${[for repository in aws_ecr_repository.service : repository.arn]}"
+    )
+    assert {"ecr:PutImage", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"} <= set(push["actions"])
+    assert set(statements) == {"RegistryLogin", "PushServiceImages"}
+
+
+def test_deploy_roles_describe_the_cluster_and_edit_the_ragstream_namespace_only() -> None:
+    statements = {s["sid"]: s for s in github_documents()["github_deploy"]["statement"]}
+    assert statements["FindTheCluster"] == {
+        "sid": "FindTheCluster",
+        "actions": ["eks:DescribeCluster"],
+        "resources": ["${module.eks.cluster_arn}"],
+    }
+    assert not any(a.startswith("ecr:") and "Upload" in a for s in statements.values() for a in s["actions"])
+    found = resources(TERRAFORM)
+    entry = found["aws_eks_access_entry"]["github_deploy"]
+    assert entry["for_each"] == "${aws_iam_role.github_deploy}" and entry["type"] == "STANDARD"
+    association = found["aws_eks_access_policy_association"]["github_deploy"]
+    assert association["policy_arn"] == "${local.eks_edit_policy_arn}"
+    assert blocks(TERRAFORM, "locals")["eks_edit_policy_arn"].endswith(":cluster-access-policy/AmazonEKSEditPolicy")
+    assert single(association["access_scope"]) == {"type": "namespace", "namespaces": ["${local.namespace}"]}
+    assert blocks(TERRAFORM, "locals")["namespace"] == "ragstream"
+
+
+def test_workflows_assume_the_roles_the_outputs_name() -> None:
+    outputs = blocks(TERRAFORM, "output")
+    assert "AWS_IMAGES_ROLE_ARN" in outputs["github_images_role_arn"]["description"]
+    assert "AWS_DEPLOY_ROLE_ARN" in outputs["github_deploy_role_arns"]["description"]
+    assert "${{ vars.AWS_IMAGES_ROLE_ARN }}" in (WORKFLOWS / "images.yml").read_text()
+    assert "${{ vars.AWS_DEPLOY_ROLE_ARN }}" in (WORKFLOWS / "deploy.yml").read_text()

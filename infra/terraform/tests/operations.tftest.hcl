@@ -113,3 +113,68 @@ run "dr_region_must_differ_from_the_primary" {
 
   expect_failures = [var.dr_region]
 }
+
+# CI roles (github-oidc.tf): a deploy role answers only to a job in its own GitHub environment of this repository,
+# the images role only to main and release tags; both only for the STS audience.
+run "github_deploy_roles_trust_only_their_environment" {
+  command = apply
+
+  variables {
+    github_repository          = "example-org/ragstream"
+    github_deploy_environments = ["dev", "staging", "production"]
+  }
+
+  assert {
+    condition     = toset(keys(aws_iam_role.github_deploy)) == toset(["dev", "staging", "production"])
+    error_message = "Every GitHub environment named needs its deploy role."
+  }
+
+  assert {
+    condition = alltrue([for environment, trust in data.aws_iam_policy_document.github_deploy_trust : anytrue([
+      for condition in one(trust.statement).condition : condition.test == "StringEquals" && condition.variable == "token.actions.githubusercontent.com:sub" && length(condition.values) == 1 && contains(condition.values, "repo:example-org/ragstream:environment:${environment}")
+    ])])
+    error_message = "A deploy role's sub must be repo:<repository>:environment:<its environment>, exactly."
+  }
+
+  assert {
+    condition = alltrue([for trust in concat(values(data.aws_iam_policy_document.github_deploy_trust), data.aws_iam_policy_document.github_images_trust) : anytrue([
+      for condition in one(trust.statement).condition : condition.test == "StringEquals" && condition.variable == "token.actions.githubusercontent.com:aud" && toset(condition.values) == toset(["sts.amazonaws.com"])
+    ])])
+    error_message = "Every CI role's trust policy must pin the audience to sts.amazonaws.com."
+  }
+
+  assert {
+    condition = anytrue([for condition in one(one(data.aws_iam_policy_document.github_images_trust).statement).condition :
+    condition.test == "StringLike" && toset(condition.values) == toset(["repo:example-org/ragstream:ref:refs/heads/main", "repo:example-org/ragstream:ref:refs/tags/v*"])])
+    error_message = "The images role must answer to main and v* tags of the repository only."
+  }
+
+  assert {
+    condition     = alltrue([for association in aws_eks_access_policy_association.github_deploy : endswith(association.policy_arn, ":cluster-access-policy/AmazonEKSEditPolicy") && one(association.access_scope).type == "namespace" && toset(one(association.access_scope).namespaces) == toset(["ragstream"])])
+    error_message = "Deploy roles may edit the ragstream namespace only."
+  }
+}
+
+run "github_deploy_role_defaults_to_the_stacks_own_environment" {
+  command = plan
+
+  variables {
+    github_repository = "example-org/ragstream"
+    environment       = "prod"
+  }
+
+  assert {
+    condition     = toset(keys(aws_iam_role.github_deploy)) == toset(["production"])
+    error_message = "A stack's cluster trusts its own GitHub environment only (prod deploys as production)."
+  }
+}
+
+run "github_repository_wildcard_is_rejected" {
+  command = plan
+
+  variables {
+    github_repository = "example-org/*"
+  }
+
+  expect_failures = [var.github_repository]
+}
