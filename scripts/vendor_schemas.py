@@ -1,14 +1,17 @@
 """Vendor the JSON schemas kubeconform needs for the custom resources of infra/k8s and infra/istio.
 
 Each operator's CustomResourceDefinitions come from its Go module (`go mod download -json`, through the Go module
-proxy) or, for Strimzi, which publishes no Go module, from a git checkout at the release tag (`--strimzi-repo`).
+proxy) or, where the proxy has no usable version (Strimzi, the AWS Load Balancer Controller), from a git checkout
+at the release tag (`--checkout <repository>=<dir>`; a bare clone will do).
 Every served version's openAPIV3Schema becomes `infra/schemas/<group>/<kind>_<version>.json`, kubeconform's
 layout for CRDs (`-schema-location 'infra/schemas/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json'`),
 converted the way kubeconform's openapi2jsonschema.py does: objects with `properties` refuse unknown fields
 (kubectl's strict validation), `x-kubernetes-int-or-string` accepts either. SOURCES.md records where each file
 came from. Kubernetes' own kinds are not vendored: the tests take them from the kubernetes-validate package.
 
-    python scripts/vendor_schemas.py --strimzi-repo /path/to/strimzi-kafka-operator
+    python scripts/vendor_schemas.py \
+        --checkout github.com/strimzi/strimzi-kafka-operator=/path/to/strimzi-kafka-operator \
+        --checkout github.com/kubernetes-sigs/aws-load-balancer-controller=/path/to/aws-load-balancer-controller
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ SCHEMAS = ROOT / "infra" / "schemas"
 class CrdSource:
     """CRD files of one operator release and the kinds taken from them."""
 
-    origin: str  # "go" (a Go module) or "git" (a checkout at `version`, a tag)
+    origin: str  # "go" (a Go module) or "git" (a checkout at `version`, a tag, given by --checkout)
     module: str
     version: str
     paths: tuple[str, ...]
@@ -120,6 +123,15 @@ SOURCES = (
         ("config/crd/bases/vpcresources.k8s.aws_securitygrouppolicies.yaml",),
         ("SecurityGroupPolicy",),
     ),
+    # Its v3 releases are the Go module sigs.k8s.io/aws-load-balancer-controller/v3, which the module proxy this
+    # project uses does not serve (403); the unsuffixed path lists only v1.1.9, which predates TargetGroupBinding.
+    CrdSource(
+        "git",
+        "github.com/kubernetes-sigs/aws-load-balancer-controller",
+        "v3.5.0",
+        ("config/crd/bases/elbv2.k8s.aws_targetgroupbindings.yaml",),
+        ("TargetGroupBinding",),
+    ),
     # Strimzi is Java; its tags carry no `v`, so the Go proxy serves nothing usable, and the io.strimzi:api jar on
     # Maven Central holds classes only. The same files are the release asset strimzi-crds-<version>.yaml.
     CrdSource(
@@ -146,13 +158,13 @@ def go_module_dir(module: str, version: str) -> Path:
     return Path(info["Dir"])
 
 
-def read_crd_files(source: CrdSource, strimzi_repo: Path | None) -> list[str]:
+def read_crd_files(source: CrdSource, checkouts: dict[str, Path]) -> list[str]:
     if source.origin == "go":
         directory = go_module_dir(source.module, source.version)
         return [(directory / path).read_text() for path in source.paths]
-    if strimzi_repo is None:
-        raise SystemExit(f"{source.module}: pass --strimzi-repo (a git clone with tag {source.version})")
-    show = ["git", "-C", str(strimzi_repo), "show"]
+    if source.module not in checkouts:
+        raise SystemExit(f"pass --checkout {source.module}=<dir> (a git clone with tag {source.version})")
+    show = ["git", "-C", str(checkouts[source.module]), "show"]
     return [
         subprocess.run([*show, f"{source.version}:{p}"], capture_output=True, text=True, check=True).stdout
         for p in source.paths
@@ -191,12 +203,12 @@ def schemas_of(crd_text: str, kinds: tuple[str, ...]) -> dict[str, dict[str, Any
     return found
 
 
-def vendor(strimzi_repo: Path | None) -> list[tuple[CrdSource, list[str]]]:
+def vendor(checkouts: dict[str, Path]) -> list[tuple[CrdSource, list[str]]]:
     shutil.rmtree(SCHEMAS, ignore_errors=True)
     written: list[tuple[CrdSource, list[str]]] = []
     for source in SOURCES:
         files: dict[str, dict[str, Any]] = {}
-        for text in read_crd_files(source, strimzi_repo):
+        for text in read_crd_files(source, checkouts):
             files.update(schemas_of(text, source.kinds))
         missing = {k for k in source.kinds if not any(f"/{k.lower()}_" in path for path in files)}
         if missing:
@@ -227,11 +239,26 @@ def write_sources(written: list[tuple[CrdSource, list[str]]]) -> None:
     (SCHEMAS / "SOURCES.md").write_text("\n".join(lines) + "\n")
 
 
+def checkout_arg(value: str) -> tuple[str, Path]:
+    module, separator, directory = value.partition("=")
+    if not separator or module not in {s.module for s in SOURCES if s.origin == "git"}:
+        git_sources = ", ".join(s.module for s in SOURCES if s.origin == "git")
+        raise argparse.ArgumentTypeError(f"expected <repository>=<dir>, the repository one of: {git_sources}")
+    return module, Path(directory)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strimzi-repo", type=Path, help="a git clone of strimzi/strimzi-kafka-operator")
+    parser.add_argument(
+        "--checkout",
+        type=checkout_arg,
+        action="append",
+        default=[],
+        metavar="REPOSITORY=DIR",
+        help="a git clone of a source read from git, e.g. github.com/strimzi/strimzi-kafka-operator=../strimzi",
+    )
     args = parser.parse_args()
-    write_sources(vendor(args.strimzi_repo))
+    write_sources(vendor(dict(args.checkout)))
 
 
 if __name__ == "__main__":
