@@ -52,6 +52,16 @@ def prepare_platform(kafka: str, database_url: str, credentials: LocalCredential
     print(f"migrations applied: {applied or 'none pending'}; topics created: {len(created)}", flush=True)
 
 
+def _client_hints(ports: SystemPorts, access: dict[str, str]) -> str:
+    """The two first clients of the API: the web console and the command line, with the dev key to use."""
+    key = access["GATEWAY_DEV_API_KEY"]
+    return (
+        f"  console    http://127.0.0.1:{ports.http}/ui  (sign in with API key {key!r})\n"
+        f"  CLI        export RAGSTREAM_API_KEY={key}; uv run ragstream ingest ./docs;"
+        ' uv run ragstream ask "..."\n'
+    )
+
+
 def _print_health_when_ready(ports: SystemPorts, access: dict[str, str]) -> None:
     addresses = {name: f"127.0.0.1:{ports.grpc[name]}" for name in SERVICE_NAMES}
     try:
@@ -61,7 +71,8 @@ def _print_health_when_ready(ports: SystemPorts, access: dict[str, str]) -> None
         return
     rows = "\n".join(f"  {name:<10} grpc 127.0.0.1:{ports.grpc[name]:<6} {status}" for name, status in statuses.items())
     print(
-        f"\nRagstream is up.\n  gateway    http://127.0.0.1:{ports.http}  (docs: /docs, health: /healthz)\n{rows}\n"
+        f"\nRagstream is up.\n  gateway    http://127.0.0.1:{ports.http}  (API docs: /docs, /redoc; health: /healthz)\n"
+        f"{_client_hints(ports, access)}{rows}\n"
         f"  connectors: POST /v1/connectors (scope connectors:admin); webhooks at"
         f" {public_base_url(ports)}/v1/webhooks/<connector_id> (docs/connectors.md)\n"
         "  usage: GET /v1/usage?from=&to=&granularity=minute|hour|day and GET /v1/usage/cost (tenant key;"
