@@ -48,6 +48,7 @@ DECLARED_ACCESS: dict[tuple[str, str], Access] = {
     ("DELETE", "/v1/documents/{document_id}"): scope("documents:write"),
     ("POST", "/v1/query"): scope("query"),
     ("POST", "/v1/search"): scope("query"),
+    ("GET", "/v1/admin/tenants"): ADMIN,
     ("POST", "/v1/admin/tenants"): ADMIN,
     ("GET", "/v1/admin/tenants/{tenant_id}"): ADMIN,
     ("PATCH", "/v1/admin/tenants/{tenant_id}"): ADMIN,

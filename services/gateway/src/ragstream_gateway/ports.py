@@ -210,6 +210,14 @@ class TenantRecord:
 
 
 @dataclass(frozen=True)
+class TenantListing:
+    """One page of tenants, by tenant_id; `next_cursor` None on the last page."""
+
+    items: list[TenantRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
 class TenantUpdate:
     """What a PATCH changes: a None field stays as it is; `reset` names nullable fields set back to null
     (rate_limit: the default limit again; max_key_lifetime_s: no maximum)."""
@@ -281,6 +289,11 @@ class TenantDirectory(Protocol):
         ...
 
     async def get_tenant(self, tenant_id: str) -> TenantRecord | None: ...
+
+    async def list_tenants(self, *, limit: int, cursor: str | None, include_deleted: bool) -> TenantListing:
+        """Every tenant but the reserved `_platform`, by tenant_id; deleted (offboarded) ones only when
+        `include_deleted`. Raises ValueError for a cursor it did not issue."""
+        ...
 
     async def create_key(
         self,

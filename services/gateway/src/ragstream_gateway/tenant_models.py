@@ -1,4 +1,4 @@
-"""HTTP bodies of the admin API's tenant Kafka access: the credentials shown once, and a created tenant."""
+"""HTTP bodies of the admin API's tenants: the Kafka credentials shown once, a created tenant, the tenant listing."""
 
 from __future__ import annotations
 
@@ -45,3 +45,12 @@ def credentials_view(credentials: KafkaCredentials) -> KafkaCredentialsView:
         ),
         group_prefix=credentials.group_prefix,
     )
+
+
+class TenantListItem(TenantView):
+    deleted: bool = Field(default=False, description="Offboarded (listed only with include_deleted=true)")
+
+
+class TenantPage(BaseModel):
+    items: list[TenantListItem] = Field(description="By tenant_id; the reserved `_platform` tenant is never listed")
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page; null at the end")

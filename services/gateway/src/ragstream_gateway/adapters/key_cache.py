@@ -26,6 +26,7 @@ from ragstream_gateway.ports import (
     KeyGrant,
     RotatedKey,
     TenantDirectory,
+    TenantListing,
     TenantRecord,
     TenantUpdate,
 )
@@ -166,6 +167,9 @@ class CachedTenantDirectory:
 
     async def get_tenant(self, tenant_id: str) -> TenantRecord | None:
         return await self._directory.get_tenant(tenant_id)
+
+    async def list_tenants(self, *, limit: int, cursor: str | None, include_deleted: bool) -> TenantListing:
+        return await self._directory.list_tenants(limit=limit, cursor=cursor, include_deleted=include_deleted)
 
     async def create_key(
         self,

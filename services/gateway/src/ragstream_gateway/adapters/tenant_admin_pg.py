@@ -1,10 +1,11 @@
 """The admin path's newer statements on tenants and API keys (migration 0006): tenant updates, key listings,
-rotation with a grace period, the maximum key lifetime, and whether a tenant is disabled.
+rotation with a grace period, the maximum key lifetime, whether a tenant is disabled, and the tenant listing.
 
-Everything but `tenant_disabled` runs on the admin pool (`ragstream_gateway_admin`) inside the tenant's
-transaction, so row-level security confines it to that tenant. Every change here fires the NOTIFY trigger in the
-same transaction (other gateways evict the key or tenant when it commits), and appends its audit entry, when given
-one, in that transaction too.
+Everything but `tenant_disabled` runs on the admin pool (`ragstream_gateway_admin`), and all but `list_tenants`
+inside the tenant's transaction, so row-level security confines it to that tenant; the listing crosses tenants, so
+it reads them through a definer function (migration 0015) that returns nothing but the tenant rows' own columns.
+Every change here fires the NOTIFY trigger in the same transaction (other gateways evict the key or tenant when it
+commits), and appends its audit entry, when given one, in that transaction too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ragstream_gateway.ports import (
     AuditFor,
     KeyAlreadyRotated,
     RotatedKey,
+    TenantListing,
     TenantRecord,
     TenantUpdate,
 )
@@ -48,6 +50,7 @@ INSERT_KEY = (
     " SELECT %(key_id)s, t.tenant_id, %(key_sha256)s, %(key_prefix)s, %(name)s, %(scopes)s, "
     f"{_CAPPED_EXPIRY} FROM tenants t WHERE t.tenant_id = %(tenant_id)s RETURNING {_KEY_COLUMNS}"
 )
+_LIST_TENANTS = f"SELECT {TENANT_COLUMNS} FROM ragstream_list_tenants(%s, %s, %s)"
 _LOCK_FOR_ROTATION = (
     "SELECT k.name, k.scopes, k.replaced_by,"
     " CASE WHEN k.expires_at IS NULL THEN NULL ELSE now() + (k.expires_at - k.created_at) END AS same_lifetime"
@@ -159,6 +162,34 @@ async def list_keys(pool: AsyncConnectionPool, tenant_id: str, *, limit: int, cu
     items = [key_record(row) for row in rows[:limit]]
     more = len(rows) > limit
     return ApiKeyListing(items, encode_cursor(items[-1].created_at, items[-1].key_id) if more else None)
+
+
+async def list_tenants(
+    pool: AsyncConnectionPool, *, limit: int, cursor: str | None, include_deleted: bool
+) -> TenantListing:
+    """Through the definer function (migration 0015): row-level security keeps the admin role to one tenant."""
+    after = decode_tenant_cursor(cursor) if cursor is not None else None
+    async with pool.connection() as connection, connection.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_LIST_TENANTS, (after, limit + 1, include_deleted))
+        rows = await cur.fetchall()
+    items = [tenant_record(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return TenantListing(items, encode_tenant_cursor(items[-1].tenant_id) if more else None)
+
+
+def encode_tenant_cursor(tenant_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps(["tenant", tenant_id]).encode()).decode()
+
+
+def decode_tenant_cursor(cursor: str) -> str:
+    """The last tenant_id of the previous page; ValueError for anything `encode_tenant_cursor` did not produce."""
+    try:
+        kind, tenant_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not a cursor of this listing") from exc
+    if kind != "tenant" or not isinstance(tenant_id, str):
+        raise ValueError("not a cursor of this listing")
+    return tenant_id
 
 
 def encode_cursor(created_at: datetime, key_id: str) -> str:

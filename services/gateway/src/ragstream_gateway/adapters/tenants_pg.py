@@ -28,6 +28,7 @@ from ragstream_gateway.ports import (
     AuditFor,
     KeyGrant,
     RotatedKey,
+    TenantListing,
     TenantRecord,
     TenantUpdate,
 )
@@ -97,6 +98,11 @@ class PostgresTenantDirectory:
             await cur.execute(f"SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = %s", (tenant_id,))
             row = await cur.fetchone()
         return tenant_record(row) if row else None
+
+    async def list_tenants(self, *, limit: int, cursor: str | None, include_deleted: bool) -> TenantListing:
+        return await tenant_admin_pg.list_tenants(
+            self._admin, limit=limit, cursor=cursor, include_deleted=include_deleted
+        )
 
     async def create_key(
         self,

@@ -1,4 +1,8 @@
-"""PATCH /v1/admin/tenants/{id}: change a tenant's name, rate limit, allowlist, quotas, key lifetime, or disable it.
+"""GET /v1/admin/tenants: the tenant listing. PATCH /v1/admin/tenants/{id}: change a tenant's name, rate limit,
+allowlist, quotas, key lifetime, or disable it.
+
+The listing is keyset-paginated by tenant_id (stable while tenants are created); offboarded tenants are left out
+unless asked for. Like every admin read it is audited by require_admin, in the `_platform` log.
 
 Only the fields present change. The row update NOTIFYs every gateway in its transaction, so new limits,
 allowlists and a disabled mark apply to cached keys within a second everywhere. A disabled tenant is refused
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from ragstream_gateway.allowlists import checked_allowlist
 from ragstream_gateway.config import GatewaySettings
@@ -22,12 +26,33 @@ from ragstream_gateway.problems import Problem, problem_responses
 from ragstream_gateway.routes.admin import refuse_deleted, tenant_view
 from ragstream_gateway.routes.admin_keys import require_tenant
 from ragstream_gateway.routes.params import TenantIdPath
+from ragstream_gateway.tenant_models import TenantListItem, TenantPage
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Admin = Annotated[str, Depends(require_admin)]
 Deps = Annotated[GatewayDeps, Depends(get_deps)]
 Settings = Annotated[GatewaySettings, Depends(get_settings)]
+Limit = Annotated[int, Query(ge=1, le=200)]
+Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
+IncludeDeleted = Annotated[bool, Query(description="Also list offboarded (deleted) tenants")]
 _NULLABLE: tuple[Literal["rate_limit", "max_key_lifetime_s"], ...] = ("rate_limit", "max_key_lifetime_s")
+
+
+@router.get(
+    "/tenants",
+    response_model=TenantPage,
+    responses=problem_responses(401, 403, 422, 429),
+    summary="List tenants by tenant_id (keyset pages); deleted tenants only with include_deleted=true",
+)
+async def list_tenants(
+    _actor: Admin, deps: Deps, limit: Limit = 50, cursor: Cursor = None, include_deleted: IncludeDeleted = False
+) -> TenantPage:
+    try:
+        listing = await deps.tenants.list_tenants(limit=limit, cursor=cursor, include_deleted=include_deleted)
+    except ValueError as exc:
+        raise Problem(422, str(exc), slug="invalid-cursor") from exc
+    items = [TenantListItem(**tenant_view(r).model_dump(), deleted=r.deleted) for r in listing.items]
+    return TenantPage(items=items, next_cursor=listing.next_cursor)
 
 
 @router.patch(
