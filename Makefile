@@ -12,7 +12,8 @@ export UV_LINK_MODE ?= copy
 .PHONY: chaos check-infra backup restore dr-drill
 .PHONY: test-security security-fuzz bench-auth
 
-## setup: install uv if missing, create the environment, fetch Kafka, install redis-server if missing (apt)
+## setup: install uv if missing, create the environment, fetch Kafka, install redis-server, promtool and Chromium
+## (browser tests) if missing (apt)
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet --break-system-packages uv
 	@command -v redis-server >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -21,6 +22,9 @@ setup:
 	@command -v promtool >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
 	  || { echo "promtool is needed (alert rule tests): apt-get install prometheus, or brew install prometheus" >&2; exit 1; }
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || echo "chromium + chromium-driver not installed: the browser tests will skip" >&2
 	$(UV) sync --frozen --all-packages
 	$(UV_RUN) python -m ragstream_devstack fetch-kafka
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_gateway.adapters.routes import GATEWAY_ROUTES
+from ragstream_gateway.apidocs import DOCS_CSP
 from ragstream_gateway.app import create_app, open_deps
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps
@@ -190,7 +191,7 @@ async def test_every_response_carries_the_security_headers(gateway: Gateway) -> 
         assert response.headers["x-frame-options"] == "DENY" and response.headers["referrer-policy"] == "no-referrer"
         assert len(response.headers["x-correlation-id"]) == 32
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
-    assert docs.headers["content-security-policy"] == "frame-ancestors 'none'"
+    assert docs.headers["content-security-policy"] == DOCS_CSP
     assert docs.headers["x-frame-options"] == "DENY" and docs.headers["x-content-type-options"] == "nosniff"
 
 

@@ -49,9 +49,11 @@ from ragstream_gateway.adapters.tenant_kafka_admin import open_tenant_provisione
 from ragstream_gateway.adapters.tenants_pg import PostgresTenantDirectory
 from ragstream_gateway.adapters.usage_pg import PostgresUsageStore
 from ragstream_gateway.admission import AdmissionLimit
+from ragstream_gateway.apidocs import DOCS_PATHS, register_api_docs
 from ragstream_gateway.audit_trail import AuditTrail
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.connectors import ConnectorService
+from ragstream_gateway.console import mount_console
 from ragstream_gateway.correlation import CORRELATION_HEADER, CorrelationIds
 from ragstream_gateway.deps import GatewayDeps, GatewayServices, client_ip
 from ragstream_gateway.document_metrics import refresh_document_counts
@@ -110,8 +112,8 @@ def create_app(
         description=DESCRIPTION,
         telemetry={"exclude": lambda scope: scope.get("path") in UNTRACED_PATHS},
         # GATEWAY_DOCS_ENABLED=false (production): no /docs, /redoc or /openapi.json; app.openapi() still works.
-        docs_url="/docs" if settings.docs_enabled else None,
-        redoc_url="/redoc" if settings.docs_enabled else None,
+        docs_url=None,  # our own air-gapped pages (apidocs.register_api_docs), not FastAPI's CDN ones
+        redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     documents_service = DocumentService(
@@ -155,7 +157,7 @@ def create_app(
     # Outside the metrics and the admission bound: its write after the response counts against neither.
     app.add_middleware(AuditTrail, audit=deps.audit, client_address=client_ip, questions=deps.audit_store)
     # Outermost: every response, the middlewares' own refusals included, gets the headers and the id.
-    app.add_middleware(SecurityHeaders, docs_paths=(app.docs_url or "", app.redoc_url or ""))
+    app.add_middleware(SecurityHeaders, docs_paths=DOCS_PATHS if settings.docs_enabled else ())
     app.add_middleware(CorrelationIds)
     query_routers = [query.router] if queries is not None else []
     for router in (
@@ -177,6 +179,9 @@ def create_app(
         *routers,
     ):
         app.include_router(router)
+    if settings.docs_enabled:
+        register_api_docs(app, settings)
+    mount_console(app)  # the web console at /ui, a client of the routes above
     return app
 
 

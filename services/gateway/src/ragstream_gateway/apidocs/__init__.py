@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.exceptions import HTTPException
 
-from ragstream_gateway.config import GatewaySettings
+if TYPE_CHECKING:  # config imports the problem module, which imports this one's CSP through security_headers
+    from ragstream_gateway.config import GatewaySettings
 
 SWAGGER_UI_VERSION: Final = "5.35.0"  # npm swagger-ui-dist
 REDOC_VERSION: Final = "2.5.4"  # npm redoc
