@@ -12,6 +12,7 @@ from unittest.mock import AsyncMock
 import httpx
 import pytest
 from fakes import envelope as fake_envelope
+from fakes.gateway import gateway_deps, grant
 from pydantic import SecretStr, ValidationError
 from rag.v1 import documents_pb2
 from ragstream_gateway.admin_auth import identify_admin, outcome_of, read_entry
@@ -23,41 +24,26 @@ from ragstream_gateway.key_models import TenantPatch
 from ragstream_gateway.models import TenantIn
 from ragstream_gateway.ports import AuditEntry, KeyGrant, TenantRecord
 from ragstream_gateway.ratelimit import TenantRateLimiter
-from ragstream_gateway.security import ALL_SCOPES, hash_api_key
 
 pytestmark = pytest.mark.unit
 TOKEN = "t" * 32
 TENANT_KEY, ADMIN_KEY, OLD_KEY, OFF_KEY = "tenant-key", "admin-key", "rotated-key", "disabled-tenant-key"
 
 
-def grant(key_id: str, tenant_id: str = "acme", scopes: tuple[str, ...] = ALL_SCOPES, **changes: Any) -> KeyGrant:
-    fields: dict[str, Any] = {"revoked": False, "expires_at": None, "rate_limit": None, "ip_allowlist": ()}
-    return KeyGrant(key_id, tenant_id, scopes, **{**fields, **changes})
-
-
 GRANTS = {
-    hash_api_key(TENANT_KEY): grant("key_t"),
-    hash_api_key(ADMIN_KEY): grant("key_a", "_platform", ("admin",)),
-    hash_api_key(OLD_KEY): grant("key_o", expires_at=datetime.now(UTC) - timedelta(seconds=1), replaced_by="key_n"),
-    hash_api_key(OFF_KEY): grant("key_d", tenant_disabled=True),
+    TENANT_KEY: grant(key_id="key_t"),
+    ADMIN_KEY: grant("_platform", ("admin",), key_id="key_a"),
+    OLD_KEY: grant(key_id="key_o", expires_at=datetime.now(UTC) - timedelta(seconds=1), replaced_by="key_n"),
+    OFF_KEY: grant(key_id="key_d", tenant_disabled=True),
 }
 
 
 def deps_over(grants: Mapping[str, KeyGrant] = GRANTS, *, address_limit: str = "3/minute") -> GatewayDeps:
-    tenants = AsyncMock()
-    tenants.find_key.side_effect = grants.get
-    tenants.get_tenant.return_value = None
-    registry = AsyncMock()
-    registry.get.return_value = None
-    return GatewayDeps(
-        registry=registry,
-        blobs=AsyncMock(),
-        publisher=AsyncMock(),
-        audit=AsyncMock(),
-        tenants=tenants,
-        limiter=TenantRateLimiter("async+memory://", "1000/minute", address_limit=address_limit),
-        readiness=AsyncMock(),
-    )
+    limiter = TenantRateLimiter("async+memory://", "1000/minute", address_limit=address_limit)
+    deps = gateway_deps(grants=grants, limiter=limiter)
+    deps.tenants.get_tenant.return_value = None  # type: ignore[attr-defined]
+    deps.registry.get.return_value = None  # type: ignore[attr-defined]
+    return deps
 
 
 def client(deps: GatewayDeps, ip: str = "192.0.2.1", **settings: Any) -> httpx.AsyncClient:
@@ -150,7 +136,7 @@ async def test_disabled_tenants_and_keys_past_their_grace_are_refused() -> None:
 async def test_identify_admin_names_each_refusal() -> None:
     settings = GatewaySettings(admin_token=TOKEN)
     tenants = deps_over().tenants
-    revoked_admin = {hash_api_key("r"): grant("key_r", "_platform", ("admin",), revoked=True)}
+    revoked_admin = {"r": grant("_platform", ("admin",), key_id="key_r", revoked=True)}
     assert (await identify_admin(None, settings, tenants)).reason == "missing"
     assert (await identify_admin("nope", settings, tenants)).reason == "unknown_credential"
     assert (await identify_admin(TENANT_KEY, settings, tenants)).reason == "not_admin"

@@ -11,12 +11,11 @@ from unittest.mock import AsyncMock
 import httpx
 import pytest
 from fakes import RecordingSink
+from fakes.gateway import gateway_deps, grant
 from rag.v1 import queries_pb2, services_pb2
 from ragstream_common.service_tokens import VerifiedToken
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
-from ragstream_gateway.deps import GatewayDeps
-from ragstream_gateway.ports import KeyGrant
 from ragstream_gateway.problems import PROBLEM_JSON
 from ragstream_gateway.query import replies
 from ragstream_gateway.query.replies import (
@@ -29,8 +28,6 @@ from ragstream_gateway.query.replies import (
     TokenEvent,
 )
 from ragstream_gateway.query.service import QueryDispatcher
-from ragstream_gateway.ratelimit import TenantRateLimiter
-from ragstream_gateway.security import ALL_SCOPES, hash_api_key
 from support.sse import parse_sse
 
 pytestmark = pytest.mark.unit
@@ -86,24 +83,9 @@ class WorkersReply(PendingQueries):
         return queue
 
 
-def _deps() -> GatewayDeps:
-    grant = KeyGrant("key_1", "acme", ALL_SCOPES, False, None, None, ())
-    tenants = AsyncMock()
-    tenants.find_key.side_effect = lambda digest: grant if digest == hash_api_key(KEY) else None
-    return GatewayDeps(
-        registry=AsyncMock(),
-        blobs=AsyncMock(),
-        publisher=AsyncMock(),
-        audit=AsyncMock(),
-        tenants=tenants,
-        limiter=TenantRateLimiter("async+memory://", "1000/minute"),
-        readiness=AsyncMock(),
-    )
-
-
 def _client(sink: RecordingSink, events: Sequence[ReplyEvent] = AGENT_REPLY) -> httpx.AsyncClient:
     queries = QueryDispatcher(sink, WorkersReply(events), "gw:1")
-    app = create_app(GatewaySettings(admin_token=None), _deps(), queries=queries)
+    app = create_app(GatewaySettings(admin_token=None), gateway_deps(grants={KEY: grant()}), queries=queries)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://gw", headers={"X-API-Key": KEY})
 

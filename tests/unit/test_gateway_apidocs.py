@@ -6,10 +6,10 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
-from unittest.mock import AsyncMock
 
 import httpx
 import pytest
+from fakes.gateway import gateway_deps
 from fastapi import FastAPI
 from ragstream_gateway.apidocs import (
     ASSETS_DIR,
@@ -24,29 +24,15 @@ from ragstream_gateway.apidocs import (
 )
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
-from ragstream_gateway.deps import GatewayDeps
-from ragstream_gateway.ratelimit import TenantRateLimiter
 
 pytestmark = pytest.mark.unit
 PAGES = ("/docs", "/redoc")
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 
 
-def _deps() -> GatewayDeps:
-    return GatewayDeps(
-        registry=AsyncMock(),
-        blobs=AsyncMock(),
-        publisher=AsyncMock(),
-        audit=AsyncMock(),
-        tenants=AsyncMock(),
-        limiter=TenantRateLimiter("async+memory://", "1000/minute"),
-        readiness=AsyncMock(),
-    )
-
-
 def _docs_app(**settings: object) -> FastAPI:
     gateway_settings = GatewaySettings(admin_token=None, **settings)  # type: ignore[arg-type]
-    app = create_app(gateway_settings, _deps())
+    app = create_app(gateway_settings, gateway_deps())
     # Until app.py passes docs_url=None/redoc_url=None, FastAPI's CDN pages hold the paths: drop them here.
     app.router.routes[:] = [
         route for route in app.router.routes if getattr(route, "path", "") not in (*PAGES, "/docs/oauth2-redirect")

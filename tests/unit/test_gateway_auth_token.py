@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from unittest.mock import AsyncMock
-
 import httpx
 import pytest
+from fakes.gateway import gateway_deps, grant
 from ragstream_common.service_tokens import WrongAudience
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps
-from ragstream_gateway.ports import KeyGrant
 from ragstream_gateway.problems import PROBLEM_JSON
-from ragstream_gateway.ratelimit import TenantRateLimiter
-from ragstream_gateway.security import ALL_SCOPES, hash_api_key
+from ragstream_gateway.security import ALL_SCOPES
 from support.tokens import TokenKit
 
 pytestmark = pytest.mark.unit
@@ -22,18 +19,7 @@ KIT = TokenKit()
 
 
 def _deps(scopes: tuple[str, ...] = ALL_SCOPES, rate_limit: str | None = None) -> GatewayDeps:
-    grant = KeyGrant("key_1", "acme", scopes, False, None, rate_limit, ())
-    tenants = AsyncMock()
-    tenants.find_key.side_effect = lambda digest: grant if digest == hash_api_key(KEY) else None
-    return GatewayDeps(
-        registry=AsyncMock(),
-        blobs=AsyncMock(),
-        publisher=AsyncMock(),
-        audit=AsyncMock(),
-        tenants=tenants,
-        limiter=TenantRateLimiter("async+memory://", "1000/minute"),
-        readiness=AsyncMock(),
-    )
+    return gateway_deps(grants={KEY: grant(scopes=scopes, rate_limit=rate_limit)})
 
 
 def _client(deps: GatewayDeps, signing: bool = True) -> httpx.AsyncClient:

@@ -13,6 +13,7 @@ from unittest.mock import AsyncMock
 import httpx
 import pytest
 from fakes import RecordingSink
+from fakes.gateway import gateway_deps, grant
 from pydantic import TypeAdapter, ValidationError
 from rag.v1 import connectors_pb2
 from ragstream_common.events import Emitted
@@ -40,10 +41,8 @@ from ragstream_gateway.connectors import (
 )
 from ragstream_gateway.deps import GatewayDeps
 from ragstream_gateway.documents import Caller
-from ragstream_gateway.ports import KeyGrant
 from ragstream_gateway.problems import PROBLEM_JSON
-from ragstream_gateway.ratelimit import TenantRateLimiter
-from ragstream_gateway.security import ALL_SCOPES, SCOPE_CONNECTORS_ADMIN, hash_api_key
+from ragstream_gateway.security import ALL_SCOPES, SCOPE_CONNECTORS_ADMIN
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -416,19 +415,7 @@ KEY = "connector-test-key"
 
 
 def _deps(directory: MemoryConnectors | None, scopes: tuple[str, ...] = ALL_SCOPES) -> GatewayDeps:
-    grant = KeyGrant("key_1", "acme", scopes, False, None, None, ())
-    tenants = AsyncMock()
-    tenants.find_key.side_effect = lambda digest: grant if digest == hash_api_key(KEY) else None
-    return GatewayDeps(
-        registry=AsyncMock(),
-        blobs=AsyncMock(),
-        publisher=AsyncMock(),
-        audit=AsyncMock(),
-        tenants=tenants,
-        limiter=TenantRateLimiter("async+memory://", "1000/minute"),
-        readiness=AsyncMock(),
-        connectors=directory,
-    )
+    return gateway_deps(grants={KEY: grant(scopes=scopes)}, connectors=directory)
 
 
 def _client(deps: GatewayDeps) -> httpx.AsyncClient:

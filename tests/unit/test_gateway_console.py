@@ -7,16 +7,14 @@ import re
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 from pathlib import Path
-from unittest.mock import AsyncMock
 
 import httpx
 import pytest
+from fakes.gateway import gateway_deps
 from ragstream_gateway.apidocs import DOCS_CSP
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.console import STATIC_DIR
-from ragstream_gateway.deps import GatewayDeps
-from ragstream_gateway.ratelimit import TenantRateLimiter
 from ragstream_gateway.security_headers import CONSOLE_CSP
 
 pytestmark = pytest.mark.unit
@@ -66,16 +64,7 @@ def _parts(page: Path) -> PageParts:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    deps = GatewayDeps(
-        registry=AsyncMock(),
-        blobs=AsyncMock(),
-        publisher=AsyncMock(),
-        audit=AsyncMock(),
-        tenants=AsyncMock(),
-        limiter=TenantRateLimiter("async+memory://", "1000/minute"),
-        readiness=AsyncMock(),
-    )
-    app = create_app(GatewaySettings(admin_token=None), deps)
+    app = create_app(GatewaySettings(admin_token=None), gateway_deps())
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
         yield http

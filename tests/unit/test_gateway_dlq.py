@@ -10,29 +10,20 @@ from unittest.mock import AsyncMock
 import httpx
 import pytest
 from fakes.dlq import DLQ, SOURCE, FakeLedger, FakePublisher, FakeStore, dead_letter
+from fakes.gateway import gateway_deps
 from ragstream_common.dlq_service import DeadLetterService, DeadLetterUnavailable
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.dead_letters import DLQ_AUDIT_TENANT, REDRIVE_ACTION
 from ragstream_gateway.deps import GatewayDeps
 from ragstream_gateway.problems import PROBLEM_JSON
-from ragstream_gateway.ratelimit import TenantRateLimiter
 
 pytestmark = pytest.mark.unit
 ADMIN = {"Authorization": "Bearer admin-secret-for-tests-32-chars-min"}
 
 
 def _deps(service: DeadLetterService | None) -> GatewayDeps:
-    return GatewayDeps(
-        registry=AsyncMock(),
-        blobs=AsyncMock(),
-        publisher=AsyncMock(),
-        audit=AsyncMock(),
-        tenants=AsyncMock(),
-        limiter=TenantRateLimiter("async+memory://", "1000/minute"),
-        readiness=AsyncMock(),
-        dead_letters=service,
-    )
+    return gateway_deps(dead_letters=service)
 
 
 def _client(deps: GatewayDeps) -> httpx.AsyncClient:

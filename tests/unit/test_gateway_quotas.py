@@ -12,18 +12,18 @@ from unittest.mock import AsyncMock
 import httpx
 import pytest
 from fakes import RecordingSink
+from fakes.gateway import gateway_deps, grant
 from fakes.quotas import MemoryQuotaStore
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps
-from ragstream_gateway.ports import DocumentRecord, KeyGrant, StoredUsage, TenantQuotas
+from ragstream_gateway.ports import DocumentRecord, StoredUsage, TenantQuotas
 from ragstream_gateway.problems import PROBLEM_JSON
 from ragstream_gateway.query.replies import PendingQueries
 from ragstream_gateway.query.service import QueryDispatcher
 from ragstream_gateway.quota_models import QuotasIn
 from ragstream_gateway.quotas import QuotaEnforcer, QuotaExceeded, QuotaSettings, effective_quotas, upload_growth
 from ragstream_gateway.ratelimit import TenantRateLimiter
-from ragstream_gateway.security import ALL_SCOPES, hash_api_key
 
 pytestmark = pytest.mark.unit
 KEY = "quota-test-key"
@@ -151,23 +151,11 @@ async def test_the_upload_lock_admits_one_holder_at_a_time() -> None:
 
 @pytest.fixture
 async def client() -> AsyncIterator[tuple[httpx.AsyncClient, MemoryQuotaStore, GatewayDeps]]:
-    grant = KeyGrant("key_1", "acme", ALL_SCOPES, False, None, None, ())
-    tenants = AsyncMock()
-    tenants.find_key.side_effect = lambda digest: grant if digest == hash_api_key(KEY) else None
-    registry = AsyncMock()
-    registry.get.return_value = None
     limiter = TenantRateLimiter("async+memory://", "1000/minute")
     store = MemoryQuotaStore(stored={"acme": StoredUsage(0, 0)})
-    deps = GatewayDeps(
-        registry=registry,
-        blobs=AsyncMock(),
-        publisher=AsyncMock(),
-        audit=AsyncMock(),
-        tenants=tenants,
-        limiter=limiter,
-        readiness=AsyncMock(),
-        quotas=QuotaEnforcer(store, limiter.storage, NO_LIMITS),
-    )
+    quotas = QuotaEnforcer(store, limiter.storage, NO_LIMITS)
+    deps = gateway_deps(grants={KEY: grant()}, limiter=limiter, quotas=quotas)
+    deps.registry.get.return_value = None  # type: ignore[attr-defined]
     queries = QueryDispatcher(RecordingSink(), PendingQueries(), "gw:1")
     app = create_app(GatewaySettings(admin_token=None), deps, queries=queries)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))

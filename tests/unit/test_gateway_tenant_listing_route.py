@@ -4,17 +4,15 @@ bounded limits, a malformed cursor as 422 problem+json, and deleted tenants only
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from unittest.mock import AsyncMock
 
 import httpx
 import pytest
+from fakes.gateway import gateway_deps, grant
 from ragstream_gateway.adapters.tenant_admin_pg import decode_tenant_cursor, encode_tenant_cursor
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps
-from ragstream_gateway.ports import AuditEntry, KeyGrant, TenantListing, TenantRecord
-from ragstream_gateway.ratelimit import TenantRateLimiter
-from ragstream_gateway.security import ALL_SCOPES, hash_api_key
+from ragstream_gateway.ports import AuditEntry, TenantListing, TenantRecord
 
 pytestmark = pytest.mark.unit
 TOKEN = "t" * 32
@@ -37,19 +35,9 @@ async def list_in_memory(*, limit: int, cursor: str | None, include_deleted: boo
 
 
 def deps_with_tenants() -> GatewayDeps:
-    tenants = AsyncMock()
-    tenant_grant = KeyGrant("key_t", "acme", ALL_SCOPES, False, None, None, ())
-    tenants.find_key.side_effect = {hash_api_key(TENANT_KEY): tenant_grant}.get
-    tenants.list_tenants.side_effect = list_in_memory
-    return GatewayDeps(
-        registry=AsyncMock(),
-        blobs=AsyncMock(),
-        publisher=AsyncMock(),
-        audit=AsyncMock(),
-        tenants=tenants,
-        limiter=TenantRateLimiter("async+memory://", "1000/minute"),
-        readiness=AsyncMock(),
-    )
+    deps = gateway_deps(grants={TENANT_KEY: grant(key_id="key_t")})
+    deps.tenants.list_tenants.side_effect = list_in_memory  # type: ignore[attr-defined]
+    return deps
 
 
 def client(deps: GatewayDeps) -> httpx.AsyncClient:
