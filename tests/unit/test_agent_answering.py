@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fakes import RecordingSink, envelope
 from fakes.agent import InMemorySearcher, ScriptedPlanner
-from fakes.generate import RecordingReplyChannel
+from fakes.generate import RecordingReplyChannel, ScriptedBackend
 from google.protobuf.timestamp_pb2 import Timestamp
 from rag.v1 import queries_pb2, services_pb2, usage_pb2
 from ragstream_generate.agent.answering import AgentAnswerer, AgentConfig
 from ragstream_generate.agent.rules_planner import ModelFreePlanner, RulesPlannerConfig
 from ragstream_generate.agent.state import FinalAnswer, PlannedSearch
+from ragstream_generate.backends.base import CitationRef, DraftAnswer
 from ragstream_generate.backends.extractive import ExtractiveBackend
 from ragstream_generate.citations import marker_numbers
 from ragstream_generate.handlers import answer_batch
@@ -180,3 +181,17 @@ async def test_a_chain_retrieved_whole_in_step_one_is_still_followed_through_its
     assert produced is not None and len(produced.steps) == 2
     assert produced.exit_reason in {"answered", "no_new_evidence"}
     assert "Lisbon" in produced.answer and {c.document_id for c in produced.citations} == {"falcon", "ortiz"}
+
+
+async def test_an_llm_backend_writes_the_answer_from_every_steps_sources() -> None:
+    draft = DraftAnswer(
+        text="Lisbon [2].", citations=[CitationRef(index=2, source=1, snippet="Lisbon", score=1.0)], backend="llm"
+    )
+    backend = ScriptedBackend({QUESTION: ["Lisbon ", "[2].", draft]})
+    agent = AgentAnswerer(lambda _state: bridge(), InMemorySearcher(DOCUMENTS), backend, AgentConfig())
+    replies = RecordingReplyChannel()
+    await answer_batch([envelope(retrieved())], ExtractiveBackend(), replies, RecordingSink(), agent=agent)
+    stream = replies.stream_for("q1")
+    produced = stream.answer()
+    assert backend.questions == [QUESTION] and stream.tokens() == ["Lisbon ", "[2]."]
+    assert produced is not None and [(c.index, c.document_id) for c in produced.citations] == [(2, "ortiz")]

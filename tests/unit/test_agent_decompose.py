@@ -146,3 +146,44 @@ def test_reasons_say_which_side_a_sub_query_is() -> None:
         "part of the question (Project Falcon)",
         "part of the question (Project Heron)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        (
+            "Which opened first, the Krakow office or the Lisbon office?",
+            ["opened first Krakow office", "opened first Lisbon office"],
+        ),
+        (
+            "Is the client meal limit per guest higher in the 2025 expense policy or in the 2024 one?",
+            ["client meal limit guest 2025 expense policy", "client meal limit guest 2024 expense policy"],
+        ),
+        (
+            "Who has been with the company longer: the lead of Project Beacon or the lead of Project Orchid?",
+            ["company longer lead Project Beacon", "company longer lead Project Orchid"],
+        ),
+        ("Should I bring a laptop or a tablet?", ["bring laptop", "bring tablet"]),
+    ],
+)
+def test_a_choice_between_parallel_phrases_searches_each(question: str, expected: list[str]) -> None:
+    assert queries(question) == expected
+
+
+def test_a_change_from_one_year_to_another_searches_both_years() -> None:
+    assert queries("How did the daily meal allowance for travel change from 2023 to 2024?") == [
+        "daily meal allowance travel 2023",
+        "daily meal allowance travel 2024",
+    ]
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Can I work from home or not?",  # one thing asked, yes or no
+        "How do I get from the station to the office?",  # a route, not two things compared
+        "How do I reset my password?",
+    ],
+)
+def test_questions_that_only_look_like_choices_stay_whole(question: str) -> None:
+    assert decompose(question) == []
