@@ -82,7 +82,9 @@ def test_two_files_are_uploaded_and_reach_indexed(console: Console, tmp_path: Pa
 def test_the_answer_streams_and_a_citation_opens_its_passage(console: Console) -> None:
     console.sign_in(api_key="dev-key")
     _ask(console, "Who leads Project Falcon?", agent=False)
-    assert console.driver.execute_script("return window.answerRenders") >= 2  # token by token, then citations
+    # Text rendered while the answer was still forming (aria-busy): streamed, not painted at `done`. The
+    # extractive answer's tokens may travel as one fragment, so one render while busy is all that is certain.
+    assert console.driver.execute_script("return window.answerRenders") >= 1
     assert console.driver.execute_script("return window.sourcesBeforeAnswer") is True
     assert "Maria Ortiz" in console.text_of("#answer")
     citation = console.visible("#answer button.citation")
