@@ -22,7 +22,6 @@ from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 from moto.server import ThreadedMotoServer
 from psycopg_pool import AsyncConnectionPool
-from ragstream_common import blobs as blobs_module
 from ragstream_common.blobs import PostgresBlobStore, S3BlobStore
 from ragstream_common.db import create_pool
 from ragstream_common.kafka_settings import KafkaSettings
@@ -183,7 +182,7 @@ def _needles(*texts: str) -> list[str]:
 
 
 async def _blob_keys(pools: dict[str, AsyncConnectionPool], tenant: str) -> set[str]:
-    return {blob.key async for blob in PostgresBlobStore(pools["gateway-admin"]).listing(tenant)}
+    return {blob.key async for blob in PostgresBlobStore(pools["gateway-admin"]).listing(tenant, page_size=2)}
 
 
 async def test_a_deleted_document_leaves_nothing_behind_and_live_content_stays(
@@ -343,14 +342,11 @@ def s3_store() -> Iterator[S3BlobStore]:
     server.stop()
 
 
-async def test_the_s3_listing_pages_through_one_tenants_objects_only(
-    s3_store: S3BlobStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(blobs_module, "LISTING_PAGE", 2)
+async def test_the_s3_listing_pages_through_one_tenants_objects_only(s3_store: S3BlobStore) -> None:
     for index in range(5):
         await s3_store.put("a", f"doc/{index}", b"x", "text/plain")
     await s3_store.put("a.b", "doc/0", b"y", "text/plain")  # "a" is a prefix of "a.b"'s id, not of its keys
-    listed = [blob async for blob in s3_store.listing("a")]
+    listed = [blob async for blob in s3_store.listing("a", page_size=2)]  # three pages
     assert sorted(blob.key for blob in listed) == [f"doc/{index}" for index in range(5)]
     assert all(blob.written_at.tzinfo is not None for blob in listed)
     for blob in listed:

@@ -12,7 +12,6 @@ from unittest.mock import AsyncMock
 import httpx
 import pytest
 from fakes import envelope as fake_envelope
-from fakes.gateway import gateway_deps, grant
 from pydantic import SecretStr, ValidationError
 from rag.v1 import documents_pb2
 from ragstream_gateway.admin_auth import identify_admin, outcome_of, read_entry
@@ -24,6 +23,7 @@ from ragstream_gateway.key_models import TenantPatch
 from ragstream_gateway.models import TenantIn
 from ragstream_gateway.ports import AuditEntry, KeyGrant, TenantRecord
 from ragstream_gateway.ratelimit import TenantRateLimiter
+from unit.gateway_deps import gateway_deps, grant
 
 pytestmark = pytest.mark.unit
 TOKEN = "t" * 32

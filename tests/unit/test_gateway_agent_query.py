@@ -11,7 +11,6 @@ from unittest.mock import AsyncMock
 import httpx
 import pytest
 from fakes import RecordingSink
-from fakes.gateway import gateway_deps, grant
 from rag.v1 import queries_pb2, services_pb2
 from ragstream_common.service_tokens import VerifiedToken
 from ragstream_gateway.app import create_app
@@ -29,6 +28,7 @@ from ragstream_gateway.query.replies import (
 )
 from ragstream_gateway.query.service import QueryDispatcher
 from support.sse import parse_sse
+from unit.gateway_deps import gateway_deps, grant
 
 pytestmark = pytest.mark.unit
 KEY = "agent-key"

@@ -9,7 +9,6 @@ from html.parser import HTMLParser
 
 import httpx
 import pytest
-from fakes.gateway import gateway_deps
 from fastapi import FastAPI
 from ragstream_gateway.apidocs import (
     ASSETS_DIR,
@@ -24,6 +23,7 @@ from ragstream_gateway.apidocs import (
 )
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
+from unit.gateway_deps import gateway_deps
 
 pytestmark = pytest.mark.unit
 PAGES = ("/docs", "/redoc")

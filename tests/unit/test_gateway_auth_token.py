@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from fakes.gateway import gateway_deps, grant
 from ragstream_common.service_tokens import WrongAudience
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
@@ -12,6 +11,7 @@ from ragstream_gateway.deps import GatewayDeps
 from ragstream_gateway.problems import PROBLEM_JSON
 from ragstream_gateway.security import ALL_SCOPES
 from support.tokens import TokenKit
+from unit.gateway_deps import gateway_deps, grant
 
 pytestmark = pytest.mark.unit
 KEY = "test-key"

@@ -13,7 +13,6 @@ from unittest.mock import AsyncMock
 import httpx
 import pytest
 from fakes import RecordingSink
-from fakes.gateway import gateway_deps, grant
 from pydantic import TypeAdapter, ValidationError
 from rag.v1 import connectors_pb2
 from ragstream_common.events import Emitted
@@ -43,6 +42,7 @@ from ragstream_gateway.deps import GatewayDeps
 from ragstream_gateway.documents import Caller
 from ragstream_gateway.problems import PROBLEM_JSON
 from ragstream_gateway.security import ALL_SCOPES, SCOPE_CONNECTORS_ADMIN
+from unit.gateway_deps import gateway_deps, grant
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fakes.gateway import gateway_deps
 from ragstream_gateway.apidocs import DOCS_CSP
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.console import STATIC_DIR
 from ragstream_gateway.security_headers import CONSOLE_CSP
+from unit.gateway_deps import gateway_deps
 
 pytestmark = pytest.mark.unit
 PAGES = sorted(STATIC_DIR.glob("*.html"))

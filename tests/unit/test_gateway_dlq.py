@@ -10,13 +10,13 @@ from unittest.mock import AsyncMock
 import httpx
 import pytest
 from fakes.dlq import DLQ, SOURCE, FakeLedger, FakePublisher, FakeStore, dead_letter
-from fakes.gateway import gateway_deps
 from ragstream_common.dlq_service import DeadLetterService, DeadLetterUnavailable
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.dead_letters import DLQ_AUDIT_TENANT, REDRIVE_ACTION
 from ragstream_gateway.deps import GatewayDeps
 from ragstream_gateway.problems import PROBLEM_JSON
+from unit.gateway_deps import gateway_deps
 
 pytestmark = pytest.mark.unit
 ADMIN = {"Authorization": "Bearer admin-secret-for-tests-32-chars-min"}

@@ -12,7 +12,6 @@ from unittest.mock import AsyncMock
 import httpx
 import pytest
 from fakes import RecordingSink
-from fakes.gateway import gateway_deps, grant
 from fakes.quotas import MemoryQuotaStore
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
@@ -24,6 +23,7 @@ from ragstream_gateway.query.service import QueryDispatcher
 from ragstream_gateway.quota_models import QuotasIn
 from ragstream_gateway.quotas import QuotaEnforcer, QuotaExceeded, QuotaSettings, effective_quotas, upload_growth
 from ragstream_gateway.ratelimit import TenantRateLimiter
+from unit.gateway_deps import gateway_deps, grant
 
 pytestmark = pytest.mark.unit
 KEY = "quota-test-key"

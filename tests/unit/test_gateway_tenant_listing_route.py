@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from fakes.gateway import gateway_deps, grant
 from ragstream_gateway.adapters.tenant_admin_pg import decode_tenant_cursor, encode_tenant_cursor
 from ragstream_gateway.app import create_app
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps
 from ragstream_gateway.ports import AuditEntry, TenantListing, TenantRecord
+from unit.gateway_deps import gateway_deps, grant
 
 pytestmark = pytest.mark.unit
 TOKEN = "t" * 32

@@ -74,8 +74,8 @@ class StoredBlob:
 class BlobInventory(Protocol):
     """What the retention job (ragstream_gateway/purge.py) needs of a store: a tenant's blobs, and deletion."""
 
-    def listing(self, tenant_id: str) -> AsyncIterator[StoredBlob]:
-        """Every blob of the tenant, a page at a time (keys in the store's order)."""
+    def listing(self, tenant_id: str, page_size: int = LISTING_PAGE) -> AsyncIterator[StoredBlob]:
+        """Every blob of the tenant, `page_size` keys at a time (keys in the store's order)."""
         ...
 
     async def delete(self, tenant_id: str, key: str) -> None: ...
@@ -176,19 +176,19 @@ class PostgresBlobStore:
             await connection.execute("DELETE FROM blob_parts WHERE tenant_id = %s AND blob_key = %s", (tenant_id, key))
             await connection.execute("DELETE FROM blobs WHERE tenant_id = %s AND blob_key = %s", (tenant_id, key))
 
-    async def listing(self, tenant_id: str) -> AsyncIterator[StoredBlob]:
+    async def listing(self, tenant_id: str, page_size: int = LISTING_PAGE) -> AsyncIterator[StoredBlob]:
         after = ""
         while True:
             async with tenant_transaction(self._pool, tenant_id) as connection:
                 cursor = await connection.execute(
                     "SELECT blob_key, created_at FROM blobs WHERE tenant_id = %s AND blob_key > %s"
                     " ORDER BY blob_key LIMIT %s",
-                    (tenant_id, after, LISTING_PAGE),
+                    (tenant_id, after, page_size),
                 )
                 rows = await cursor.fetchall()
             for key, written_at in rows:
                 yield StoredBlob(key, written_at)
-            if len(rows) < LISTING_PAGE:
+            if len(rows) < page_size:
                 return
             after = rows[-1][0]
 
@@ -310,13 +310,13 @@ class S3BlobStore:
     async def delete(self, tenant_id: str, key: str) -> None:
         await asyncio.to_thread(self._client.delete_object, Bucket=self._bucket, Key=self._object_key(tenant_id, key))
 
-    async def listing(self, tenant_id: str) -> AsyncIterator[StoredBlob]:
+    async def listing(self, tenant_id: str, page_size: int = LISTING_PAGE) -> AsyncIterator[StoredBlob]:
         # The trailing slash keeps tenant "a" from listing tenant "a.b"'s objects.
         prefix = self._object_key(tenant_id, "")
         token: dict[str, str] = {}
         while True:
             page = await asyncio.to_thread(
-                self._client.list_objects_v2, Bucket=self._bucket, Prefix=prefix, MaxKeys=LISTING_PAGE, **token
+                self._client.list_objects_v2, Bucket=self._bucket, Prefix=prefix, MaxKeys=page_size, **token
             )
             for item in page.get("Contents", []):
                 yield StoredBlob(item["Key"][len(prefix) :], item["LastModified"])

@@ -1,4 +1,5 @@
-"""Gateway dependencies for HTTP-layer unit tests: every port a mock, a key directory that knows the given keys.
+"""Gateway dependencies for the HTTP-layer unit tests (this tier only): every port a mock, a key directory that
+knows the given keys.
 
 `gateway_deps()` builds the `GatewayDeps` the gateway's unit tests hand `create_app`; `grant()` builds what a key
 admits. Tests configure the returned mocks further (`deps.registry.get.return_value = ...`) or replace a field.
