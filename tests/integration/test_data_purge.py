@@ -37,7 +37,10 @@ from ragstream_retrieve.adapters.pg_index import PostgresChunkIndex
 from ragstream_retrieve.adapters.pg_search import PostgresSearchIndex
 from ragstream_retrieve.models import ChunkToIndex, DocumentVersion, SearchFilters, UpsertOutcome
 from support.kafka_clients import client_kwargs, signed_in_as
-from support.tenant_kafka import REFUSAL_BOUND_S, provisioner_kafka, service_kafka, until_signed_in
+from support.tenant_kafka import (
+    REFUSAL_BOUND_S,
+    provisioning_gateway_settings,
+)
 
 pytestmark = pytest.mark.integration
 RUN = uuid.uuid4().hex[:8]
@@ -56,16 +59,7 @@ Gateway = tuple[GatewaySettings, GatewayDeps]
 async def gateway(
     service_database_urls: dict[str, str], service_identities: LocalCredentials, kafka_topics: str
 ) -> AsyncIterator[Gateway]:
-    provisioner = await until_signed_in(provisioner_kafka(service_identities, kafka_topics))
-    settings = GatewaySettings(
-        DATABASE_URL=service_database_urls["gateway"],
-        admin_database_url=service_database_urls["gateway-admin"],
-        kafka=await until_signed_in(service_kafka("gateway", service_identities, kafka_topics)),
-        kafka_provisioner_username=provisioner.sasl_username,
-        kafka_provisioner_password=provisioner.sasl_password,
-        admin_token=ADMIN_TOKEN,
-        db_pool_size=2,
-    )
+    settings = await provisioning_gateway_settings(service_database_urls, service_identities, kafka_topics, ADMIN_TOKEN)
     async with AsyncExitStack() as stack:
         yield settings, await open_deps(settings, stack)
 

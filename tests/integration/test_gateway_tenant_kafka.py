@@ -34,10 +34,9 @@ from support.tenant_kafka import (
     REFUSAL_BOUND_S,
     authorized_topic_operations,
     produce,
-    provisioner_kafka,
+    provisioning_gateway_settings,
     read_topic,
     service_kafka,
-    until_signed_in,
 )
 
 pytestmark = pytest.mark.integration
@@ -52,15 +51,8 @@ Gateway = tuple[GatewaySettings, GatewayDeps]
 async def gateway(
     service_database_urls: dict[str, str], service_identities: LocalCredentials, kafka_topics: str
 ) -> AsyncIterator[Gateway]:
-    provisioner = await until_signed_in(provisioner_kafka(service_identities, kafka_topics))
-    settings = GatewaySettings(
-        DATABASE_URL=service_database_urls["gateway"],
-        admin_database_url=service_database_urls["gateway-admin"],
-        kafka=await until_signed_in(service_kafka("gateway", service_identities, kafka_topics)),
-        kafka_provisioner_username=provisioner.sasl_username,
-        kafka_provisioner_password=provisioner.sasl_password,
-        admin_token="admin-secret-for-tests-32-chars-min",
-        db_pool_size=2,
+    settings = await provisioning_gateway_settings(
+        service_database_urls, service_identities, kafka_topics, "admin-secret-for-tests-32-chars-min"
     )
     async with AsyncExitStack() as stack:
         yield settings, await open_deps(settings, stack)

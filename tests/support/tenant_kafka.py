@@ -19,6 +19,7 @@ from ragstream_common.kafka.connection import wait_until_signed_in
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.kafka_identities import kafka_identity_env
+from ragstream_gateway.config import GatewaySettings
 
 from support.kafka_clients import client_kwargs, service_settings, signed_in_as
 
@@ -42,6 +43,23 @@ def provisioner_kafka(credentials: LocalCredentials, kafka: str) -> KafkaSetting
     assert gateway["GATEWAY_KAFKA_PROVISIONER_USERNAME"] == PROVISIONER_USER
     return signed_in_as(
         service_kafka("gateway", credentials, kafka), PROVISIONER_USER, gateway["GATEWAY_KAFKA_PROVISIONER_PASSWORD"]
+    )
+
+
+async def provisioning_gateway_settings(
+    database_urls: dict[str, str], credentials: LocalCredentials, kafka: str, admin_token: str
+) -> GatewaySettings:
+    """Gateway settings with its own Kafka login, its provisioner login and both of its database logins: what
+    the tenant admin routes need to create and remove tenants' Kafka access."""
+    provisioner = await until_signed_in(provisioner_kafka(credentials, kafka))
+    return GatewaySettings(
+        DATABASE_URL=database_urls["gateway"],
+        admin_database_url=database_urls["gateway-admin"],
+        kafka=await until_signed_in(service_kafka("gateway", credentials, kafka)),
+        kafka_provisioner_username=provisioner.sasl_username,
+        kafka_provisioner_password=provisioner.sasl_password,
+        admin_token=admin_token,
+        db_pool_size=2,
     )
 
 
