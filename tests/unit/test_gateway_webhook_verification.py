@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -311,21 +312,26 @@ def test_any_of_several_signatures_may_match() -> None:
     _verify(UPSERT, headers)
 
 
+# Factories, not values: the headers are signed when the test runs, so a timestamp
+# six minutes ahead is still ahead however long after collection that is.
 @pytest.mark.parametrize(
-    "headers",
+    "make_headers",
     [
-        signed_headers(UPSERT, new_secret()),
-        signed_headers(UPSERT, SECRET, sent=datetime.now(UTC) - timedelta(minutes=6)),
-        signed_headers(UPSERT, SECRET, sent=datetime.now(UTC) + timedelta(minutes=6)),
-        {**signed_headers(UPSERT, SECRET), "webhook-id": "msg_2"},  # the id is signed too
-        {**signed_headers(UPSERT, SECRET), "webhook-signature": "garbage"},
-        {**signed_headers(UPSERT, SECRET), "webhook-signature": "v1,!!notbase64!!"},
-        {**signed_headers(UPSERT, SECRET), "webhook-timestamp": "soon"},
+        lambda: signed_headers(UPSERT, new_secret()),
+        lambda: signed_headers(UPSERT, SECRET, sent=datetime.now(UTC) - timedelta(minutes=6)),
+        lambda: signed_headers(UPSERT, SECRET, sent=datetime.now(UTC) + timedelta(minutes=6)),
+        lambda: {**signed_headers(UPSERT, SECRET), "webhook-id": "msg_2"},  # the id is signed too
+        lambda: {**signed_headers(UPSERT, SECRET), "webhook-signature": "garbage"},
+        lambda: {**signed_headers(UPSERT, SECRET), "webhook-signature": "v1,!!notbase64!!"},
+        lambda: {**signed_headers(UPSERT, SECRET), "webhook-timestamp": "soon"},
     ],
+    ids=["wrong_secret", "stale", "future", "id_changed", "garbage", "not_base64", "bad_timestamp"],
 )
-def test_wrong_secret_stale_time_or_malformed_signature_is_unauthorized(headers: dict[str, str]) -> None:
+def test_wrong_secret_stale_time_or_malformed_signature_is_unauthorized(
+    make_headers: Callable[[], dict[str, str]],
+) -> None:
     with pytest.raises(VerificationFailed) as caught:
-        _verify(UPSERT, headers)
+        _verify(UPSERT, make_headers())
     assert (caught.value.status, caught.value.reason) == (401, "bad_signature")
 
 
