@@ -11,7 +11,9 @@ from ragstream_devstack.credentials import LocalCredentials
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-pytest_plugins = ["ragstream_devstack.fixtures"]
+# The session's infrastructure (Kafka, Postgres, Redis), then the whole system on it for tests/e2e and
+# tests/browser (support/system_plugin.py): one definition of each fixture, so one system per session.
+pytest_plugins = ["ragstream_devstack.fixtures", "support.system_plugin"]
 
 
 # The security suite uses the session infrastructure in-process, so it runs with the integration tier.

@@ -1,8 +1,8 @@
-"""The web console in headless Chromium (Selenium 4) against the whole running system of tests/e2e.
+"""The web console in headless Chromium (Selenium 4) against the whole running system.
 
-The system fixtures are tests/e2e/conftest.py's, re-exported here (fixtures are visible per directory). When the
-e2e tier ran first in the same session its running system is reused (`reuse_running_system`), so one session
-never starts two; alone, `pytest -m browser tests/browser` starts its own.
+`system` and the other system fixtures come from tests/support/system_plugin.py (registered in tests/conftest.py),
+the same definitions the e2e tier uses: when both tiers run in one session they share one running system (pytest
+caches the session fixture); alone, `pytest -m browser tests/browser` starts it.
 """
 
 from __future__ import annotations
@@ -11,25 +11,14 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from browser.console import Console
-from e2e.conftest import (  # noqa: F401 (fixtures, found by name)
-    box,
-    drive,
-    embed_metrics_port,
-    gateway,
-    graph,
-    metrics_ports,
-    otlp_receiver,
-    system,
-)
 from ragstream_devstack.system import LocalServices
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from support.system_plugin import ADMIN_TOKEN as ADMIN_TOKEN  # the running system's, for the admin pages
 
-ADMIN_TOKEN = "admin-token-for-e2e-tests-32-chars-min"
 BROWSER_DIR = "tests/browser"
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 
@@ -45,28 +34,6 @@ def _chromium() -> tuple[str, str] | None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """After tests/conftest.py's tier order: the browser tests last, so that they find the e2e tier's system up."""
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
-
-
-def _system_definitions(session: pytest.Session) -> list[Any]:
-    """Every FixtureDef named `system` the collected items see (FuncFixtureInfo, stable across pytest 7-9)."""
-    found: dict[int, Any] = {}
-    for item in session.items:
-        info = getattr(item, "_fixtureinfo", None)
-        for definition in getattr(info, "name2fixturedefs", {}).get("system", ()):
-            found[id(definition)] = definition
-    return list(found.values())
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Reuse a system another directory's `system` fixture already started (the e2e tier runs first): seed this
-    directory's copy of the fixture with it, so it is not started a second time on the same broker and database."""
-    visible = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).get("system")
-    if not visible or visible[-1].cached_result is not None:
-        return
-    ours = visible[-1]  # the definition this item would use: this directory's re-export
-    running = [d for d in _system_definitions(item.session) if d is not ours and d.cached_result is not None]
-    if running and running[0].cached_result[2] is None:
-        ours.cached_result = (running[0].cached_result[0], None, None)
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +66,7 @@ def chromium_driver() -> Iterator[webdriver.Chrome]:
 
 @pytest.fixture
 def console(
-    system: LocalServices,  # noqa: F811 (the re-exported fixture)
+    system: LocalServices,
     chromium_driver: webdriver.Chrome,
     artifacts_dir: Path,
 ) -> Iterator[Console]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import httpx
 import pytest
 from browser.console import Console
+from ragstream_common.registry import SERVICES
 from ragstream_devstack.system import LocalServices
+from support.system_plugin import ADMIN_TOKEN
 
 pytestmark = pytest.mark.browser
-
-ADMIN_TOKEN = "admin-token-for-e2e-tests-32-chars-min"
 # Each page and what shows it has loaded its data (or, for forms, its first field).
 PAGES = {
     "index.html": "#api-key",
@@ -23,6 +23,7 @@ PAGES = {
     "admin-connectors.html": "#connectors table, #connectors p",
     "admin-dlq.html": "#depths table",
     "admin-usage.html": "#charts figure, #charts p",
+    "admin-health.html": "#services table",
 }
 PHONE = (390, 844)
 
@@ -60,6 +61,18 @@ def test_a_key_is_created_then_rotated_and_each_secret_shown_once(
         for key in (created, rotated):
             response = client.get("/v1/documents?limit=1", headers={"Authorization": f"Bearer {key}"})
             assert response.status_code == 200, response.text
+
+
+def test_health_page_shows_every_service_serving(admin_console: Console) -> None:
+    """The gateway's GET /v1/admin/health, one row per worker of the registry."""
+    console = admin_console
+    console.open("admin-health.html")
+    console.visible("#services table")
+    rows = {r.find_elements("css selector", "td")[0].text: r.text for r in console.find_all("#services tbody tr")}
+    workers = {name for name, spec in SERVICES.items() if spec.http_port is None}
+    assert set(rows) == workers and all("SERVING" in row and "NOT_SERVING" not in row for row in rows.values()), rows
+    assert "Every service is serving" in console.text_of("#verdict")
+    assert "database" in console.text_of("#gateway")
 
 
 @pytest.mark.parametrize("page", list(PAGES))

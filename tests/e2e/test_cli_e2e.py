@@ -4,6 +4,7 @@ RAGSTREAM_API_KEY, talking to the public HTTP API only."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import uuid
@@ -11,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ragstream_common.registry import SERVICES
 from ragstream_devstack.system import LocalServices
 from support.samples import FORMATS
+from support.system_plugin import ADMIN_TOKEN
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +26,7 @@ class Run:
     output: str
 
 
-async def ragstream(system: LocalServices, tmp_path: Path, *args: str) -> Run:
+async def ragstream(system: LocalServices, tmp_path: Path, *args: str, admin: bool = False) -> Run:
     env = {
         **os.environ,
         "RAGSTREAM_URL": system.gateway_url,
@@ -31,6 +34,9 @@ async def ragstream(system: LocalServices, tmp_path: Path, *args: str) -> Run:
         "RAGSTREAM_CONFIG": str(tmp_path / "config.toml"),  # never the developer's own profiles
         "COLUMNS": "200",
     }
+    env.pop("RAGSTREAM_ADMIN_TOKEN", None)
+    if admin:
+        env["RAGSTREAM_ADMIN_TOKEN"] = ADMIN_TOKEN
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ragstream_cli", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -82,10 +88,31 @@ async def test_corrupt_file_fails_with_its_reason(system: LocalServices, tmp_pat
     assert "1 failed" in result.output
 
 
+WORKERS = sorted(name for name, spec in SERVICES.items() if spec.http_port is None)
+
+
 async def test_status_and_problem_lines(system: LocalServices, tmp_path: Path) -> None:
     status = await ragstream(system, tmp_path, "status")
     assert status.code == 0 and "ready" in status.output, status.output
+    assert "worker health: needs the admin token" in status.output
     missing = await ragstream(system, tmp_path, "docs", "show", f"no-such-{uuid.uuid4().hex[:6]}")
     assert missing.code == 1
     assert "urn:ragstream:problem:document-not-found" in missing.output
     assert len(missing.output.strip().splitlines()) == 1
+
+
+async def test_status_shows_every_service_serving(system: LocalServices, tmp_path: Path) -> None:
+    """With the admin token: the gateway asks every worker's grpc.health.v1 (GET /v1/admin/health)."""
+    shown = await ragstream(system, tmp_path, "status", admin=True)
+    assert shown.code == 0, shown.output
+    for name in WORKERS:
+        assert any(f" {name} " in line and "SERVING" in line for line in shown.output.splitlines()), shown.output
+    assert "every service SERVING" in shown.output
+
+    as_json = await ragstream(system, tmp_path, "status", "--json", admin=True)
+    assert as_json.code == 0, as_json.output
+    report = json.loads(as_json.output)
+    assert report["ready"] is True and report["healthy"] is True
+    assert {s["name"]: s["status"] for s in report["services"]} == dict.fromkeys(WORKERS, "SERVING")
+    for service in report["services"]:
+        assert service["address"] == system.grpc_address(service["name"]) and service["latency_ms"] >= 0

@@ -72,6 +72,7 @@ DECLARED_ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/v1/usage"): scope("documents:read"),
     ("GET", "/v1/usage/cost"): scope("documents:read"),
     ("POST", "/v1/admin/tenants/{tenant_id}/kafka-credentials"): ADMIN,
+    ("GET", "/v1/admin/health"): ADMIN,
     ("GET", "/v1/admin/dlq"): ADMIN,
     ("GET", "/v1/admin/dlq/{topic}/events"): ADMIN,
     ("GET", "/v1/admin/dlq/{topic}/events/{offset}"): ADMIN,

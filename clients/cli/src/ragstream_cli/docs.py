@@ -1,14 +1,13 @@
-"""`ragstream docs ls|show|rm` and `ragstream status` (the gateway's readiness, check by check)."""
+"""`ragstream docs ls|show|rm`: the tenant's documents."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from ragstream_cli.client import ApiError
 from ragstream_cli.render import console, fields, print_json, table
-from ragstream_cli.session import EXIT_FAILED, api
+from ragstream_cli.session import api
 
 docs_app = typer.Typer(help="The tenant's documents.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json")]
@@ -56,34 +55,5 @@ def remove_document(ctx: typer.Context, document_id: Annotated[str, typer.Argume
     console.print(f"deleted {answer['document_id']} (version {answer['version']})")
 
 
-def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """The gateway's liveness and readiness, with each dependency check it reports; exits 1 when not ready."""
-    client = api(ctx)
-    report: dict[str, Any] = {"url": client.settings.url}
-    try:
-        report["healthz"] = client.json("GET", "/healthz", auth="none").get("status", "ok")
-    except ApiError as exc:
-        if exc.status == 0:
-            raise
-        report["healthz"] = f"{exc.status} {exc.detail}"
-    try:
-        ready = client.json("GET", "/readyz", auth="none")
-        report.update(ready=True, checks=ready.get("checks", {}))
-    except ApiError as exc:
-        if exc.status != 503:
-            raise
-        report.update(ready=False, checks=exc.extensions.get("checks", {}), detail=exc.detail)
-    if as_json:
-        print_json(report)
-    else:
-        readiness = "ready" if report["ready"] else "NOT READY"
-        console.print(f"gateway {report['url']}: healthz {report['healthz']}, {readiness}")
-        rows = [{"check": name, "ok": "ok" if ok else "FAILING"} for name, ok in sorted(report["checks"].items())]
-        table(rows, ["check", "ok"])
-    if not report["ready"]:
-        raise typer.Exit(EXIT_FAILED)
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(docs_app, name="docs")
-    app.command("status")(status)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ragstream_cli import admin, ask, docs, ingest, operations, settings_cmd
+from ragstream_cli import admin, ask, docs, ingest, operations, settings_cmd, status_cmd
 from ragstream_cli.session import HandledGroup, Session
 
 app = typer.Typer(
@@ -44,3 +44,4 @@ docs.register(app)
 admin.register(app)
 operations.register(app)
 settings_cmd.register(app)
+status_cmd.register(app)

@@ -75,6 +75,10 @@ def service_env(
         # Agent-mode queries: the generate worker's follow-up searches (RetrieveService.Search).
         "GENERATE_RETRIEVE_ADDRESS": f"127.0.0.1:{ports.grpc['retrieve']}",
         "GATEWAY_REPLY_ADVERTISE_ADDRESS": f"127.0.0.1:{ports.grpc['gateway']}",
+        # GET /v1/admin/health probes every worker's grpc.health where this system started it.
+        "GATEWAY_SERVICE_HEALTH_ADDRESSES": ",".join(
+            f"{worker}=127.0.0.1:{port}" for worker, port in ports.grpc.items() if worker != "gateway"
+        ),
         # The base of every connector's webhook URL: the gateway answers there, the worker registers it with
         # the providers (subscriptions, watch channels).
         "GATEWAY_PUBLIC_BASE_URL": public_base_url(ports),

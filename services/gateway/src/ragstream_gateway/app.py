@@ -39,6 +39,7 @@ from ragstream_gateway.adapters.audit_pg import open_audit_log, open_security_ev
 from ragstream_gateway.adapters.connectors_pg import open_connector_directory
 from ragstream_gateway.adapters.dlq_kafka import open_dead_letters
 from ragstream_gateway.adapters.document_counts_pg import PostgresDocumentCounts
+from ragstream_gateway.adapters.health_grpc import GrpcHealthProbe
 from ragstream_gateway.adapters.intake_kafka import start_intake_bridge
 from ragstream_gateway.adapters.key_events_pg import open_key_directory
 from ragstream_gateway.adapters.key_usage_pg import start_key_usage
@@ -83,6 +84,7 @@ from ragstream_gateway.routes import (
 )
 from ragstream_gateway.security import hash_api_key
 from ragstream_gateway.security_headers import SecurityHeaders
+from ragstream_gateway.service_health import ServiceHealthSurvey
 from ragstream_gateway.uploads import ENVELOPE_BYTES, BodySizeLimit
 from ragstream_gateway.usage import UsageService, refresh_budget_ratios
 
@@ -136,7 +138,10 @@ def create_app(
             publish_timeout_s=settings.publish_timeout_s,
         )
     )
-    app.state.services = GatewayServices(settings, deps, documents_service, queries, tokens, connector_service)
+    worker_health = settings.service_health
+    probe = deps.health_probe or GrpcHealthProbe(settings.grpc_tls, worker_health.plaintext)  # dials when asked
+    survey = ServiceHealthSurvey(probe, worker_health)
+    app.state.services = GatewayServices(settings, deps, documents_service, queries, tokens, connector_service, survey)
     install_problem_handlers(app)
     quotas.install_quota_problems(app)
     for unavailable in (psycopg.OperationalError, PoolTimeout, QueryNotPublished):

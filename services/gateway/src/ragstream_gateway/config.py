@@ -20,6 +20,7 @@ from ragstream_gateway.allowlists import AllowlistSettings
 from ragstream_gateway.document_metrics import OTHER_TENANTS
 from ragstream_gateway.quotas import QuotaSettings
 from ragstream_gateway.security import ADMIN_TOKEN_MIN_LENGTH
+from ragstream_gateway.service_health import ServiceHealthSettings
 from ragstream_gateway.usage import UsageSettings
 
 MIB = 1024 * 1024
@@ -104,6 +105,8 @@ class GatewaySettings(ServiceSettings):
     # workers' ReplyService tokens; GRPC_TLS_* for the ReplyService outside a mesh.
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     grpc_tls: GrpcTlsSettings = Field(default_factory=GrpcTlsSettings)
+    # GATEWAY_SERVICE_HEALTH_*: where GET /v1/admin/health checks each worker's gRPC health (service_health.py).
+    service_health: ServiceHealthSettings = Field(default_factory=ServiceHealthSettings)
     # Default deadline of a query when the request sets none.
     query_timeout_ms: int = Field(default=30_000, ge=1, le=120_000)
 

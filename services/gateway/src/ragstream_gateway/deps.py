@@ -49,6 +49,7 @@ from ragstream_gateway.query.service import QueryDispatcher
 from ragstream_gateway.quotas import QuotaEnforcer
 from ragstream_gateway.ratelimit import TenantRateLimiter, refusal_problem
 from ragstream_gateway.security import SCOPE_ADMIN, address_allowed, extract_api_key, hash_api_key
+from ragstream_gateway.service_health import HealthProbe, ServiceHealthSurvey
 from ragstream_gateway.tenant_kafka import TenantKafkaAccess
 from ragstream_gateway.usage import UsageStore
 
@@ -92,6 +93,8 @@ class GatewayDeps:
     connectors: ConnectorDirectory | None = None
     # Metered usage and budgets (usage.py); None: the usage API answers 503.
     usage: UsageStore | None = None
+    # Workers' gRPC health (service_health.py); None: create_app dials them over gRPC (adapters/health_grpc.py).
+    health_probe: HealthProbe | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class GatewayServices:
     tokens: TokenMinter | None = None
     # The connector API (connectors.py); None when the deps have no connector directory (503).
     connectors: ConnectorService | None = None
+    # Every worker's health for GET /v1/admin/health; create_app always builds one.
+    service_health: ServiceHealthSurvey | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,13 @@ async def get_connector_service(request: Request) -> ConnectorService:
             slug="connectors-unavailable",
         )
     return connectors
+
+
+async def get_service_health(request: Request) -> ServiceHealthSurvey:
+    survey = services_of(request).service_health
+    if survey is None:
+        raise RuntimeError("the admin health route is mounted but create_app built no ServiceHealthSurvey")
+    return survey
 
 
 def client_ip(request: Request) -> str:

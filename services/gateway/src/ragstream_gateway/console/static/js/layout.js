@@ -11,6 +11,7 @@ const PAGES = [
   ["admin-connectors.html", "Connectors"],
   ["admin-dlq.html", "DLQ"],
   ["admin-usage.html", "Usage"],
+  ["admin-health.html", "Health"],
 ];
 
 function navigation() {
