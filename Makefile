@@ -12,8 +12,8 @@ export UV_LINK_MODE ?= copy
 .PHONY: chaos check-infra backup restore dr-drill
 .PHONY: test-security security-fuzz bench-auth
 
-## setup: install uv if missing, create the environment, fetch Kafka, install redis-server, promtool and Chromium
-## (browser tests) if missing (apt)
+## setup: install uv if missing, create the environment, fetch Kafka, export the embedding model to ONNX, install
+## redis-server, promtool and Chromium (browser tests) if missing (apt)
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet --break-system-packages uv
 	@command -v redis-server >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -27,6 +27,8 @@ setup:
 	  || echo "chromium + chromium-driver not installed: the browser tests will skip" >&2
 	$(UV) sync --frozen --all-packages
 	$(UV_RUN) python -m ragstream_devstack fetch-kafka
+	@# The embed service's ONNX backends, exported from the shipped weights and checked against torch (cached).
+	$(UV_RUN) python -m ragstream_embed.onnx_export
 
 ## run: Kafka, Postgres, migrations, topics and every service; Ctrl-C stops everything
 run: setup

@@ -8,7 +8,7 @@
    gateway's status bodies. chunks = the sum of their `chunk_count`. With an admin token the documents go to a
    fresh tenant, so the per-tenant embedding cache cannot answer for texts an earlier run already encoded.
 2. Raw: the same texts chunked in-process with the ingest service's Chunker and settings, then encoded with the
-   embed service's SentenceTransformerEncoder at its encode batch size (after a warm-up); chunks / encode time.
+   embed service's Encoder (EMBED_BACKEND) at its encode batch size (after a warm-up); chunks / encode time.
 The report ends with one JSON line: pipeline_chunks_per_s, raw_chunks_per_s, ratio, documents, chunks,
 documents_per_s and rss_mb (peak resident memory per service during the pipeline run).
 """
@@ -115,12 +115,13 @@ def chunk_texts(documents: Sequence[Document]) -> tuple[list[str], float]:
 
 
 def raw_encode(texts: Sequence[str]) -> dict[str, Any]:
-    from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
+    from ragstream_embed.adapters.encoder import Encoder
     from ragstream_embed.config import EmbedSettings
 
     settings = EmbedSettings()
     started = time.perf_counter()
-    encoder = SentenceTransformerEncoder.load(settings.device, settings.encode_batch_size)
+    # The service's own backend and thread settings (EMBED_*), so pipeline and raw run the same engine.
+    encoder = Encoder.load(settings.encoder_options())
     load_s = time.perf_counter() - started
     try:
         encoder.encode_sync(list(texts[:WARMUP_TEXTS]), batch_size=settings.encode_batch_size)

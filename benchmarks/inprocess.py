@@ -8,6 +8,7 @@ HNSW settings and top-k limits (the way its gRPC Search calls it), and the gener
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -18,14 +19,14 @@ WARMUP_QUERIES = 10
 
 
 async def inprocess_latencies(
-    database_url: str, tenant: str, questions: Sequence[str], top_k: int, torch_threads: int | None = None
+    database_url: str, tenant: str, questions: Sequence[str], top_k: int, query_threads: int | None = None
 ) -> dict[str, Any]:
     """Per-question latency (ms) of encode + hybrid search + extractive answer, run sequentially.
 
-    `torch_threads` overrides the query encode's torch thread count (default: the embed service's setting).
+    `query_threads` overrides the query encode's intra-op thread count (default: the embed service's setting).
     """
     from ragstream_common.db import create_pool
-    from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
+    from ragstream_embed.adapters.encoder import Encoder
     from ragstream_embed.config import EmbedSettings
     from ragstream_generate.backends.extractive import ExtractiveBackend, ExtractiveConfig
     from ragstream_generate.config import GenerateSettings
@@ -40,12 +41,8 @@ async def inprocess_latencies(
     retrieve_settings = RetrieveSettings()
     # The embed service's own loader and query path (its query thread and thread count), so the baseline runs
     # the model exactly as the service does.
-    encoder = SentenceTransformerEncoder.load(
-        embed_settings.device,
-        embed_settings.encode_batch_size,
-        embed_settings.torch_threads,
-        torch_threads or embed_settings.query_torch_threads,
-    )
+    options = embed_settings.encoder_options()
+    encoder = Encoder.load(dataclasses.replace(options, query_threads=query_threads or options.query_threads))
     backend = ExtractiveBackend(ExtractiveConfig(max_sentences=GenerateSettings().max_sentences))
     limits = TopKLimits(retrieve_settings.default_top_k, retrieve_settings.max_top_k)
     tuning = retrieve_settings.search_tuning()

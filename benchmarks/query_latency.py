@@ -8,7 +8,7 @@
    per-stage breakdown from each reply's `timings` (embed, retrieve, generate, transport, total).
 2. Sustainable throughput: closed loops of 1, 2, 4, 8 clients, --step-requests each; the highest queries/s whose
    p99 stays under --p99-target-ms (250) with no errors.
-3. In-process baseline: the same questions, sequentially, in this process: SentenceTransformerEncoder encode,
+3. In-process baseline: the same questions, sequentially, in this process: the embed service's Encoder (its backend),
    the retrieve service's hybrid_search over PostgresSearchIndex (its settings, as its gRPC Search does) against
    DATABASE_URL, then ExtractiveBackend().answer. Ratio e2e_p50 / inproc_p50.
 4. Transport floor (transport_floor.py): a bare Kafka hop, gRPC and HTTP round trip on the same machine, and the
@@ -50,10 +50,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit-corpus", type=int, default=None, help="index only the first N documents (smoke runs)")
     parser.add_argument("--skip-inproc", action="store_true", help="no in-process baseline")
     parser.add_argument(
-        "--torch-threads",
+        "--query-threads",
         type=int,
         default=None,
-        help="torch threads of the baseline's query encode (default: EMBED_QUERY_TORCH_THREADS)",
+        help="intra-op threads of the baseline's query encode (default: EMBED_QUERY_THREADS)",
     )
     args = parser.parse_args(argv)
     args.steps = [int(step) for step in args.steps.split(",") if step.strip()]
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             log(f"in-process baseline: {len(questions)} questions ...")
             inproc = asyncio.run(
-                inprocess_latencies(system.database_url, system.tenant, questions, args.top_k, args.torch_threads)
+                inprocess_latencies(system.database_url, system.tenant, questions, args.top_k, args.query_threads)
             )
     print_report(e2e, inproc, args)
     inproc_p50 = inproc["latency"]["p50_ms"] if inproc else None

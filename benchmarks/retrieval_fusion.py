@@ -122,10 +122,11 @@ def chunk_units(data: Dataset, max_tokens: int, overlap: int) -> Units:
     cache = CACHE / f"scifact-minilm-chunks-{max_tokens}-{overlap}-{len(chunk_texts)}.npy"
     if cache.exists():
         return Units(doc_ids, lexical_texts, np.load(cache))
-    from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
+    from ragstream_embed.adapters.encoder import Encoder
+    from ragstream_embed.models import EncoderOptions
 
     print(f"  encoding {len(chunk_texts)} chunks ({max_tokens}/{overlap})", flush=True)
-    encoder = SentenceTransformerEncoder.load(batch_size=32, torch_threads=1)
+    encoder = Encoder.load(EncoderOptions(backend="torch", batch_size=32, document_threads=1))
     try:
         vectors = encoder.encode_sync(chunk_texts)
     finally:

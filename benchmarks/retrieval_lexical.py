@@ -109,9 +109,10 @@ def embed_corpus_and_queries(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
     query_file = CACHE / f"scifact-minilm-queries-{len(data.queries)}-{min(data.queries, key=int)}.npy"
     if corpus_file.exists() and query_file.exists():
         return np.load(corpus_file), np.load(query_file)
-    from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
+    from ragstream_embed.adapters.encoder import Encoder
+    from ragstream_embed.models import EncoderOptions
 
-    encoder = SentenceTransformerEncoder.load(batch_size=64)
+    encoder = Encoder.load(EncoderOptions(backend="torch", batch_size=64))
     try:
         corpus = encoder.encode_sync([f"{t} {x}" for t, x in data.corpus.values()])
         queries = encoder.encode_sync(list(data.queries.values()))

@@ -57,9 +57,10 @@ class Workers:
 
 @pytest.fixture(scope="module")
 async def encoder() -> AsyncIterator[Any]:
-    from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
+    from ragstream_embed.adapters.encoder import Encoder
+    from ragstream_embed.models import EncoderOptions
 
-    loaded = await asyncio.to_thread(SentenceTransformerEncoder.load, "cpu", 8)
+    loaded = await asyncio.to_thread(Encoder.load, EncoderOptions(batch_size=8))
     yield loaded
     loaded.close()
 

@@ -105,9 +105,10 @@ async def eventually(condition: Callable[[], Any], timeout_s: float = 45.0) -> A
 
 @pytest.fixture(scope="module")
 async def encoder() -> AsyncIterator[Any]:
-    from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
+    from ragstream_embed.adapters.encoder import Encoder
+    from ragstream_embed.models import EncoderOptions
 
-    loaded = await asyncio.to_thread(SentenceTransformerEncoder.load, "cpu", 8)
+    loaded = await asyncio.to_thread(Encoder.load, EncoderOptions(batch_size=8))
     yield loaded
     loaded.close()
 

@@ -1,4 +1,5 @@
-"""services/Dockerfile and .dockerignore: one locked, non-root image recipe per service; torch only in embed."""
+"""services/Dockerfile and .dockerignore: one locked, non-root image recipe per service; no torch at run time
+(embed ships an ONNX export built in a throwaway environment)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,16 @@ def final_stage() -> list[dict[str, str]]:
 
 def locked_closure(root: str) -> set[str]:
     """Every package `uv sync --no-dev --package <root>` installs, from the dependency graph in uv.lock."""
+    return locked_closure_with_extra(root, None)
+
+
+def locked_closure_with_extra(root: str, root_extra: str | None) -> set[str]:
+    """... with `--extra root_extra` as well."""
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
     packages = {p["name"]: p for p in lock["package"]}
     # Nodes are (package, extra); extra None stands for the package's own dependencies.
     seen: set[tuple[str, str | None]] = set()
-    pending: list[tuple[str, str | None]] = [(root, None)]
+    pending: list[tuple[str, str | None]] = [(root, None), *([(root, root_extra)] if root_extra else [])]
     while pending:
         node = pending.pop()
         if node in seen:
@@ -68,7 +74,8 @@ def test_final_stage_is_python_311_slim_and_runs_as_uid_10001() -> None:
 
 @pytest.mark.parametrize("service", SERVICE_NAMES)
 def test_venv_is_synced_frozen_without_dev_deps_for_this_service_only(service: str) -> None:
-    syncs = [run for run in instructions("RUN", service) if "uv sync" in run]
+    runs = instructions("RUN", service)
+    syncs = [run for run in runs if "uv sync" in run and "/export/.venv" not in run]
     assert len(syncs) == 2
     for sync in syncs:
         assert "--frozen" in sync and "--no-dev" in sync and "--no-editable" in sync
@@ -79,10 +86,21 @@ def test_venv_is_synced_frozen_without_dev_deps_for_this_service_only(service: s
 
 
 @pytest.mark.parametrize("service", SERVICE_NAMES)
-def test_torch_is_only_locked_into_the_embed_image(service: str) -> None:
+def test_no_runtime_image_locks_torch(service: str) -> None:
     closure = locked_closure(f"ragstream-{service}")
-    assert ("torch" in closure) == (service == "embed")
-    assert "ragstream-devstack" not in closure
+    assert not {"torch", "sentence-transformers", "onnx", "ragstream-devstack"} & closure
+    assert ("onnxruntime" in closure) == (service == "embed")
+
+
+def test_embed_exports_its_model_in_a_throwaway_environment_and_ships_only_the_export() -> None:
+    (export,) = [run for run in instructions("RUN", "embed") if "/export/.venv" in run]
+    assert "--extra export" in export and "--package ragstream-embed" in export
+    assert "python -m ragstream_embed.onnx_export --cache-dir /app/models" in export
+    assert "torch" in locked_closure_with_extra("ragstream-embed", "export")
+    copied = [i["value"] for i in final_stage() if i["instruction"] == "COPY"]
+    assert copied == ["--from=build /app/.venv /app/.venv", "--from=build /app/models /app/models"]
+    env = " ".join(i["value"] for i in final_stage() if i["instruction"] == "ENV")
+    assert "EMBED_MODEL_DIR=/app/models" in env
 
 
 @pytest.mark.parametrize("service", SERVICE_NAMES)

@@ -22,7 +22,7 @@ from ragstream_common.service import (
 )
 
 from ragstream_embed.adapters.cache_pg import PostgresEmbeddingCache
-from ragstream_embed.adapters.encoder import SentenceTransformerEncoder
+from ragstream_embed.adapters.encoder import Encoder
 from ragstream_embed.adapters.grpc_api import EmbedServicer
 from ragstream_embed.adapters.routes import CHUNK_ROUTES, QUERY_ROUTES
 from ragstream_embed.config import EmbedSettings
@@ -37,19 +37,16 @@ def chunks_in(message: object) -> int:
 
 
 async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
-    encoder = await asyncio.to_thread(
-        SentenceTransformerEncoder.load,
-        settings.device,
-        settings.encode_batch_size,
-        settings.torch_threads,
-        settings.query_torch_threads,
-    )
+    encoder = await asyncio.to_thread(Encoder.load, settings.encoder_options())
     stack.callback(encoder.close)
     log.info(
         "model loaded",
         model=encoder.model_name,
+        version=encoder.model_version,
+        backend=settings.backend,
+        query_backend=settings.query_backend or settings.backend,
         dimensions=encoder.dimensions,
-        torch_threads=await asyncio.to_thread(encoder.thread_counts),
+        threads=encoder.thread_counts(),
     )
     pool = await open_pool(stack, settings, max_size=4)
     cache = PostgresEmbeddingCache(pool)
