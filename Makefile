@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export UV_LINK_MODE ?= copy
 
 .PHONY: setup run test check test-unit test-integration test-e2e lint protos bench-ingest bench-query eval clean
-.PHONY: bench-load soak eval-multihop
+.PHONY: bench-load soak eval-multihop bench-embed bench-peers
 .PHONY: chaos check-infra backup restore dr-drill
 .PHONY: test-security security-fuzz bench-auth
 
@@ -108,6 +108,21 @@ bench-ingest: setup
 
 bench-query: setup
 	$(UV_RUN) python benchmarks/query_latency.py
+
+## bench-peers: Ragstream end to end against LlamaIndex and Haystack in process (own pinned venv .cache/peers-venv),
+## same SciFact subset, model and Postgres; smoke: PEERS_ARGS="--limit-queries 20 --corpus-size 100"
+PEERS_VENV := .cache/peers-venv
+PEERS_ARGS ?=
+$(PEERS_VENV)/.requirements.stamp: benchmarks/peers/requirements.txt
+	$(UV) venv --allow-existing --python 3.11 $(PEERS_VENV)
+	UV_LINK_MODE=hardlink $(UV) pip sync --python $(PEERS_VENV) benchmarks/peers/requirements.txt
+	touch $@
+bench-peers: setup $(PEERS_VENV)/.requirements.stamp
+	$(UV_RUN) python benchmarks/peers.py $(PEERS_ARGS)
+
+## bench-embed: the embed backends (torch, onnx, onnx-int8) side by side: chunks/s, query p50/p99, peak RSS, nDCG@10
+bench-embed: setup
+	$(UV_RUN) python benchmarks/embed_backends.py --dataset $(DATASET) --split $(SPLIT)
 
 DATASET ?= ../shared/datasets/scifact
 SPLIT ?= train

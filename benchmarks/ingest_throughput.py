@@ -97,20 +97,26 @@ async def run_pipeline(
     }
 
 
-def chunk_texts(documents: Sequence[Document]) -> tuple[list[str], float]:
-    """The chunk texts the ingest service makes of these documents (JSON uploads are text/plain)."""
+def document_chunks(documents: Sequence[Document]) -> list[tuple[str, str]]:
+    """(corpus id, chunk text) for every chunk the ingest service makes of these documents (JSON uploads are
+    text/plain)."""
     from ragstream_ingest.chunker import Chunker
     from ragstream_ingest.config import IngestSettings
     from ragstream_ingest.extract import extract_document
 
     settings = IngestSettings()
     chunker = Chunker(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
-    started = time.perf_counter()
-    texts = [
-        piece.text
+    return [
+        (document.corpus_id, piece.text)
         for document in documents
         for piece in chunker.split(extract_document(document.text.encode("utf-8"), "text/plain").text)
     ]
+
+
+def chunk_texts(documents: Sequence[Document]) -> tuple[list[str], float]:
+    """The chunk texts of these documents, and how long chunking took."""
+    started = time.perf_counter()
+    texts = [text for _, text in document_chunks(documents)]
     return texts, time.perf_counter() - started
 
 
