@@ -277,6 +277,55 @@ def service_trees(markers: dict[str, str]) -> dict[str, list[psutil.Process]]:
     }
 
 
+class CpuAccount:
+    """CPU seconds each part of the system spent over a run: every service's process tree, the Postgres backends
+    of each database role (their process title is `postgres: <role> ...`), the rest of Postgres, and the Kafka
+    broker. Processes that live through the run are counted (the services, their pooled connections); ones that
+    start and end inside it are not."""
+
+    def __init__(self, services: Sequence[str] = SERVICES) -> None:
+        self._markers = {name: f"ragstream_{name}.app" for name in services}
+        self._start: dict[int, tuple[str, float]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def __enter__(self) -> CpuAccount:
+        self._start = self._snapshot()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        totals: dict[str, float] = {}
+        for pid, (group, seconds) in self._snapshot().items():
+            if pid in self._start:
+                totals[group] = totals.get(group, 0.0) + seconds - self._start[pid][1]
+        self.seconds = {group: round(value, 1) for group, value in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+    def _snapshot(self) -> dict[int, tuple[str, float]]:
+        groups: dict[int, str] = {}
+        for name, roots in service_trees(self._markers).items():
+            for root in roots:
+                with contextlib.suppress(psutil.Error):
+                    groups.update((p.pid, name) for p in [root, *root.children(recursive=True)])
+        for process in psutil.process_iter(["pid", "name", "cmdline"]):
+            line = " ".join(process.info["cmdline"] or ())
+            if process.info["pid"] not in groups and (group := _infrastructure_group(process.info["name"], line)):
+                groups[process.info["pid"]] = group
+        snapshot: dict[int, tuple[str, float]] = {}
+        for pid, group in groups.items():
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(pid).cpu_times()
+                snapshot[pid] = (group, times.user + times.system)
+        return snapshot
+
+
+def _infrastructure_group(name: str | None, line: str) -> str | None:
+    if line.startswith("postgres: "):
+        role = line.split()[1]
+        return f"postgres:{role}" if role.startswith("ragstream") else "postgres:server"
+    if name == "postgres":
+        return "postgres:server"
+    return "kafka" if "kafka.Kafka" in line else None
+
+
 def _parent_pid(process: psutil.Process) -> int | None:
     with contextlib.suppress(psutil.Error):
         return process.ppid()

@@ -26,6 +26,7 @@ from typing import Any
 from corpus import Document, load_corpus, upload_documents, wait_until_final
 from harness import (
     DEFAULT_DATASET,
+    CpuAccount,
     RssSampler,
     SystemUnderTest,
     api_client,
@@ -62,7 +63,7 @@ async def run_pipeline(
     else:
         log(f"fresh tenant {tenant[0]}")
     prefix = f"ingest-{run}"
-    with RssSampler() as rss:
+    with RssSampler() as rss, CpuAccount() as cpu:
         async with api_client(system, tenant[1] if tenant else None) as client:
             upload = await upload_documents(client, documents, prefix, args.concurrency)
             log(f"uploaded {len(upload.accepted)} documents in {upload.elapsed_s:.1f}s: {dict(upload.statuses)}")
@@ -94,6 +95,8 @@ async def run_pipeline(
         "indexed_ids": {d for d, view in views.items() if view["status"] == "indexed"},
         "prefix": prefix,
         "rss_mb": rss.peaks_mb,
+        # Where the cores went: CPU seconds per service, per database role's backends, Postgres and Kafka.
+        "cpu_s": cpu.seconds,
     }
 
 
@@ -167,6 +170,11 @@ def print_report(pipeline: dict[str, Any], raw: dict[str, Any] | None, ratio: fl
         print(f"  ratio pipeline/raw: {ratio:.3f}")
     print(
         "  peak RSS (MB, incl. children): " + ", ".join(f"{name} {mb:.0f}" for name, mb in pipeline["rss_mb"].items())
+    )
+    busy = sum(pipeline["cpu_s"].values())
+    print(
+        f"  CPU seconds ({busy:.0f} s in {pipeline['client_elapsed_s']:.0f} s wall): "
+        + ", ".join(f"{group} {seconds:.0f}" for group, seconds in pipeline["cpu_s"].items() if seconds >= 0.5)
     )
     if not pipeline["fresh_tenant"]:
         print("  note: no fresh tenant (no admin token); the embedding cache may have served repeated texts")
