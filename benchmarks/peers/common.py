@@ -113,5 +113,21 @@ def emit(out: Path, result: dict[str, Any]) -> None:
     print(json.dumps(brief), flush=True)
 
 
+def emit_run(
+    args: argparse.Namespace,
+    system: str,
+    distributions: Iterable[str],
+    setup: dict[str, str],
+    ingest: dict[str, Any],
+    timed: tuple[dict[str, list[str]], list[float], list[str]],
+) -> None:
+    """One peer's run: `setup` holds its retrieval and chunking (each library's defaults, in words), `timed`
+    what `time_queries` returned."""
+    rankings, latencies, failures = timed
+    result = {"system": system, "versions": versions(distributions), **setup, "top_k": args.top_k, "ingest": ingest}
+    result |= {"failures": len(failures), "failure_examples": failures[:5], "latencies_ms": latencies}
+    emit(args.out, {**result, "rankings": rankings})
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from common import emit, go_offline, ingest_figures, load_jsonl, log, model_path, parse_args, time_queries, versions
+from common import emit_run, go_offline, ingest_figures, load_jsonl, log, model_path, parse_args, time_queries
 
 DIMENSIONS = 384
 DISTRIBUTIONS = ("haystack-ai", "pgvector-haystack", "sentence-transformers-haystack", "sentence-transformers", "torch")
@@ -64,22 +64,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         found = querying.run({"embedder": {"text": text}})["retriever"]["documents"]
         return [str(document.meta["corpus_id"]) for document in found]
 
-    rankings, latencies, failures = time_queries(search, queries, args.warmup)
-    emit(
-        args.out,
-        {
-            "system": "haystack",
-            "versions": versions(DISTRIBUTIONS),
-            "retrieval": "dense (PgvectorEmbeddingRetriever, exact cosine)",
-            "chunking": "DocumentSplitter split_by word, split_length 200, split_overlap 0 (Haystack default)",
-            "top_k": args.top_k,
-            "ingest": ingest_figures(len(documents), chunks, elapsed_s, model_load_s),
-            "failures": len(failures),
-            "failure_examples": failures[:5],
-            "latencies_ms": latencies,
-            "rankings": rankings,
-        },
-    )
+    timed = time_queries(search, queries, args.warmup)
+    setup = {
+        "retrieval": "dense (PgvectorEmbeddingRetriever, exact cosine)",
+        "chunking": "DocumentSplitter split_by word, split_length 200, split_overlap 0 (Haystack default)",
+    }
+    ingest = ingest_figures(len(documents), chunks, elapsed_s, model_load_s)
+    emit_run(args, "haystack", DISTRIBUTIONS, setup, ingest, timed)
 
 
 if __name__ == "__main__":

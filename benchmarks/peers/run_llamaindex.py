@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 
 from common import (
-    emit,
+    emit_run,
     go_offline,
     ingest_figures,
     load_jsonl,
@@ -23,7 +23,6 @@ from common import (
     model_path,
     parse_args,
     time_queries,
-    versions,
     with_driver,
 )
 
@@ -74,22 +73,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     def search(text: str) -> list[str]:
         return [str(hit.node.ref_doc_id) for hit in retriever.retrieve(text)]
 
-    rankings, latencies, failures = time_queries(search, queries, args.warmup)
-    emit(
-        args.out,
-        {
-            "system": "llamaindex",
-            "versions": versions(DISTRIBUTIONS),
-            "retrieval": "dense (VectorStoreIndex retriever, PGVectorStore exact cosine)",
-            "chunking": "SentenceSplitter chunk_size 1024, chunk_overlap 200 (LlamaIndex default)",
-            "top_k": args.top_k,
-            "ingest": ingest_figures(len(documents), chunks, elapsed_s, model_load_s),
-            "failures": len(failures),
-            "failure_examples": failures[:5],
-            "latencies_ms": latencies,
-            "rankings": rankings,
-        },
-    )
+    timed = time_queries(search, queries, args.warmup)
+    setup = {
+        "retrieval": "dense (VectorStoreIndex retriever, PGVectorStore exact cosine)",
+        "chunking": "SentenceSplitter chunk_size 1024, chunk_overlap 200 (LlamaIndex default)",
+    }
+    ingest = ingest_figures(len(documents), chunks, elapsed_s, model_load_s)
+    emit_run(args, "llamaindex", DISTRIBUTIONS, setup, ingest, timed)
 
 
 if __name__ == "__main__":

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from support.bench_modules import BENCHMARKS, load_benchmark
 
 pytestmark = pytest.mark.unit
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "metrics.py"
-_SPEC = importlib.util.spec_from_file_location("bench_metrics", _PATH)
-assert _SPEC is not None and _SPEC.loader is not None
-metrics = importlib.util.module_from_spec(_SPEC)
-sys.modules["bench_metrics"] = metrics
-_SPEC.loader.exec_module(metrics)
+metrics = load_benchmark("bench_metrics", BENCHMARKS / "metrics.py")
 
 # d2 (grade 2) at rank 2, d4 (grade 1) at rank 4, d5 (grade 1) never retrieved.
 RANKING = ["d1", "d2", "d3", "d4"]

@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from support.bench_modules import BENCHMARKS, load_benchmark
 
 pytestmark = pytest.mark.unit
 
-_BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str, filename: str) -> ModuleType:
-    """A benchmark script as a module; its siblings (harness, corpus, metrics) import as the scripts expect."""
-    sys.path.insert(0, str(_BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location(name, _BENCHMARKS / filename)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(_BENCHMARKS))
-
-
-eval_multihop = _load("bench_eval_multihop", "eval_multihop.py")
-eval_retrieval = _load("bench_eval_retrieval", "eval_retrieval.py")
+eval_multihop = load_benchmark("bench_eval_multihop", BENCHMARKS / "eval_multihop.py")
+eval_retrieval = load_benchmark("bench_eval_retrieval", BENCHMARKS / "eval_retrieval.py")
 
 QUESTIONS = [
     {"id": "q1", "question": "Which office?", "type": "bridge", "supporting": ["charter-a", "staff-b"],

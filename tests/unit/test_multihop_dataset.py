@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 from ragstream_common.text_analysis import ENGLISH_ANALYZER
+from support.bench_modules import BENCHMARKS, load_benchmark
 
 pytestmark = pytest.mark.unit
 
-_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "multihop"
-_SPEC = importlib.util.spec_from_file_location("multihop_build_dataset", _DIR / "build_dataset.py")
-assert _SPEC is not None and _SPEC.loader is not None
-build_dataset = importlib.util.module_from_spec(_SPEC)
-sys.modules["multihop_build_dataset"] = build_dataset
-_SPEC.loader.exec_module(build_dataset)
+_DIR = BENCHMARKS / "multihop"
+build_dataset = load_benchmark("multihop_build_dataset", _DIR / "build_dataset.py")
 
 DOCUMENTS: list[dict[str, Any]] = [json.loads(line) for line in (_DIR / "corpus.jsonl").read_text("utf-8").splitlines()]
 QUESTIONS: list[dict[str, Any]] = [
