@@ -242,11 +242,11 @@ async def test_tenants_are_isolated_by_row_level_security(pool: AsyncConnectionP
     assert await search(pool, other, "merger", RetrievalMode.HYBRID, vector) == []
     async with tenant_transaction(pool, other) as connection:
         # No tenant predicate at all: row-level security alone hides tenant A's rows.
-        for table in ("chunks", "chunk_terms", "lexical_stats", "document_index_state"):
+        for table in ("chunks", "chunk_vectors", "chunk_terms", "lexical_stats", "document_index_state"):
             count = await (await connection.execute(f"SELECT count(*) FROM {table}")).fetchone()
             assert count == (0,), table
         cursor = await connection.execute(
-            "SELECT chunk_key FROM chunks ORDER BY embedding <=> %s LIMIT 5", (str(vector.tolist()),)
+            "SELECT chunk_key FROM chunk_vectors ORDER BY embedding <=> %s LIMIT 5", (str(vector.tolist()),)
         )
         assert await cursor.fetchall() == []
     async with tenant_transaction(pool, tenant) as connection:

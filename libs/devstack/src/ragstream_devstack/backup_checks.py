@@ -33,12 +33,15 @@ JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 WHERE i.indrelid = %s::regclass AND i.indisprimary ORDER BY k.ord
 """
-# A few chunks spread over the whole index (every k-th by key) become the sample queries.
+# A few chunks spread over the whole index (every k-th by key) become the sample queries, with their vectors of
+# the live embedding generation's model (migration 0016).
 _SAMPLE_CHUNKS = """
 SELECT tenant_id, chunk_id, text, embedding::text FROM (
-    SELECT tenant_id, chunk_id, text, embedding, row_number() OVER (ORDER BY tenant_id, chunk_id) AS n,
+    SELECT c.tenant_id, c.chunk_id, c.text, v.embedding, row_number() OVER (ORDER BY c.tenant_id, c.chunk_id) AS n,
            count(*) OVER () AS total
-    FROM chunks) s
+    FROM chunks c
+    JOIN chunk_vectors v ON v.tenant_id = c.tenant_id AND v.chunk_key = c.chunk_key
+    JOIN embedding_generations g ON g.model = v.model AND g.state = 'live') s
 WHERE (n - 1) %% greatest(total / %(queries)s, 1) = 0 ORDER BY n LIMIT %(queries)s
 """
 QUERY_WORDS = 8

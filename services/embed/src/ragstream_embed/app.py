@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 
 from rag.v1 import chunks_pb2, services_pb2_grpc
+from ragstream_common.events import Envelope
 from ragstream_common.kafka import ConsumerOptions
 from ragstream_common.kafka.routing import RoutedEventSink
 from ragstream_common.kafka.topics import CHUNKS_READY, QUERIES_REQUESTED
@@ -25,8 +26,9 @@ from ragstream_embed.adapters.cache_pg import PostgresEmbeddingCache
 from ragstream_embed.adapters.encoder import Encoder
 from ragstream_embed.adapters.grpc_api import EmbedServicer
 from ragstream_embed.adapters.routes import CHUNK_ROUTES, QUERY_ROUTES
+from ragstream_embed.adapters.served_models import ServedModels
 from ragstream_embed.config import EmbedSettings
-from ragstream_embed.handlers import embed_chunk_batch, embed_query_batch
+from ragstream_embed.handlers import ChunkEvent, QueryEvent, embed_chunk_batch, embed_query_batch
 
 log = get_logger(__name__)
 
@@ -50,6 +52,9 @@ async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Ev
     )
     pool = await open_pool(stack, settings, max_size=4)
     cache = PostgresEmbeddingCache(pool)
+    # The other models the index's generations need, besides EMBED_MODEL (docs/embedding-generations.md).
+    served = ServedModels(encoder, settings.encoder_options())
+    stack.callback(served.close)
     publisher = await start_publisher(stack, settings)
     # Queries get their own producer, so a query never waits behind a large ChunksEmbedded send.
     query_publisher = await start_publisher(stack, settings, lane="queries")
@@ -57,7 +62,7 @@ async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Ev
         stack,
         settings,
         ["rag.v1.EmbedService"],
-        [partial(services_pb2_grpc.add_EmbedServiceServicer_to_server, EmbedServicer(encoder))],
+        [partial(services_pb2_grpc.add_EmbedServiceServicer_to_server, EmbedServicer(served))],
         verifier=settings.tokens.verifier(),
         tls=settings.grpc_tls,
     )
@@ -76,12 +81,20 @@ async def start(settings: EmbedSettings, stack: AsyncExitStack, stop: asyncio.Ev
         max_batch=settings.query_batch_max,
         batch_wait_ms=settings.query_batch_wait_ms,
     )
-    on_chunks = partial(embed_chunk_batch, encoder=encoder, cache=cache, sink=RoutedEventSink(publisher, CHUNK_ROUTES))
-    on_queries = partial(embed_query_batch, encoder=encoder, sink=RoutedEventSink(query_publisher, QUERY_ROUTES))
+    chunk_sink = RoutedEventSink(publisher, CHUNK_ROUTES)
+    query_sink = RoutedEventSink(query_publisher, QUERY_ROUTES)
+
+    async def on_chunks(batch: Sequence[Envelope[ChunkEvent]]) -> None:
+        await embed_chunk_batch(batch, encoder, cache, chunk_sink, served.extras())
+
+    async def on_queries(batch: Sequence[Envelope[QueryEvent]]) -> None:
+        await embed_query_batch(batch, encoder, query_sink, served.extras())
+
     chunk_consumer = await start_consumer(stack, settings, chunk_options, on_chunks, publisher)
     query_consumer = await start_consumer(stack, settings, query_options, on_queries, query_publisher)
     await serve_while_healthy(stack, settings, server, pool=pool, consumers=[chunk_consumer, query_consumer])
-    return [chunk_consumer.run(stop), query_consumer.run(stop)]
+    following = served.follow(pool, stop, settings.generations_refresh_s)
+    return [chunk_consumer.run(stop), query_consumer.run(stop), following]
 
 
 def main() -> None:

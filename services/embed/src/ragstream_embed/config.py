@@ -31,7 +31,8 @@ class EmbedSettings(ServiceSettings):
     query_batch_wait_ms: int = Field(default=0, ge=0, le=50)
     encode_batch_size: int = Field(default=32, ge=1, le=1024)
     # The model (ragstream_embed.models) and how it runs: torch, or ONNX Runtime over the export `make setup`
-    # builds (fp32, or int8 weights: 2-3x faster on CPU within the bound benchmarks/README.md states).
+    # builds (fp32, or int8 weights: 2-3x faster on CPU within the bound benchmarks/README.md states). Changing it
+    # makes the index build a generation of it from stored texts (docs/embedding-generations.md).
     model: str = "all-minilm-l6-v2"
     backend: Literal["torch", "onnx", "onnx-int8"] = "onnx-int8"
     # Queries may run another backend than documents ("" = the same).
@@ -44,6 +45,8 @@ class EmbedSettings(ServiceSettings):
     # ... and for queries: one core encodes a short query as fast as two, without taking the second core from
     # Kafka, Postgres and the other services (p99 halves on 2 cores; benchmarks/README.md).
     query_threads: int = Field(default=1, ge=0, le=256)
+    # How often the models of the index's live and building generations are read (each is served too).
+    generations_refresh_s: float = Field(default=5.0, gt=0)
     chunk_group_id: str = "ragstream-embed-chunks"
     query_group_id: str = "ragstream-embed-queries"
     # Unprefixed TOKEN_* (EmbedService verifies tokens; embed mints none) and GRPC_TLS_*.

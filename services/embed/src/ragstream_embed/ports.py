@@ -30,3 +30,9 @@ class EmbeddingCache(Protocol):
         ...
 
     async def store(self, tenant_id: str, model: str, vectors: dict[str, np.ndarray]) -> None: ...
+
+
+class EncoderSet(Protocol):
+    async def encoder(self, model: str) -> Encoder | None:
+        """The encoder of `model` (key or recorded name; "" = the primary), or None when not served."""
+        ...

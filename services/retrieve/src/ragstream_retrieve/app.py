@@ -24,7 +24,8 @@ from ragstream_common.service import (
 )
 
 from ragstream_retrieve.adapters.grpc_api import RetrieveServicer
-from ragstream_retrieve.adapters.grpc_clients import GrpcQueryEmbedder
+from ragstream_retrieve.adapters.grpc_clients import GrpcQueryEmbedder, GrpcTextEmbedder
+from ragstream_retrieve.adapters.pg_generations import PostgresGenerations
 from ragstream_retrieve.adapters.pg_index import PostgresChunkIndex
 from ragstream_retrieve.adapters.pg_search import PostgresSearchIndex
 from ragstream_retrieve.adapters.routes import INDEX_ROUTES, QUERY_ROUTES
@@ -32,6 +33,7 @@ from ragstream_retrieve.config import RetrieveSettings
 from ragstream_retrieve.indexing import Indexer
 from ragstream_retrieve.lexical import LexicalAnalyzer
 from ragstream_retrieve.querying import QueryResponder
+from ragstream_retrieve.reembed import Reembedder
 from ragstream_retrieve.wire import TopKLimits
 
 
@@ -53,13 +55,17 @@ async def start(settings: RetrieveSettings, stack: AsyncExitStack, stop: asyncio
     stack.push_async_callback(replies.close)
     embedder = GrpcQueryEmbedder(settings.embed_address, tokens, settings.embed_timeout_s, dial)
     stack.push_async_callback(embedder.close)
+    # Re-embedding has a channel of its own: its large calls never delay a Search's query embedding.
+    text_embedder = GrpcTextEmbedder(settings.embed_address, tokens, settings.reembed_timeout_s, dial)
+    stack.push_async_callback(text_embedder.close)
+    generations = PostgresGenerations(pool, settings.generations_cache_s)
     analyzer = LexicalAnalyzer()
-    search_index = PostgresSearchIndex(pool, settings.hnsw())
+    search_index = PostgresSearchIndex(pool, settings.hnsw(), generations)
     limits = TopKLimits(settings.default_top_k, settings.max_top_k)
     tuning = settings.search_tuning()
     dimensions = settings.embedding_dimensions
 
-    servicer = RetrieveServicer(search_index, analyzer, embedder, tuning, limits, dimensions)
+    servicer = RetrieveServicer(search_index, analyzer, embedder, tuning, limits, dimensions, generations)
     server = await start_grpc(
         stack,
         settings,
@@ -69,9 +75,10 @@ async def start(settings: RetrieveSettings, stack: AsyncExitStack, stop: asyncio
         tls=settings.grpc_tls,
     )
     status_sink = RoutedEventSink(publisher, INDEX_ROUTES)
-    indexer = Indexer(PostgresChunkIndex(pool), status_sink, analyzer, dimensions, settings.index_concurrency)
+    # Vector sizes are checked per model against its generation, in the write transaction.
+    indexer = Indexer(PostgresChunkIndex(pool), status_sink, analyzer, None, settings.index_concurrency)
     query_sink = RoutedEventSink(query_publisher, QUERY_ROUTES)
-    responder = QueryResponder(search_index, analyzer, query_sink, replies, tuning, limits, dimensions)
+    responder = QueryResponder(search_index, analyzer, query_sink, replies, tuning, limits, dimensions, generations)
 
     index_options = ConsumerOptions(
         group_id=settings.index_group_id,
@@ -88,7 +95,11 @@ async def start(settings: RetrieveSettings, stack: AsyncExitStack, stop: asyncio
     index_consumer = await start_consumer(stack, settings, index_options, indexer.handle_batch, publisher)
     query_consumer = await start_consumer(stack, settings, query_options, responder.handle_batch, query_publisher)
     await serve_while_healthy(stack, settings, server, pool=pool, consumers=[index_consumer, query_consumer])
-    return [index_consumer.run(stop), query_consumer.run(stop)]
+    loops: list[Awaitable[None]] = [index_consumer.run(stop), query_consumer.run(stop)]
+    if settings.reembed_enabled:
+        reembedder = Reembedder(generations, text_embedder, settings.reembed_batch_size)
+        loops.append(reembedder.run(stop, settings.reembed_interval_s))
+    return loops
 
 
 def main() -> None:

@@ -29,8 +29,15 @@ class RetrieveSettings(ServiceSettings):
     index_batch_max: int = Field(default=32, ge=1, le=1024)
     index_batch_wait_ms: int = Field(default=50, ge=0, le=60_000)
     index_concurrency: int = Field(default=4, ge=1, le=64)
-    # Must match the chunks.embedding column (vector(384), migration 0002).
+    # The query vector size when no generation is known (the live generation's size decides otherwise).
     embedding_dimensions: int = Field(default=384, ge=1)
+    # Embedding generations (docs/embedding-generations.md): how long a read of them serves queries, and the
+    # background re-embedding (a generation for the embed service's EMBED_MODEL, built from stored texts).
+    generations_cache_s: float = Field(default=1.0, ge=0, le=60)
+    reembed_enabled: bool = True
+    reembed_interval_s: float = Field(default=5.0, gt=0)
+    reembed_batch_size: int = Field(default=128, ge=1, le=512)
+    reembed_timeout_s: float = Field(default=60.0, gt=0)
 
     # Queries: never wait to fill a batch.
     query_group_id: str = "ragstream-retrieve-queries"

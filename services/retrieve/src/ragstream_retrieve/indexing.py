@@ -38,7 +38,8 @@ class Indexer:
     writer: ChunkIndexWriter
     sink: EventSink
     analyzer: LexicalAnalyzer
-    dimensions: int = 384
+    # The size every primary vector must have; None: the index checks sizes per generation (the service).
+    dimensions: int | None = 384
     # Documents of one batch written at the same time (each needs a pooled connection).
     concurrency: int = 4
 
@@ -82,6 +83,8 @@ class Indexer:
         try:
             # Analysis is CPU work: keep it off the loop that also serves queries.
             document = await asyncio.to_thread(document_from_event, event, self.analyzer, self.dimensions)
+            # The index checks each model's vectors against its generation's size (InvalidDocument too).
+            outcome = await self.writer.upsert_document(document)
         except InvalidDocument as exc:
             DOCUMENTS.labels("failed").inc()
             log.warning(
@@ -100,7 +103,6 @@ class Indexer:
                 error_class=type(exc).__name__,
                 occurred_at=now_timestamp(),
             )
-        outcome = await self.writer.upsert_document(document)
         DOCUMENTS.labels(outcome.value).inc()
         if outcome in (UpsertOutcome.SUPERSEDED, UpsertOutcome.DELETED):
             log.info(

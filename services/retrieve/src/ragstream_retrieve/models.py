@@ -22,10 +22,16 @@ class ChunkToIndex:
     token_count: int
     embedding: np.ndarray
     term_frequencies: Mapping[str, int]
+    # Vectors of the other models the embed service serves while a generation builds (model -> vector).
+    extra_embeddings: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def lexical_length(self) -> int:
         return sum(self.term_frequencies.values())
+
+    def vectors(self, primary_model: str) -> dict[str, np.ndarray]:
+        """Every vector of the chunk by model, the primary (`embedding`) under the document's model."""
+        return {**self.extra_embeddings, primary_model: self.embedding}
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ class SearchRequest:
     filters: SearchFilters = SearchFilters()
     # L2-normalised query vector; required by the dense and hybrid modes.
     vector: np.ndarray | None = None
+    # The model `vector` is of (its generation's vectors are searched); None: the live generation's.
+    model: str | None = None
 
 
 # Hybrid fusion (fusion.py): convex combination of per-query normalised scores, or weighted reciprocal rank fusion.
@@ -154,3 +162,12 @@ class SearchHit:
     score: float
     dense_score: float
     lexical_score: float
+
+
+@dataclass(frozen=True)
+class MissingChunk:
+    """A chunk without a vector of the model a generation builds: re-embedded from its stored text."""
+
+    tenant_id: str
+    chunk_key: int
+    text: str

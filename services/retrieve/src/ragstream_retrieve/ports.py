@@ -8,8 +8,16 @@ from typing import Protocol
 import numpy as np
 from rag.v1 import services_pb2
 
+from ragstream_retrieve.generations_model import Generation, Generations
 from ragstream_retrieve.lexical import Bm25Parameters
-from ragstream_retrieve.models import Candidate, DocumentVersion, SearchFilters, StoredChunk, UpsertOutcome
+from ragstream_retrieve.models import (
+    Candidate,
+    DocumentVersion,
+    MissingChunk,
+    SearchFilters,
+    StoredChunk,
+    UpsertOutcome,
+)
 
 
 class ChunkIndexWriter(Protocol):
@@ -26,9 +34,10 @@ class SearchIndex(Protocol):
     """Candidate generation and lookup, always within one tenant."""
 
     async def dense_candidates(
-        self, tenant_id: str, vector: np.ndarray, filters: SearchFilters, limit: int
+        self, tenant_id: str, vector: np.ndarray, filters: SearchFilters, limit: int, model: str | None = None
     ) -> list[Candidate]:
-        """Nearest chunks by cosine similarity (score = similarity), best first."""
+        """Nearest chunks by cosine similarity (score = similarity), best first, among the vectors of `model`
+        (None: the live generation's)."""
         ...
 
     async def lexical_candidates(
@@ -42,7 +51,11 @@ class SearchIndex(Protocol):
         """Best chunks by BM25 over the weighted query terms (score = BM25), best first."""
         ...
 
-    async def fetch_chunks(self, tenant_id: str, keys: Sequence[int]) -> dict[int, StoredChunk]: ...
+    async def fetch_chunks(
+        self, tenant_id: str, keys: Sequence[int], model: str | None = None
+    ) -> dict[int, StoredChunk]:
+        """The chunks by key, each with its vector of `model` (None: the live generation's)."""
+        ...
 
 
 class ReplyClient(Protocol):
@@ -55,6 +68,40 @@ class ReplyClient(Protocol):
 
 
 class QueryEmbedder(Protocol):
-    async def embed_query(self, text: str) -> np.ndarray:
-        """The L2-normalised vector of a query text."""
+    async def embed_query(self, text: str, model: str = "") -> np.ndarray:
+        """The L2-normalised vector of a query text by `model` ("": the embed service's primary)."""
+        ...
+
+
+class TextEmbedder(Protocol):
+    """Re-embedding: stored chunk texts through the embed service's documents path."""
+
+    async def embed_texts(self, texts: Sequence[str], model: str) -> np.ndarray: ...
+
+    async def primary_model(self) -> tuple[str, int]:
+        """The embed service's primary model (EMBED_MODEL): its recorded name and size."""
+        ...
+
+
+class GenerationStore(Protocol):
+    """The generations and the vectors they lack (adapters/pg_generations.py)."""
+
+    async def load(self) -> Generations: ...
+
+    async def create(self, model: str, dimensions: int) -> Generation | None: ...
+
+    async def progress(self, model: str) -> tuple[int, int]: ...
+
+    async def record_progress(self, generation_id: int, total: int, done: int) -> None: ...
+
+    async def missing(self, model: str, after_key: int, limit: int) -> list[MissingChunk]: ...
+
+    async def store_vectors(self, model: str, chunks: Sequence[MissingChunk], vectors: np.ndarray) -> None: ...
+
+    async def switch(self, generation_id: int) -> bool: ...
+
+
+class LiveGenerations(Protocol):
+    async def current(self) -> Generations:
+        """The generations as recently read (a second or so old at most)."""
         ...

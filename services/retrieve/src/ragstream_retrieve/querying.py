@@ -15,17 +15,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from rag.v1 import queries_pb2, services_pb2
+from rag.v1 import chunks_pb2, queries_pb2, services_pb2
 from ragstream_common.events import Emitted, Envelope, EventSink
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import is_expired, unpack_vector
 
+from ragstream_retrieve.generations_model import query_vector
 from ragstream_retrieve.lexical import LexicalAnalyzer
 from ragstream_retrieve.metrics import QUERIES, QUERY_BATCH_SECONDS
-from ragstream_retrieve.models import SearchHit, SearchRequest, SearchTuning
-from ragstream_retrieve.ports import ReplyClient, SearchIndex
+from ragstream_retrieve.models import RetrievalMode, SearchHit, SearchRequest, SearchTuning
+from ragstream_retrieve.ports import LiveGenerations, ReplyClient, SearchIndex
 from ragstream_retrieve.search import hybrid_search
 from ragstream_retrieve.wire import RETRIEVAL_MODES, TopKLimits, checked_vector, scored_chunks, search_filters
 
@@ -43,6 +45,9 @@ class QueryResponder:
     tuning: SearchTuning = field(default_factory=SearchTuning)
     limits: TopKLimits = field(default_factory=TopKLimits)
     dimensions: int = 384
+    # The generations (the service's): the query's vector of the live one's model is searched; None: the one
+    # vector a query carries, of `dimensions`.
+    generations: LiveGenerations | None = None
 
     async def handle_batch(self, batch: Sequence[Envelope[queries_pb2.QueryEmbedded]]) -> None:
         """Every live query of the batch at once; each replies as soon as its own search is done."""
@@ -64,7 +69,7 @@ class QueryResponder:
         query.CopyFrom(embedded.query)
         started = time.perf_counter()
         try:
-            hits = await self.search(query, embedded.vector)
+            hits = await self.search(query, embedded.vector, embedded.model, embedded.extra_vectors)
         except Exception as exc:  # any failure ends this one query, never the batch
             QUERIES.labels("failed").inc()
             log.error("query failed", query_id=query.query_id, tenant_id=query.tenant_id, error=repr(exc))
@@ -76,19 +81,45 @@ class QueryResponder:
         QUERIES.labels("answered").inc()
         await asyncio.gather(self._reply(query, hits), self._forward(query, hits))
 
-    async def search(self, query: queries_pb2.QueryRequested, packed_vector: bytes) -> list[SearchHit]:
+    async def search(
+        self,
+        query: queries_pb2.QueryRequested,
+        packed_vector: bytes,
+        model: str = "",
+        extra_vectors: Sequence[chunks_pb2.ModelVector] = (),
+    ) -> list[SearchHit]:
         if not query.tenant_id:
             raise ValueError("query without tenant_id")
-        vector = checked_vector(unpack_vector(packed_vector), self.dimensions) if packed_vector else None
+        mode = RETRIEVAL_MODES.get(query.retrieval, RETRIEVAL_MODES[queries_pb2.RETRIEVAL_MODE_UNSPECIFIED])
+        vector, vector_model = await self._vector(packed_vector, model, extra_vectors)
+        if vector is None and packed_vector and mode is RetrievalMode.HYBRID:
+            # No vector of the live generation's model (the embed service does not serve it yet): answer by BM25.
+            QUERIES.labels("lexical_fallback").inc()
+            mode = RetrievalMode.LEXICAL
         request = SearchRequest(
             tenant_id=query.tenant_id,
             text=query.question,
             top_k=self.limits.clamp(query.top_k),
-            mode=RETRIEVAL_MODES.get(query.retrieval, RETRIEVAL_MODES[queries_pb2.RETRIEVAL_MODE_UNSPECIFIED]),
+            mode=mode,
             filters=search_filters(query.filters),
             vector=vector,
+            model=vector_model,
         )
         return await hybrid_search(self.index, self.analyzer, request, self.tuning)
+
+    async def _vector(
+        self, packed_vector: bytes, model: str, extra_vectors: Sequence[chunks_pb2.ModelVector]
+    ) -> tuple[np.ndarray | None, str | None]:
+        """The query's vector for the live generation, and its model (None: the index's live one)."""
+        if self.generations is None:
+            return (checked_vector(unpack_vector(packed_vector), self.dimensions) if packed_vector else None), None
+        vectors = {v.model: unpack_vector(v.vector) for v in extra_vectors}
+        if packed_vector:
+            vectors[model] = unpack_vector(packed_vector)
+        chosen = query_vector(model, vectors, await self.generations.current())
+        if chosen is None:
+            return None, None
+        return checked_vector(chosen[1], None), chosen[0]
 
     async def _reply(self, query: queries_pb2.QueryRequested, hits: list[SearchHit]) -> None:
         # An AGENT query's sources are every step's, sent by the agent once its steps are done.

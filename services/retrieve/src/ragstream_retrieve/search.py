@@ -60,6 +60,11 @@ async def _nothing() -> list[Candidate]:
 
 async def _dense(index: SearchIndex, request: SearchRequest, depth: int) -> list[Candidate]:
     assert request.vector is not None
+    # The model is passed only when the request names one: a SearchIndex may predate generations.
+    if request.model:
+        return await index.dense_candidates(
+            request.tenant_id, request.vector, request.filters, depth, model=request.model
+        )
     return await index.dense_candidates(request.tenant_id, request.vector, request.filters, depth)
 
 
@@ -82,7 +87,11 @@ async def _distinct_hits(
     distinct: list[StoredChunk] = []
     for start in range(0, len(fused), window):
         keys = [c.key for c in fused[start : start + window]]
-        rows = await index.fetch_chunks(request.tenant_id, keys)
+        rows = await (
+            index.fetch_chunks(request.tenant_id, keys, model=request.model)
+            if request.model
+            else index.fetch_chunks(request.tenant_id, keys)
+        )
         # A chunk replaced between the candidate query and this fetch is simply skipped.
         fetched += [rows[key] for key in keys if key in rows]
         distinct = remove_near_duplicates(fetched, min_cosine)
@@ -94,7 +103,7 @@ async def _distinct_hits(
 
 def _hit(chunk: StoredChunk, fused: FusedCandidate, request: SearchRequest) -> SearchHit:
     dense_score = fused.dense_score
-    if dense_score is None and request.vector is not None:
+    if dense_score is None and request.vector is not None and chunk.embedding.shape == request.vector.shape:
         # Lexical-only finds still get their cosine similarity: the vectors are at hand.
         dense_score = float(chunk.embedding @ request.vector)
     return SearchHit(chunk, fused.score, dense_score or 0.0, fused.lexical_score or 0.0)

@@ -37,11 +37,11 @@ class TopKLimits:
         return min(requested if requested > 0 else self.default, self.maximum)
 
 
-def checked_vector(values: np.ndarray, dimensions: int) -> np.ndarray:
-    """A finite, L2-normalised float32 copy of `values`, or InvalidVector."""
+def checked_vector(values: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """A finite, L2-normalised float32 copy of `values` (of `dimensions` when given), or InvalidVector."""
     vector = np.asarray(values, dtype=np.float32)
-    if vector.shape != (dimensions,):
-        raise InvalidVector(f"vector has {vector.size} dimensions, expected {dimensions}")
+    if vector.ndim != 1 or vector.size == 0 or (dimensions is not None and vector.shape != (dimensions,)):
+        raise InvalidVector(f"vector has {vector.size} dimensions, expected {dimensions or 'some'}")
     norm = float(np.linalg.norm(vector))
     if not np.isfinite(norm) or norm == 0.0:
         raise InvalidVector("vector is zero or not finite")
@@ -49,10 +49,13 @@ def checked_vector(values: np.ndarray, dimensions: int) -> np.ndarray:
 
 
 def document_from_event(
-    event: chunks_pb2.ChunksEmbedded, analyzer: LexicalAnalyzer, dimensions: int
+    event: chunks_pb2.ChunksEmbedded, analyzer: LexicalAnalyzer, dimensions: int | None = None
 ) -> DocumentVersion:
-    """The indexable form of a ChunksEmbedded event: vectors checked, lexical terms analysed (CPU work)."""
-    if event.dimensions and event.dimensions != dimensions:
+    """The indexable form of a ChunksEmbedded event: vectors checked, lexical terms analysed (CPU work).
+
+    `dimensions`: the size every primary vector must have; None leaves the sizes to the index, which checks
+    each model's vectors against its generation's (generations_model.stored_models)."""
+    if dimensions is not None and event.dimensions and event.dimensions != dimensions:
         raise InvalidDocument(
             f"model {event.model!r} produces {event.dimensions} dimensions, the index stores {dimensions}"
         )
@@ -64,7 +67,10 @@ def document_from_event(
     for embedded in event.chunks:
         chunk = embedded.chunk
         try:
-            vector = checked_vector(unpack_vector(embedded.vector), dimensions)
+            vector = checked_vector(unpack_vector(embedded.vector), dimensions or event.dimensions or None)
+            extra = {
+                v.model: checked_vector(unpack_vector(v.vector), v.dimensions or None) for v in embedded.extra_vectors
+            }
         except InvalidVector as exc:
             raise InvalidDocument(f"chunk {chunk.chunk_id}: {exc}") from None
         text, heading = _clean(chunk.text), _clean(chunk.heading)
@@ -78,6 +84,7 @@ def document_from_event(
                 token_count=chunk.token_count,
                 embedding=vector,
                 term_frequencies=analyzer.term_frequencies(lexical_text(title, heading, text)),
+                extra_embeddings=extra,
             )
         )
     return DocumentVersion(

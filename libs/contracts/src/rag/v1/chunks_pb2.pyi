@@ -132,26 +132,63 @@ class EmbeddedChunk(_message.Message):
     CHUNK_FIELD_NUMBER: _builtins.int
     VECTOR_FIELD_NUMBER: _builtins.int
     REUSED_FIELD_NUMBER: _builtins.int
+    EXTRA_VECTORS_FIELD_NUMBER: _builtins.int
     vector: _builtins.bytes
     """Little-endian packed float32, L2-normalised."""
     reused: _builtins.bool
     """True when the vector came from the embedding cache instead of the model."""
     @_builtins.property
     def chunk(self) -> Global___Chunk: ...
+    @_builtins.property
+    def extra_vectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelVector]:
+        """The chunk's vectors from the other models the embed service serves while an index generation builds
+        (docs/embedding-generations.md); `vector` stays the primary model's (ChunksEmbedded.model).
+        """
+
     def __init__(
         self,
         *,
         chunk: Global___Chunk | None = ...,
         vector: _builtins.bytes = ...,
         reused: _builtins.bool = ...,
+        extra_vectors: _abc.Iterable[Global___ModelVector] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "reused", b"reused", "vector", b"vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "extra_vectors", b"extra_vectors", "reused", b"reused", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EmbeddedChunk: _TypeAlias = EmbeddedChunk  # noqa: Y015
+
+@_typing.final
+class ModelVector(_message.Message):
+    """One model's vector of a text."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VECTOR_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model's recorded name (as ChunksEmbedded.model)."""
+    vector: _builtins.bytes
+    """Little-endian packed float32, L2-normalised."""
+    dimensions: _builtins.int
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        vector: _builtins.bytes = ...,
+        dimensions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimensions", b"dimensions", "model", b"model", "vector", b"vector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelVector: _TypeAlias = ModelVector  # noqa: Y015
 
 @_typing.final
 class ChunksEmbedded(_message.Message):

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from rag.v1 import chunks_pb2 as _chunks_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -202,21 +203,29 @@ class QueryEmbedded(_message.Message):
     QUERY_FIELD_NUMBER: _builtins.int
     VECTOR_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    EXTRA_VECTORS_FIELD_NUMBER: _builtins.int
     vector: _builtins.bytes
     """Little-endian packed float32, L2-normalised."""
     model: _builtins.str
     @_builtins.property
     def query(self) -> Global___QueryRequested: ...
+    @_builtins.property
+    def extra_vectors(self) -> _containers.RepeatedCompositeFieldContainer[_chunks_pb2.ModelVector]:
+        """The question's vectors from the other models the embed service serves (retrieve uses the live
+        generation's: docs/embedding-generations.md).
+        """
+
     def __init__(
         self,
         *,
         query: Global___QueryRequested | None = ...,
         vector: _builtins.bytes = ...,
         model: _builtins.str = ...,
+        extra_vectors: _abc.Iterable[_chunks_pb2.ModelVector] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "query", b"query", "vector", b"vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra_vectors", b"extra_vectors", "model", b"model", "query", b"query", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

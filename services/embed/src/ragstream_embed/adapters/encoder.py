@@ -87,7 +87,12 @@ def _model_thread(name: str, runner: Runner) -> ThreadPoolExecutor:
 
 
 def _load_runner(spec: ModelSpec, backend: str, threads: int, options: EncoderOptions) -> tuple[Runner, str]:
-    """A runner of `backend` and the version of the weights it computes with."""
+    """A runner of `backend` and the version of the weights it computes with (a static model has one runner,
+    whatever the backend)."""
+    if spec.kind == "static":
+        from ragstream_embed.adapters.static_runner import StaticRunner
+
+        return StaticRunner(spec.weights_dir(), threads), spec.version
     if backend == "torch":
         from ragstream_embed.adapters.torch_runner import TorchRunner, load_sentence_transformer
 

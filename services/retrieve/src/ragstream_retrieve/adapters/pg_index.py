@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 
 import psycopg
 from pgvector import Vector
@@ -11,10 +12,15 @@ from psycopg_pool import AsyncConnectionPool
 from ragstream_common.db import tenant_transaction
 from ragstream_common.stage_metrics import timed_stage
 
+from ragstream_retrieve.adapters.pg_generations import read_generations
+from ragstream_retrieve.generations_model import VectorMismatch, chunk_vector_rows, stored_models
 from ragstream_retrieve.models import DocumentVersion, IndexState, UpsertOutcome
+from ragstream_retrieve.wire import InvalidDocument
 
 # Corpus statistics shards per tenant (see lexical_stats in migration 0002).
 STATS_SHARDS = 16
+# chunks.embedding (vector(384)) is kept for the previous release until the contract migration (0016's header).
+LEGACY_DIMENSIONS = 384
 
 _LOCK_STATE = """
 SELECT indexed_version, deleted_through_version FROM document_index_state
@@ -41,6 +47,11 @@ FROM unnest(%(chunk_ids)s::text[], %(positions)s::integer[], %(texts)s::text[], 
             %(hashes)s::text[], %(token_counts)s::integer[], %(embeddings)s::vector[], %(lengths)s::integer[])
      AS u(chunk_id, position, text, heading, content_sha256, token_count, embedding, lexical_length)
 RETURNING chunk_id, chunk_key
+"""
+_INSERT_VECTORS = """
+INSERT INTO chunk_vectors (tenant_id, chunk_key, model, embedding)
+SELECT %(tenant)s, u.chunk_key, u.model, u.embedding
+FROM unnest(%(keys)s::bigint[], %(models)s::text[], %(embeddings)s::vector[]) AS u(chunk_key, model, embedding)
 """
 _INSERT_POSTINGS = """
 INSERT INTO chunk_terms (tenant_id, term, chunk_key, tf, chunk_length)
@@ -84,8 +95,16 @@ class PostgresChunkIndex:
             outcome = (await _lock_state(connection, key)).plan_upsert(document.version)
             if outcome is not UpsertOutcome.INDEXED:
                 return outcome
+            # Read under a share lock: a generation switch waits for this commit (pg_generations.switch).
+            generations = await read_generations(connection, lock=True)
+            try:
+                stored = stored_models(document.model, _sizes(document), generations)
+            except VectorMismatch as exc:
+                raise InvalidDocument(str(exc)) from None
             removed_chunks, removed_length = await _remove_chunks(connection, key)
-            added_length = await _insert_chunks(connection, document)
+            live = generations.live
+            legacy = live.model if live is not None and live.dimensions == LEGACY_DIMENSIONS else None
+            added_length = await _insert_chunks(connection, document, stored, legacy)
             await connection.execute(
                 _MARK_INDEXED,
                 {**key, "version": document.version, "chunks": len(document.chunks), "model": document.model},
@@ -119,8 +138,20 @@ async def _remove_chunks(connection: psycopg.AsyncConnection, key: dict[str, str
     return int(row[0]), int(row[1])
 
 
-async def _insert_chunks(connection: psycopg.AsyncConnection, document: DocumentVersion) -> int:
-    """Insert the chunks and their postings; return their total lexical length."""
+def _sizes(document: DocumentVersion) -> dict[str, int]:
+    """The size of each model's vectors in the document (its first chunk's; every chunk's vectors come alike)."""
+    if not document.chunks:
+        return {}
+    return {model: int(vector.size) for model, vector in document.chunks[0].vectors(document.model).items()}
+
+
+async def _insert_chunks(
+    connection: psycopg.AsyncConnection, document: DocumentVersion, stored: Mapping[str, str], legacy: str | None
+) -> int:
+    """Insert the chunks, their vectors (under the models `stored` maps them to) and their postings; return
+    their total lexical length. `legacy`: the model whose vector also goes to chunks.embedding (None: NULL)."""
+    rows = chunk_vector_rows([c.vectors(document.model) for c in document.chunks], stored)
+    legacy_vectors: dict[int, Vector] = {index: Vector(vector) for index, model, vector in rows if model == legacy}
     if not document.chunks:
         return 0
     chunks = document.chunks
@@ -140,11 +171,21 @@ async def _insert_chunks(connection: psycopg.AsyncConnection, document: Document
             "headings": [c.heading for c in chunks],
             "hashes": [c.content_sha256 for c in chunks],
             "token_counts": [c.token_count for c in chunks],
-            "embeddings": [Vector(c.embedding) for c in chunks],
+            "embeddings": [legacy_vectors.get(index) for index in range(len(chunks))],
             "lengths": [c.lexical_length for c in chunks],
         },
     )
     keys: dict[str, int] = dict(await cursor.fetchall())
+    if rows:
+        await connection.execute(
+            _INSERT_VECTORS,
+            {
+                "tenant": document.tenant_id,
+                "keys": [keys[chunks[index].chunk_id] for index, _, _ in rows],
+                "models": [model for _, model, _ in rows],
+                "embeddings": [Vector(vector) for _, _, vector in rows],
+            },
+        )
     terms: list[str] = []
     posting_keys: list[int] = []
     tfs: list[int] = []

@@ -7,15 +7,18 @@ planner can use the tenant-leading indexes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import psycopg
 from pgvector import Vector
+from psycopg import sql as pgsql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from ragstream_common.db import tenant_transaction
 
+from ragstream_retrieve.adapters.pg_generations import PostgresGenerations
 from ragstream_retrieve.lexical import Bm25Parameters
 from ragstream_retrieve.models import Candidate, HnswSettings, SearchFilters, StoredChunk
 
@@ -43,16 +46,22 @@ GROUP BY p.chunk_key
 ORDER BY score DESC, p.chunk_key
 LIMIT %(limit)s
 """
+# One model's vectors (its generation); the cast and the model name are literals, so the planner matches the
+# model's partial HNSW index (migration 0016) or, for a small or filtered tenant, scans the tenant's rows exactly.
 _DENSE = """
-SELECT c.chunk_key, 1 - (c.embedding <=> %(vector)s) AS similarity
-FROM chunks c
-WHERE c.tenant_id = %(tenant)s {filters}
-ORDER BY c.embedding <=> %(vector)s
+SELECT v.chunk_key, 1 - (v.embedding::{vector_type} <=> %(vector)s) AS similarity
+FROM chunk_vectors v {filter_join}
+WHERE v.tenant_id = %(tenant)s AND v.model = {model}
+ORDER BY v.embedding::{vector_type} <=> %(vector)s
 LIMIT %(limit)s
 """
+# A chunk without a vector of the model (re-embedding has not reached it yet) comes with none.
 _FETCH = """
-SELECT chunk_key, chunk_id, document_id, version, title, text, position, metadata, content_sha256, embedding
-FROM chunks WHERE tenant_id = %(tenant)s AND chunk_key = ANY(%(keys)s)
+SELECT c.chunk_key, c.chunk_id, c.document_id, c.version, c.title, c.text, c.position, c.metadata, c.content_sha256,
+       v.embedding
+FROM chunks c LEFT JOIN chunk_vectors v ON v.tenant_id = c.tenant_id AND v.model = %(model)s
+     AND v.chunk_key = c.chunk_key
+WHERE c.tenant_id = %(tenant)s AND c.chunk_key = ANY(%(keys)s)
 """
 _HNSW_SETTINGS = """
 SELECT set_config('hnsw.ef_search', %(ef_search)s, true),
@@ -61,6 +70,7 @@ SELECT set_config('hnsw.ef_search', %(ef_search)s, true),
 """
 
 
+NO_VECTOR = np.zeros(0, dtype=np.float32)
 MAX_EF_SEARCH = 1000  # pgvector's upper bound
 DEFAULT_HNSW = HnswSettings()
 
@@ -79,15 +89,38 @@ def _filter_sql(filters: SearchFilters, params: dict[str, Any]) -> str:
 class PostgresSearchIndex:
     """Implements `SearchIndex`."""
 
-    def __init__(self, pool: AsyncConnectionPool, hnsw: HnswSettings = DEFAULT_HNSW) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        hnsw: HnswSettings = DEFAULT_HNSW,
+        generations: PostgresGenerations | None = None,
+    ) -> None:
         self._pool = pool
         self._hnsw = hnsw
+        self._generations = generations or PostgresGenerations(pool)
+
+    async def _model(self, model: str | None) -> str:
+        """`model`, or the live generation's."""
+        if model:
+            return model
+        live = (await self._generations.current()).live
+        if live is None:
+            raise LookupError("no live embedding generation")
+        return live.model
 
     async def dense_candidates(
-        self, tenant_id: str, vector: np.ndarray, filters: SearchFilters, limit: int
+        self, tenant_id: str, vector: np.ndarray, filters: SearchFilters, limit: int, model: str | None = None
     ) -> list[Candidate]:
         params: dict[str, Any] = {"tenant": tenant_id, "vector": Vector(vector), "limit": limit}
-        sql = _DENSE.format(filters=_filter_sql(filters, params))
+        filters_sql = _filter_sql(filters, params)
+        join = ""
+        if filters_sql:
+            join = f"JOIN chunks c ON c.tenant_id = v.tenant_id AND c.chunk_key = v.chunk_key{filters_sql}"
+        sql = _DENSE.format(
+            vector_type=f"vector({int(vector.size)})",
+            model=pgsql.Literal(await self._model(model)).as_string(None),
+            filter_join=join,
+        )
         settings = {
             "ef_search": str(min(max(self._hnsw.ef_search, limit), MAX_EF_SEARCH)),
             "iterative_scan": self._hnsw.iterative_scan,
@@ -126,12 +159,21 @@ class PostgresSearchIndex:
             rows = await _fetch_all(connection, _LEXICAL.format(filter_join=join), params)
         return [Candidate(int(key), float(score)) for key, score in rows]
 
-    async def fetch_chunks(self, tenant_id: str, keys: Sequence[int]) -> dict[int, StoredChunk]:
+    async def fetch_chunks(
+        self, tenant_id: str, keys: Sequence[int], model: str | None = None
+    ) -> dict[int, StoredChunk]:
         if not keys:
             return {}
+        params = {"tenant": tenant_id, "keys": list(keys), "model": await self._model(model)}
         async with tenant_transaction(self._pool, tenant_id) as connection:
-            rows = await _fetch_all(connection, _FETCH, {"tenant": tenant_id, "keys": list(keys)})
-        return {int(row[0]): _stored_chunk(row) for row in rows}
+            rows = await _fetch_all(connection, _FETCH, params)
+        chunks = {int(row[0]): _stored_chunk(row) for row in rows}
+        # Zeros stand in for a vector not built yet: never a near-duplicate, dense score 0.
+        size = max((c.embedding.size for c in chunks.values()), default=0)
+        return {
+            key: replace(c, embedding=np.zeros(size, dtype=np.float32)) if c.embedding.size != size else c
+            for key, c in chunks.items()
+        }
 
 
 async def _fetch_all(connection: psycopg.AsyncConnection, sql: str, params: dict[str, Any]) -> list[Any]:
@@ -153,5 +195,5 @@ def _stored_chunk(row: Sequence[Any]) -> StoredChunk:
         position=int(position),
         metadata={str(k): str(v) for k, v in (metadata or {}).items()},
         content_sha256=content_sha256,
-        embedding=np.asarray(embedding.to_numpy(), dtype=np.float32),
+        embedding=np.asarray(embedding.to_numpy(), dtype=np.float32) if embedding is not None else NO_VECTOR,
     )
