@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import random
 import re
 import shutil
 import signal
@@ -126,11 +127,43 @@ def require_executable(name: str, install_hint: str) -> str:
     return path
 
 
+# Ports handed out by this process: never the same one twice, though each is free again until its server binds it.
+_HANDED_OUT: set[int] = set()
+LOWEST_PORT = 20000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now (the kernel picks it)."""
+    """A TCP port that is free on `host` right now, for a server that binds it a little later.
+
+    Drawn below the kernel's ephemeral range: a port the kernel picks for `bind(0)` comes from the range it also
+    gives outgoing connections, so between the pick and the server's bind a Kafka or Postgres client connection
+    could take it ("Address already in use" in a service that starts later)."""
+    ephemeral_low = _ephemeral_range_start()
+    for _ in range(200):
+        port = random.randrange(LOWEST_PORT, ephemeral_low)
+        if port not in _HANDED_OUT and _bindable(host, port):
+            _HANDED_OUT.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default; macOS draws from 49152 up
+    return max(low, LOWEST_PORT + 1000)
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
