@@ -116,6 +116,10 @@ PEERS_ARGS ?=
 $(PEERS_VENV)/.requirements.stamp: benchmarks/peers/requirements.txt
 	$(UV) venv --allow-existing --python 3.11 $(PEERS_VENV)
 	UV_LINK_MODE=hardlink $(UV) pip sync --python $(PEERS_VENV) benchmarks/peers/requirements.txt
+	@# NLTK refuses to read data files with more than one link (its CWE-59 guard): llama-index-core ships its
+	@# NLTK data, so that package is copied, not hard-linked from uv's cache.
+	$(UV) pip install --python $(PEERS_VENV) --link-mode copy --reinstall --no-deps \
+	  $$(grep -E '^llama-index-core==' benchmarks/peers/requirements.txt)
 	touch $@
 bench-peers: setup $(PEERS_VENV)/.requirements.stamp
 	$(UV_RUN) python benchmarks/peers.py $(PEERS_ARGS)
