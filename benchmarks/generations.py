@@ -38,9 +38,17 @@ from ragstream_retrieve.adapters.grpc_clients import GrpcTextEmbedder
 from ragstream_retrieve.adapters.pg_generations import PostgresGenerations
 from ragstream_retrieve.adapters.pg_index import PostgresChunkIndex
 from ragstream_retrieve.lexical import ENGLISH_STOPWORDS, LexicalAnalyzer
-from ragstream_retrieve.models import ChunkToIndex, DocumentVersion, RetrievalMode, SearchTuning
+from ragstream_retrieve.models import RetrievalMode, SearchTuning
 from ragstream_retrieve.reembed import Reembedder
-from retrieval_lexical import DEFAULT_DATASET, TENANT, Dataset, database, evaluate, load_dataset, service_run
+from retrieval_lexical import (
+    DEFAULT_DATASET,
+    Dataset,
+    abstract_document,
+    database,
+    evaluate,
+    load_dataset,
+    service_run,
+)
 
 MINILM, WORDLLAMA = "all-minilm-l6-v2", "wordllama-l2-supercat"
 
@@ -81,17 +89,8 @@ async def index_corpus(url: str, data: Dataset, encoder: Encoder, analyzer: Lexi
     try:
         writer = PostgresChunkIndex(pool)
         for (doc_id, (title, _)), text, vector in zip(data.corpus.items(), texts, vectors, strict=True):
-            chunk = ChunkToIndex(
-                chunk_id=f"{doc_id}#0",
-                position=0,
-                text=text,
-                heading="",
-                content_sha256=doc_id,
-                token_count=0,
-                embedding=vector,
-                term_frequencies=analyzer.term_frequencies(text),
-            )
-            document = DocumentVersion(TENANT, doc_id, 1, title, {}, encoder.model_name, encoder.model_version, [chunk])
+            model = (encoder.model_name, encoder.model_version)
+            document = abstract_document(doc_id, title, text, vector, analyzer.term_frequencies(text), model)
             await writer.upsert_document(document)
     finally:
         await pool.close()

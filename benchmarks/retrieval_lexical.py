@@ -139,6 +139,23 @@ def database(url: str | None) -> Iterator[str]:
         yield server.database_url
 
 
+def abstract_document(
+    doc_id: str, title: str, text: str, vector: np.ndarray, terms: dict[str, int], model: tuple[str, str]
+) -> DocumentVersion:
+    """A SciFact abstract as one document version of one chunk, for the index's own writer."""
+    chunk = ChunkToIndex(
+        chunk_id=f"{doc_id}#0",
+        position=0,
+        text=text,
+        heading="",
+        content_sha256=doc_id,
+        token_count=0,
+        embedding=vector,
+        term_frequencies=terms,
+    )
+    return DocumentVersion(TENANT, doc_id, 1, title, {}, model[0], model[1], [chunk])
+
+
 async def index_corpus(url: str, data: Dataset, vectors: np.ndarray, analyzer: LexicalAnalyzer) -> float:
     pool = create_pool(url, max_size=2)
     await pool.open(wait=True)
@@ -146,17 +163,8 @@ async def index_corpus(url: str, data: Dataset, vectors: np.ndarray, analyzer: L
     started = time.perf_counter()
     try:
         for (doc_id, (title, text)), vector in zip(data.corpus.items(), vectors, strict=True):
-            chunk = ChunkToIndex(
-                chunk_id=f"{doc_id}#0",
-                position=0,
-                text=text,
-                heading="",
-                content_sha256=doc_id,
-                token_count=0,
-                embedding=vector,
-                term_frequencies=analyzer.term_frequencies(f"{title}\n{text}"),
-            )
-            await writer.upsert_document(DocumentVersion(TENANT, doc_id, 1, title, {}, "bench", "", [chunk]))
+            terms = analyzer.term_frequencies(f"{title}\n{text}")
+            await writer.upsert_document(abstract_document(doc_id, title, text, vector, terms, ("bench", "")))
     finally:
         await pool.close()
     return time.perf_counter() - started
