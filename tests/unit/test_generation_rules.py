@@ -4,6 +4,7 @@ handlers' extra vectors."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -249,6 +250,59 @@ async def test_a_wrong_sized_answer_from_the_embed_service_stores_nothing() -> N
     assert (1, WORD) not in store.vectors and store.switches == []
 
 
+async def test_a_long_build_takes_several_bounded_rounds_and_waits_for_a_refused_switch() -> None:
+    @dataclass
+    class RefusingSwitch(MemoryGenerations):
+        refusals: int = 1
+
+        async def switch(self, generation_id: int) -> bool:
+            if self.refusals:
+                self.refusals -= 1
+                return False  # a chunk arrived without the vector meanwhile
+            return await super().switch(generation_id)
+
+    store = RefusingSwitch([BUILDING_WORD], {k: f"text {k}" for k in range(1, 6)})
+    reembedder = Reembedder(store, _embedder(), batch_size=1, step_chunks=2)
+    rounds = [await reembedder.step() for _ in range(4)]
+    # No live generation to repair; 2 chunks a round, then a complete build whose switch is refused once.
+    assert rounds == [True, True, True, False]
+    assert store.switches == [BUILDING_WORD.id]
+    assert (await store.load()).live == replace(
+        BUILDING_WORD, state=GenerationState.LIVE, chunks_total=5, chunks_done=5
+    )
+
+
+async def test_a_failing_repair_of_the_live_generation_does_not_hold_up_the_build() -> None:
+    store = MemoryGenerations([LIVE_MINI, BUILDING_WORD], {1: "a"})
+    embedder = ModelEmbedder({WORD: HashEncoder(WORD, dimensions=3)}, WORD)  # cannot encode with MINI
+    assert await Reembedder(store, embedder).step() is False
+    assert store.switches == [BUILDING_WORD.id] and (1, WORD) in store.vectors
+
+
+async def test_the_background_loop_outlives_a_failed_round_and_stops_when_asked() -> None:
+    @dataclass
+    class FailingOnce(MemoryGenerations):
+        failed: bool = False
+
+        async def load(self) -> Generations:
+            if not self.failed:
+                self.failed = True
+                raise ConnectionError("database away")
+            return await super().load()
+
+    store = FailingOnce([LIVE_MINI], {1: "a", 2: "b"})
+    reembedder = Reembedder(store, _embedder(primary=MINI), batch_size=1, step_chunks=1)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(reembedder.run(stop, interval_s=0.01))
+    for _ in range(200):
+        if {(1, MINI), (2, MINI)} <= store.vectors.keys():
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(loop, 1)
+    assert {(1, MINI), (2, MINI)} <= store.vectors.keys()
+
+
 # --- the query handler picks the live generation's vector ------------------------------------------------------
 
 
@@ -323,3 +377,11 @@ async def test_chunks_and_queries_carry_the_extra_models_vectors() -> None:
     await embed_query_batch([envelope(question)], primary, query_sink, [extra])
     [query] = query_sink.messages()
     assert query.model == WORD and [(v.model, v.dimensions) for v in query.extra_vectors] == [(MINI, 4)]
+
+
+def test_the_operator_command_needs_an_id_to_activate(capsys: pytest.CaptureFixture[str]) -> None:
+    from ragstream_retrieve.generations import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["activate"], database_url="postgresql://unused")
+    assert exited.value.code == 2 and "activate needs the generation id" in capsys.readouterr().err
