@@ -51,10 +51,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def run_pipeline(
-    system: SystemUnderTest, documents: Sequence[Document], args: argparse.Namespace
+    system: SystemUnderTest,
+    documents: Sequence[Document],
+    args: argparse.Namespace,
+    tenant: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`tenant` (id, API key): a fresh tenant the caller made; by default one is made here when the system
+    gives an admin token."""
     run = run_id()
-    tenant = await fresh_tenant(system, f"bench-ingest-{run}")
+    tenant = tenant or await fresh_tenant(system, f"bench-ingest-{run}")
     if tenant is None:
         log(
             "no admin token (GATEWAY_ADMIN_TOKEN): uploading as the configured key's tenant; chunks whose text "

@@ -139,12 +139,10 @@ async def run_ragstream(
     system: SystemUnderTest, documents: Sequence[Document], queries: dict[str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
     tenant = await fresh_tenant(system, f"bench-peers-{run_id()}")
-    if tenant is not None:
-        # run_pipeline then uploads as this tenant (its note about a missing admin token is moot: it is fresh).
-        log(f"fresh tenant {tenant[0]}, made here: the note below about a missing admin token does not apply")
-        system = dataclasses.replace(system, tenant=tenant[0], api_key=tenant[1], admin_token=None)
     options = argparse.Namespace(concurrency=args.concurrency, timeout=args.timeout)
-    pipeline = await run_pipeline(system, documents, options)
+    pipeline = await run_pipeline(system, documents, options, tenant)
+    if tenant is not None:  # the searches go to the tenant that indexed the documents
+        system = dataclasses.replace(system, tenant=tenant[0], api_key=tenant[1])
     result: dict[str, Any] = {"ingest": pipeline, "modes": {}}
     warmup = dict(list(queries.items())[: args.warmup])
     async with api_client(system) as client:
