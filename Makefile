@@ -109,9 +109,10 @@ bench-ingest: setup
 bench-query: setup
 	$(UV_RUN) python benchmarks/query_latency.py
 
-## bench-peers: Ragstream end to end against LlamaIndex and Haystack in process (own pinned venv .cache/peers-venv),
+## bench-peers: Ragstream end to end against LlamaIndex and Haystack in process (own pinned venv, outside the checkout),
 ## same SciFact subset, model and Postgres; smoke: PEERS_ARGS="--limit-queries 20 --corpus-size 100"
-PEERS_VENV := .cache/peers-venv
+# Outside the checkout: third-party torch code never sits in the repository tree (the embed service alone uses torch).
+PEERS_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ragstream/peers-venv
 PEERS_ARGS ?=
 $(PEERS_VENV)/.requirements.stamp: benchmarks/peers/requirements.txt
 	$(UV) venv --allow-existing --python 3.11 $(PEERS_VENV)

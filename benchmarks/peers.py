@@ -10,9 +10,9 @@ document judged relevant to them, and distractors drawn at random (--seed) from 
 1. Ragstream (the system harness.py reaches or starts): ingest through POST /v1/documents into a fresh tenant
    (ingest_throughput.run_pipeline: first created_at to last indexed_at), then every query once, one at a time,
    through POST /v1/search (the sources of a query, as /v1/query mode "search") in dense and in hybrid retrieval.
-2. LlamaIndex and Haystack (benchmarks/peers/run_*.py, in the pinned virtualenv .cache/peers-venv), each in a
-   database of its own on the same Postgres server: index with their defaults (ingest time after the model is
-   loaded), then every query once, one at a time, through their default dense retriever.
+2. LlamaIndex and Haystack (benchmarks/peers/run_*.py, in the pinned virtualenv ~/.cache/ragstream/peers-venv),
+   each in a database of its own on the same Postgres server: index with their defaults (ingest time after the
+   model is loaded), then every query once, one at a time, through their default dense retriever.
 
 All with all-MiniLM-L6-v2 and --top-k chunks per query; chunks become documents at the rank of their best chunk
 and are scored by metrics.py as in eval_retrieval.py (nDCG@10, recall@10). Ends with one JSON line.
@@ -53,7 +53,9 @@ from metrics import documents_in_rank_order, evaluate, latency_summary
 
 PEERS = ("llamaindex", "haystack")
 PEERS_DIR = ROOT / "benchmarks" / "peers"
-PEERS_PYTHON = ROOT / ".cache" / "peers-venv" / "bin" / "python"
+# Where `make bench-peers` builds the peers' virtualenv: the user's cache, outside the checkout.
+PEERS_VENV = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragstream" / "peers-venv"
+PEERS_PYTHON = PEERS_VENV / "bin" / "python"
 RAGSTREAM_MODES = ("dense", "hybrid")
 P50_FACTOR = 1.5  # the goal: Ragstream's end-to-end p50 within 1.5x the peers' in-process p50
 # Before each system's run, wait (at most SETTLE_MAX_S) until the machine's CPUs are this idle: the system's

@@ -1,7 +1,8 @@
 """What both peer runners share: their arguments, the inputs, the offline model, the timed query loop, the output.
 
-Runs in the peers' virtualenv (.cache/peers-venv), not the workspace's: import nothing of Ragstream here, and
-none of the peers' libraries at module level (the unit tests import this module from the workspace's venv).
+Runs in the peers' virtualenv (~/.cache/ragstream/peers-venv), not the workspace's: import nothing of Ragstream
+here, and none of the peers' libraries at module level (the unit tests import this module from the workspace's
+venv).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Haystack in process: an indexing pipeline into PgvectorDocumentStore, then each query through a query pipeline.
 
-    .cache/peers-venv/bin/python benchmarks/peers/run_haystack.py --corpus C --queries Q --dsn D --out O
+    ~/.cache/ragstream/peers-venv/bin/python benchmarks/peers/run_haystack.py --corpus C --queries Q --dsn D --out O
 
 Defaults kept: DocumentSplitter (split_by "word", split_length 200, overlap 0) -> SentenceTransformersDocument-
 Embedder (batch_size 32, content only: no meta_fields_to_embed) -> DocumentWriter; PgvectorDocumentStore (cosine

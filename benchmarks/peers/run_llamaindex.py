@@ -1,6 +1,6 @@
 """LlamaIndex in process: index the corpus into PGVectorStore, then time each query through its default retriever.
 
-    .cache/peers-venv/bin/python benchmarks/peers/run_llamaindex.py --corpus C --queries Q --dsn D --out O
+    ~/.cache/ragstream/peers-venv/bin/python benchmarks/peers/run_llamaindex.py --corpus C --queries Q --dsn D --out O
 
 Defaults kept: VectorStoreIndex.from_documents with Settings' transformations (SentenceSplitter, chunk_size 1024
 tokens, overlap 200), HuggingFaceEmbedding (embed_batch_size 10, normalised; metadata in the embedded text,
