@@ -47,6 +47,9 @@ def encoder(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 def test_queries_and_documents_encode_with_their_own_thread_counts(encoder: Any) -> None:
     assert encoder.thread_counts() == {"documents": 2, "queries": 1}
+    runners = encoder._runners
+    if encoder.backend == "torch":  # one model in memory, each path its own thread count
+        assert runners["documents"]._model is runners["queries"]._model
     assert encoder.model_name == "sentence-transformers/all-MiniLM-L6-v2" and encoder.model_version
 
 

@@ -48,9 +48,12 @@ class Encoder:
     @classmethod
     def load(cls, options: EncoderOptions) -> Encoder:
         spec = model_spec(options.model)
-        documents, version = _load_runner(spec, options.backend, options.document_threads, options)
+        # One torch model serves both paths (its thread count is per calling thread); ONNX sessions fix theirs, so
+        # each path has its own.
+        torch_models: dict[str, object] = {}
+        documents, version = _load_runner(spec, options.backend, options.document_threads, options, torch_models)
         query_backend = options.query_backend or options.backend
-        queries, _ = _load_runner(spec, query_backend, options.query_threads, options)
+        queries, _ = _load_runner(spec, query_backend, options.query_threads, options, torch_models)
         return cls(spec, version, documents, queries, options.batch_size)
 
     def encode_sync(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
@@ -86,7 +89,9 @@ def _model_thread(name: str, runner: Runner) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=initializer)
 
 
-def _load_runner(spec: ModelSpec, backend: str, threads: int, options: EncoderOptions) -> tuple[Runner, str]:
+def _load_runner(
+    spec: ModelSpec, backend: str, threads: int, options: EncoderOptions, torch_models: dict[str, object]
+) -> tuple[Runner, str]:
     """A runner of `backend` and the version of the weights it computes with (a static model has one runner,
     whatever the backend)."""
     if spec.kind == "static":
@@ -96,7 +101,9 @@ def _load_runner(spec: ModelSpec, backend: str, threads: int, options: EncoderOp
     if backend == "torch":
         from ragstream_embed.adapters.torch_runner import TorchRunner, load_sentence_transformer
 
-        return TorchRunner(load_sentence_transformer(spec.weights_dir(), options.device), threads), spec.version
+        if spec.key not in torch_models:
+            torch_models[spec.key] = load_sentence_transformer(spec.weights_dir(), options.device)
+        return TorchRunner(torch_models[spec.key], threads), spec.version
     if backend not in ONNX_BACKENDS:
         raise ValueError(f"unknown embedding backend {backend!r}; one of {', '.join(BACKENDS)}")
     from ragstream_embed.adapters.onnx_runner import OnnxRunner
