@@ -21,7 +21,7 @@ from ragstream_common.registry import SERVICE_NAMES as SERVICE_NAMES  # re-expor
 
 from ragstream_devstack.credentials import LocalCredentials
 from ragstream_devstack.identities import service_identity_env
-from ragstream_devstack.processes import DevstackError, free_port, tail
+from ragstream_devstack.processes import DevstackError, free_port, port_accepts, tail
 
 DEFAULT_GRPC_PORTS = {name: spec.grpc_port for name, spec in SERVICES.items()}
 # Each service's own metrics listener, the gateway's included (GATEWAY_METRICS_PORT, never its HTTP port).
@@ -136,8 +136,17 @@ class LocalServices:
         return f"http://127.0.0.1:{self.ports.http}"
 
     async def wait_serving(self, timeout_s: float = 180.0) -> dict[str, str]:
+        """Every started service's gRPC health says SERVING and, with the gateway started, its HTTP API accepts
+        connections: the gateway's gRPC side reports SERVING a moment before uvicorn binds the API port."""
+        started = time.monotonic()
         addresses = {name: self.grpc_address(name) for name in self.processes}
-        return await wait_until_serving(addresses, timeout_s, self._exited)
+        statuses = await wait_until_serving(addresses, timeout_s, self._exited)
+        while "gateway" in self.processes and not port_accepts("127.0.0.1", self.ports.http):
+            self._exited()
+            if time.monotonic() - started > timeout_s:
+                raise DevstackError(f"the gateway's HTTP API is not listening after {timeout_s:.0f}s")
+            await asyncio.sleep(0.05)
+        return statuses
 
     def _exited(self) -> None:
         for name, process in self.processes.items():
