@@ -160,3 +160,40 @@ def test_minting_refuses_no_tenant_and_unknown_scopes(kit: TokenKit) -> None:
 )
 def test_bearer_token_parsing(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
+
+
+def test_a_minter_hands_out_one_token_per_claims_until_half_its_lifetime(kit: TokenKit) -> None:
+    minter = kit.minter("retrieve", ttl_s=60)
+    first = minter.mint("acme", ["embed"], "embed")
+    assert minter.mint("acme", ["embed"], "embed") == first
+    assert minter.mint("other", ["embed"], "embed") != first
+    assert minter.mint("acme", ["embed"], "embed", subject="key:k1") != first
+    expires = jwt.decode(first, options={"verify_signature": False})["exp"]
+    assert expires - kit_now() >= 30  # a reused token still has at least half of its lifetime left
+
+
+def test_a_fresh_token_is_valid_its_whole_lifetime(kit: TokenKit) -> None:
+    minter = kit.minter("gateway", ttl_s=120)
+    minter.mint("acme", ["search"], "retrieve")
+    claims = jwt.decode(minter.mint("acme", ["search"], "retrieve", fresh=True), options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 120
+    assert claims["iat"] >= kit_now() - 1
+
+
+def test_a_verified_token_is_checked_again_for_expiry_scope_and_audience(kit: TokenKit) -> None:
+    verifier = TokenSettings(trusted_keys=kit.jwks, leeway_s=0).verifier()
+    now = kit_now()
+    token = kit.forged(iat=now, exp=now + 2, scopes=["search"])
+    assert verifier.verify(token, "retrieve", "search").tenant == "tenant-a"
+    assert verifier.verify(token, "retrieve", "search").tenant == "tenant-a"  # from what it verified before
+    with pytest.raises(WrongScope):
+        verifier.verify(token, "retrieve", "embed")
+    for_retrieve = kit.forged(aud="retrieve")
+    assert verifier.verify(for_retrieve, "retrieve", "search").tenant == "tenant-a"
+    with pytest.raises(WrongAudience):
+        verifier.verify(for_retrieve, "generate", "search")
+    time.sleep(max(0.0, now + 2.05 - time.time()))
+    with pytest.raises(ExpiredToken):
+        verifier.verify(token, "retrieve", "search")
+    with pytest.raises(ExpiredToken):  # and stays refused
+        verifier.verify(token, "retrieve", "search")

@@ -34,6 +34,8 @@ Audience = Literal["embed", "retrieve", "generate", "gateway"]
 # Longer-lived tokens are refused whatever their signature: a leaked one must not outlive a rotation.
 MAX_LIFETIME_S = 3600
 _REQUIRED_CLAIMS = ["iss", "sub", "aud", "iat", "exp", "tenant", "scopes"]
+# Entries in a minter's or a verifier's token cache before it starts afresh (bounds memory under many tenants).
+_CACHE_SIZE = 4096
 
 
 class TokenSettings(BaseSettings):
@@ -150,6 +152,8 @@ class TokenMinter:
         self.key_id = key_id
         self.issuer = issuer
         self.ttl_s = ttl_s
+        # Tokens in use by (tenant, scopes, audience, subject) and when to stop handing them out.
+        self._reusable: dict[tuple[str, tuple[str, ...], tuple[str, ...], str], tuple[float, str]] = {}
 
     def mint(
         self,
@@ -157,8 +161,24 @@ class TokenMinter:
         scopes: Sequence[str],
         audience: Audience | Sequence[Audience],
         subject: str = "",
+        *,
+        fresh: bool = False,
     ) -> str:
-        """A token for `tenant` valid `ttl_s` from now; `subject` defaults to this service (the issuer)."""
+        """A token for `tenant` valid at least half of `ttl_s` from now; `subject` defaults to this service (the
+        issuer). The same claims get the same token until half its lifetime is spent, so a service's many calls
+        cost one signature and the callee verifies it once (TokenVerifier keeps what it verified). `fresh`: a
+        new token valid the whole `ttl_s` (tokens handed to external callers, who are told that lifetime)."""
+        key = (tenant, tuple(scopes), (audience,) if isinstance(audience, str) else tuple(audience), subject)
+        reusable = None if fresh else self._reusable.get(key)
+        if reusable is not None and reusable[0] > time.time():
+            return reusable[1]
+        token = self._signed(tenant, scopes, audience, subject)
+        if len(self._reusable) >= _CACHE_SIZE:
+            self._reusable.clear()
+        self._reusable[key] = (time.time() + self.ttl_s / 2, token)
+        return token
+
+    def _signed(self, tenant: str, scopes: Sequence[str], audience: Audience | Sequence[Audience], subject: str) -> str:
         if not tenant:
             raise ValueError("a token must name its tenant")
         unknown = set(scopes) - set(SCOPES)
@@ -183,6 +203,9 @@ class TokenVerifier:
     def __init__(self, keys: Mapping[str, Ed25519PublicKey], leeway_s: float = 5.0) -> None:
         self._keys = dict(keys)
         self._leeway_s = leeway_s
+        # Tokens whose signature verified, by (token, audience): a signature stays valid, so only the expiry and
+        # the scope are checked again (the keys are fixed for this verifier's life).
+        self._verified: dict[tuple[str, str], VerifiedToken] = {}
 
     @property
     def key_ids(self) -> list[str]:
@@ -191,6 +214,20 @@ class TokenVerifier:
     def verify(self, token: str | None, audience: Audience, required_scope: str) -> VerifiedToken:
         if not token:
             raise MissingToken("no bearer token")
+        verified = self._verified.get((token, audience))
+        if verified is None:
+            verified = self._verify_signed(token, audience)
+            if len(self._verified) >= _CACHE_SIZE:
+                self._verified.clear()
+            self._verified[(token, audience)] = verified
+        elif time.time() > verified.expires_at + self._leeway_s:
+            del self._verified[(token, audience)]
+            raise ExpiredToken("the token has expired")
+        if required_scope not in verified.scopes:
+            raise WrongScope(f"the token lacks the {required_scope!r} scope")
+        return verified
+
+    def _verify_signed(self, token: str, audience: Audience) -> VerifiedToken:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -207,8 +244,6 @@ class TokenVerifier:
             raise MalformedToken("tenant must be a non-empty string and scopes a list of strings")
         if claims["exp"] - claims["iat"] > MAX_LIFETIME_S:
             raise MalformedToken(f"lifetime over {MAX_LIFETIME_S} s")
-        if required_scope not in scopes:
-            raise WrongScope(f"the token lacks the {required_scope!r} scope")
         return VerifiedToken(tenant, tuple(scopes), str(claims["iss"]), str(claims["sub"]), float(claims["exp"]))
 
     def _decode(self, token: str, key: Ed25519PublicKey, audience: Audience) -> dict[str, Any]:

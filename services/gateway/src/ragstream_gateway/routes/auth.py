@@ -50,7 +50,7 @@ async def issue_token(
     if minter is None:
         raise Problem(503, "token issuance is not configured (TOKEN_SIGNING_KEY)", slug="tokens-disabled")
     scopes = sorted({grpc for scope in principal.scopes for grpc in GRPC_SCOPES.get(scope, ())})
-    token = minter.mint(principal.tenant_id, scopes, AUDIENCES, subject=f"key:{principal.key_id}")
+    token = minter.mint(principal.tenant_id, scopes, AUDIENCES, subject=f"key:{principal.key_id}", fresh=True)
     details = {"scopes": scopes, "audience": list(AUDIENCES), "expires_in": minter.ttl_s}
     actor = principal.caller().actor
     try:
