@@ -1,7 +1,9 @@
 """docs/: every relative link resolves (file, and heading anchor when given, by GitHub's anchor rules); every alert
 has a `runbook_url` into docs/runbooks.md whose anchor exists, and so does every CloudWatch alarm's runbook link in
 infra/terraform; the runbook index covers the operational runbooks;
-and the operations documents name only metrics, settings, commands, admin routes and make targets that exist.
+the operations documents name only metrics, settings, commands, admin routes and make targets that exist;
+and no document tells operators to act on a Deployment that only templates an Argo Rollout (staging and prod),
+to scale an autoscaled service by hand, or to touch an autoscaler or Rollout that the manifests do not declare.
 
 The existence checks are deliberately cheap: they read the source tree (metric names and settings fields as
 declared, `python -m` modules with a `__main__` entry, the gateway's routers, the Makefile), never a running system.
@@ -39,6 +41,7 @@ OPERATIONS_DOCS = [
     "risk-register.md",
     "change-management.md",
     "audit-verification.md",
+    "capacity.md",
 ]
 # Operational runbooks the index must list (anchors in runbooks.md).
 REQUIRED_RUNBOOKS = [
@@ -407,3 +410,144 @@ def test_make_targets_named_in_the_documents_exist() -> None:
     named = set(re.findall(r"`make ([a-z][a-z0-9_-]*)", operations_text()))
     assert named, "no make targets named"
     assert named - targets == set()
+
+
+# --- Kubernetes commands against what the manifests run ---------------------------------------------------------
+
+K8S = ROOT / "infra" / "k8s"
+# Said of a command that is meant for an environment without Rollouts: dev, the in-cluster overlay, base alone.
+PLAIN_DEPLOYMENTS = re.compile(r"\bdev\b|plain Deployments?|in-cluster|Kubernetes base|without blue-green", re.I)
+LIST_ITEM = re.compile(r"^\s*(?:[-*] |\d+\. |\|)")
+
+
+def manifests(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@cache
+def rollout_services() -> frozenset[str]:
+    """The services staging and prod run as Argo Rollouts (their Deployments are 0-replica templates)."""
+    rollouts = manifests(K8S / "components" / "blue-green" / "rollouts.yaml")
+    return frozenset(doc["metadata"]["name"] for doc in rollouts if doc["kind"] == "Rollout")
+
+
+@cache
+def autoscaler_names() -> tuple[frozenset[str], frozenset[str]]:
+    """(HPA names as `kubectl get hpa` lists them, ScaledObject names): the component's CPU HPAs and the HPAs KEDA
+    creates for its ScaledObjects (`keda-hpa-<name>`)."""
+    folder = K8S / "components" / "platform" / "autoscaling"
+    scaled = frozenset(
+        d["metadata"]["name"] for d in manifests(folder / "scaled-objects.yaml") if d["kind"] == "ScaledObject"
+    )
+    hpas = {d["metadata"]["name"] for d in manifests(folder / "horizontal-pod-autoscalers.yaml")}
+    return frozenset(hpas | {f"keda-hpa-{name}" for name in scaled}), scaled
+
+
+def command_blocks(text: str) -> list[str]:
+    """Units a statement about an environment covers: each line of a fenced block (with its comment), each list
+    item or table row, each paragraph of prose."""
+    blocks: list[str] = []
+    current: list[str] = []
+    fenced = False
+
+    def close() -> None:
+        if current:
+            blocks.append("\n".join(current))
+            current.clear()
+
+    for line in text.splitlines():
+        if FENCE.match(line):
+            close()
+            fenced = not fenced
+        elif fenced:
+            blocks.append(line)
+        elif not line.strip():
+            close()
+        else:
+            if LIST_ITEM.match(line):
+                close()
+            current.append(line)
+    close()
+    return blocks
+
+
+def deployment_commands(text: str) -> list[str]:
+    """Commands on `deployment/<service>` for a service that runs as a Rollout, outside a block that says it is for
+    an environment of plain Deployments (dev)."""
+    names = "|".join(sorted(rollout_services()))
+    verbs = r"restart|undo|logs|exec|scale|status|pause|resume|history|describe|get|edit|patch|port-forward|set\s+\w+"
+    command = re.compile(
+        rf"\b(?:deployments?|deploy)(?:\.apps)?/({names})\b|\b(?:{verbs})\s+(?:deployments?|deploy)\s+({names})\b"
+    )
+    return [
+        match.group(0)
+        for block in command_blocks(text)
+        if not PLAIN_DEPLOYMENTS.search(block)
+        for match in command.finditer(block)
+    ]
+
+
+def scale_commands(text: str) -> list[str]:
+    """`kubectl scale` of a service: every environment autoscales every service, and its autoscaler undoes a manual
+    scale within seconds; the bounds are what to change."""
+    services = "|".join(sorted(rollout_services()))
+    command = re.compile(rf"\b(?:kubectl|k)\b[^`\n]*?\bscale\b[^`\n]*?\b({services})\b")
+    return [match.group(0) for block in command_blocks(text) for match in command.finditer(block)]
+
+
+def unknown_autoscaler_or_rollout_names(text: str) -> set[str]:
+    """`hpa <name>`, `scaledobject <name>` and `kubectl argo rollouts <verb> <name>` naming nothing declared."""
+    hpas, scaled = autoscaler_names()
+    unknown = set()
+    for kind, name in re.findall(r"\b(hpa|scaledobjects?)(?:/|\s+)([a-z][a-z0-9-]*)\b", text):
+        if name not in (hpas if kind == "hpa" else scaled):
+            unknown.add(f"{kind} {name}")
+    rollouts = re.compile(
+        r"(?:kubectl argo rollouts(?:\s+-n\s+\S+)?|\bkar)\s+([a-z][a-z-]*)\s+(?:rollouts?[ /])?([a-z<][\w<>-]*)"
+    )
+    for verb, name in rollouts.findall(text):
+        if verb not in {"list", "version", "dashboard", "lint", "create"} and name not in {
+            *rollout_services(),
+            "<service>",
+        }:
+            unknown.add(f"rollouts {verb} {name}")
+    return unknown
+
+
+def test_no_deployment_commands_for_services_that_run_as_rollouts() -> None:
+    assert {"gateway", "embed", "retrieve"} <= rollout_services()
+    found = [f"{doc.name}: {hit}" for doc in sorted(DOCS.glob("*.md")) for hit in deployment_commands(doc.read_text())]
+    assert found == []
+
+
+def test_deployment_command_check_allows_dev_and_the_rollout_forms() -> None:
+    assert deployment_commands("Restart it (`k rollout restart deployment/embed`).") == ["deployment/embed"]
+    assert deployment_commands("k logs deploy/gateway --since=5m") == ["deploy/gateway"]
+    assert deployment_commands("`kubectl rollout undo deployment gateway`") == ["undo deployment gateway"]
+    assert deployment_commands("In dev (plain Deployments): `k rollout restart deployment/embed`.") == []
+    assert deployment_commands("```bash\nk rollout restart deployment/embed   # dev\n```") == []
+    assert deployment_commands("`kar restart embed`; `k logs -l app.kubernetes.io/name=embed`") == []
+    assert deployment_commands("`kubectl rollout restart deployment/redis`") == []  # no Rollout: a plain Deployment
+    assert deployment_commands("- in dev: `deployment/embed`\n- in prod: `deployment/embed`") == ["deployment/embed"]
+
+
+def test_no_manual_scaling_of_autoscaled_services() -> None:
+    found = [f"{doc.name}: {hit}" for doc in sorted(DOCS.glob("*.md")) for hit in scale_commands(doc.read_text())]
+    assert found == []
+    assert scale_commands("`k scale deployment/retrieve --replicas=4`") != []
+    assert scale_commands("`kubectl -n ragstream scale rollout embed --replicas=3`") != []
+    assert scale_commands("raise `minReplicaCount` of the ScaledObject") == []
+
+
+def test_autoscalers_and_rollouts_named_in_the_documents_exist() -> None:
+    hpas, scaled = autoscaler_names()
+    assert {"ingest", "embed", "retrieve"} <= scaled and {"gateway", "keda-hpa-embed"} <= hpas
+    assert unknown_autoscaler_or_rollout_names(operations_text()) == set()
+    assert unknown_autoscaler_or_rollout_names("`k patch scaledobject retrieve`, `k get hpa keda-hpa-embed`") == set()
+    assert unknown_autoscaler_or_rollout_names("`k describe hpa embed`") == {
+        "hpa embed"
+    }  # KEDA names it keda-hpa-embed
+    assert unknown_autoscaler_or_rollout_names("`kar promote gatway`") == {"rollouts promote gatway"}
+    assert unknown_autoscaler_or_rollout_names("alias kar='kubectl argo rollouts -n ragstream'") == set()
+    assert unknown_autoscaler_or_rollout_names("kubectl argo rollouts -n ragstream get rollout gateway") == set()
+    assert unknown_autoscaler_or_rollout_names("`kar retry rollout embed`, `kar restart <service>`") == set()
