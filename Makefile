@@ -9,11 +9,12 @@ export UV_LINK_MODE ?= copy
 
 .PHONY: setup run test check test-unit test-integration test-e2e lint protos bench-ingest bench-query eval clean
 .PHONY: bench-load soak eval-multihop bench-embed bench-peers
-.PHONY: chaos check-infra backup restore dr-drill
+.PHONY: chaos check-infra infra-tools backup restore dr-drill purge
 .PHONY: test-security security-fuzz bench-auth
 
 ## setup: install uv if missing, create the environment, fetch Kafka, export the embedding model to ONNX, install
-## redis-server, promtool and Chromium (browser tests) if missing (apt)
+## redis-server, promtool and Chromium (browser tests) if missing (apt); check Go, kubectl and terraform
+## (make check-infra's tools: infra-tools below)
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet --break-system-packages uv
 	@command -v redis-server >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -25,6 +26,7 @@ setup:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; } \
 	  || echo "chromium + chromium-driver not installed: the browser tests will skip" >&2
+	@$(MAKE) --no-print-directory infra-tools || echo "  (needed by make check-infra and make test only)" >&2
 	$(UV) sync --frozen --all-packages
 	$(UV_RUN) python -m ragstream_devstack fetch-kafka
 	@# The embed service's ONNX backends, exported from the shipped weights and checked against torch (cached).
@@ -44,9 +46,27 @@ test: setup check check-infra
 
 GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
 
+## infra-tools: check make check-infra's own tools: Go >= 1.22 (builds kubeconform and actionlint), kubectl >= 1.27
+## (kustomize v5: components), terraform >= 1.11. Debian's packages cannot provide them (golang-go is 1.19,
+## kubernetes-client 1.20, terraform is not packaged), so each missing one is named with where to install it from
+INFRA_TOOLS_MIN := go=1.22 kubectl=1.27 terraform=1.11
+infra-tools:
+	@status=0; for wanted in $(INFRA_TOOLS_MIN); do tool=$${wanted%%=*}; min=$${wanted#*=}; \
+	  case $$tool in \
+	    go) have=$$($(GO) env GOVERSION 2>/dev/null | sed -n 's/^go\([0-9.]*\).*/\1/p'); \
+	        where="https://go.dev/doc/install (or GO=<path to go>)";; \
+	    kubectl) have=$$(kubectl version --client 2>/dev/null | sed -n 's/^Client Version: v\([0-9.]*\).*/\1/p'); \
+	        where="https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/";; \
+	    terraform) have=$$(terraform version 2>/dev/null | sed -n 's/^Terraform v\([0-9.]*\).*/\1/p'); \
+	        where="https://developer.hashicorp.com/terraform/install (apt.releases.hashicorp.com)";; \
+	  esac; \
+	  if [ -n "$$have" ] && printf '%s\n%s\n' "$$min" "$$have" | sort -V -C; then echo "  $$tool $$have"; \
+	  else echo "$$tool >= $$min is needed by make check-infra ($${have:-not found}): $$where" >&2; status=1; fi; \
+	done; exit $$status
+
 ## check-infra: offline infrastructure checks (kustomize overlays, kubeconform, checkov against
 ## infra/checkov-baseline.json, hadolint, terraform, promtool, actionlint); ONLY="checkov hadolint" for some
-check-infra: setup
+check-infra: setup infra-tools
 	@mkdir -p .cache/bin
 	@test -x .cache/bin/kubeconform || GOBIN=$(CURDIR)/.cache/bin $(GO) install github.com/yannh/kubeconform/cmd/kubeconform@v0.6.7
 	@test -x .cache/bin/actionlint || GOBIN=$(CURDIR)/.cache/bin $(GO) install github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
@@ -66,6 +86,16 @@ restore: setup
 DOCUMENTS ?= 200
 dr-drill: setup
 	$(UV_RUN) python -m ragstream_devstack dr-drill --documents $(DOCUMENTS)
+
+## purge: the retention job once on `make run`'s system (as the gateway's admin login); GRACE=<seconds> and
+## TENANT_GRACE=<seconds> override the grace periods (GRACE=0 purges a document deleted a moment ago: for trying
+## it locally), FIND="<text>" then reports where that text is still stored (exit 1 if anywhere)
+GRACE ?=
+TENANT_GRACE ?=
+FIND ?=
+purge: setup
+	$(UV_RUN) python -m ragstream_devstack.purge $(if $(GRACE),--grace $(GRACE)) \
+	  $(if $(TENANT_GRACE),--tenant-grace $(TENANT_GRACE)) $(if $(FIND),--find "$(FIND)")
 
 ## check: lint, formatting, strict types and the import boundaries (no services needed)
 check: setup

@@ -1,9 +1,13 @@
-"""The small disaster-recovery drill: a 20-document index backed up, restored into a fresh database and verified.
+"""Backup and restore: a 20-document index backed up, restored into a second, fresh PostgreSQL server and verified.
 
 The corpus goes in through the services' own adapters (the gateway's blob store, the retrieve service's index)
 into a database of its own on the session's Postgres; the broker side is a drill topic with its own config and a
 consumer group's committed offsets. After a backup the topic is deleted and the group rewound, so the restore
-has to bring both back. Vectors are seeded random unit vectors: rankings are known to the data, not a model.
+has to bring both back. The restore goes to a new server (as after losing the first): none of the roles the
+dump's grants and policies name exist there until `roles.sql` creates them, and its administrator must prove a
+password, which the client programs get through PGPASSWORD, never on their command line. Vectors are seeded
+random unit vectors: rankings are known to the data, not a model. (The whole drill through the real pipeline,
+with the RTO by replay, is test_dr_drill.py.)
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import psycopg
@@ -29,6 +36,7 @@ from ragstream_common.migrate import apply_migrations
 from ragstream_devstack.__main__ import main as devstack_main
 from ragstream_devstack.backup import KEY_TABLES, MANIFEST, take_backup
 from ragstream_devstack.backup_kafka import admin_client, alter_offsets, committed_offsets
+from ragstream_devstack.postgres import LocalPostgres
 from ragstream_devstack.restore import restore_backup, verify_database, with_database
 from ragstream_retrieve.adapters.pg_index import PostgresChunkIndex
 from ragstream_retrieve.lexical import LexicalAnalyzer, lexical_text
@@ -44,6 +52,10 @@ WORDS = (
     "harbour lighthouse tide monsoon erosion canal irrigation wetland levee silt current plankton coral"
 ).split()
 ANALYZER = LexicalAnalyzer()
+# The fresh server's administrator: a ragstream_* login, so it must prove its password (SCRAM, postgres.py),
+# and a password with characters a URL has to escape.
+RESTORE_ADMIN = "ragstream_restore_admin"
+RESTORE_PASSWORD = "s3cret /#%&?:@x"
 
 
 def _chunk_text(rng: random.Random) -> str:
@@ -114,6 +126,42 @@ def databases(migrated_database: str) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
+def fresh_server() -> Iterator[str]:
+    """A second PostgreSQL server, new and empty; the URL of a database not yet on it, as its password-protected
+    administrator."""
+    with LocalPostgres() as server:
+        with psycopg.connect(server.url_for("postgres"), autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("CREATE ROLE {} SUPERUSER LOGIN PASSWORD {}").format(
+                    sql.Identifier(RESTORE_ADMIN), sql.Literal(RESTORE_PASSWORD)
+                )
+            )
+        credentials = f"{RESTORE_ADMIN}:{quote(RESTORE_PASSWORD, safe='')}"
+        yield f"postgresql://{credentials}@{server.host}:{server.port}/drill_restored"
+
+
+@pytest.fixture
+def client_programs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict[str, str]]]:
+    """Every command the backup and restore run (pg_dump, pg_dumpall, psql, pg_restore) with its environment."""
+    calls: list[tuple[list[str], dict[str, str]]] = []
+    real = subprocess.run
+
+    def recording(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append((list(command), dict(kwargs.get("env") or {})))
+        return real(command, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recording)
+    return calls
+
+
+def _roles(database_url: str) -> set[str]:
+    """The server's ragstream* roles (cluster-wide), read through its `postgres` database."""
+    with psycopg.connect(with_database(database_url, "postgres")) as connection:
+        rows = connection.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'ragstream%'").fetchall()
+    return {str(row[0]) for row in rows}
+
+
+@pytest.fixture
 def drill_topic(kafka_topics: str, kafka_admin: KafkaSettings) -> Iterator[tuple[str, str]]:
     """A topic with an explicit retention and 4 records, and a group that has committed offset 3 on it."""
     topic, group = f"rag.drill.{uuid.uuid4().hex[:8]}.v1", f"ragstream-drill-{uuid.uuid4().hex[:8]}"
@@ -133,10 +181,16 @@ def _commit(settings: KafkaSettings, group: str, topic: str, offset: int) -> Non
     alter_offsets(admin_client(settings), group, {topic: {"0": offset}})
 
 
-def test_a_backup_restores_into_a_fresh_database_with_the_same_data_and_searches(
-    databases: tuple[str, str], drill_topic: tuple[str, str], kafka_admin: KafkaSettings, tmp_path: Path
+def test_a_backup_restores_into_a_fresh_server_with_the_same_data_and_searches(
+    databases: tuple[str, str],
+    drill_topic: tuple[str, str],
+    kafka_admin: KafkaSettings,
+    fresh_server: str,
+    client_programs: list[tuple[list[str], dict[str, str]]],
+    tmp_path: Path,
 ) -> None:
-    source, target = databases
+    source, target = databases[0], fresh_server
+    assert not _roles(target) - {RESTORE_ADMIN}, "the new server has none of the services' roles yet"
     topic, group = drill_topic
     backup = take_backup(source, tmp_path / "backup", kafka=kafka_admin, queries=6)
     manifest = backup.manifest
@@ -166,6 +220,25 @@ def test_a_backup_restores_into_a_fresh_database_with_the_same_data_and_searches
     with psycopg.connect(target) as connection:
         assert connection.execute("SELECT count(*) FROM chunks").fetchone() == (DOCUMENTS * CHUNKS_PER_DOCUMENT,)
     assert set(KEY_TABLES) <= set(manifest["tables"])
+    # roles.sql made every role of the source server (the grants and policies name them) on the new one.
+    assert _roles(source) <= _roles(target)
+
+    # Backed up again from the new server, as its password-protected administrator: the same facts.
+    again = take_backup(target, tmp_path / "again", queries=6)
+    assert again.manifest["tables"] == manifest["tables"] and again.manifest["searches"] == manifest["searches"]
+    assert again.manifest["blobs"]["listing_sha256"] == manifest["blobs"]["listing_sha256"]
+
+    # The password reached the client programs through PGPASSWORD, never their command line (`ps` shows it).
+    programs = {Path(command[0]).name: env for command, env in client_programs}
+    assert {"pg_dump", "pg_dumpall", "psql", "pg_restore"} <= programs.keys()
+    for command, _ in client_programs:
+        assert not any(RESTORE_PASSWORD in arg or quote(RESTORE_PASSWORD, safe="") in arg for arg in command)
+    for name in ("psql", "pg_restore"):
+        assert programs[name]["PGPASSWORD"] == RESTORE_PASSWORD
+    assert [env.get("PGPASSWORD") for command, env in client_programs if "/again/" in " ".join(command)] == [
+        RESTORE_PASSWORD,
+        RESTORE_PASSWORD,
+    ]
 
 
 def test_a_restore_that_differs_from_the_backup_fails(databases: tuple[str, str], tmp_path: Path) -> None:

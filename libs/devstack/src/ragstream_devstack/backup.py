@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ragstream_common.kafka_settings import KafkaSettings
 
 from ragstream_devstack.backup_checks import (
@@ -68,9 +69,19 @@ def pg_binary(name: str, server_major: int) -> str:
     return found
 
 
-def run_pg_tool(command: list[str], what: str) -> None:
-    """Run a PostgreSQL client program (no password prompt: it would hang a drill); its stderr on failure."""
-    env = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
+def libpq_target(database_url: str) -> tuple[str, dict[str, str]]:
+    """`database_url` (a URL or key=value string) as a client program's argument without its password, and the
+    environment that carries the password instead: a command line is readable by every user of the machine
+    (`ps`), the environment only by its owner."""
+    params = conninfo_to_dict(database_url)
+    password = params.pop("password", None)
+    return make_conninfo("", **params), ({"PGPASSWORD": str(password)} if password else {})
+
+
+def run_pg_tool(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    """Run a PostgreSQL client program (no password prompt: it would hang a drill; a password comes in `env`,
+    from `libpq_target`, never in `command`); its stderr on failure."""
+    env = {**os.environ, "PGCONNECT_TIMEOUT": "10", **(env or {})}
     result = subprocess.run(command, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     if result.returncode != 0:
         raise DevstackError(f"{what} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
@@ -124,15 +135,17 @@ def take_backup(
         major = server_major(session)
         manifest["server_version"] = str(session.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         mark = time.monotonic()
+        target, password_env = libpq_target(database_url)
         run_pg_tool(
             [
                 pg_binary("pg_dump", major),
                 "--format=custom",
                 f"--snapshot={snapshot}",
                 f"--file={directory / DUMP}",
-                database_url,
+                f"--dbname={target}",
             ],
             "pg_dump",
+            password_env,
         )
         timings["pg_dump_s"] = time.monotonic() - mark
         mark = time.monotonic()
@@ -144,15 +157,17 @@ def take_backup(
         timings["checksums_s"] = time.monotonic() - mark
     if manifest["blobs"].get("corrupt"):
         raise DevstackError(f"blobs whose content does not match their sha256: {manifest['blobs']['corrupt'][:10]}")
+    server, password_env = libpq_target(server_url(database_url))
     run_pg_tool(
         [
             pg_binary("pg_dumpall", major),
             "--roles-only",
             "--no-role-passwords",
             f"--file={directory / ROLES}",
-            f"--dbname={server_url(database_url)}",
+            f"--dbname={server}",
         ],
         "pg_dumpall --roles-only",
+        password_env,
     )
     if kafka is not None:
         mark = time.monotonic()

@@ -52,7 +52,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.report:
         args.report.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures), flush=True)
-    return 0 if figures["restore"]["verified"] else 1
+    return 0 if figures["passed"] else 1
 
 
 def _backup(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from ragstream_devstack.backup import (
     KAFKA,
     ROLES,
     file_digest,
+    libpq_target,
     load_manifest,
     pg_binary,
     run_pg_tool,
@@ -94,21 +95,26 @@ def restore_backup(
     mark = lap("integrity", started)
     major = _create_database(target_database_url)
     if (directory / ROLES).is_file():
+        # Roles are cluster-wide: a fresh server gets the ones the dump's grants and policies name.
+        server, password_env = libpq_target(server_url(target_database_url))
         psql = pg_binary("psql", major)
         run_pg_tool(
-            [psql, "-q", "-X", "-v", "ON_ERROR_STOP=0", "-f", str(directory / ROLES), server_url(target_database_url)],
+            [psql, "-q", "-X", "-v", "ON_ERROR_STOP=0", "-f", str(directory / ROLES), f"--dbname={server}"],
             "roles",
+            password_env,
         )
     parallel = jobs or max(1, min(4, os.cpu_count() or 1))
+    target, password_env = libpq_target(target_database_url)
     run_pg_tool(
         [
             pg_binary("pg_restore", major),
             "--exit-on-error",
             f"--jobs={parallel}",
-            f"--dbname={target_database_url}",
+            f"--dbname={target}",
             str(directory / DUMP),
         ],
         "pg_restore",
+        password_env,
     )
     mark = lap("pg_restore", mark)
     kafka_report = None
