@@ -160,11 +160,12 @@ def test_placeholder_digest_is_the_documented_one() -> None:
 
 def test_production_traces_go_to_the_production_collector() -> None:
     endpoint = config("prod")["OTEL_EXPORTER_OTLP_ENDPOINT"]
-    assert endpoint == "http://otel-collector.observability.svc.cluster.local:4317"
+    assert endpoint == "http://otel-collector-production.observability.svc.cluster.local:4317"
     assert "jaeger" not in endpoint and "all-in-one" not in endpoint
-    # The production observability stack serves that collector and runs no all-in-one Jaeger.
+    # Only the production observability stack serves that collector name, and it runs no all-in-one Jaeger.
     services = of_kind("aws-observability", "Service")
-    assert any(p["port"] == 4317 for p in services["otel-collector"]["spec"]["ports"])
+    assert any(p["port"] == 4317 for p in services["otel-collector-production"]["spec"]["ports"])
+    assert "otel-collector-production" not in of_kind("../observability", "Service")  # the development stack
     images = [
         c["image"]
         for d in rendered("aws-observability")
