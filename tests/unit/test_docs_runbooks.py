@@ -489,10 +489,16 @@ def deployment_commands(text: str) -> list[str]:
 
 def scale_commands(text: str) -> list[str]:
     """`kubectl scale` of a service: every environment autoscales every service, and its autoscaler undoes a manual
-    scale within seconds; the bounds are what to change."""
+    scale within seconds; the bounds are what to change. Only where the same step removes the autoscaler first
+    (`delete hpa`, as the disaster-recovery runbook's stop-writes step does) is a scale command sound."""
     services = "|".join(sorted(rollout_services()))
     command = re.compile(rf"\b(?:kubectl|k)\b[^`\n]*?\bscale\b[^`\n]*?\b({services})\b")
-    return [match.group(0) for block in command_blocks(text) for match in command.finditer(block)]
+    return [
+        match.group(0)
+        for block in command_blocks(text)
+        if "delete hpa" not in block
+        for match in command.finditer(block)
+    ]
 
 
 def unknown_autoscaler_or_rollout_names(text: str) -> set[str]:
@@ -537,6 +543,7 @@ def test_no_manual_scaling_of_autoscaled_services() -> None:
     assert scale_commands("`k scale deployment/retrieve --replicas=4`") != []
     assert scale_commands("`kubectl -n ragstream scale rollout embed --replicas=3`") != []
     assert scale_commands("raise `minReplicaCount` of the ScaledObject") == []
+    assert scale_commands("`k delete hpa connectors`, then `k scale rollout/connectors --replicas=0`") == []
 
 
 def test_autoscalers_and_rollouts_named_in_the_documents_exist() -> None:
