@@ -1,6 +1,7 @@
 """Multi-hop questions through the running system: single-shot answers against the agent (mode "agent").
 
-    uv run python benchmarks/eval_multihop.py                          # make eval-multihop
+    uv run python benchmarks/eval_multihop.py                          # make eval-multihop (development set)
+    uv run python benchmarks/eval_multihop.py --heldout                # the held-out set (another company)
     uv run python benchmarks/eval_multihop.py --limit 10               # a quick smoke run
     uv run python benchmarks/eval_multihop.py --url http://host:8080 --api-key KEY
 
@@ -8,19 +9,26 @@ The set in benchmarks/multihop/ (how it is made: README.md there) is indexed thr
 /v1/documents, ids `multihop-<id>` with their metadata; identical content is a no-op on a re-run), then every
 question goes through POST /v1/query twice: mode "answer" (single-shot hybrid retrieval, --top-k chunks) and mode
 "agent" (the same first retrieval, then follow-up searches, at most --max-steps steps of --top-k chunks).
+--heldout asks the held-out set (benchmarks/multihop/heldout/, never used to tune the planner) in a fresh tenant
+of its own when the harness has an admin token, so neither company's documents are the other's distractors.
 
 Per system: support_recall (share of questions whose supporting documents are all among the cited ones),
-answer_accuracy (share whose answer contains every expected string, case-insensitive), client-side p50/p95 ms;
-for the agent also mean_steps, found_recall (supporting documents all among the steps' sources, cited or not)
-and the exit reasons. A failed request scores 0 on every measure. Breakdown by question type.
+answer_accuracy (share whose answer contains every expected string, case-insensitive), answer_precision (share
+whose answer is accurate and states no rival: another value of the kind asked for, from the question's `rivals`,
+e.g. a second project lead's name next to the right one), client-side p50/p95 ms; for the agent also
+mean_steps, found_recall (supporting documents all among the steps' sources, cited or not) and the exit reasons.
+A failed request scores 0 on every measure. Breakdown by question type. The details record the embedding
+model and backend the system was started with (EMBED_* as the harness sees them).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -30,10 +38,11 @@ from typing import Any
 
 import httpx
 from corpus import wait_until_final
-from harness import SystemUnderTest, api_client, finish, log, send, system_under_test
+from harness import SystemUnderTest, api_client, finish, fresh_tenant, log, run_id, send, system_under_test
 from metrics import percentile
 
 DATASET_DIR = Path(__file__).resolve().parent / "multihop"
+HELDOUT_DIR = DATASET_DIR / "heldout"
 ID_PREFIX = "multihop"
 # System name in the report -> the query mode it asks for.
 SYSTEMS = {"single": "answer", "agent": "agent"}
@@ -53,7 +62,8 @@ class Outcome:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, default=DATASET_DIR, help="folder with corpus.jsonl, questions.jsonl")
+    parser.add_argument("--dataset", type=Path, default=None, help="folder with corpus.jsonl, questions.jsonl")
+    parser.add_argument("--heldout", action="store_true", help=f"the held-out set ({HELDOUT_DIR.name}/), own tenant")
     parser.add_argument("--limit", type=int, default=None, help="ask only the first N questions")
     parser.add_argument("--top-k", type=int, default=5, help="chunks per search, in both systems")
     parser.add_argument("--max-steps", type=int, default=4, help="the agent's step budget (first retrieval included)")
@@ -69,6 +79,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown systems: {sorted(unknown)}")
     if args.top_k < 1 or args.max_steps < 1:
         parser.error("--top-k and --max-steps must be at least 1")
+    if args.heldout and args.dataset is not None:
+        parser.error("--heldout names its own dataset; drop --dataset")
+    args.dataset = args.dataset or (HELDOUT_DIR if args.heldout else DATASET_DIR)
     return args
 
 
@@ -103,6 +116,23 @@ def answer_is_correct(answer: str, expected: Sequence[str]) -> bool:
     return all(" ".join(text.casefold().split()) in folded for text in expected)
 
 
+def rivals_stated(answer: str, rivals: Sequence[str]) -> list[str]:
+    """The rivals the answer names, whole words only ("2015" is not in "20151"; "Ana Duarte" not in "Ana
+    Duartes"), case- and spacing-insensitive."""
+    folded = " ".join(answer.casefold().split())
+    found = []
+    for rival in rivals:
+        pattern = r"\s+".join(re.escape(word) for word in rival.casefold().split())
+        if re.search(rf"(?<![\w.]){pattern}(?![\w]|\.\d)", folded):
+            found.append(rival)
+    return found
+
+
+def answer_is_precise(answer: str, expected: Sequence[str], rivals: Sequence[str]) -> bool:
+    """Accurate, and no competing value of the kind asked for beside the expected one(s)."""
+    return answer_is_correct(answer, expected) and not rivals_stated(answer, rivals)
+
+
 def _share(flags: Sequence[bool]) -> float:
     return round(sum(flags) / len(flags), 4) if flags else 0.0
 
@@ -110,22 +140,23 @@ def _share(flags: Sequence[bool]) -> float:
 def score(questions: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], agent: bool) -> dict[str, Any]:
     """The measures of one system over these questions (a missing or failed reply scores 0)."""
     by_id = {outcome.question_id: outcome for outcome in outcomes}
-    rows: list[tuple[str, bool, bool, bool]] = []  # (type, supported, correct, found)
+    rows: list[tuple[str, bool, bool, bool, bool]] = []  # (type, supported, correct, found, precise)
     steps: list[int] = []
     exits: Counter[str] = Counter()
     for question in questions:
         outcome = by_id.get(question["id"])
         body = outcome.body if outcome is not None and outcome.body is not None else None
         if body is None:
-            rows.append((question["type"], False, False, False))
+            rows.append((question["type"], False, False, False, False))
             continue
-        supporting = set(question["supporting"])
+        supporting, answer = set(question["supporting"]), str(body.get("answer") or "")
         rows.append(
             (
                 question["type"],
                 supporting <= cited_documents(body),
-                answer_is_correct(str(body.get("answer") or ""), question["expected"]),
+                answer_is_correct(answer, question["expected"]),
                 supporting <= found_documents(body),
+                answer_is_precise(answer, question["expected"], question.get("rivals") or []),
             )
         )
         steps.append(len(body.get("steps") or []))
@@ -135,6 +166,7 @@ def score(questions: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], agen
         "n": len(rows),
         "support_recall": _share([row[1] for row in rows]),
         "answer_accuracy": _share([row[2] for row in rows]),
+        "answer_precision": _share([row[4] for row in rows]),
         "p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
         "p95_ms": round(percentile(latencies, 95), 1) if latencies else None,
         "failures": sum(1 for outcome in outcomes if outcome.body is None),
@@ -148,6 +180,7 @@ def score(questions: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], agen
             "n": len(of_kind),
             "support_recall": _share([row[1] for row in of_kind]),
             "answer_accuracy": _share([row[2] for row in of_kind]),
+            "answer_precision": _share([row[4] for row in of_kind]),
         }
         for kind in TYPES
         if (of_kind := [row for row in rows if row[0] == kind])
@@ -207,12 +240,16 @@ async def index_multihop(
 
 def print_table(results: dict[str, dict[str, Any]], questions: int) -> None:
     print(f"\nMulti-hop set: {questions} questions")
-    print(f"{'system':<8}{'support_recall':>16}{'answer_acc':>12}{'p50_ms':>10}{'p95_ms':>10}{'steps':>8}{'failed':>8}")
+    print(
+        f"{'system':<8}{'support_recall':>16}{'answer_acc':>12}{'precision':>11}{'p50_ms':>10}{'p95_ms':>10}"
+        f"{'steps':>8}{'failed':>8}"
+    )
     for system, scores in results.items():
         steps = f"{scores['mean_steps']:.2f}" if "mean_steps" in scores else "-"
         print(
             f"{system:<8}{scores['support_recall']:>16.4f}{scores['answer_accuracy']:>12.4f}"
-            f"{scores['p50_ms'] or 0:>10.1f}{scores['p95_ms'] or 0:>10.1f}{steps:>8}{scores['failures']:>8}"
+            f"{scores['answer_precision']:>11.4f}{scores['p50_ms'] or 0:>10.1f}{scores['p95_ms'] or 0:>10.1f}"
+            f"{steps:>8}{scores['failures']:>8}"
         )
     print(f"\n{'type':<13}{'n':>4}" + "".join(f"{system + ' sup/acc':>22}" for system in results))
     for kind in TYPES:
@@ -227,11 +264,45 @@ def print_table(results: dict[str, dict[str, Any]], questions: int) -> None:
         print(f"{kind:<13}{count:>4}{line}")
 
 
+def embedding_backend() -> dict[str, str]:
+    """The embedding model and backends as EMBED_* set them here: what a system the harness starts runs (one
+    already running was started with its own environment)."""
+    from ragstream_embed.config import EmbedSettings
+
+    settings = EmbedSettings()
+    return {
+        "model": settings.model,
+        "backend": settings.backend,
+        "query_backend": settings.query_backend or settings.backend,
+    }
+
+
+async def heldout_system(system: SystemUnderTest) -> SystemUnderTest:
+    """A fresh tenant for the held-out set: its documents share ids ("travel-policy-2024") with the
+    development set's, and each company's documents must not be the other's distractors."""
+    made = await fresh_tenant(system, f"multihop-heldout-{run_id()}")
+    if made is None:
+        raise SystemExit("--heldout needs an admin token (GATEWAY_ADMIN_TOKEN) to create a tenant of its own")
+    tenant, api_key = made
+    return dataclasses.replace(system, tenant=tenant, api_key=api_key)
+
+
 async def run(args: argparse.Namespace, system: SystemUnderTest) -> None:
     documents = load_jsonl(args.dataset / "corpus.jsonl")
     questions = load_jsonl(args.dataset / "questions.jsonl")[: args.limit]
-    log(f"{system.describe()}; {len(documents)} documents, {len(questions)} questions")
-    details: dict[str, Any] = {"dataset": str(args.dataset), "top_k": args.top_k, "max_steps": args.max_steps}
+    if args.heldout:
+        system = await heldout_system(system)
+    embedding = embedding_backend()
+    log(f"{system.describe()}; {len(documents)} documents, {len(questions)} questions; embedding {embedding}")
+    details: dict[str, Any] = {
+        "dataset": str(args.dataset),
+        "set": "heldout" if args.heldout else "dev",
+        "tenant": system.tenant,
+        "embedding": embedding,
+        "system_started_here": system.started_here,
+        "top_k": args.top_k,
+        "max_steps": args.max_steps,
+    }
     results: dict[str, dict[str, Any]] = {}
     async with api_client(system) as client:
         if not args.skip_index:

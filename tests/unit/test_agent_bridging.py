@@ -81,6 +81,51 @@ def test_a_related_mention_in_a_lower_chunk_beats_noise_in_the_top_chunk() -> No
     assert bridge_entities(LEAD_QUESTION, chunks)[0].text == "Omar Haddad"
 
 
+# A directory page that shares only "office" and "work" with the question, ranked above the charter.
+DISTRACTOR_FIRST = [
+    chunk("becker", "Tom Becker works from the Oslo office.", 0.95),
+    chunk("nilsen", "Ida Nilsen works from the Bergen office on Fridays.", 0.9),
+    chunk("falcon", "Project Falcon is led by Dr. Maria Ortiz.", 0.8),
+    chunk("kaur", "Raj Kaur works from the Leeds office.", 0.7),
+]
+
+
+def test_a_distractor_ranked_first_loses_to_the_entity_beside_the_questions_own_name() -> None:
+    ranked = bridge_entities(LEAD_QUESTION, DISTRACTOR_FIRST)
+    assert ranked[0].text == "Maria Ortiz" and ranked[0].chunk_id == "falcon" and ranked[0].related
+    # "office" and "work" are in most of the evidence: sharing only them ties no name to the question.
+    assert {entity.text for entity in ranked if entity.related} == {"Maria Ortiz"}
+
+
+def test_with_no_chunk_naming_the_questions_entity_shared_common_words_still_relate() -> None:
+    ranked = bridge_entities(LEAD_QUESTION, [c for c in DISTRACTOR_FIRST if c.chunk_id != "falcon"])
+    assert ranked[0].text == "Tom Becker" and ranked[0].related  # nothing better to anchor on: rank decides
+
+
+def test_generic_terms_weigh_less_than_rare_ones() -> None:
+    chunks = [
+        chunk("a", "Ana Duarte works from the Lisbon office."),
+        chunk("b", "Marek Novak works from the Krakow office."),
+        chunk("c", "The Lisbon office badge is issued by Nia Kamau."),
+        chunk("d", "Office badges are approved by Colm Byrne, who leads security."),
+    ]
+    ranked = bridge_entities("Who leads the office badge process?", chunks, ranks=[0, 0, 0, 0])
+    # "badge" (two chunks) and "lead" (one) outweigh "office" (all four) at equal rank.
+    assert ranked[0].text == "Colm Byrne"
+
+
+def test_a_followed_entity_anchors_the_next_hop_like_the_questions_own_name() -> None:
+    question = "Who is the site manager of the office where Project Falcon's lead works?"
+    chunks = [
+        chunk("falcon", "Project Falcon is led by Maria Ortiz. Target launch: Q2 2026."),
+        chunk("ortiz", "Maria Ortiz, product designer, Mobile Apps team. Works from the Lisbon office since 2019."),
+        chunk("becker", "Tom Becker works from the Oslo office."),
+    ]
+    ranked = bridge_entities(question, chunks, exclude=["Maria Ortiz"], ranks=[0, 0, 1])
+    assert ranked[0].text == "Lisbon"  # the hop Maria Ortiz led to, next to the question's "office"
+    assert not next(entity for entity in ranked if entity.text == "Oslo").related
+
+
 def test_entities_the_question_names_or_the_caller_excludes_are_not_bridges() -> None:
     chunks = [chunk("c1", "Project Falcon is led by Dr. Maria Ortiz, who reports to Tom Berg.")]
     assert [entity.text for entity in bridge_entities(LEAD_QUESTION, chunks)] == ["Maria Ortiz", "Tom Berg"]

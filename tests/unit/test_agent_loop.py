@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -20,6 +21,8 @@ DOCUMENTS = {
     "globex": [("secret", "Globex's Maria Ortiz works from the Tokyo office.")],
 }
 SCOPE = SearchScope("acme")
+
+pytestmark = pytest.mark.unit
 
 
 def started(question: str = "Which office does the lead of Project Falcon work from?") -> AgentState:
@@ -105,19 +108,25 @@ async def test_no_step_starts_once_the_deadline_is_too_close() -> None:
 
 
 async def test_a_slow_search_is_cut_at_the_deadline() -> None:
-    searcher = InMemorySearcher(DOCUMENTS, delay_s=5)
-    planner = ScriptedPlanner([PlannedSearch("Maria Ortiz", "bridge")])
-    began = time.monotonic()
+    class DeadlineBound(InMemorySearcher):
+        """Honours `timeout_s` as the gRPC searcher does: a search slower than it fails when it runs out."""
 
-    class Cut(InMemorySearcher):
+        timeouts: list[float]
+
         async def search(self, scope, query, top_k, timeout_s, **kwargs):  # type: ignore[no-untyped-def]
-            assert timeout_s <= 0.5  # the remaining time, not the step's 5 s
+            self.timeouts.append(timeout_s)
+            await asyncio.sleep(timeout_s + 0.01)  # a gRPC deadline fires at, never before, its time
             raise TimeoutError
 
-    _, _, reason, _ = await run(planner, Cut(DOCUMENTS), deadline=time.monotonic() + 0.6, answer_reserve_s=0.2)
-    assert reason in (ExitReason.DEADLINE, ExitReason.SEARCH_FAILED)
+    searcher = DeadlineBound(DOCUMENTS)
+    searcher.timeouts = []
+    planner = ScriptedPlanner([PlannedSearch("Maria Ortiz", "bridge")])
+    began = time.monotonic()
+    _, announced, reason, _ = await run(planner, searcher, deadline=time.monotonic() + 0.6, answer_reserve_s=0.2)
+    assert searcher.timeouts and searcher.timeouts[0] <= 0.4  # the time left before the reserve, not 5 s
+    assert reason is ExitReason.DEADLINE  # out of time, not a failing retrieve: the answer is not degraded
+    assert announced == []
     assert time.monotonic() - began < 1
-    del searcher
 
 
 async def test_a_written_answer_ends_the_loop() -> None:

@@ -67,6 +67,18 @@ async def test_a_multi_hop_question_bridges_through_the_entity_beside_its_terms(
     assert await next_search(planner, state) is None  # every word of the question is covered now
 
 
+async def test_a_distractor_ranked_first_does_not_become_the_bridge() -> None:
+    state = asked(
+        LEAD_QUESTION,
+        chunk("becker", "Tom Becker works from the Oslo office.", 0.95),
+        chunk("nilsen", "Ida Nilsen works from the Bergen office.", 0.9),
+        FALCON_LEAD,
+    )
+    search = await next_search(ModelFreePlanner(), state)
+    assert search is not None and search.query.startswith("Maria Ortiz")
+    assert search.reason == "bridge: 'Maria Ortiz' from step 1 is not in the question"
+
+
 async def test_comparison_sides_come_first_each_once() -> None:
     planner = ModelFreePlanner(RulesPlannerConfig(top_k=5))
     question = "Did the 2025 travel policy raise or lower the hotel cap compared with 2024?"

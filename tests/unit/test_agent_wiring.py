@@ -9,6 +9,7 @@ from fakes.agent import InMemorySearcher
 from ragstream_generate.adapters.search_grpc import narrowed_filters
 from ragstream_generate.agent.answering import AgentConfig
 from ragstream_generate.agent.ports import SearchScope
+from ragstream_generate.agent.rules_planner import ModelFreePlanner
 from ragstream_generate.agent.state import AgentState
 from ragstream_generate.app import build_agent
 from ragstream_generate.backends.extractive import ExtractiveBackend
@@ -23,6 +24,19 @@ async def test_the_settings_reach_the_agent_and_the_default_planner_is_model_fre
         agent = build_agent(settings, ExtractiveBackend(), InMemorySearcher({}), stack)
     assert agent.config.steps_for(0) == 3 and agent.config.steps_for(50) == 8
     assert agent.config.tokens_for("acme") == 99 and agent.config.tokens_for("other") is None
+
+
+async def test_generate_agent_expansion_turns_the_model_free_planners_expansion_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert GenerateSettings().agent_expansion is True
+    monkeypatch.setenv("GENERATE_AGENT_EXPANSION", "false")
+    settings = GenerateSettings()
+    async with AsyncExitStack() as stack:
+        agent = build_agent(settings, ExtractiveBackend(), InMemorySearcher({}), stack)
+    planner = agent._planner(AgentState("q"))
+    assert isinstance(planner, ModelFreePlanner) and planner.config.expansion is False
+    assert planner.config.evidence_k == settings.agent_evidence_k
 
 
 async def test_the_llm_planner_runs_per_query_and_falls_back_to_the_model_free_one() -> None:

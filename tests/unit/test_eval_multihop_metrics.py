@@ -84,7 +84,12 @@ def test_support_needs_every_supporting_document_among_the_citations() -> None:
     scores = eval_multihop.score(QUESTIONS, outcomes, agent=False)
     assert (scores["support_recall"], scores["answer_accuracy"]) == (round(2 / 3, 4), 1.0)
     assert (scores["p50_ms"], scores["failures"], scores["n"]) == (20.0, 0, 3)
-    assert scores["by_type"]["comparison"] == {"n": 1, "support_recall": 0.0, "answer_accuracy": 1.0}
+    assert scores["by_type"]["comparison"] == {
+        "n": 1,
+        "support_recall": 0.0,
+        "answer_accuracy": 1.0,
+        "answer_precision": 1.0,
+    }
     assert "mean_steps" not in scores and set(scores["by_type"]) == {"bridge", "comparison", "single"}
 
 
@@ -115,6 +120,56 @@ def test_the_agent_scores_steps_exit_reasons_and_what_its_steps_found() -> None:
     assert (scores["support_recall"], scores["found_recall"], scores["answer_accuracy"]) == (round(2 / 3, 4), 1.0, 1.0)
     assert scores["exit_reasons"] == {"answered": 1, "no_new_evidence": 1, "step_budget": 1}
     assert (scores["p50_ms"], scores["p95_ms"]) == (200.0, 290.0)
+
+
+def test_rivals_are_found_as_whole_words_ignoring_case_and_spacing() -> None:
+    rivals = ["Siobhan Kelly", "2015", "1.2 million", "Porto"]
+    answer = "The project lead is Kwame Mensah [1]. SIOBHAN  KELLY is the project lead [2]. Budget 11.2 million."
+    assert eval_multihop.rivals_stated(answer, rivals) == ["Siobhan Kelly"]
+    assert eval_multihop.rivals_stated("Joined in 20151; based in Portonovo; 1.25 million.", rivals) == []
+    assert eval_multihop.rivals_stated("Joined in 2015.", rivals) == ["2015"]  # a sentence's full stop ends it
+
+
+def test_precision_needs_the_expected_fact_and_no_rival_beside_it() -> None:
+    rivals = ["Siobhan Kelly", "Priya Raman"]
+    assert eval_multihop.answer_is_precise("The project lead is Kwame Mensah [1].", ["Kwame Mensah"], rivals)
+    noisy = "The project lead is Kwame Mensah [1]. Siobhan Kelly is the project lead [2]."
+    assert eval_multihop.answer_is_correct(noisy, ["Kwame Mensah"])
+    assert not eval_multihop.answer_is_precise(noisy, ["Kwame Mensah"], rivals)
+    assert not eval_multihop.answer_is_precise("No rival, no answer.", ["Kwame Mensah"], rivals)
+
+
+def test_answer_precision_is_scored_per_system_and_type() -> None:
+    questions = [
+        {**QUESTIONS[0], "rivals": ["Oslo", "Austin"]},
+        {**QUESTIONS[1], "rivals": ["155"]},
+        QUESTIONS[2],  # no rivals listed: precise when accurate
+    ]
+    outcomes = [
+        eval_multihop.Outcome("q1", 200, 10.0, _reply("Lisbon [1]. Oslo [2].", ["charter-a", "staff-b"])),
+        eval_multihop.Outcome("q2", 200, 10.0, _reply("180 and 210", ["policy-1", "policy-2"])),
+        eval_multihop.Outcome("q3", 200, 10.0, _reply("Ana", ["charter-a"])),
+    ]
+    scores = eval_multihop.score(questions, outcomes, agent=False)
+    assert (scores["answer_accuracy"], scores["answer_precision"]) == (1.0, round(2 / 3, 4))
+    assert scores["by_type"]["bridge"]["answer_precision"] == 0.0
+    assert scores["by_type"]["comparison"]["answer_precision"] == 1.0
+
+
+def test_heldout_picks_the_held_out_folder_and_refuses_another_dataset() -> None:
+    assert eval_multihop.parse_args([]).dataset == eval_multihop.DATASET_DIR
+    args = eval_multihop.parse_args(["--heldout"])
+    assert args.heldout and args.dataset == eval_multihop.HELDOUT_DIR
+    assert (args.dataset / "questions.jsonl").is_file() and (args.dataset / "corpus.jsonl").is_file()
+    with pytest.raises(SystemExit):
+        eval_multihop.parse_args(["--heldout", "--dataset", "/tmp"])
+
+
+def test_the_embedding_backend_is_what_embed_settings_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBED_BACKEND", "onnx")
+    monkeypatch.delenv("EMBED_QUERY_BACKEND", raising=False)
+    recorded = eval_multihop.embedding_backend()
+    assert recorded["backend"] == "onnx" and recorded["query_backend"] == "onnx" and recorded["model"]
 
 
 def test_the_table_prints_both_systems_and_every_type(capsys: pytest.CaptureFixture[str]) -> None:

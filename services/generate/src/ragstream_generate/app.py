@@ -51,7 +51,9 @@ def build_agent(
     settings: GenerateSettings, backend: AnswerBackend, searcher: Searcher, stack: AsyncExitStack
 ) -> AgentAnswerer:
     """The agent over `searcher`: the model-free planner, or the LLM planner falling back to it."""
-    rules = ModelFreePlanner(RulesPlannerConfig(evidence_k=settings.agent_evidence_k))
+    rules = ModelFreePlanner(
+        RulesPlannerConfig(evidence_k=settings.agent_evidence_k, expansion=settings.agent_expansion)
+    )
     config = AgentConfig(
         default_steps=settings.agent_default_steps,
         max_steps=settings.agent_max_steps,

@@ -44,6 +44,8 @@ class GenerateSettings(ServiceSettings):
     agent_default_steps: int = Field(default=4, ge=1, le=8)
     agent_max_steps: int = Field(default=8, ge=1, le=8)
     agent_evidence_k: int = Field(default=3, ge=1, le=20)
+    # The model-free planner's last resort: one RM3 expansion of the question over step 1's sources (docs/agent.md).
+    agent_expansion: bool = True
     agent_step_timeout_s: float = Field(default=5.0, gt=0)
     agent_answer_reserve_s: float = Field(default=0.3, ge=0)
     # Tokens an LLM planner may spend on one query (0: unbounded), and per-tenant overrides (JSON object).

@@ -5,17 +5,24 @@ own search: the best sentence of its best-ranked source that matches the search 
 ranks passages better than sentence matching does), then the sentence of that source covering most of the search
 words the first lacks ("The Osaka office occupies two floors... It opened in 2013."). A step that followed a
 bridge entity (a name its query shares with an earlier step's sources) answers with a sentence naming the entity,
-and the earlier step contributes the sentence that introduced it, from another chunk, so "Project Falcon is led
-by Dr. Maria Ortiz [1]. Dr. Maria Ortiz works from the Lisbon office [2]." reads as the chain it is. Citations
-are numbered by first use and point into `AgentState.sources`, the sources of all steps. One step only: exactly
-the single-shot extractive answer.
+and the earlier step contributes the sentence that introduced it, so "Project Falcon is led by Dr. Maria Ortiz
+[1]. Dr. Maria Ortiz works from the Lisbon office [2]." reads as the chain it is.
+
+Once such a chain is found it leads the answer, and every other sentence must name the question's own entity
+("Project Falcon") or an entity of the chain: step 1's single-shot sentences match the question's words, so they
+include other projects' leads ("Siobhan Kelly is the project lead."), which next to the chain are competing
+claims, not evidence. Citations are numbered by first use and point into `AgentState.sources`, the sources of
+all steps. One step only: exactly the single-shot extractive answer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from rag.v1.queries_pb2 import ScoredChunk
 
 from ragstream_generate.agent.bridging import find_entities
+from ragstream_generate.agent.rules_planner import followed_entity
 from ragstream_generate.agent.state import AgentState, Step
 from ragstream_generate.backends.base import NO_ANSWER_TEXT, CitationRef, DraftAnswer
 from ragstream_generate.backends.extractive import (
@@ -80,6 +87,8 @@ def _rest(state: AgentState, first: Chosen, query: str, taken: set[tuple[int, in
 
 def _answer(state: AgentState, step: Step, pick: Pick, evidence_k: int, taken: set[tuple[int, int]]) -> list[Chosen]:
     first = _first(state, step, pick, evidence_k, taken)
+    if first is None and pick.naming:  # "The Montreal office occupies two floors." shares only the name
+        first = _first_naming(state, step, pick, evidence_k, taken)
     if first is None:
         return []
     taken.add((first.source, first.start))
@@ -91,10 +100,13 @@ def _answer(state: AgentState, step: Step, pick: Pick, evidence_k: int, taken: s
 
 
 def _links(state: AgentState, step: Step) -> list[tuple[Step, str]]:
-    """(earlier step, entity) pairs: names in this step's query that an earlier step's sources contain."""
+    """(earlier step, entity) pairs: names in this step's query that an earlier step's sources contain. The
+    model-free planner's reason names the entity it followed ("Austin site manager" opens with "Austin", which
+    alone is no name); another planner's query is searched for names."""
     earlier = state.steps[: step.number - 1]
     links = []
-    for entity in find_entities(step.search.query):
+    followed = followed_entity(step.search.reason)
+    for entity in [followed] if followed else find_entities(step.search.query):
         folded = entity.casefold()
         source_step = next((s for s in earlier if any(folded in c.text.casefold() for c in s.sources)), None)
         if source_step is not None:
@@ -102,29 +114,103 @@ def _links(state: AgentState, step: Step) -> list[tuple[Step, str]]:
     return links
 
 
-def chosen_sentences(state: AgentState, evidence_k: int, config: ExtractiveConfig) -> list[list[Chosen]]:
-    """Per step, in step order, the sentences it contributes (each sentence once)."""
-    taken: set[tuple[int, int]] = set()
-    intros: list[list[Chosen]] = [[] for _ in state.steps]
-    owns: list[list[Chosen] | None] = [None for _ in state.steps]
-    first = owns[0] = _single_shot(state, config)  # the question as asked, answered as single-shot answers it
-    taken.update((chosen.source, chosen.start) for chosen in first)
+def _names(chosen: Chosen, entities: list[str]) -> bool:
+    folded = chosen.text.casefold()
+    return any(entity.casefold() in folded for entity in entities)
+
+
+@dataclass
+class _Plan:
+    """What the answer is made of: the chain (per link, the intro, then the hop it leads to) and the rest."""
+
+    evidence_k: int
+    taken: set[tuple[int, int]]  # (source, sentence start) already chosen
+    rest: list[Chosen]
+    chain: list[Chosen] = field(default_factory=list)
+    chain_entities: list[str] = field(default_factory=list)
+
+
+def _first_naming(
+    state: AgentState, step: Step, pick: Pick, evidence_k: int, taken: set[tuple[int, int]]
+) -> Chosen | None:
+    """The first sentence naming `pick.naming` in the step's best-ranked sources: a short sentence that covers
+    too little of a long search to rank ("The project lead is Kwame Mensah.") may still be the link."""
+    assert pick.naming is not None
+    for chunk in step.sources[:evidence_k]:
+        if chunk.chunk_id in pick.avoid:
+            continue
+        index = _union_index(state, chunk.chunk_id)
+        for start, end in sentence_spans(chunk.text):
+            chosen = Chosen(index, start, chunk.text[start:end])
+            if (index, start) not in taken and _names(chosen, [pick.naming]):
+                return chosen
+    return None
+
+
+def _intro(state: AgentState, earlier: Step, entity: str, own: list[Chosen], plan: _Plan) -> list[Chosen]:
+    """The earlier step's sentence that introduced `entity`: none when the chain already names it, a sentence
+    the single-shot answer holds (moved to the chain) when it has one, else the earlier step's best such."""
+    if any(_names(chosen, [entity]) for chosen in plan.chain):
+        return []
+    held = next((chosen for chosen in plan.rest if _names(chosen, [entity])), None)
+    if held is not None:
+        plan.rest.remove(held)
+        return [held]
+    avoid = frozenset(state.sources[chosen.source].chunk_id for chosen in own)
+    pick = Pick(state.question, entity, avoid)
+    first = _first(state, earlier, pick, plan.evidence_k, plan.taken) or _first_naming(
+        state, earlier, pick, plan.evidence_k, plan.taken
+    )
+    if first is None:
+        return []
+    plan.taken.add((first.source, first.start))
+    return [first]
+
+
+def _plan(state: AgentState, evidence_k: int, config: ExtractiveConfig) -> _Plan:
+    single = _single_shot(state, config)  # the question as asked, answered as single-shot answers it
+    plan = _Plan(evidence_k, {(chosen.source, chosen.start) for chosen in single}, list(single))
+    introduced: set[int] = set()  # steps an entity was followed from
+    linked: set[int] = set()  # steps that followed one
     for step in state.steps[1:]:
         for earlier, entity in _links(state, step):
-            own = owns[step.number - 1]
-            if own is None:
-                own = owns[step.number - 1] = _answer(state, step, Pick(step.search.query, entity), evidence_k, taken)
-            avoid = frozenset(state.sources[chosen.source].chunk_id for chosen in own)
-            pick = Pick(state.question, entity, avoid)
-            intros[earlier.number - 1].extend(_answer(state, earlier, pick, evidence_k, taken)[:1])
-    per_step: list[list[Chosen]] = []
-    for step, introduced, own in zip(state.steps, intros, owns, strict=True):
-        # A later step that introduced an entity contributes that sentence; its own best answer to the same
-        # search would be a second, unlinked claim.
-        if own is None:
-            own = [] if introduced else _answer(state, step, Pick(step.search.query), evidence_k, taken)
-        per_step.append([*own, *introduced] if step.number == 1 else [*introduced, *own])
-    return per_step
+            linked.add(step.number)
+            own = _answer(state, step, Pick(step.search.query, entity), evidence_k, plan.taken)
+            if not own:  # the hop found nothing naming the entity: no chain through it
+                continue
+            intro = _intro(state, earlier, entity, own, plan)
+            introduced.add(earlier.number)
+            plan.chain.extend([*intro, *own])
+            plan.chain_entities.append(entity)
+            break  # one chain per step: a second entity of the same query would repeat the hop
+    for step in state.steps[1:]:
+        # A step that only introduced an entity, or followed one, has said what it has to say in the chain;
+        # its own best answer to the same search would be a second, unlinked claim.
+        if step.number not in introduced and step.number not in linked:
+            plan.rest.extend(_answer(state, step, Pick(step.search.query), evidence_k, plan.taken))
+    return plan
+
+
+def chosen_sentences(state: AgentState, evidence_k: int, config: ExtractiveConfig) -> list[Chosen]:
+    """The answer's sentences in order, each once. With a chain found (a step followed an entity an earlier
+    step introduced), the chain leads, and any other sentence must come from a chunk about the question's own
+    entity or name an entity of the chain ("Siobhan Kelly is the project lead." from another project's charter
+    is a competing claim, not evidence). Without one: step 1's single-shot sentences, then each later step's
+    own, in step order."""
+    plan = _plan(state, evidence_k, config)
+    if not plan.chain:
+        return plan.rest
+    asked = find_entities(state.question)
+    wanted = [*asked, *plan.chain_entities]
+    about = {index for index, chunk in enumerate(state.sources) if _chunk_names(chunk, asked)}
+    kept = [chosen for chosen in plan.rest if chosen.source in about or _names(chosen, wanted)]
+    return [*plan.chain, *kept]
+
+
+def _chunk_names(chunk: ScoredChunk, entities: list[str]) -> bool:
+    """The chunk (its document's title included: "Incident report INC-4408") names one of `entities`."""
+    folded = f"{chunk.title}\n{chunk.text}".casefold()
+    return any(entity.casefold() in folded for entity in entities)
 
 
 def _single_shot(state: AgentState, config: ExtractiveConfig) -> list[Chosen]:
@@ -144,11 +230,10 @@ def compose_agent_answer(
     index_of: dict[int, int] = {}
     snippet_of: dict[int, Chosen] = {}
     parts: list[str] = []
-    for sentences in chosen_sentences(state, evidence_k, config):
-        for sentence in sentences:
-            index = index_of.setdefault(sentence.source, len(index_of) + 1)
-            snippet_of.setdefault(sentence.source, sentence)
-            parts.append(with_marker(sentence.text, index))
+    for sentence in chosen_sentences(state, evidence_k, config):
+        index = index_of.setdefault(sentence.source, len(index_of) + 1)  # numbered by first use
+        snippet_of.setdefault(sentence.source, sentence)
+        parts.append(with_marker(sentence.text, index))
     if not parts:
         return DraftAnswer(text=NO_ANSWER_TEXT, no_answer=True, backend=backend)
     citations = [

@@ -43,18 +43,21 @@ class RulesPlannerConfig:
 class _Evidence:
     chunks: list[ScoredChunk]
     step_of: dict[str, int]  # chunk id -> the first step that had it among its top sources
+    ranks: list[int]  # per chunk, its rank in that step's search
 
 
 def _evidence(state: AgentState, evidence_k: int) -> _Evidence:
     """The top `evidence_k` sources of every step, interleaved by rank (each step's best first), each once."""
     chunks: list[ScoredChunk] = []
     step_of: dict[str, int] = {}
+    ranks: list[int] = []
     for rank in range(evidence_k):
         for step in state.steps:
             if rank < len(step.sources) and step.sources[rank].chunk_id not in step_of:
                 step_of[step.sources[rank].chunk_id] = step.number
                 chunks.append(step.sources[rank])
-    return _Evidence(chunks, step_of)
+                ranks.append(rank)
+    return _Evidence(chunks, step_of, ranks)
 
 
 def _last_step_found_nothing_new(state: AgentState, evidence_k: int) -> bool:
@@ -77,9 +80,14 @@ def _bridge_answered(state: AgentState, evidence_k: int) -> bool:
     return _covered_by_one(last.search.query, last.sources[:evidence_k])
 
 
+def followed_entity(reason: str) -> str | None:
+    """The bridge entity a step of this planner followed, from its reason; None for any other step."""
+    match = _BRIDGE_REASON.fullmatch(reason)
+    return match.group("entity") if match else None
+
+
 def _used_bridges(state: AgentState) -> list[str]:
-    matches = (_BRIDGE_REASON.fullmatch(step.search.reason) for step in state.steps)
-    return [match.group("entity") for match in matches if match]
+    return [entity for step in state.steps if (entity := followed_entity(step.search.reason))]
 
 
 class ModelFreePlanner:
@@ -125,7 +133,7 @@ class ModelFreePlanner:
         if len(used) >= self.config.max_bridges:
             return None
         # Only an entity next to the question's terms is a bridge; one in an unrelated sentence is noise.
-        for entity in bridge_entities(state.question, evidence.chunks, exclude=used):
+        for entity in bridge_entities(state.question, evidence.chunks, exclude=used, ranks=evidence.ranks):
             if not entity.related:
                 continue
             source = next(chunk for chunk in evidence.chunks if chunk.chunk_id == entity.chunk_id)

@@ -13,7 +13,8 @@ class ExitReason(StrEnum):
     """Why the loop stopped (AnswerProduced.exit_reason)."""
 
     ANSWERED = "answered"  # the planner had nothing left to ask, or wrote its answer
-    NO_NEW_EVIDENCE = "no_new_evidence"  # the last step found nothing earlier steps had not
+    # The planner stopped after a step that found no source earlier steps had not, or two steps in a row did.
+    NO_NEW_EVIDENCE = "no_new_evidence"
     STEP_BUDGET = "step_budget"  # max_steps steps ran
     DEADLINE = "deadline"  # too little of the query's deadline was left for another step
     TOKEN_BUDGET = "token_budget"  # an LLM planner spent the tenant's tokens for one query
