@@ -9,12 +9,15 @@ metric with no series yet still declares itself), in the sample names its type h
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from ragstream_common.kafka.topics import USAGE
 from ragstream_devstack.system import LocalServices
 from support.pipeline import wait_for_status
 from unit.test_dashboards import PENDING, PROMETHEUS_BUILTINS, exposition_names, recorded_names, used_metric_names
@@ -99,3 +102,30 @@ async def test_the_question_and_the_upload_show_in_the_metrics(scraped: dict[str
     routes = {(s.labels["method"], s.labels["route"]) for s in requests}
     assert {("POST", "/v1/query"), ("POST", "/v1/documents")} <= routes
     assert sum(s.value for s in samples(scraped["generate"], "ragstream_generate_answers_total")) >= 1
+
+
+async def test_every_service_is_ready(scraped: dict[str, str]) -> None:
+    ready = {name: [s.value for s in samples(text, "ragstream_ready")] for name, text in scraped.items()}
+    assert ready == {name: [1.0] for name in scraped}
+
+
+async def test_the_metering_worker_reports_the_consumer_metrics_under_its_group(metrics_ports: dict[str, int]) -> None:
+    # The faust worker is no EventConsumer: the lag, records and DLQ depth panels and alerts must see it all the same.
+    group = {"group": "ragstream-metering", "topic": USAGE.name}
+
+    def matching(text: str, name: str, **labels: str) -> list[Sample]:
+        return [s for s in samples(text, name) if labels.items() <= s.labels.items()]
+
+    deadline = time.monotonic() + 30  # usage facts of the upload and the question reach it within seconds
+    while True:
+        text = (await scrape({"metering": metrics_ports["metering"]}))["metering"]
+        lag = matching(text, "ragstream_consumer_lag", **group)
+        records = sum(s.value for s in matching(text, "ragstream_consumer_records_total", **group))
+        depth = matching(text, "ragstream_dlq_depth", topic=USAGE.dlq)
+        if (lag and records and depth) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert lag and all(s.labels["partition"].isdigit() for s in lag)
+    assert records >= 2  # at least the upload's and the question's usage facts
+    assert [s.value for s in depth] == [0]
+    assert sum(s.value for s in matching(text, "ragstream_metering_quantity_total", metric="questions")) >= 1

@@ -1,11 +1,12 @@
 """The metering worker as deployed, on real Kafka and Postgres under its own principal and login: N question
 and M document usage facts published to rag.usage.recorded.v1 end up in usage_minutes as exactly N, M and their bytes,
-although the worker is killed with SIGKILL mid-stream, restarted, and some facts are delivered twice."""
+although the worker is killed with SIGKILL mid-stream, restarted, and some facts are delivered twice. Meanwhile it
+reports what every consumer group reports (lag, records, DLQ depth, readiness) under its own group, and it leaves
+no faust data directory behind when stopped."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from rag.v1 import usage_pb2
 from ragstream_common.grpc_server import check_health
 from ragstream_common.kafka import EventPublisher, OutgoingEvent
@@ -38,8 +41,12 @@ class Worker:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
 
     def start(self) -> None:
+        # A data directory of its own per process, as the default gives each (pid).
+        self.starts += 1
+        self.env["METERING_DATA_DIR"] = str(self.log.parent / f"faust-{self.starts}")
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ragstream_metering.app"], env=self.env, stdout=out, stderr=subprocess.STDOUT
@@ -138,8 +145,14 @@ async def test_exact_counts_across_a_kill_9_and_redeliveries(
         await asyncio.sleep(3)  # several more flushes: nothing is counted twice later either
         assert stored_totals(migrated_database, tenant) == expected
         assert worker.kill(signal.SIGTERM) == 0, tail(worker.log, 60)
+        # faust's data directory goes with a process that stops; a SIGKILLed one leaves its own behind.
+        assert [data_dir_left(worker, n) for n in (1, 2)] == [True, False]
     finally:
         await publisher.stop()
+
+
+def data_dir_left(worker: Worker, start: int) -> bool:
+    return (worker.log.parent / f"faust-{start}").exists()
 
 
 async def publish_slowly(publisher: EventPublisher, facts: list[OutgoingEvent]) -> None:
@@ -149,13 +162,36 @@ async def publish_slowly(publisher: EventPublisher, facts: list[OutgoingEvent]) 
 
 
 async def worker_serves(worker: Worker) -> None:
-    """Health and /metrics as the platform probes them."""
+    """Health and /metrics as the platform probes them: ready, and the Kafka metrics every consumer group reports,
+    under the registry's group (the faust app id, whose ACLs are under test too) and the usage topic."""
     env = worker.env
     assert await check_health(f"127.0.0.1:{env['METERING_GRPC_PORT']}") == "SERVING"
-    async with httpx.AsyncClient() as client:
-        scraped = (await client.get(f"http://127.0.0.1:{env['METERING_METRICS_PORT']}/metrics")).text
-    for name in ("ragstream_metering_events_total", "ragstream_metering_windows_flushed_total"):
-        assert name in scraped
-    assert (
-        os.environ.get("METERING_GROUP_ID") is None
-    )  # the registry's group (faust app id): its ACLs are under test too
+    group, topic = {"group": "ragstream-metering"}, {"topic": USAGE.name}
+
+    async def metrics() -> dict[str, list[Sample]]:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{env['METERING_METRICS_PORT']}/metrics")).text
+        return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+    def matching(families: dict[str, list[Sample]], name: str, **labels: str) -> list[Sample]:
+        family = name.removesuffix("_total")
+        return [s for s in families.get(family, []) if s.name == name and labels.items() <= s.labels.items()]
+
+    deadline = time.monotonic() + 40  # lag once a fetch and a record are in, DLQ depth at the first round
+    while True:
+        families = await metrics()
+        lag = matching(families, "ragstream_consumer_lag", **group, **topic)
+        depth = matching(families, "ragstream_dlq_depth", topic=USAGE.dlq)
+        quantities = matching(families, "ragstream_metering_quantity_total", metric="bytes_ingested")
+        bytes_in = sum(s.value for s in quantities)
+        if (lag and depth and bytes_in) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert lag and {s.labels["partition"] for s in lag} <= {str(p) for p in range(USAGE.partitions)}, tail(worker.log)
+    assert [s.value for s in depth] == [0], tail(worker.log)
+    assert sum(s.value for s in matching(families, "ragstream_consumer_records_total", **group, **topic)) >= 1
+    assert sum(s.value for s in matching(families, "ragstream_events_consumed_total", **group, **topic)) >= 1
+    assert [s.value for s in matching(families, "ragstream_ready")] == [1]
+    # Bytes are metered by the amount each fact carries, not by the number of facts.
+    assert bytes_in >= DOCUMENT_BYTES and bytes_in % DOCUMENT_BYTES == 0
+    assert matching(families, "ragstream_metering_windows_flushed_total")

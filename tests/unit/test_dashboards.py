@@ -239,3 +239,30 @@ def test_pending_metrics_are_not_yet_declared() -> None:
 def test_every_pending_metric_is_used() -> None:
     used = set().union(*used_metric_names().values())
     assert sorted(PENDING - used) == []
+
+
+def test_tenant_cost_prices_every_metered_quantity_at_the_gateways_default_prices() -> None:
+    # The estimate must agree with GET /v1/usage/cost at default prices: quantities (tokens, bytes), not facts.
+    from ragstream_common.usage_records import USAGE_METRICS
+    from ragstream_gateway.usage import PRICE_UNITS, UsageSettings
+
+    dashboard = json.loads((GRAFANA / "dashboards" / "tenants.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    defaults = UsageSettings().prices()
+    assert {name for name in variables if name.startswith("price_")} == {f"price_{m}" for m in USAGE_METRICS}
+    for metric in USAGE_METRICS:
+        variable = variables[f"price_{metric}"]
+        assert float(variable["query"]) == float(variable["current"]["value"]) == float(defaults[metric]), metric
+    (cost,) = (p for p in panels(dashboard) if p["title"] == "Estimated cost in range")
+    expr = cost["targets"][0]["expr"]
+    for metric in USAGE_METRICS:
+        quantity = f'sum(increase(ragstream_metering_quantity_total{{metric="{metric}"}}[$__range]))'
+        unit = {1_000: "1000", 1_000_000_000: "1e9"}[PRICE_UNITS[metric]]  # per 1,000; bytes per GB
+        assert f"({quantity} or vector(0)) / {unit} * $price_{metric}" in expr, metric
+    (usage,) = (p for p in panels(dashboard) if p["title"] == "Usage per hour by metric")
+    assert all("ragstream_metering_quantity_total" in target["expr"] for target in usage["targets"])
+
+
+def test_overview_shows_services_not_ready() -> None:
+    exprs = dashboard_expressions(GRAFANA / "dashboards" / "overview.json")
+    assert any("ragstream_ready" in expr and "== 0" in expr for expr in exprs)

@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
 from rag.v1 import usage_pb2
 from ragstream_common.kafka import cloudevents
 from ragstream_metering.config import MeteringSettings
@@ -59,10 +61,10 @@ def usage_record(
 
 
 @pytest.fixture
-async def meter() -> AsyncIterator[tuple[UsageMeter, RecordingWriter]]:
+async def meter(tmp_path: Path) -> AsyncIterator[tuple[UsageMeter, RecordingWriter]]:
     writer = RecordingWriter()
     meter = UsageMeter(
-        build_app(MeteringSettings(group_id="metering-unit")),
+        build_app(MeteringSettings(group_id="metering-unit", data_dir=tmp_path / "faust")),
         writer,
         window_expires_s=7200,
         dead_letters=DEAD.append_async,
@@ -119,6 +121,23 @@ async def test_facts_split_at_the_minute_into_two_windows(meter: tuple[UsageMete
         await usage.flush()
     by_start = {start.timestamp(): counts for _, start, counts in writer.writes}
     assert by_start == {MINUTE: {"questions": 1}, MINUTE + 60: {"questions": 2, "tokens_in": 40, "tokens_out": 12}}
+
+
+def metered(name: str, metric: str) -> float:
+    return REGISTRY.get_sample_value(name, {"metric": metric}) or 0.0
+
+
+async def test_quantities_are_exported_by_amount_and_facts_by_count(meter: tuple[UsageMeter, RecordingWriter]) -> None:
+    usage, _ = meter
+    before = {m: metered("ragstream_metering_quantity_total", m) for m in ("tokens_in", "tokens_out", "questions")}
+    facts_before = metered("ragstream_metering_events_total", "tokens_in")
+    async with usage.agent.test_context() as agent:
+        await put(usage, agent, "q1:answer", MINUTE, questions=1, tokens_in=40, tokens_out=12)
+        await put(usage, agent, "q2:answer", MINUTE, questions=1, tokens_in=1000)
+        await put(usage, agent, "q2:answer", MINUTE, questions=1, tokens_in=1000)  # a redelivery: nothing
+    quantities = {m: metered("ragstream_metering_quantity_total", m) - before[m] for m in before}
+    assert quantities == {"tokens_in": 1040, "tokens_out": 12, "questions": 2}
+    assert metered("ragstream_metering_events_total", "tokens_in") - facts_before == 2
 
 
 async def test_flush_writes_only_changed_windows_and_everything_after_a_restart(

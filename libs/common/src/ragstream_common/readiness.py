@@ -2,8 +2,9 @@
 
 A `DependencyProbe` runs named checks (Postgres answers `SELECT 1`, the Kafka cluster answers a metadata
 request, a consumer is not stuck retrying a transient failure), each under a short timeout, every few seconds.
-Its watch loop reports each change of the verdict (the service's gRPC health); the gateway's /readyz reads the
-same results. Pure asyncio: the checks are handed in, so this module imports no driver.
+Its watch loop reports each change of the verdict (the service's gRPC health) and exports every verdict as
+`ragstream_ready`; the gateway's /readyz reads the same results. Pure asyncio: the checks are handed in, so this
+module imports no driver.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from prometheus_client import Gauge
+
 from ragstream_common.logs import get_logger
 
 if TYPE_CHECKING:  # the database driver is the `postgres` extra: a check over a pool needs no import of it
     from psycopg_pool import AsyncConnectionPool
 
 log = get_logger(__name__)
+
+# The watch loop's verdict, for the RagstreamServiceNotReady alert: a process that answers scrapes (so `up` is 1)
+# but has a dependency down. 0 until the first verdict.
+READY = Gauge("ragstream_ready", "1 while every dependency check of this service passes (its health SERVING), else 0")
 
 Check = Callable[[], Awaitable[bool]]
 OnChange = Callable[[bool], Awaitable[None]]
@@ -63,6 +70,7 @@ class DependencyProbe:
         """Check once; call `on_change(ready)` the first time and whenever the verdict flips."""
         results = await self.check_now()
         ready = all(results.values())
+        READY.set(1 if ready else 0)
         if ready != self._ready:
             failing = sorted(name for name, ok in results.items() if not ok)
             (log.info if ready else log.warning)("readiness changed", ready=ready, failing=failing)

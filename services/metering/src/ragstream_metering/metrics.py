@@ -6,6 +6,10 @@ from prometheus_client import Counter, Histogram
 
 # metric: questions, searches, documents_ingested, ... (windows.METRICS): facts counted that carry it.
 EVENTS = Counter("ragstream_metering_events_total", "Usage facts counted, by the metric they carry", ["metric"])
+# The quantities those facts carry (tokens, bytes, chunks, ...): what usage_minutes sums and the cost panels price.
+QUANTITY = Counter(
+    "ragstream_metering_quantity_total", "Usage counted, in the metric's own unit (tokens, bytes, ...)", ["metric"]
+)
 # A usage id already counted in its window: a redelivery or a replay, which adds nothing.
 DUPLICATES = Counter("ragstream_metering_duplicates_total", "Usage facts seen again and not counted")
 # Records that are not a decodable rag.v1.UsageRecorded (or carry no tenant or usage id); they are skipped.

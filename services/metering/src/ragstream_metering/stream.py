@@ -37,6 +37,7 @@ from ragstream_common.logs import get_logger
 
 from ragstream_metering import metrics
 from ragstream_metering.config import MeteringSettings
+from ragstream_metering.kafka_metrics import AgentPositions
 from ragstream_metering.windows import (
     WINDOW_S,
     Totals,
@@ -123,17 +124,25 @@ class UsageMeter:
             await dlq.send(key=key, value=value, headers=headers)
 
         self._dead_letters: DeadLetterSink = dead_letters or to_dlq
+        self.positions = AgentPositions(lambda: app.consumer, USAGE.name, app.conf.id)
+        app.on_partitions_revoked.connect(self.positions.on_partitions_revoked)
         self.agent = app.agent(topic, name="count_usage")(self._count)
 
     async def _count(self, stream: faust.StreamT[bytes]) -> AsyncIterator[bool]:
         """Yields whether each record was counted (the agent's test context reads it); a record that is no usage
         fact goes to rag.usage.recorded.v1.dlq with the reason, like every consumer's poison records."""
         async for event in stream.events():
+            tp, offset = event.message.tp, event.message.offset
+            self.positions.received(tp)
             try:
-                yield self.count(event)
+                counted = self.count(event)
             except InvalidUsageRecord as exc:
                 await self._dead_letter(event, exc)
+                self.positions.handled(tp, offset, dead_lettered=True)
                 yield False
+            else:
+                self.positions.handled(tp, offset)
+                yield counted
 
     async def _dead_letter(self, event: EventT[bytes], exc: InvalidUsageRecord) -> None:
         metrics.INVALID.inc()
@@ -154,8 +163,9 @@ class UsageMeter:
             metrics.DUPLICATES.inc()
             return False
         window[key] = updated
-        for metric in quantities:
+        for metric, quantity in quantities.items():
             metrics.EVENTS.labels(metric=metric).inc()
+            metrics.QUANTITY.labels(metric=metric).inc(quantity)
         return True
 
     def held_windows(self) -> dict[WindowKey, Totals]:

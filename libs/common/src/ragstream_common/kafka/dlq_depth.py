@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from ragstream_common.kafka.connection import client_options, stop_consumer
-from ragstream_common.kafka.metrics import DLQ_DEPTH
+from ragstream_common.kafka.metrics import DLQ_DEPTH, topic_label
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_common.logs import get_logger
 
@@ -87,7 +87,7 @@ async def report_dlq_depths(kafka: KafkaSettings, topics: Iterable[str], interva
     try:
         while True:
             try:
-                for dlq, depth in (await asyncio.wait_for(reader.depths(topics), interval_s)).items():
+                for dlq, depth in by_label(await asyncio.wait_for(reader.depths(topics), interval_s)).items():
                     DLQ_DEPTH.labels(dlq).set(depth)
             except Exception as exc:  # a metric must never take the consumer down; the next round tries again
                 log.warning("DLQ depth not read", error=repr(exc))
@@ -95,3 +95,11 @@ async def report_dlq_depths(kafka: KafkaSettings, topics: Iterable[str], interva
             await asyncio.sleep(interval_s)
     finally:
         await reader.close()
+
+
+def by_label(depths: dict[str, int]) -> dict[str, int]:
+    """Depths under bounded topic labels: tenants' own DLQs summed as one (`topic_label`)."""
+    summed: dict[str, int] = {}
+    for dlq, depth in depths.items():
+        summed[topic_label(dlq)] = summed.get(topic_label(dlq), 0) + depth
+    return summed
