@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +14,11 @@ import httpx
 import pytest
 from ragstream_common.kafka_settings import KafkaSettings
 from ragstream_devstack.system import LocalServices
+from standins.server import StandinServer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 from support.connectors import (
     audit_entries,
     connector_status,
@@ -43,10 +48,15 @@ LIGHTHOUSE_EDITED = (
 QUESTION = "How often does the Varnholm lighthouse on Skerry Nine flash?"
 
 
+# Every signing secret the module's connectors were given: none may ever reach a service log (last test).
+SIGNING_SECRETS: list[str] = []
+
+
 @pytest.fixture
 async def webhook_connector(gateway: httpx.AsyncClient) -> AsyncIterator[dict[str, Any]]:
     """A fresh `webhook` connector (its create response, signing secret included); removed afterwards."""
     created = await create_connector(gateway, "webhook", name="CMS")
+    SIGNING_SECRETS.append(created["signing_secret"])
     yield created
     await gateway.delete(f"/v1/connectors/{created['connector_id']}", params={"purge": "true"})
 
@@ -70,8 +80,7 @@ async def test_signed_webhooks_index_reversion_and_delete_a_document(
     delivery = f"msg_{uuid.uuid4().hex}"
     accepted = await post_signed_webhook(url, secret, first, message_id=delivery)
     assert accepted.status_code == 202, accepted.text
-    indexed = await wait_for_document(gateway, document_id, version=1)
-    assert indexed["title"] == "Varnholm lighthouse"
+    indexed = await wait_for_document(gateway, document_id, version=1, title="Varnholm lighthouse")
     assert indexed["metadata"]["connector_id"] == connector_id
     assert indexed["metadata"]["provider"] == "webhook" and indexed["metadata"]["item_id"] == item_id
     assert indexed["metadata"]["team"] == "maritime"
@@ -94,8 +103,8 @@ async def test_signed_webhooks_index_reversion_and_delete_a_document(
     # and the edited text show that neither of them produced a version.
     edited = await post_signed_webhook(url, secret, upsert(item_id, LIGHTHOUSE_EDITED, "Varnholm lighthouse (2)"))
     assert edited.status_code == 202, edited.text
-    reindexed = await wait_for_document(gateway, document_id, version=2)
-    assert reindexed["title"] == "Varnholm lighthouse (2)"
+    # The title comes with the registration, which may land after the pipeline's status for the version.
+    await wait_for_document(gateway, document_id, version=2, title="Varnholm lighthouse (2)")
     notified = await published_notifications(kafka_admin, TENANT, connector_id)
     assert [n.delivery_id for n in notified].count(delivery) == 1
     assert forged_id not in {n.delivery_id for n in notified}
@@ -110,8 +119,14 @@ async def test_signed_webhooks_index_reversion_and_delete_a_document(
     await wait_for_document(gateway, document_id, {"deleted"})
     await wait_until_cited(gateway, QUESTION, document_id, cited=False)
 
+    # Restored: an upsert after the delete indexes the document again, as its next version.
+    restored = await post_signed_webhook(url, secret, upsert(item_id, LIGHTHOUSE_EDITED, "Varnholm lighthouse (3)"))
+    assert restored.status_code == 202, restored.text
+    await wait_for_document(gateway, document_id, version=3, title="Varnholm lighthouse (3)")
+    await wait_until_cited(gateway, QUESTION, document_id)
+
     status = await connector_status(gateway, connector_id)
-    assert status["last_notification_at"] is not None and status["items_synced"] >= 3, status
+    assert status["last_notification_at"] is not None and status["items_synced"] >= 4, status
 
 
 async def _audited(system: LocalServices, action: str, connector_id: str) -> list[dict[str, Any]] | None:
@@ -145,13 +160,48 @@ async def test_base64_content_of_a_binary_format_is_indexed(
     )
     response = await post_signed_webhook(webhook_connector["webhook_url"], webhook_connector["signing_secret"], body)
     assert response.status_code == 202, response.text
-    indexed = await wait_for_document(gateway, f"{webhook_connector['connector_id']}:{item_id}", {"indexed", "failed"})
+    document_id = f"{webhook_connector['connector_id']}:{item_id}"
+    indexed = await wait_for_document(gateway, document_id, {"indexed", "failed"}, title=filename)
     assert indexed["status"] == "indexed", indexed
     assert indexed["content_type"] == content_type and indexed["chunk_count"] >= 1
 
 
+@pytest.fixture(scope="module")
+def document_host() -> Iterator[str]:
+    """A plain HTTP server on 127.0.0.1 holding one document, as a CMS that links its content would. The e2e
+    system's ingest worker may fetch from private addresses (INGEST_FETCH_ALLOW_PRIVATE_NETWORKS, see
+    tests/support/system_plugin.py), which is what lets it reach this loopback server at all."""
+
+    async def notice(_: Request) -> Response:
+        return PlainTextResponse(HARBOUR_NOTICE, headers={"Content-Type": "text/plain; charset=utf-8"})
+
+    app = Starlette(routes=[Route("/notices/harbour.txt", notice)])
+    with StandinServer(app, name="webhook-document-host") as server:
+        yield server.base_url
+
+
+HARBOUR_NOTICE = "Notice to mariners: the Skerry Nine harbour entrance is dredged to 9.5 metres from 1 March."
+HARBOUR_QUESTION = "How deep is the Skerry Nine harbour entrance dredged?"
+
+
+async def test_a_url_upsert_is_fetched_by_ingest_and_indexed(
+    gateway: httpx.AsyncClient, webhook_connector: dict[str, Any], document_host: str
+) -> None:
+    item_id = f"notice-{uuid.uuid4().hex[:6]}"
+    url = f"{document_host}/notices/harbour.txt"
+    body = document_event("document.upserted", item_id, title="Harbour notice", url=url)
+    response = await post_signed_webhook(webhook_connector["webhook_url"], webhook_connector["signing_secret"], body)
+    assert response.status_code == 202, response.text
+    document_id = f"{webhook_connector['connector_id']}:{item_id}"
+    indexed = await wait_for_document(gateway, document_id, {"indexed", "failed"}, title="Harbour notice")
+    assert indexed["status"] == "indexed", indexed
+    assert indexed["metadata"]["source_uri"] == url and indexed["chunk_count"] >= 1
+    await wait_until_cited(gateway, HARBOUR_QUESTION, document_id)
+
+
 async def test_removing_with_purge_deletes_the_connectors_documents(gateway: httpx.AsyncClient) -> None:
     created = await create_connector(gateway, "webhook")
+    SIGNING_SECRETS.append(created["signing_secret"])
     connector_id = created["connector_id"]
     ids = [f"note-{n}" for n in range(2)]
     for item_id in ids:
@@ -169,3 +219,16 @@ async def test_removing_with_purge_deletes_the_connectors_documents(gateway: htt
     await wait_for_connector(gateway, connector_id, lambda c: c["status"] == "removed", "removed")
     after = await post_signed_webhook(created["webhook_url"], created["signing_secret"], upsert("late", "x", "late"))
     assert after.status_code == 404
+
+
+async def test_no_signing_secret_reached_a_service_log(system: LocalServices) -> None:
+    """Last in the module: the service logs (one file per service under system.log_dir) hold none of the
+    `whsec_` secrets of the connectors above, nor any `whsec_` at all."""
+    assert SIGNING_SECRETS, "run with the tests above: they create the connectors"
+    logs = {path.name: path.read_text(errors="replace") for path in sorted(system.log_dir.glob("*.log"))}
+    assert logs, f"no service logs under {system.log_dir}"
+    secrets = {f"signing secret {n}": secret for n, secret in enumerate(SIGNING_SECRETS)}
+    secrets |= {f"signing key {n}": secret.removeprefix("whsec_") for n, secret in enumerate(SIGNING_SECRETS)}
+    secrets["a whsec_ secret"] = "whsec_"
+    leaked = [f"{name} in {log}" for name, secret in secrets.items() for log, text in logs.items() if secret in text]
+    assert leaked == []

@@ -285,6 +285,24 @@ async def test_a_throttled_download_honours_retry_after(
     assert downloaded.sha256 == graph.sha256(doc) and sleeps == [3.0]
 
 
+async def test_a_refused_download_link_is_replaced_and_never_named(
+    graph: GraphStandin, provider: GraphProvider, sleeps: Sleeps, tmp_path: Path
+) -> None:
+    doc = graph.create_file("doc.txt", "body")
+    item = latest(await all_pages(provider, None))[doc]
+    graph.refuse_downloads(1)  # an expired tempauth: the next attempt asks Graph for a new link
+    downloaded = await provider.download(item, tmp_path)
+    assert downloaded.sha256 == graph.sha256(doc) and len(requests_to(graph, f"/items/{doc}/content")) == 2
+
+    graph.refuse_downloads(POLICY.max_attempts)
+    with pytest.raises(ProviderError) as refused:
+        await provider.download(item, tmp_path)
+    error = refused.value
+    assert (error.status, error.transient, error.body) == (403, False, "")
+    assert str(error).endswith(f"/items/{doc}/content: 403 from the download host localhost")
+    assert "tempauth" not in str(error) and "download.aspx" not in str(error)
+
+
 async def test_subscription_validated_notified_renewed_reauthorized_and_removed(
     graph: GraphStandin, endpoint: tuple[NotificationEndpoint, str]
 ) -> None:

@@ -186,6 +186,37 @@ async def test_status_before_registration_leaves_a_placeholder_the_registration_
     assert (body["status"], body["chunk_count"]) == ("indexed", 2)
 
 
+async def test_status_for_a_new_version_before_its_registration_is_filled_by_it(
+    gateway: tuple[GatewaySettings, GatewayDeps], client: httpx.AsyncClient
+) -> None:
+    """The two projections race: the pipeline's status for version 2 lands before version 2's registration."""
+    doc = f"race-{uuid.uuid4().hex[:8]}"
+    ids = {"tenant_id": TENANT, "document_id": doc}
+    first = documents_pb2.DocumentReceived(**ids, version=1, title="First title")
+    first.source.text = "version one"
+    await publish(gateway, DOCUMENTS_RECEIVED.name, first)
+    await eventually(client, doc, lambda b: b["title"] == "First title")
+    await publish(gateway, DOCUMENTS_STATUS.name, status_pb2.DocumentIndexed(**ids, version=2, chunk_count=3))
+    await eventually(client, doc, lambda b: b["version"] == 2 and b["status"] == "indexed")
+    second = documents_pb2.DocumentUpdated(**ids, version=2, title="Second title")
+    second.source.uri = "https://example.com/second.txt"
+    second.source.sha256 = "ab" * 32
+    second.metadata["path"] = "/docs/second.txt"
+    await publish(gateway, DOCUMENTS_RECEIVED.name, second)
+    body = await eventually(client, doc, lambda b: b["title"] == "Second title")
+    assert (body["version"], body["status"], body["chunk_count"]) == (2, "indexed", 3)
+    assert (body["metadata"], body["content_sha256"]) == ({"path": "/docs/second.txt"}, "ab" * 32)
+    record = await gateway[1].registry.get(TENANT, doc)
+    assert record is not None and record.source_uri == "https://example.com/second.txt"
+    # A redelivered (or conflicting) registration of the now-filled version changes nothing.
+    again = documents_pb2.DocumentUpdated(**ids, version=2, title="Replayed title")
+    again.source.text = "replayed"
+    await publish(gateway, DOCUMENTS_RECEIVED.name, again)
+    await settle()
+    body = (await client.get(f"/v1/documents/{doc}")).json()
+    assert (body["title"], body["status"], body["chunk_count"]) == ("Second title", "indexed", 3)
+
+
 async def test_external_delete_marks_the_document_deleted(
     gateway: tuple[GatewaySettings, GatewayDeps], client: httpx.AsyncClient
 ) -> None:

@@ -95,6 +95,7 @@ class BoxStandin(Standin):
         self.requests: list[RecordedRequest] = []  # appended by the server thread
         self.token_requests = 0
         self._tokens: set[str] = set()
+        self._issued: list[str] = []  # every access token and download link token (see known_secrets)
         self._downloads: dict[str, tuple[str, str, datetime]] = {}
         self._throttle: list[int | None] = []  # one entry per throttled request: its Retry-After or None
         self._not_ready: list[int] = []
@@ -341,10 +342,24 @@ class BoxStandin(Standin):
     def issue_token(self) -> str:
         token = secrets.token_urlsafe(24)
         self._tokens.add(token)
+        self._issued.append(token)
         return token
+
+    def known_secrets(self) -> dict[str, str]:
+        """Every credential the service knows or handed out, by a name for messages: the client secret, both
+        signature keys, access tokens and the tokens in pre-signed download links. Tests look for them where
+        they must never be (logs, errors, audit entries)."""
+        named = {"client_secret": self.client_secret}
+        named |= {
+            "primary signature key": self.sender.primary_key or "",
+            "secondary signature key": self.sender.secondary_key or "",
+        }
+        named |= {f"issued token {n}": token for n, token in enumerate(list(self._issued))}
+        return {name: value for name, value in named.items() if value}
 
     def download_url(self, item: Item, version_id: str) -> str:
         token = secrets.token_urlsafe(24)
+        self._issued.append(token)
         self._downloads[token] = (item.id, version_id, datetime.now(UTC) + timedelta(minutes=15))
         return f"http://{self.download_host}:{self.port}/d/1/{token}/download"
 

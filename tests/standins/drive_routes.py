@@ -118,6 +118,7 @@ class DriveApi:
         token = f"ya29.{secrets.token_urlsafe(32)}"
         with self.store.lock:
             self.store.access_tokens[token] = time.monotonic() + 3599
+            self.store.issued_access_tokens.append(token)
         return JSONResponse({"access_token": token, "expires_in": 3599, "scope": SCOPE, "token_type": "Bearer"})
 
     def _start_page_token(self, request: Request, _: bytes) -> Response:

@@ -131,6 +131,16 @@ class DriveStandin(DriveStore, Standin):
         with self.lock:
             return list(self.channels_by_id.values())
 
+    def known_secrets(self) -> dict[str, str]:
+        """Every credential the service knows or handed out, by a name for messages: the OAuth client secret and
+        refresh token, the watch channels' tokens and the access tokens issued. Tests look for them where they
+        must never be (logs, errors, audit entries)."""
+        with self.lock:
+            named = {"client_secret": self.client_secret, "refresh_token": self.refresh_token}
+            named |= {f"channel token {c.id}": c.token or "" for c in self.channels_by_id.values()}
+            named |= {f"access token {n}": token for n, token in enumerate(self.issued_access_tokens)}
+        return {name: value for name, value in named.items() if value}
+
     def requests_to(self, path: str, method: str = "GET") -> list[RecordedRequest]:
         """Recorded requests whose path ends with `path` (e.g. "/changes", "/files", "/channels/stop")."""
         return [r for r in list(self.requests) if r.method == method and r.path.endswith(path)]

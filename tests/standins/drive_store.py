@@ -65,6 +65,7 @@ class DriveStore:
         self.token_epoch = 0  # page tokens are epoch * TOKEN_EPOCH + position; a new epoch refuses the old
         self.list_tokens: dict[str, tuple[int, str]] = {}
         self.access_tokens: dict[str, float] = {}
+        self.issued_access_tokens: list[str] = []  # all of them, expired too (see known_secrets)
         self.channels_by_id: dict[str, Channel] = {}
         self.throttles: list[Throttle] = []
         self.channel_lifetimes: list[timedelta] = []  # the longest the next watch channels are granted

@@ -81,6 +81,8 @@ class Subscriptions:
     def __init__(self, tenant_id: str, drive_id: str) -> None:
         self.tenant_id, self.drive_id = tenant_id, drive_id
         self.by_id: dict[str, GraphSubscription] = {}
+        # Every clientState ever subscribed with (secrets: tests look for them where they must not be).
+        self.client_states: set[str] = set()
         self.validations: list[Validation] = []
         self.deliveries: list[Delivery] = []
         self.auto_notify = True  # False: changes notify nobody (a lost notification)
@@ -135,6 +137,8 @@ class Subscriptions:
         )
         with self._lock:
             self.by_id[sub.id] = sub
+            if sub.client_state:
+                self.client_states.add(sub.client_state)
         return sub
 
     def renew(self, sub: GraphSubscription, expiration: str) -> None:

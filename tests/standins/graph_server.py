@@ -21,6 +21,7 @@ Deviation: notification URLs may be plain http (the real service requires https)
         doc = graph.create_file("q1.txt", "Revenue rose.", parent_id=folder)    # notifies subscribers
         graph.edit(doc, "Revenue fell."); graph.rename(doc, "q1-final.txt"); graph.delete(doc); graph.restore(doc)
         graph.throttle(2, retry_after=3); graph.expire_delta_tokens(); graph.expire_subscription()
+        graph.refuse_downloads(5); graph.vanish(doc); graph.known_secrets()
         await graph.notify(client_state="forged"); await graph.lifecycle("reauthorizationRequired")
         await graph.settled()                      # the notifications changes triggered, once delivered
         graph.requests; graph.subscriptions.by_id / .validations / .deliveries
@@ -97,6 +98,9 @@ class GraphStandin(Standin):
         self._tokens: set[str] = set()
         self._throttles: list[_Throttle] = []
         self._downloads: dict[str, tuple[DriveItem, Content, float]] = {}
+        self._refusals = 0
+        # Every access token and tempauth issued (see `known_secrets`).
+        self._issued: list[str] = []
 
     @property
     def api_url(self) -> str:
@@ -180,6 +184,20 @@ class GraphStandin(Standin):
         with self._lock:
             self._throttles.append(_Throttle(count, retry_after, status, path_prefix))
 
+    def refuse_downloads(self, count: int) -> None:
+        """The next `count` content downloads (pre-authenticated URLs) answer 403 as an expired or revoked
+        tempauth does; the error echoes the request URL, as storage hosts may, so a test can prove the link's
+        credential never reaches our errors or logs."""
+        with self._lock:
+            self._refusals += count
+
+    def vanish(self, item_id: str) -> None:
+        """The item leaves the library without a change in the delta feed (as when the app loses access to
+        it): nobody is notified, a saved delta token never reports it, only a full enumeration misses it."""
+        with self.drive.lock:
+            for item in [self.drive.items[item_id], *self.drive.descendants(item_id)]:
+                del self.drive.items[item.id]
+
     def expire_delta_tokens(self) -> None:
         """Every delta token issued so far answers 410 Gone from now on."""
         with self.drive.lock:
@@ -188,6 +206,16 @@ class GraphStandin(Standin):
     def expire_subscription(self, subscription_id: str | None = None) -> None:
         """Let a subscription (default: all) lapse: Graph deletes it, so renewing it answers 404."""
         self.subscriptions.expire(subscription_id)
+
+    def known_secrets(self) -> dict[str, str]:
+        """Every credential the service knows or handed out, by a name for messages: the client secret, the
+        subscriptions' clientState values, access tokens and tempauth values. Tests look for them where they
+        must never be (logs, errors, audit entries)."""
+        with self._lock:
+            issued = list(self._issued)
+        named = {f"clientState {n}": state for n, state in enumerate(sorted(self.subscriptions.client_states))}
+        named.update({f"issued token or tempauth {n}": value for n, value in enumerate(issued)})
+        return {"client_secret": self.client_secret, **named}
 
     def revoke_tokens(self) -> None:
         with self._lock:
@@ -264,6 +292,7 @@ class GraphStandin(Standin):
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._tokens.add(token)
+            self._issued.append(token)
         return JSONResponse({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token})
 
     async def _delta(self, request: Request) -> Response:
@@ -322,6 +351,7 @@ class GraphStandin(Standin):
         tempauth = secrets.token_urlsafe(24)
         with self._lock:  # pre-authenticated and short-lived, for this version of the content
             self._downloads[tempauth] = (found, found.content, time.monotonic() + 300)
+            self._issued.append(tempauth)
         query = urlencode({"UniqueId": found.guid, "tempauth": tempauth})
         location = f"http://{self.download_host}:{request.url.port}/_layouts/15/download.aspx?{query}"
         return Response(status_code=302, headers={"Location": location})
@@ -332,6 +362,10 @@ class GraphStandin(Standin):
             return refused
         if "authorization" in request.headers:
             return _error(401, "unauthorized", "Unexpected Authorization header on a pre-authenticated URL.")
+        with self._lock:
+            refused, self._refusals = self._refusals > 0, max(0, self._refusals - 1)
+        if refused:
+            return _error(403, "accessDenied", f"Access denied for {request.url}: the tempauth is not valid.")
         grant = self._downloads.get(request.query_params.get("tempauth", ""))
         if grant is None or grant[2] < time.monotonic() or grant[0].guid != request.query_params.get("UniqueId"):
             return _error(401, "unauthorized", "Invalid or expired tempauth.")

@@ -7,13 +7,15 @@ import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from ragstream_connectors.providers.base import CursorExpired, ProviderError
-from ragstream_connectors.providers.http import OAuthToken, ProviderHttp, RetryPolicy, retry_after_s
+from ragstream_connectors.providers.http import OAuthToken, ProviderHttp, RetryPolicy, redacted, retry_after_s
 
 pytestmark = pytest.mark.unit
+TEMPAUTH_LINK = "https://contoso.sharepoint.example/_layouts/15/download.aspx?UniqueId=u1&tempauth=eyJ0secret"
 
 
 class Script:
@@ -130,6 +132,17 @@ async def test_download_streams_to_a_file_and_drops_the_bearer_on_another_host(t
     assert files and all("authorization" not in r.headers for r in files)
 
 
+async def test_a_link_refused_once_is_asked_for_again(tmp_path: Path) -> None:
+    script = Script(
+        httpx.Response(302, headers={"Location": TEMPAUTH_LINK}),
+        httpx.Response(403),
+        httpx.Response(302, headers={"Location": TEMPAUTH_LINK.replace("eyJ0", "fresh")}),
+        httpx.Response(200, content=b"content"),
+    )
+    downloaded = await client(script, []).download("https://graph.example/content", tmp_path)
+    assert downloaded.size_bytes == len(b"content")
+
+
 async def test_a_failed_download_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ProviderError):
         await client(Script(httpx.Response(404)), []).download("https://graph.example/content", tmp_path)
@@ -168,3 +181,68 @@ async def test_content_that_is_not_ready_yet_is_waited_for(tmp_path: Path) -> No
     sleeps: list[float] = []
     downloaded = await client(script, sleeps).download("https://api.box.example/2.0/files/1/content", tmp_path)
     assert downloaded.size_bytes == 5 and sleeps == [4.0]
+
+
+async def test_a_refused_pre_signed_link_is_named_by_its_host_only(tmp_path: Path) -> None:
+    """The download host's 403 (an expired tempauth, a Box link used twice): every attempt asks the API for a new
+    link; refused each time, the error has no query, no path and no body, since the storage host may echo the
+    signed request and the error becomes the connector's `last_error`."""
+    refusal = [
+        httpx.Response(302, headers={"Location": TEMPAUTH_LINK}),
+        httpx.Response(403, text=f"<Error>AuthenticationFailed for {TEMPAUTH_LINK}</Error>"),
+    ]
+    script = Script(*refusal * 4)
+    sleeps: list[float] = []
+    with pytest.raises(ProviderError) as failure:
+        await client(script, sleeps, token=True).download(
+            "https://graph.example/v1.0/drives/d/items/i/content?select=id", tmp_path
+        )
+    assert len(sleeps) == 3 and not script.responses
+    error = failure.value
+    assert not error.transient and error.status == 403 and error.body == ""
+    assert str(error) == (
+        "GET https://graph.example/v1.0/drives/d/items/i/content: 403 from the download host contoso.sharepoint.example"
+    )
+
+
+async def test_api_errors_name_urls_without_their_query() -> None:
+    echoing = httpx.Response(400, text=f"bad request {TEMPAUTH_LINK} (see docs)")
+    with pytest.raises(ProviderError) as failure:
+        await client(Script(echoing), []).request("GET", "https://user:pw@drive.example/v3/changes?pageToken=42")
+    message = f"{failure.value} {failure.value.body}"
+    assert "https://drive.example/v3/changes: 400" in message
+    assert "https://contoso.sharepoint.example/_layouts/15/download.aspx (see docs)" in failure.value.body
+    assert not [word for word in ("tempauth", "pageToken", "pw@", "eyJ0secret") if word in message]
+
+
+async def test_a_download_host_that_cannot_be_reached_fails_as_transient_without_the_link(tmp_path: Path) -> None:
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "graph.example":
+            return httpx.Response(302, headers={"Location": TEMPAUTH_LINK})
+        raise httpx.ConnectError(f"cannot reach {request.url}", request=request)
+
+    sleeps: list[float] = []
+    http = ProviderHttp(
+        "graph",
+        None,
+        policy=RetryPolicy(max_attempts=3),
+        transport=httpx.MockTransport(unreachable),
+        sleep=_record(sleeps),
+    )
+    with pytest.raises(ProviderError) as failure:
+        await http.download("https://graph.example/v1.0/drives/d/items/i/content", tmp_path)
+    assert failure.value.transient and len(sleeps) == 2
+    assert "tempauth" not in str(failure.value) and "ConnectError" in str(failure.value)
+
+
+def _record(sleeps: list[float]) -> Callable[[float], Any]:
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    return sleep
+
+
+def test_redacted_keeps_scheme_host_port_and_path() -> None:
+    assert redacted("https://u:p@Host.example:8443/a/b?x=1#frag") == "https://host.example:8443/a/b"
+    assert redacted("http://[::1]:80/p?q") == "http://[::1]:80/p"
+    assert redacted("https://host.example:99999/") == "<unparseable URL>"

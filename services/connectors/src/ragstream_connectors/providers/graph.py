@@ -61,7 +61,7 @@ from ragstream_connectors.providers.graph_items import (
     plan_from_notifications,
     principals,
 )
-from ragstream_connectors.providers.http import OAuthToken, ProviderHttp, RetryPolicy
+from ragstream_connectors.providers.http import OAuthToken, ProviderHttp, RetryPolicy, redacted
 
 log = get_logger(__name__)
 
@@ -127,7 +127,7 @@ class GraphProvider:
             next_link, delta_link = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
             link = next_link or delta_link
             if not isinstance(link, str) or not self._is_ours(link):
-                raise ProviderError(f"delta page without a usable link: {str(link)[:120]!r}", transient=False)
+                raise ProviderError(f"delta page without a usable link: {redacted(str(link))[:120]!r}", transient=False)
             # The docs: stop at the deltaLink, or at a page with no changes (its nextLink resumes later).
             final = next_link is None or not raw
             yield ChangePage(await self._changes_from(items, folders), link, final)

@@ -7,6 +7,9 @@ honours it, otherwise backs off exponentially with full jitter, and gives up aft
 transient `ProviderError`, so the consumer retries the whole notification later instead of losing it. A
 provider with throttling signals of its own (Drive's 403 `rateLimitExceeded`) passes `is_throttled`.
 Downloads are streamed to a temporary file in fixed-size pieces while hashing; memory stays flat for any size.
+Errors name a URL without its query (delta and page tokens) and a redirect target by its host only: Graph's
+`tempauth` and Box's pre-signed links carry their credential in the query or the path, and an error ends up in
+logs and in the connector's `last_error`, which the API returns.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import re
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,6 +26,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -136,7 +141,7 @@ class ProviderHttp:
                 response = await self.client.request(method, url, headers=request_headers, **kwargs)
             except httpx.TransportError as exc:
                 if attempt + 1 == self._policy.max_attempts:
-                    raise ProviderError(f"{method} {url}: {exc!r}", transient=True) from exc
+                    raise ProviderError(f"{method} {redacted(url)}: {_transport_text(exc)}", transient=True) from exc
                 await self._sleep(self._policy.backoff_s(attempt))
                 continue
             if response.status_code == 401 and self._token is not None and not refreshed:
@@ -149,12 +154,12 @@ class ProviderHttp:
                 await self._sleep(delay if delay is not None else self._policy.backoff_s(attempt))
                 continue
             if response.status_code == 410:
-                raise CursorExpired(f"{method} {url}: 410 Gone")
+                raise CursorExpired(f"{method} {redacted(url)}: 410 Gone")
             if response.status_code >= 400:
-                raise _client_error(f"{method} {url}", response)
+                raise _client_error(f"{method} {redacted(url)}", response)
             return response
         raise ProviderError(
-            f"{method} {url}: still {response.status_code} after {self._policy.max_attempts} attempts",
+            f"{method} {redacted(url)}: still {response.status_code} after {self._policy.max_attempts} attempts",
             transient=True,
             status=response.status_code,
             body=_error_text(response),
@@ -176,46 +181,101 @@ class ProviderHttp:
         self, url: str, directory: Path, *, headers: Mapping[str, str] | None = None, max_redirects: int = 5
     ) -> Downloaded:
         """Stream `url` into a new file under `directory`, following redirects (the bearer only to the first
-        host) and retrying throttled or failed attempts from the start."""
-        refreshed = refresh_now = False
+        host) and retrying throttled or failed attempts from the start (a refused pre-signed link may have
+        expired: the next attempt gets a new one)."""
+        refreshed = refresh = False
+        failure = ProviderError(f"GET {redacted(url)}: throttled or failing after retries", transient=True)
         for attempt in range(self._policy.max_attempts):
-            target, authenticated, delay = url, True, None
-            for _ in range(max_redirects + 1):
-                request_headers = (
-                    await self._headers(headers, refresh=refresh_now) if authenticated else dict(headers or {})
+            try:
+                outcome = await self._download_once(
+                    url, directory, headers, max_redirects, refresh=refresh, may_refresh=not refreshed
                 )
-                refresh_now = False
-                async with self.client.stream("GET", target, headers=request_headers) as response:
-                    if response.is_redirect:
-                        location = response.headers["location"]
-                        next_url = response.url.join(location)
-                        same_origin = (next_url.scheme, next_url.host, next_url.port) == (
-                            response.url.scheme,
-                            response.url.host,
-                            response.url.port,
-                        )
-                        authenticated = authenticated and same_origin
-                        target = str(next_url)
-                        continue
-                    if response.status_code == 202:  # not ready yet (Box: Retry-After); never an empty file
-                        delay = retry_after_s(response)
-                        break
-                    if response.status_code < 400:
-                        return await _stream_to_file(response, directory)
-                    await response.aread()  # error bodies are small; the throttle signal may need it
-                    if response.status_code == 401 and authenticated and self._token is not None and not refreshed:
-                        refreshed = refresh_now = True
-                        delay = 0.0
-                        break
-                    if self._retryable(response):
-                        delay = retry_after_s(response)
-                        break
-                    raise _client_error(f"GET {target}", response)
-            else:
-                raise ProviderError(f"GET {url}: more than {max_redirects} redirects", transient=False)
+            except httpx.TransportError as exc:  # the API host or the download host, before or mid-stream
+                outcome = _Again(failure=ProviderError(f"GET {redacted(url)}: {_transport_text(exc)}", transient=True))
+            if isinstance(outcome, Downloaded):
+                return outcome
+            refresh, failure = outcome.refresh, outcome.failure or failure
+            refreshed = refreshed or refresh
             if attempt + 1 < self._policy.max_attempts:
-                await self._sleep(delay if delay is not None else self._policy.backoff_s(attempt))
-        raise ProviderError(f"GET {url}: throttled or failing after retries", transient=True)
+                await self._sleep(outcome.delay_s if outcome.delay_s is not None else self._policy.backoff_s(attempt))
+        raise failure
+
+    async def _download_once(
+        self,
+        url: str,
+        directory: Path,
+        headers: Mapping[str, str] | None,
+        max_redirects: int,
+        *,
+        refresh: bool,
+        may_refresh: bool,
+    ) -> Downloaded | _Again:
+        """One attempt through the redirects: the file, or when (and how) to try again."""
+        target, authenticated = httpx.URL(url), True
+        signed = await self._headers(headers, refresh=refresh)
+        for _ in range(max_redirects + 1):
+            async with self.client.stream(
+                "GET", target, headers=signed if authenticated else dict(headers or {})
+            ) as response:
+                if response.is_redirect:
+                    next_url = response.url.join(response.headers["location"])
+                    authenticated = authenticated and _same_origin(next_url, response.url)
+                    target = next_url
+                    continue
+                if response.status_code == 202:  # not ready yet (Box: Retry-After); never an empty file
+                    return _Again(retry_after_s(response))
+                if response.status_code < 400:
+                    return await _stream_to_file(response, directory)
+                await response.aread()  # error bodies are small; the throttle signal may need it
+                if response.status_code == 401 and authenticated and self._token is not None and may_refresh:
+                    return _Again(0.0, refresh=True)
+                if self._retryable(response):
+                    return _Again(retry_after_s(response))
+                if target == httpx.URL(url):
+                    raise _client_error(f"GET {redacted(url)}", response)
+                # A pre-signed link: name its host only, and leave out the body (a storage host may echo the
+                # signed request in it). Refused again after every retry, the item is unreadable.
+                refused = f"GET {redacted(url)}: {response.status_code} from the download host {target.host}"
+                return _Again(failure=ProviderError(refused, transient=False, status=response.status_code))
+        raise ProviderError(f"GET {redacted(url)}: more than {max_redirects} redirects", transient=False)
+
+
+@dataclass(frozen=True)
+class _Again:
+    """A download attempt to repeat: after `delay_s` (None: back off), with a new token when `refresh`;
+    `failure` is what to raise when no attempt is left."""
+
+    delay_s: float | None = None
+    refresh: bool = False
+    failure: ProviderError | None = None
+
+
+def _same_origin(one: httpx.URL, other: httpx.URL) -> bool:
+    return (one.scheme, one.host, one.port) == (other.scheme, other.host, other.port)
+
+
+def redacted(url: str | httpx.URL) -> str:
+    """`url` without user info, query or fragment: what an error or a log line may name (tokens, signatures and
+    passwords live in those parts)."""
+    try:
+        parts = urlsplit(str(url))
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = f"[{host}]" if ":" in host else host
+    return urlunsplit((parts.scheme, f"{netloc}:{port}" if port else netloc, parts.path, "", ""))
+
+
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def _scrubbed(text: str) -> str:
+    """`text` with every URL in it redacted."""
+    return _URL.sub(lambda match: redacted(match.group(0)), text)
+
+
+def _transport_text(exc: httpx.TransportError) -> str:
+    return _scrubbed(f"{type(exc).__name__}: {exc}")
 
 
 async def _stream_to_file(response: httpx.Response, directory: Path) -> Downloaded:
@@ -245,7 +305,8 @@ def _client_error(call: str, response: httpx.Response) -> ProviderError:
 
 
 def _error_text(response: httpx.Response) -> str:
+    """The start of an error body, URLs in it redacted (an API may echo the request)."""
     try:
-        return response.text[:2000]
+        return _scrubbed(response.text[:2000])
     except (httpx.ResponseNotRead, UnicodeDecodeError):
         return ""

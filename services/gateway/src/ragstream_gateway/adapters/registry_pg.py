@@ -2,8 +2,10 @@
 
 Version rules, shared by the gateway's own writes and the two Kafka projections:
 - the gateway registers version n+1 over n (1 for new ids); equal content, title and metadata is a no-op;
-- events of another producer register their version only when it is newer than the row's (or fill a
-  placeholder row the status projector created for a version it saw first);
+- events of another producer register their version only when it is newer than the row's, or fill the
+  placeholder the status projector left for a version it saw first (a new row, or an existing row it moved
+  to that version: origin 'status' marks content columns that still describe an older version); a
+  redelivered registration finds origin 'kafka' at its version and changes nothing;
 - status events apply to the row's version or a newer one, never an older one, and within a version never
   step back (received < processing < indexed | failed); `deleted` at a version is final for it, and a
   `failed` mark at stage `publish` gives way to any status the pipeline reports for that version.
@@ -81,6 +83,9 @@ ON CONFLICT (tenant_id, document_id) DO UPDATE SET
     version = EXCLUDED.version, status = EXCLUDED.status,
     chunk_count = CASE WHEN EXCLUDED.status = 'indexed' THEN EXCLUDED.chunk_count ELSE d.chunk_count END,
     error_stage = EXCLUDED.error_stage, error = EXCLUDED.error, updated_at = now(),
+    -- Moved to a version nobody registered yet: the content columns are still the older version's, so the
+    -- row is that version's placeholder until its registration fills it (see _EXTERNAL_VERSION).
+    origin = CASE WHEN d.version < EXCLUDED.version THEN 'status' ELSE d.origin END,
     indexed_at = CASE WHEN EXCLUDED.status = 'indexed' THEN now() ELSE d.indexed_at END,
     deleted_at = CASE WHEN EXCLUDED.status = 'deleted' THEN coalesce(d.deleted_at, now()) ELSE d.deleted_at END
 WHERE d.version < EXCLUDED.version
