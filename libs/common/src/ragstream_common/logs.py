@@ -53,6 +53,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     logging.getLogger("aiokafka").setLevel(max(numeric_level, logging.WARNING))
     # Coordinator discovery while __consumer_offsets is created is routine, not a warning.
     logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.ERROR)
+    # httpx logs every request's full URL at INFO: query strings carry tokens and pre-signed credentials (connector
+    # downloads, the URLs ingest fetches).
+    logging.getLogger("httpx").setLevel(max(numeric_level, logging.WARNING))
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -4,7 +4,6 @@ scheduler and gRPC health."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import tempfile
 from collections.abc import Awaitable
 from contextlib import AsyncExitStack
@@ -36,8 +35,6 @@ from ragstream_connectors.sync import SyncOptions
 
 
 async def start(settings: ConnectorsSettings, stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
-    # httpx logs every request's full URL at INFO: a pre-signed download link's credential would be in the log.
-    logging.getLogger("httpx").setLevel(max(logging.getLogger().level, logging.WARNING))
     pool = await open_pool(stack, settings, max_size=4)
     download_dir = settings.download_dir or Path(tempfile.gettempdir())
     download_dir.mkdir(parents=True, exist_ok=True)
