@@ -30,6 +30,30 @@ locals {
 
   image_repository_arns = [for repository in aws_ecr_repository.service : repository.arn]
   eks_edit_policy_arn   = "arn:${data.aws_partition.current.partition}:eks::aws:cluster-access-policy/AmazonEKSEditPolicy"
+
+  # Who may assume each CI role: the `sub` claims of GitHub's token that its trust policy admits, written after
+  # "repo:<github_repository>:" (github_trust below adds that prefix). Everything else of the trust is the same.
+  # images: main and release tags (StringLike for the tag's version); another branch (workflow_dispatch runs
+  # anywhere) or a pull request gets nothing.
+  github_images_trust = {
+    sid      = "ImagesWorkflowOnMainOrReleaseTags"
+    test     = "StringLike"
+    subjects = ["ref:refs/heads/main", "ref:refs/tags/v*"]
+  }
+  # deploy: a job running in the role's own GitHub environment, whose protection rules (reviewers, allowed refs)
+  # gate the job, so they gate the role too.
+  github_deploy_trust = {
+    sid  = "DeployWorkflowInItsEnvironment"
+    test = "StringEquals"
+  }
+  # One trust policy per role: `images`, and `deploy-<environment>` for each GitHub environment.
+  github_trusts = merge(
+    local.github_enabled && var.create_github_images_role ? { images = local.github_images_trust } : {},
+    {
+      for environment in local.github_deploy_environments :
+      "deploy-${environment}" => merge(local.github_deploy_trust, { subjects = ["environment:${environment}"] })
+    },
+  )
 }
 
 resource "aws_iam_openid_connect_provider" "github" {
@@ -46,13 +70,13 @@ data "aws_iam_openid_connect_provider" "github" {
   url = local.github_oidc_url
 }
 
-# ---- images ----
-
-data "aws_iam_policy_document" "github_images_trust" {
-  count = local.github_enabled && var.create_github_images_role ? 1 : 0
+# Both CI roles trust GitHub's token for the STS audience, from this repository only; they differ in the subject
+# (local.github_trusts).
+data "aws_iam_policy_document" "github_trust" {
+  for_each = local.github_trusts
 
   statement {
-    sid     = "ImagesWorkflowOnMainOrReleaseTags"
+    sid     = each.value.sid
     actions = ["sts:AssumeRoleWithWebIdentity"]
 
     principals {
@@ -66,17 +90,15 @@ data "aws_iam_policy_document" "github_images_trust" {
       values   = [local.github_audience]
     }
 
-    # A branch other than main (workflow_dispatch runs anywhere) or a pull request gets nothing.
     condition {
-      test     = "StringLike"
+      test     = each.value.test
       variable = "${local.github_oidc_host}:sub"
-      values = [
-        "repo:${var.github_repository}:ref:refs/heads/main",
-        "repo:${var.github_repository}:ref:refs/tags/v*",
-      ]
+      values   = [for subject in each.value.subjects : "repo:${var.github_repository}:${subject}"]
     }
   }
 }
+
+# ---- images ----
 
 # Push (build-push-action) and read back (cosign sign/attest, the SBOM); never delete, retag or change a repository.
 data "aws_iam_policy_document" "github_images" {
@@ -109,7 +131,7 @@ resource "aws_iam_role" "github_images" {
 
   name                 = "${var.name}-github-images"
   description          = "images.yml of ${var.github_repository}: push to ECR ${var.name}/*"
-  assume_role_policy   = data.aws_iam_policy_document.github_images_trust[0].json
+  assume_role_policy   = data.aws_iam_policy_document.github_trust["images"].json
   max_session_duration = 3600
   tags                 = local.component_tags["images"]
 }
@@ -123,33 +145,6 @@ resource "aws_iam_role_policy" "github_images" {
 }
 
 # ---- deploy ----
-
-data "aws_iam_policy_document" "github_deploy_trust" {
-  for_each = local.github_deploy_environments
-
-  statement {
-    sid     = "DeployWorkflowInItsEnvironment"
-    actions = ["sts:AssumeRoleWithWebIdentity"]
-
-    principals {
-      type        = "Federated"
-      identifiers = [local.github_oidc_provider_arn]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "${local.github_oidc_host}:aud"
-      values   = [local.github_audience]
-    }
-
-    # The environment's protection rules (reviewers, allowed refs) gate the job, so they gate the role too.
-    condition {
-      test     = "StringEquals"
-      variable = "${local.github_oidc_host}:sub"
-      values   = ["repo:${var.github_repository}:environment:${each.key}"]
-    }
-  }
-}
 
 # `aws eks update-kubeconfig` and `cosign verify` of the images; Kubernetes rights come from the access entry.
 data "aws_iam_policy_document" "github_deploy" {
@@ -179,7 +174,7 @@ resource "aws_iam_role" "github_deploy" {
 
   name                 = "${var.name}-github-deploy-${each.key}"
   description          = "deploy.yml of ${var.github_repository} in the ${each.key} environment: EKS ${var.name}"
-  assume_role_policy   = data.aws_iam_policy_document.github_deploy_trust[each.key].json
+  assume_role_policy   = data.aws_iam_policy_document.github_trust["deploy-${each.key}"].json
   max_session_duration = 3600
   tags                 = local.component_tags["compute"]
 }

@@ -77,19 +77,40 @@ variable "node_instance_types" {
   default     = ["m7i.xlarge"]
 }
 
+# Node group bounds (docs/capacity.md, "Replicas for a target load"); the Cluster Autoscaler (node-autoscaling.tf)
+# moves the node count between them. Prod's floor, 21 pods asking 12.3 vCPU plus about 2.1 for their Istio
+# sidecars, needs 5 of the ~3.5 usable vCPUs of an m7i.xlarge; 3 nodes (about 10.5) cannot schedule it.
 variable "node_min_size" {
-  type    = number
-  default = 3
+  description = "Fewest nodes, whatever the load: 5 hold prod's floor of pods with about 3 vCPU to spare (platform controllers, a first scale-out)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.node_min_size >= 1 && floor(var.node_min_size) == var.node_min_size
+    error_message = "node_min_size must be a whole number of nodes, at least 1."
+  }
 }
 
 variable "node_desired_size" {
-  type    = number
-  default = 3
+  description = "Nodes at creation only: the Cluster Autoscaler owns the count afterwards (the eks module ignores later changes)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.node_min_size <= var.node_desired_size && var.node_desired_size <= var.node_max_size
+    error_message = "node_desired_size must lie between node_min_size and node_max_size."
+  }
 }
 
 variable "node_max_size" {
-  type    = number
-  default = 9
+  description = "Most nodes the Cluster Autoscaler may grow to: every service at its prod autoscalers' maximum asks about 32 vCPU with sidecars (10 nodes), a blue-green release of all seven at prod's floor about 29 (9 nodes); 12 leaves two for the platform's controllers. Prod's ResourceQuota (64 vCPU of requests) would fill about 19."
+  type        = number
+  default     = 12
+
+  validation {
+    condition     = var.node_max_size >= var.node_min_size && floor(var.node_max_size) == var.node_max_size
+    error_message = "node_max_size must be a whole number of nodes, at least node_min_size."
+  }
 }
 
 # ---- Kafka (MSK) ----
@@ -196,9 +217,9 @@ variable "blob_noncurrent_version_days" {
 # ---- cost (cost.tf; amounts from docs/capacity.md) ----
 
 variable "monthly_budget_usd" {
-  description = "Monthly budget of the whole account in USD (the default topology costs about 1,550 USD on demand)."
+  description = "Monthly budget of the whole account in USD (the default topology, 5 nodes, costs about 1,845 USD on demand)."
   type        = number
-  default     = 2000
+  default     = 2500
 
   validation {
     condition     = var.monthly_budget_usd > 0
@@ -210,7 +231,7 @@ variable "component_monthly_budgets_usd" {
   description = "Monthly budget in USD per Component tag value (a key per budget; see local.cost_components)."
   type        = map(number)
   default = {
-    compute   = 650
+    compute   = 1050
     kafka     = 600
     postgres  = 475
     redis     = 60

@@ -297,9 +297,12 @@ def github_documents() -> dict[str, Any]:
     return found
 
 
-def conditions_by_variable(trust: str) -> dict[str, dict[str, Any]]:
-    statement = single(github_documents()[trust]["statement"])
-    assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
+def trust_conditions() -> dict[str, dict[str, Any]]:
+    """The one trust document of every CI role (github_trust, one instance per role): its conditions by variable."""
+    trust = github_documents()["github_trust"]
+    assert trust["for_each"] == "${local.github_trusts}"
+    statement = single(trust["statement"])
+    assert statement["sid"] == "${each.value.sid}" and statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
     assert single(statement["principals"]) == {
         "type": "Federated",
         "identifiers": ["${local.github_oidc_provider_arn}"],
@@ -307,51 +310,74 @@ def conditions_by_variable(trust: str) -> dict[str, dict[str, Any]]:
     return {c["variable"]: c for c in statement["condition"]}
 
 
+def github_locals() -> dict[str, Any]:
+    return blocks(TERRAFORM, "locals")
+
+
 def test_github_oidc_provider_is_githubs_issuer_for_sts_only() -> None:
-    github_locals = blocks(TERRAFORM, "locals")
-    assert github_locals["github_oidc_host"] == "token.actions.githubusercontent.com"
-    assert github_locals["github_audience"] == "sts.amazonaws.com"
+    assert github_locals()["github_oidc_host"] == "token.actions.githubusercontent.com"
+    assert github_locals()["github_audience"] == "sts.amazonaws.com"
     provider = resources(TERRAFORM)["aws_iam_openid_connect_provider"]["github"]
     assert provider["url"] == "${local.github_oidc_url}" and provider["client_id_list"] == ["${local.github_audience}"]
     assert variable("create_github_oidc_provider")["default"] is True  # else: the account's existing provider
 
 
-@pytest.mark.parametrize("trust", ["github_images_trust", "github_deploy_trust"])
-def test_github_trust_policies_pin_the_audience_and_this_repository(trust: str) -> None:
-    conditions = conditions_by_variable(trust)
+def test_github_trust_pins_the_audience_and_this_repository() -> None:
+    conditions = trust_conditions()
     assert set(conditions) == {"${local.github_oidc_host}:aud", GITHUB_SUB}
     audience = conditions["${local.github_oidc_host}:aud"]
     assert audience["test"] == "StringEquals" and audience["values"] == ["${local.github_audience}"]
-    for subject in conditions[GITHUB_SUB]["values"]:
-        assert subject.startswith("repo:${var.github_repository}:"), subject
-        # The one wildcard allowed: the release tag's version, never the repository, branch or environment.
-        assert "*" not in subject.removesuffix(":ref:refs/tags/v*"), subject
+    subject = conditions[GITHUB_SUB]
+    assert subject["test"] == "${each.value.test}"
+    # Every admitted subject is this repository's: the roles' entries only name what follows "repo:<owner/name>:".
+    assert subject["values"] == '${[for subject in each.value.subjects : "repo:${var.github_repository}:${subject}"]}'
+    images = github_locals()["github_images_trust"]["subjects"]
+    deploy = re.findall(r"subjects = \[([^\]]*)\]", github_locals()["github_trusts"])
+    for entry in [*images, *deploy]:
+        # The one wildcard allowed: the release tag's version, never a branch or an environment.
+        assert "*" not in entry.removesuffix("ref:refs/tags/v*"), entry
+
+
+def test_every_ci_role_has_its_own_trust_instance() -> None:
+    trusts = github_locals()["github_trusts"]
+    assert "local.github_enabled && var.create_github_images_role ? {images = local.github_images_trust} : {}" in trusts
+    assert 'for environment in local.github_deploy_environments : "deploy-${environment}"' in trusts
+    found = resources(TERRAFORM)["aws_iam_role"]
+    assert found["github_images"]["assume_role_policy"] == '${data.aws_iam_policy_document.github_trust["images"].json}'
+    assert found["github_deploy"]["assume_role_policy"] == (
+        '${data.aws_iam_policy_document.github_trust["deploy-${each.key}"].json}'
+    )
+    assert found["github_images"]["count"].startswith("${local.github_enabled && var.create_github_images_role ?")
 
 
 def test_images_role_answers_to_main_and_release_tags_only() -> None:
-    subject = conditions_by_variable("github_images_trust")[GITHUB_SUB]
-    assert subject["test"] == "StringLike"
-    assert subject["values"] == [
-        "repo:${var.github_repository}:ref:refs/heads/main",
-        "repo:${var.github_repository}:ref:refs/tags/v*",
-    ]
-    images = yaml.safe_load((WORKFLOWS / "images.yml").read_text())
-    assert images[True]["push"] == {"branches": ["main"], "tags": ["v*"]}  # YAML reads `on:` as True
+    images = github_locals()["github_images_trust"]
+    assert images["test"] == "StringLike"
+    assert images["subjects"] == ["ref:refs/heads/main", "ref:refs/tags/v*"]
+    # images.yml runs only as ci.yml's last job, and only for its pushes: main and v* tags (the token's `sub` is
+    # the caller's ref). YAML reads `on:` as True.
+    assert set(yaml.safe_load((WORKFLOWS / "images.yml").read_text())[True]) == {"workflow_call"}
+    ci = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
+    assert ci[True]["push"] == {"branches": ["main"], "tags": ["v*"]}
+    (job,) = (job for job in ci["jobs"].values() if job.get("uses") == "./.github/workflows/images.yml")
+    assert job["if"] == "github.event_name == 'push'"
 
 
 def test_deploy_roles_answer_to_a_job_in_their_own_environment_only() -> None:
-    subject = conditions_by_variable("github_deploy_trust")[GITHUB_SUB]
-    assert subject["test"] == "StringEquals"
-    assert subject["values"] == ["repo:${var.github_repository}:environment:${each.key}"]
+    deploy = github_locals()["github_deploy_trust"]
+    assert deploy["test"] == "StringEquals" and "subjects" not in deploy
+    assert (
+        'merge(local.github_deploy_trust, {subjects = ["environment:${environment}"]})'
+        in (github_locals()["github_trusts"])
+    )
     role = resources(TERRAFORM)["aws_iam_role"]["github_deploy"]
     assert role["for_each"] == "${local.github_deploy_environments}"
-    assert role["assume_role_policy"] == "${data.aws_iam_policy_document.github_deploy_trust[each.key].json}"
     # The environments are deploy.yml's (GitHub's names: the prod overlay deploys as `production`).
-    deploy = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())
-    options = deploy[True]["workflow_dispatch"]["inputs"]["environment"]["options"]
+    workflow = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())
+    options = workflow[True]["workflow_dispatch"]["inputs"]["environment"]["options"]
     allowed = single(variable("github_deploy_environments")["validation"])["condition"]
     assert all(f'"{environment}"' in allowed for environment in options) and options == ["dev", "staging", "production"]
-    assert 'lookup({prod = "production"}, var.environment' in blocks(TERRAFORM, "locals")["github_deploy_environments"]
+    assert 'lookup({prod = "production"}, var.environment' in github_locals()["github_deploy_environments"]
 
 
 @pytest.mark.parametrize(

@@ -205,6 +205,15 @@ def test_data_store_and_compute_modules_are_tagged_with_their_component() -> Non
     )
 
 
+def test_compute_budget_covers_the_default_node_floor() -> None:
+    """Below what the node group's floor costs, the compute budget would fire every month (docs/capacity.md)."""
+    declared = variables()
+    nodes = declared["node_min_size"]["default"]
+    # On-demand list prices: m7i.xlarge 0.2016 USD/h, its 20 GB gp3 volume 0.08 USD/GB-month, EKS 0.10 USD/h.
+    floor = nodes * (0.2016 * 730 + 20 * 0.08) + 0.10 * 730
+    assert declared["component_monthly_budgets_usd"]["default"]["compute"] >= 1.2 * floor
+
+
 def test_capacity_model_states_the_default_budgets() -> None:
     """docs/capacity.md explains where the defaults come from: they must be the ones it names."""
     text = " ".join((TERRAFORM.parents[1] / "docs" / "capacity.md").read_text().split())

@@ -130,21 +130,26 @@ run "github_deploy_roles_trust_only_their_environment" {
   }
 
   assert {
-    condition = alltrue([for environment, trust in data.aws_iam_policy_document.github_deploy_trust : anytrue([
-      for condition in one(trust.statement).condition : condition.test == "StringEquals" && condition.variable == "token.actions.githubusercontent.com:sub" && length(condition.values) == 1 && contains(condition.values, "repo:example-org/ragstream:environment:${environment}")
+    condition     = toset(keys(data.aws_iam_policy_document.github_trust)) == toset(["images", "deploy-dev", "deploy-staging", "deploy-production"])
+    error_message = "One trust policy per CI role: images, and deploy-<environment> for each environment."
+  }
+
+  assert {
+    condition = alltrue([for environment in keys(aws_iam_role.github_deploy) : anytrue([
+      for condition in one(data.aws_iam_policy_document.github_trust["deploy-${environment}"].statement).condition : condition.test == "StringEquals" && condition.variable == "token.actions.githubusercontent.com:sub" && length(condition.values) == 1 && contains(condition.values, "repo:example-org/ragstream:environment:${environment}")
     ])])
     error_message = "A deploy role's sub must be repo:<repository>:environment:<its environment>, exactly."
   }
 
   assert {
-    condition = alltrue([for trust in concat(values(data.aws_iam_policy_document.github_deploy_trust), data.aws_iam_policy_document.github_images_trust) : anytrue([
+    condition = alltrue([for trust in values(data.aws_iam_policy_document.github_trust) : anytrue([
       for condition in one(trust.statement).condition : condition.test == "StringEquals" && condition.variable == "token.actions.githubusercontent.com:aud" && toset(condition.values) == toset(["sts.amazonaws.com"])
     ])])
     error_message = "Every CI role's trust policy must pin the audience to sts.amazonaws.com."
   }
 
   assert {
-    condition = anytrue([for condition in one(one(data.aws_iam_policy_document.github_images_trust).statement).condition :
+    condition = anytrue([for condition in one(data.aws_iam_policy_document.github_trust["images"].statement).condition :
     condition.test == "StringLike" && toset(condition.values) == toset(["repo:example-org/ragstream:ref:refs/heads/main", "repo:example-org/ragstream:ref:refs/tags/v*"])])
     error_message = "The images role must answer to main and v* tags of the repository only."
   }
@@ -177,4 +182,59 @@ run "github_repository_wildcard_is_rejected" {
   }
 
   expect_failures = [var.github_repository]
+}
+
+# Node autoscaling (node-autoscaling.tf): the Cluster Autoscaler's role only describes, except for its two writes,
+# which reach this cluster's node group Auto Scaling groups alone (by ARN, and by the discovery tags EKS sets).
+run "cluster_autoscaler_resizes_only_this_clusters_node_groups" {
+  command = apply
+
+  assert {
+    condition = alltrue([for statement in data.aws_iam_policy_document.cluster_autoscaler.statement : (
+      statement.sid == "ResizeThisClustersNodeGroups" ||
+      alltrue([for action in statement.actions : can(regex("^(autoscaling|ec2|eks):(Describe|Get)", action))])
+    )])
+    error_message = "Every statement of the autoscaler's policy but the resize one may only describe."
+  }
+
+  assert {
+    condition = anytrue([for statement in data.aws_iam_policy_document.cluster_autoscaler.statement : (
+      statement.sid == "ResizeThisClustersNodeGroups" &&
+      toset(statement.actions) == toset(["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"]) &&
+      toset([for condition in statement.condition : "${condition.test} ${condition.variable}=${join(",", condition.values)}"]) == toset([
+        "StringEquals aws:ResourceTag/k8s.io/cluster-autoscaler/enabled=true",
+        "StringEquals aws:ResourceTag/k8s.io/cluster-autoscaler/ragstream=owned",
+      ])
+    )])
+    error_message = "SetDesiredCapacity and TerminateInstanceInAutoScalingGroup only on groups tagged k8s.io/cluster-autoscaler/enabled=true and k8s.io/cluster-autoscaler/<cluster>=owned."
+  }
+
+  assert {
+    condition = alltrue(flatten([for statement in data.aws_iam_policy_document.cluster_autoscaler.statement : [
+      for resource in statement.resources : startswith(resource, "arn:aws:autoscaling:eu-west-1:111122223333:autoScalingGroup:*:autoScalingGroupName/")
+    ] if statement.sid == "ResizeThisClustersNodeGroups"]))
+    error_message = "The autoscaler may resize this account's and region's node group Auto Scaling groups only, named one by one."
+  }
+
+  assert {
+    condition = anytrue([for statement in data.aws_iam_policy_document.cluster_autoscaler.statement :
+    statement.sid == "DescribeThisClustersNodeGroups" && toset(statement.resources) == toset(["arn:aws:eks:eu-west-1:111122223333:nodegroup/ragstream/*"])])
+    error_message = "eks:DescribeNodegroup only on this cluster's node groups."
+  }
+
+  assert {
+    condition     = var.node_min_size <= var.node_desired_size && var.node_desired_size <= var.node_max_size && var.node_min_size * 3.5 >= 14.4
+    error_message = "The default node group must hold prod's floor (14.4 vCPU of requests with sidecars, ~3.5 usable vCPU a node; docs/capacity.md)."
+  }
+}
+
+run "node_desired_size_outside_the_bounds_is_rejected" {
+  command = plan
+
+  variables {
+    node_min_size     = 6
+    node_desired_size = 5
+  }
+
+  expect_failures = [var.node_desired_size]
 }
