@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -44,3 +45,10 @@ async def run_until_stopped(body: ServiceBody, grace_s: float = 20.0) -> None:
     log.info("service stopped")
     if crashed:
         raise SystemExit(1)
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """A periodic loop's pause: `seconds`, or less when `stop` is set meanwhile; whether the loop should end."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()

@@ -10,12 +10,12 @@ own partition, behind its other work. A failing tick is logged and the next one 
 from __future__ import annotations
 
 import asyncio
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from rag.v1 import connectors_pb2
 from ragstream_common.events import Emitted, EventSink
+from ragstream_common.lifecycle import sleep_or_stop
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import now_timestamp
 
@@ -68,8 +68,7 @@ class Scheduler:
                 await self.tick()
             except Exception as exc:  # the next tick retries; a claimed poll not published is due again later
                 log.warning("scheduler tick failed", error=repr(exc))
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._options.interval_s)
+            await sleep_or_stop(stop, self._options.interval_s)
 
 
 def _work(

@@ -21,6 +21,7 @@ from rag.v1 import security_pb2
 from ragstream_common.events import Emitted, RecordPublisher
 from ragstream_common.kafka.cloudevents import JSON
 from ragstream_common.kafka.routing import Routes, outgoing
+from ragstream_common.lifecycle import sleep_or_stop
 from ragstream_common.logs import get_logger
 
 from ragstream_gateway.audit_chain import ChainRow
@@ -103,7 +104,4 @@ class SecurityEventRelay:
                 EXPORT_FAILURES.inc()
                 delay = min(max(delay * 2, self._interval_s), MAX_BACKOFF_S)
                 log.warning("security event export failed; retrying", error=repr(exc), retry_in_s=delay)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, delay)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, get_args
 
 from prometheus_client import Gauge
+from ragstream_common.lifecycle import sleep_or_stop
 from ragstream_common.logs import get_logger
 
 from ragstream_gateway.ports import DocumentStatus
@@ -72,7 +73,4 @@ async def refresh_document_counts(
         else:
             for (tenant, status), count in group_counts(counts, labelled).items():
                 DOCUMENTS.labels(tenant, status).set(count)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
-        except TimeoutError:
-            pass
+        await sleep_or_stop(stop, interval_s)

@@ -23,6 +23,7 @@ from typing import Literal, Protocol
 from prometheus_client import Gauge
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from ragstream_common.lifecycle import sleep_or_stop
 from ragstream_common.logs import get_logger
 from ragstream_common.usage_records import USAGE_METRICS
 
@@ -302,7 +303,4 @@ async def refresh_budget_ratios(service: UsageService, stop: asyncio.Event, inte
             for tenant_id, ratio in ratios.items():
                 BUDGET_RATIO.labels(tenant_id).set(ratio)
             shown = set(ratios)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
-        except TimeoutError:
-            pass
+        await sleep_or_stop(stop, interval_s)

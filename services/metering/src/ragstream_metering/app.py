@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 
 import faust
 from ragstream_common.kafka.topics import USAGE
+from ragstream_common.lifecycle import sleep_or_stop
 from ragstream_common.logs import get_logger
 from ragstream_common.service import dependency_probe, open_pool, run_service, serve_while_ready, start_grpc
 
@@ -54,10 +55,7 @@ async def flush_every(meter: UsageMeter, interval_s: float, stop: asyncio.Event)
     """Flush changed windows every `interval_s` and once more on the way out; a failed flush (Postgres away) is
     retried at the next tick, since the windows still hold the facts."""
     while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
-        except TimeoutError:
-            pass
+        await sleep_or_stop(stop, interval_s)
         try:
             await meter.flush()
         except Exception as exc:  # any failure is retried: the windows still hold the facts
@@ -77,10 +75,7 @@ async def _watch_faust(app: faust.App, stop: asyncio.Event) -> None:
     while not stop.is_set():
         if app.crashed or app.should_stop:
             raise RuntimeError(f"faust app stopped: {app.crash_reason!r}")
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=1.0)
-        except TimeoutError:
-            pass
+        await sleep_or_stop(stop, 1.0)
 
 
 def main() -> None:

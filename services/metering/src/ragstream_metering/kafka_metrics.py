@@ -17,6 +17,7 @@ from faust.types import TP, ConsumerT
 from ragstream_common.kafka.dlq_depth import report_dlq_depths
 from ragstream_common.kafka.metrics import CONSUMED, DEAD_LETTERED, RECORDS, forget_lag, report_lag
 from ragstream_common.kafka_settings import KafkaSettings
+from ragstream_common.lifecycle import sleep_or_stop
 from ragstream_common.logs import get_logger
 
 log = get_logger(__name__)
@@ -79,10 +80,7 @@ async def report_lag_every(positions: AgentPositions, stop: asyncio.Event) -> No
             await report_lag(positions, positions.group)
         except Exception as exc:  # a metric must never take the worker down; the next round tries again
             log.warning("consumer lag not read", error=repr(exc))
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=LAG_REPORT_INTERVAL_S)
-        except TimeoutError:
-            pass
+        await sleep_or_stop(stop, LAG_REPORT_INTERVAL_S)
 
 
 async def report_dlq_depth_until(kafka: KafkaSettings, topic: str, stop: asyncio.Event) -> None:

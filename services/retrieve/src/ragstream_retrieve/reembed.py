@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from ragstream_common.lifecycle import sleep_or_stop
 from ragstream_common.logs import get_logger
 
 from ragstream_retrieve.generations_model import Generation, ready_to_switch, wants_new_generation
@@ -89,7 +90,4 @@ class Reembedder:
                     pass
             except Exception as exc:  # the loop outlives any one failure
                 log.warning("re-embedding round failed", error=repr(exc))
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, interval_s)

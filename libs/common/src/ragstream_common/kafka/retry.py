@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Iterable
-from contextlib import suppress
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from ragstream_common.kafka.metrics import PAUSED_PARTITIONS
+from ragstream_common.lifecycle import sleep_or_stop
 from ragstream_common.logs import get_logger
 
 log = get_logger(__name__)
@@ -88,8 +88,7 @@ class PartitionPause:
             remaining = deadline - loop.time()
             if remaining <= 0 or (held and not self.paused):
                 return True
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(remaining, self._poll_every_s))
+            await sleep_or_stop(stop, min(remaining, self._poll_every_s))
         return False
 
     async def _keep_alive(self) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from psycopg_pool import AsyncConnectionPool
+from ragstream_common.lifecycle import sleep_or_stop
 from ragstream_common.logs import get_logger
 
 from ragstream_embed.adapters.encoder import Encoder
@@ -72,10 +73,7 @@ class ServedModels:
                 await self.refresh([row[0] for row in rows])
             except Exception as exc:  # the loop outlives a database outage
                 log.warning("reading the embedding generations failed", error=repr(exc))
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, interval_s)
 
     def close(self) -> None:
         for encoder in self._others.values():

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import psycopg
 from prometheus_client import Counter, Gauge
+from ragstream_common.lifecycle import sleep_or_stop
 from ragstream_common.logs import get_logger
 
 from ragstream_gateway.adapters.key_cache import CachedTenantDirectory
@@ -96,8 +97,7 @@ class KeyEventListener:
                 log.warning("key event listener lost its connection", error=repr(exc), retry_in_s=delay)
             finally:
                 self._up(False)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await sleep_or_stop(stop, delay)
             delay = min(delay * 2, self._retry_max_s)
 
     def _up(self, connected: bool) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from psycopg_pool import AsyncConnectionPool
+from ragstream_common.lifecycle import sleep_or_stop
 from ragstream_common.logs import get_logger
 
 log = get_logger(__name__)
@@ -71,8 +72,7 @@ class PostgresKeyUsage:
 
     async def run(self, stop: asyncio.Event, flush_s: float) -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), flush_s)
+            await sleep_or_stop(stop, flush_s)
             await self.flush()
 
 
