@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export UV_LINK_MODE ?= copy
 
 .PHONY: setup run test check test-unit test-integration test-e2e lint protos bench-ingest bench-query eval clean
-.PHONY: bench-load soak eval-multihop bench-embed bench-peers
+.PHONY: bench-load soak eval-multihop bench-embed bench-peers bench-query-cpu
 .PHONY: chaos check-infra infra-tools backup restore dr-drill purge
 .PHONY: test-security security-fuzz bench-auth
 
@@ -138,6 +138,13 @@ bench-ingest: setup
 
 bench-query: setup
 	$(UV_RUN) python benchmarks/query_latency.py
+
+## bench-query-cpu: CPU per question of every service, Postgres, Kafka and Redis (idle CPU taken out), one round
+## after another (QUESTIONS=300 ROUNDS=2)
+QUESTIONS ?= 300
+ROUNDS ?= 2
+bench-query-cpu: setup
+	$(UV_RUN) python benchmarks/query_cpu.py --questions $(QUESTIONS) --rounds $(ROUNDS)
 
 ## bench-peers: Ragstream end to end against LlamaIndex and Haystack in process (own pinned venv, outside the checkout),
 ## same SciFact subset, model and Postgres; smoke: PEERS_ARGS="--limit-queries 20 --corpus-size 100"

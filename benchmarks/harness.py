@@ -281,10 +281,12 @@ class CpuAccount:
     """CPU seconds each part of the system spent over a run: every service's process tree, the Postgres backends
     of each database role (their process title is `postgres: <role> ...`), the rest of Postgres, and the Kafka
     broker. Processes that live through the run are counted (the services, their pooled connections); ones that
-    start and end inside it are not."""
+    start and end inside it are not. When this process started the system, only its own descendants count.
+    `rounding` is in decimal places of a second."""
 
-    def __init__(self, services: Sequence[str] = SERVICES) -> None:
+    def __init__(self, services: Sequence[str] = SERVICES, rounding: int = 1) -> None:
         self._markers = {name: f"ragstream_{name}.app" for name in services}
+        self._rounding = rounding
         self._start: dict[int, tuple[str, float]] = {}
         self.seconds: dict[str, float] = {}
 
@@ -297,7 +299,8 @@ class CpuAccount:
         for pid, (group, seconds) in self._snapshot().items():
             if pid in self._start:
                 totals[group] = totals.get(group, 0.0) + seconds - self._start[pid][1]
-        self.seconds = {group: round(value, 1) for group, value in sorted(totals.items(), key=lambda kv: -kv[1])}
+        ordered = sorted(totals.items(), key=lambda kv: -kv[1])
+        self.seconds = {group: round(value, self._rounding) for group, value in ordered}
 
     def _snapshot(self) -> dict[int, tuple[str, float]]:
         groups: dict[int, str] = {}
@@ -309,6 +312,11 @@ class CpuAccount:
             line = " ".join(process.info["cmdline"] or ())
             if process.info["pid"] not in groups and (group := _infrastructure_group(process.info["name"], line)):
                 groups[process.info["pid"]] = group
+        # A system started by this benchmark is its descendants: other systems on the machine (a test suite's
+        # broker and services) must not be counted with it.
+        own = {child.pid for child in psutil.Process().children(recursive=True)}
+        if own & groups.keys():
+            groups = {pid: group for pid, group in groups.items() if pid in own}
         snapshot: dict[int, tuple[str, float]] = {}
         for pid, group in groups.items():
             with contextlib.suppress(psutil.Error):
