@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "scifact"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-SERVICES = ("gateway", "ingest", "embed", "retrieve", "generate")
+SERVICES = ("gateway", "ingest", "embed", "retrieve", "generate", "connectors", "metering")
 DEV_TENANT = "default"
 # Generous enough that the gateway's per-tenant limiter never paces a benchmark it started itself.
 UNLIMITED_RATE = "1000000/minute"
