@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -20,8 +21,12 @@ BUSY = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() 
 
 def test_a_system_started_here_is_counted_without_other_systems_on_the_machine() -> None:
     # Another engineer's service: started through a shell that exits, so it is no descendant of this process.
-    subprocess.run(
-        ["sh", "-c", f'{sys.executable} -c "{BUSY}" ragstream_embed.app >/dev/null 2>&1 &'], check=True, timeout=10
+    theirs = subprocess.run(
+        ["sh", "-c", f'{sys.executable} -c "{BUSY}" ragstream_embed.app >/dev/null 2>&1 & echo $!'],
+        check=True,
+        timeout=10,
+        capture_output=True,
+        text=True,
     )
     ours = subprocess.Popen([sys.executable, "-c", BUSY, "ragstream_gateway.app"])
     try:
@@ -33,7 +38,8 @@ def test_a_system_started_here_is_counted_without_other_systems_on_the_machine()
         assert "embed" not in cpu.seconds
     finally:
         ours.kill()
-        subprocess.run(["pkill", "-f", "ragstream_embed.app"], check=False)
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(int(theirs.stdout)).kill()
 
 
 def test_the_summary_averages_the_rounds_and_leaves_out_idle_components() -> None:
