@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -17,6 +17,8 @@ class ReceivedSpan:
     trace_id: str
     span_id: str
     parent_span_id: str
+    # The span's string attributes (rag.query_id, http.route, ...); not part of equality.
+    attributes: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
@@ -31,7 +33,12 @@ class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
                 for span in scope_spans.spans:
                     self.spans.append(
                         ReceivedSpan(
-                            service, span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex()
+                            service,
+                            span.name,
+                            span.trace_id.hex(),
+                            span.span_id.hex(),
+                            span.parent_span_id.hex(),
+                            {a.key: a.value.string_value for a in span.attributes if a.value.HasField("string_value")},
                         )
                     )
         return trace_service_pb2.ExportTraceServiceResponse()

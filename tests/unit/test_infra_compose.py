@@ -40,7 +40,9 @@ def compose_validator() -> jsonschema.protocols.Validator:
     return validator_cls(schema)
 
 
-@pytest.mark.parametrize("document", ["docker-compose.yml", "docker-compose.tls.yml"])
+@pytest.mark.parametrize(
+    "document", ["docker-compose.yml", "docker-compose.tls.yml", "docker-compose.observability.yml"]
+)
 def test_compose_files_match_the_compose_spec(document: str, compose_validator: jsonschema.protocols.Validator) -> None:
     loaded = yaml.safe_load((ROOT / document).read_text())
     errors = [f"{list(e.absolute_path)}: {e.message}" for e in compose_validator.iter_errors(loaded)]

@@ -24,6 +24,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 KafkaHeaders = Sequence[tuple[str, bytes]]
 
 # W3C first so that it wins when a caller sends both formats.
+# Span attributes naming a question and its tenant on every hop (a query_id finds its trace in Jaeger).
+QUERY_ID_ATTRIBUTE = "rag.query_id"
+TENANT_ID_ATTRIBUTE = "rag.tenant_id"
 _EXTRACTOR = CompositePropagator([JaegerPropagator(), TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 _INJECTOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 

@@ -67,6 +67,7 @@ from ragstream_gateway.query.service import QueryDispatcher, QueryNotPublished
 from ragstream_gateway.quota_registry import QuotaEnforcingRegistry
 from ragstream_gateway.quotas import quota_enforcer
 from ragstream_gateway.ratelimit import rate_limiter
+from ragstream_gateway.request_tracing import TELEMETRY
 from ragstream_gateway.routes import (
     admin,
     admin_keys,
@@ -93,9 +94,6 @@ Errors are RFC 9457 `application/problem+json`. Authenticate with `Authorization
 `X-API-Key`; admin endpoints take `Authorization: Bearer <admin API key>` (or the bootstrap GATEWAY_ADMIN_TOKEN)."""
 
 
-UNTRACED_PATHS = frozenset({"/healthz", "/readyz"})
-
-
 def create_app(
     settings: GatewaySettings,
     deps: GatewayDeps,
@@ -107,12 +105,13 @@ def create_app(
     `routers` adds more routes; like the built-in ones they carry their full path prefix ("/v1/..."), so that
     route templates in metrics and traces are complete.
     """
-    # FastAPI traces requests natively (OpenTelemetry) once ragstream_common.tracing installed a provider.
+    # FastAPI opens the server span of each /v1 request (request_tracing.py) once ragstream_common.tracing
+    # installed a provider and the propagator: it continues an incoming traceparent or uber-trace-id.
     app = FastAPI(
         title="Ragstream Gateway",
         version="0.1.0",
         description=DESCRIPTION,
-        telemetry={"exclude": lambda scope: scope.get("path") in UNTRACED_PATHS},
+        telemetry=TELEMETRY,
         # GATEWAY_DOCS_ENABLED=false (production): no /docs, /redoc or /openapi.json; app.openapi() still works.
         docs_url=None,  # our own air-gapped pages (apidocs.register_api_docs), not FastAPI's CDN ones
         redoc_url=None,

@@ -1,8 +1,10 @@
 """Correlation ids: what a client quotes to find the log lines of its failed request.
 
-The id is the request's trace id when tracing is on (so it also finds the trace), else a random one. It is fixed
-once per request (kept in the ASGI scope's state), bound to every log line written while the request runs, and
-sent back as `X-Correlation-ID`; error responses that hide their cause name it in their body too.
+The id is the trace id of the request's server span (request_tracing.py: every /v1 request, continuing a caller's
+`traceparent` or `uber-trace-id`), so it also finds the trace in Jaeger; requests without a span (health probes,
+the console) get a random one. It is fixed once per request (kept in the ASGI scope's state), bound to every log
+line written while the request runs, and sent back as `X-Correlation-ID`; error responses that hide their cause
+name it in their body too.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from rag.v1 import queries_pb2, services_pb2, usage_pb2
 from ragstream_common.events import Emitted, Envelope, EventSink, PermanentError
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import is_expired, now_timestamp
+from ragstream_common.tracing import QUERY_ID_ATTRIBUTE, TENANT_ID_ATTRIBUTE
 from ragstream_common.usage_records import usage_record
 
 from ragstream_generate.agent.answering import AgentAnswerer, step_message
@@ -145,7 +146,7 @@ async def _answer_query(
         ANSWERS.labels(backend.name, "expired").inc()
         return None, None
     # Each query continues its own trace, also inside a batch (gather gives each its own context copy).
-    attributes = {"rag.query_id": query.query_id, "rag.tenant_id": query.tenant_id}
+    attributes = {QUERY_ID_ATTRIBUTE: query.query_id, TENANT_ID_ATTRIBUTE: query.tenant_id}
     with tracer.start_as_current_span("generate answer", context=envelope.trace_context, attributes=attributes):
         live = LiveReply(replies, query.reply_to, query.query_id, query.tenant_id)
         drafts: list[DraftAnswer] = []

@@ -22,6 +22,7 @@ from rag.v1 import chunks_pb2, queries_pb2, services_pb2
 from ragstream_common.events import Emitted, Envelope, EventSink
 from ragstream_common.logs import get_logger
 from ragstream_common.messages import is_expired, unpack_vector
+from ragstream_common.tracing import QUERY_ID_ATTRIBUTE, TENANT_ID_ATTRIBUTE
 
 from ragstream_retrieve.generations_model import query_vector
 from ragstream_retrieve.lexical import LexicalAnalyzer
@@ -57,7 +58,7 @@ class QueryResponder:
     async def handle(self, envelope: Envelope[queries_pb2.QueryEmbedded]) -> None:
         # Each query continues its own trace, also inside a batch (gather gives each its own context copy).
         query = envelope.message.query
-        attributes = {"rag.query_id": query.query_id, "rag.tenant_id": query.tenant_id}
+        attributes = {QUERY_ID_ATTRIBUTE: query.query_id, TENANT_ID_ATTRIBUTE: query.tenant_id}
         with tracer.start_as_current_span("retrieve query", context=envelope.trace_context, attributes=attributes):
             await self._answer(envelope.message)
 

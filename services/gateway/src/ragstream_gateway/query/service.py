@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
 from rag.v1 import queries_pb2, usage_pb2
 from ragstream_common.events import Emitted, EventSink
 from ragstream_common.messages import now_timestamp
+from ragstream_common.tracing import QUERY_ID_ATTRIBUTE
 from ragstream_common.usage_records import usage_record
 
 from ragstream_gateway.query.models import QueryFiltersBody, QueryMode
@@ -91,6 +93,8 @@ class QueryDispatcher:
     async def submit(self, request: QueryRequest) -> Submission:
         query_id = uuid.uuid4().hex
         started = time.monotonic()
+        # The request's server span (request_tracing.py) names the question, as retrieve's and generate's do.
+        trace.get_current_span().set_attribute(QUERY_ID_ATTRIBUTE, query_id)
         queue = self._pending.open(query_id, request.tenant_id)
         deadline = Timestamp()
         deadline.FromDatetime(datetime.now(UTC) + timedelta(seconds=request.timeout_s))
