@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 from rag.v1.queries_pb2 import ScoredChunk
-from ragstream_generate.agent.bridging import bridge_entities, bridge_query, find_entities, uncovered_words
+from ragstream_generate.agent.bridging import (
+    bridge_entities,
+    bridge_query,
+    clause_naming,
+    find_entities,
+    uncovered_words,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -147,3 +153,56 @@ def test_bridge_query_does_not_repeat_the_entitys_own_words() -> None:
     evidence = [chunk("c1", "Expense approvals for Project Falcon go to the Finance Office.")]
     question = "Which office approves Project Falcon expenses and where is it located?"
     assert bridge_query("Finance Office", question, evidence) == "Finance Office located"
+
+
+INCIDENT = ScoredChunk(
+    chunk_id="incident-inc-8942#0",
+    document_id="incident-inc-8942",
+    title="Incident report INC-8942",
+    text="On 28 January 2025 the mobile push gateway was unavailable for 177 minutes. Root cause: a faulty schema "
+    "migration. Incident commander: Siobhan Kelly; also on call: Marta Novak.",
+)
+
+
+def test_a_name_is_compared_with_the_question_by_its_clause_not_its_whole_sentence() -> None:
+    # One sentence, two people: asked about the commander, only the commander's clause shares a word.
+    commander = bridge_entities("Which team is the incident commander of INC-8942 part of?", [INCIDENT])
+    assert [entity.text for entity in commander] == ["Siobhan Kelly", "Marta Novak"]
+    assert commander[0].score > commander[1].score
+    on_call = bridge_entities("Name the Lisbon-based person who was on call when INC-8942 happened.", [INCIDENT])
+    assert [entity.text for entity in on_call] == ["Marta Novak", "Siobhan Kelly"]
+    assert on_call[0].score > on_call[1].score
+
+
+def test_a_chunk_names_what_its_title_names() -> None:
+    # The incident's code is only in the report's title: both people are in the chunk about it, so both can
+    # be bridges (the answer keeps the hop that answers); without that title, only the clause decides.
+    question = "Which team is the incident commander of INC-8942 part of?"
+    assert all(entity.related for entity in bridge_entities(question, [INCIDENT]))
+    untitled = ScoredChunk(chunk_id="c1", document_id="report", text=INCIDENT.text)
+    ranked = bridge_entities(question, [untitled])
+    assert [(entity.text, entity.related) for entity in ranked] == [("Siobhan Kelly", True), ("Marta Novak", False)]
+
+
+def test_both_clauses_relate_when_the_question_asks_about_both() -> None:
+    ranked = bridge_entities("Of the people on call for incident INC-8942, who works from Lisbon?", [INCIDENT])
+    assert {entity.text for entity in ranked if entity.related} == {"Siobhan Kelly", "Marta Novak"}
+
+
+@pytest.mark.parametrize(
+    ("sentence", "name", "clause"),
+    [
+        ("Incident commander: Siobhan Kelly; also on call: Marta Novak.", "marta novak", "also on call: Marta Novak."),
+        ("Owner: Ana Duarte | backup: Tom Berg", "Ana Duarte", "Owner: Ana Duarte"),
+        ("Leads: Ana Duarte \u2022 Tom Berg (deputy)", "Tom Berg", "Tom Berg (deputy)"),
+        # Dashes bracket asides as often as they separate facts: the sentence stays whole.
+        (
+            "Maria Ortiz \u2014 the project lead \u2014 works from the Lisbon office.",
+            "Maria Ortiz",
+            "Maria Ortiz \u2014 the project lead \u2014 works from the Lisbon office.",
+        ),
+        ("Project Falcon is led by Maria Ortiz.", "Tom Berg", "Project Falcon is led by Maria Ortiz."),
+    ],
+)
+def test_clause_naming_cuts_at_semicolons_bars_and_bullets(sentence: str, name: str, clause: str) -> None:
+    assert clause_naming(sentence, name) == clause

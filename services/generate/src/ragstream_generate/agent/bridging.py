@@ -62,6 +62,10 @@ TOKEN = re.compile(r"[^\W_]+(?:[-'\u2019./&][^\W_]+)*")
 _POSSESSIVE = re.compile(r"['\u2019]s$")
 _YEAR = re.compile(r"(?:19|20)\d\d|FY\d{2}(?:\d{2})?", re.IGNORECASE)
 _QUOTED = re.compile(r"[\"\u201c]([^\"\u201c\u201d\n]{2,60})[\"\u201d]")
+# Clause separators inside a sentence: "Incident commander: Siobhan Kelly; also on call: Marta Novak." holds
+# two facts, and only the clause naming a person says what that person is to the question. Dashes are left
+# out: they bracket asides as often as they separate facts ("Maria Ortiz \u2014 the lead \u2014 works from Lisbon").
+_CLAUSE_BREAK = re.compile(r";|\s\|\s|\s[\u2022\u00b7]\s")
 _MAX_QUOTED_WORDS = 5
 # A mention in a sentence unrelated to the question still counts, but well below one next to its terms.
 _UNRELATED_MENTION_WEIGHT = 0.25
@@ -126,8 +130,24 @@ def uncovered_words(question: str, evidence: Sequence[ScoredChunk]) -> list[str]
 @dataclass(frozen=True)
 class _Mention:
     text: str
-    sentence: str
+    clause: str  # the clause of its sentence that holds it: what the mention is compared with the question by
     initial_single: bool  # one plain capitalised word opening its sentence: a name only if seen elsewhere
+
+
+def clause_naming(sentence: str, name: str) -> str:
+    """The clause of `sentence` that names `name` (case-insensitively); the whole sentence if none does."""
+    found = sentence.casefold().find(name.casefold())
+    return _clause_at(sentence, found) if found >= 0 else sentence
+
+
+def _clause_at(sentence: str, offset: int) -> str:
+    """The clause of `sentence` holding `offset`: the sentence cut at its clause separators."""
+    start = 0
+    for separator in _CLAUSE_BREAK.finditer(sentence):
+        if separator.start() >= offset:
+            return sentence[start : separator.start()].strip()
+        start = separator.end()
+    return sentence[start:].strip()
 
 
 def _spaced(sentence: str, left: re.Match[str], right: re.Match[str]) -> bool:
@@ -189,7 +209,8 @@ def _run_mentions(sentence: str) -> list[_Mention]:
         if first <= end:
             text = strip_possessive(sentence[tokens[first].start() : tokens[end].end()])
             single_plain = first == end and not is_code(text)
-            mentions.append(_Mention(text, sentence, single_plain and index == 0))
+            clause = _clause_at(sentence, tokens[first].start())
+            mentions.append(_Mention(text, clause, single_plain and index == 0))
         index = end + 1
     return mentions
 
@@ -199,7 +220,7 @@ def _quoted_mentions(sentence: str) -> list[_Mention]:
     for match in _QUOTED.finditer(sentence):
         inner = match.group(1).strip()
         if inner and len(inner.split()) <= _MAX_QUOTED_WORDS and inner[-1] not in ".!?" and TOKEN.search(inner):
-            mentions.append(_Mention(inner, sentence, False))
+            mentions.append(_Mention(inner, _clause_at(sentence, match.start()), False))
     return mentions
 
 
@@ -270,7 +291,7 @@ class _TermWeights:
 
 
 def _naming(chunk_terms: set[str], named: list[set[str]]) -> float:
-    """Whether a mention's chunk (its sentences included) names what the question, or the chain so far, names."""
+    """Whether a mention's chunk (its sentences and title) names what the question, or the chain so far, names."""
     return _NAMED if any(name <= chunk_terms for name in named) else 0.0
 
 
@@ -281,15 +302,17 @@ def bridge_entities(
     has followed already, which also count as named by the question for the next hop (a chain: "Maria Ortiz
     works from the Lisbon office" is tied to the question through Maria Ortiz).
 
-    A mention scores higher in a higher-ranked chunk, in a sentence sharing more of the question's terms (rare
+    A mention scores higher in a higher-ranked chunk, in a clause sharing more of the question's terms (rare
     ones in the evidence weigh more), and much higher when its chunk names the question's own entity;
     frequency breaks ties. `ranks`: each chunk's rank in the search that found it (default: its
     position), so the best source of the latest hop counts as much as step 1's best.
 
-    A mention is related (can be a bridge) when it is tied to a named entity, or when its sentence shares a term
+    A mention is related (can be a bridge) when it is tied to a named entity, or when its clause shares a term
     that is not generic in the evidence; a sentence sharing only generic terms ("office", "work") counts only
     where no chunk names the question's entity at all. So a top-ranked "Tom Becker works from the Oslo office"
-    does not make Tom Becker a bridge for a question about Project Falcon's lead."""
+    does not make Tom Becker a bridge for a question about Project Falcon's lead. A clause is its sentence cut at
+    ";" (and "|", bullets): asked about an incident's commander, "Incident commander: Siobhan Kelly; also on
+    call: Marta Novak." puts Siobhan Kelly beside "commander" and Marta Novak beside nothing."""
     question_terms = set(coverage_terms(question))
     asked = set(coverage_terms(" ".join(question_content_words(question))))
     excluded = [set(coverage_terms(text)) for text in exclude]
@@ -298,7 +321,9 @@ def bridge_entities(
     named = [terms for name in find_entities(question) if (terms := set(coverage_terms(name)))] + excluded
     chunk_terms = [set(coverage_terms(chunk.text)) for chunk in chunks]
     term_weights = _TermWeights.of(asked, chunk_terms)
-    anchored = any(name <= terms for name in named for terms in chunk_terms)  # some chunk names the question's
+    # A chunk names what its document's title names: "Incident report INC-4408" holds INC-4408 only there.
+    titled_terms = [terms | set(coverage_terms(chunk.title)) for chunk, terms in zip(chunks, chunk_terms, strict=True)]
+    anchored = any(name <= terms for name in named for terms in titled_terms)  # some chunk names the question's
     ranks = list(ranks) if ranks is not None else list(range(len(chunks)))
     tallies: dict[str, _Tally] = {}
     for position, (chunk, mentions) in enumerate(zip(chunks, per_chunk, strict=True)):
@@ -309,8 +334,8 @@ def bridge_entities(
                 continue
             if not terms or _is_known(terms, question_terms, excluded):
                 continue
-            shared = (set(coverage_terms(mention.sentence)) - terms) & asked
-            naming = _naming(chunk_terms[position], named)
+            shared = (set(coverage_terms(mention.clause)) - terms) & asked
+            naming = _naming(titled_terms[position], named)
             score = (_UNRELATED_MENTION_WEIGHT + term_weights.share(shared) + naming) / (1 + rank)
             related = naming > 0 or bool(shared - term_weights.generic) or (bool(shared) and not anchored)
             entity = BridgeEntity(mention.text, chunk.chunk_id, score, related)

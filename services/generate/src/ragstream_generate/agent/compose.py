@@ -11,8 +11,12 @@ and the earlier step contributes the sentence that introduced it, so "Project Fa
 Once such a chain is found it leads the answer, and every other sentence must name the question's own entity
 ("Project Falcon") or an entity of the chain: step 1's single-shot sentences match the question's words, so they
 include other projects' leads ("Siobhan Kelly is the project lead."), which next to the chain are competing
-claims, not evidence. Citations are numbered by first use and point into `AgentState.sources`, the sources of
-all steps. One step only: exactly the single-shot extractive answer.
+claims, not evidence. Without a chain the same holds for what the question names (its entities and years):
+asked what caused INC-4408 and INC-4200, the other incidents' root causes step 1 found are dropped, as long
+as some sentence comes from a chunk naming one of them. When one intro sentence names two followed entities
+("Incident commander: X; also on call: Y"), only the hop that answers more of the question stays. Citations
+are numbered by first use and point into `AgentState.sources`, the sources of all steps. One step only: exactly
+the single-shot extractive answer.
 """
 
 from __future__ import annotations
@@ -21,7 +25,14 @@ from dataclasses import dataclass, field
 
 from rag.v1.queries_pb2 import ScoredChunk
 
-from ragstream_generate.agent.bridging import find_entities
+from ragstream_generate.agent.bridging import (
+    TOKEN,
+    clause_naming,
+    coverage_terms,
+    find_entities,
+    is_year,
+    question_content_words,
+)
 from ragstream_generate.agent.rules_planner import followed_entity
 from ragstream_generate.agent.state import AgentState, Step
 from ragstream_generate.backends.base import NO_ANSWER_TEXT, CitationRef, DraftAnswer
@@ -119,6 +130,12 @@ def _names(chosen: Chosen, entities: list[str]) -> bool:
     return any(entity.casefold() in folded for entity in entities)
 
 
+@dataclass(frozen=True)
+class _Hop:
+    entity: str
+    own: list[Chosen]  # the hop's sentences (the intro is the chain's sentence naming the entity)
+
+
 @dataclass
 class _Plan:
     """What the answer is made of: the chain (per link, the intro, then the hop it leads to) and the rest."""
@@ -128,6 +145,8 @@ class _Plan:
     rest: list[Chosen]
     chain: list[Chosen] = field(default_factory=list)
     chain_entities: list[str] = field(default_factory=list)
+    hops: list[_Hop] = field(default_factory=list)
+    followed: list[str] = field(default_factory=list)  # every entity a step followed, chained or not
 
 
 def _first_naming(
@@ -175,6 +194,7 @@ def _plan(state: AgentState, evidence_k: int, config: ExtractiveConfig) -> _Plan
     for step in state.steps[1:]:
         for earlier, entity in _links(state, step):
             linked.add(step.number)
+            plan.followed.append(entity)
             own = _answer(state, step, Pick(step.search.query, entity), evidence_k, plan.taken)
             if not own:  # the hop found nothing naming the entity: no chain through it
                 continue
@@ -182,29 +202,71 @@ def _plan(state: AgentState, evidence_k: int, config: ExtractiveConfig) -> _Plan
             introduced.add(earlier.number)
             plan.chain.extend([*intro, *own])
             plan.chain_entities.append(entity)
+            plan.hops.append(_Hop(entity, own))
             break  # one chain per step: a second entity of the same query would repeat the hop
     for step in state.steps[1:]:
         # A step that only introduced an entity, or followed one, has said what it has to say in the chain;
         # its own best answer to the same search would be a second, unlinked claim.
         if step.number not in introduced and step.number not in linked:
             plan.rest.extend(_answer(state, step, Pick(step.search.query), evidence_k, plan.taken))
+    _drop_sibling_hops(plan, state.question)
     return plan
+
+
+def _drop_sibling_hops(plan: _Plan, question: str) -> None:
+    """Hops from one intro sentence naming several entities ("Incident commander: Siobhan Kelly; also on call:
+    Marta Novak.") are alternatives: the question asks about one of them. The best hop's sentences hold more of
+    the question's words that the intro lacks ("Osaka" in "Amara Okafor works from the Osaka office", asked who
+    of those on call works from Osaka), or, as many, its entity's clause of the intro holds more ("commander",
+    asked which team the commander is in: both hops name a team). The others leave the answer (their office or
+    team is a competing claim), with any hop that continued from them; ties stay, as nothing tells them apart."""
+    asked = set(coverage_terms(" ".join(question_content_words(question))))
+    intros = {id(hop): _intro_of(plan, hop) for hop in plan.hops}
+    siblings: dict[Chosen, list[tuple[tuple[int, int], _Hop]]] = {}
+    for hop in plan.hops:
+        intro = intros[id(hop)]
+        if intro is not None:
+            lacking = asked - set(coverage_terms(intro.text))
+            found = lacking & set(coverage_terms(" ".join(chosen.text for chosen in hop.own)))
+            clause = asked & set(coverage_terms(clause_naming(intro.text, hop.entity)))
+            siblings.setdefault(intro, []).append(((len(found), len(clause)), hop))
+    dropped = {id(hop) for group in siblings.values() for score, hop in group if score < max(s for s, _ in group)}
+    for hop in plan.hops:  # in step order: a continuation comes after the hop it continued from
+        if any(intros[id(hop)] in other.own for other in plan.hops if id(other) in dropped):
+            dropped.add(id(hop))
+    for hop in plan.hops:
+        if id(hop) in dropped:
+            plan.chain = [chosen for chosen in plan.chain if chosen not in hop.own]
+            plan.chain_entities.remove(hop.entity)
+
+
+def _intro_of(plan: _Plan, hop: _Hop) -> Chosen | None:
+    """The chain's sentence that introduced the hop's entity: the first naming it, outside the hop itself."""
+    return next((chosen for chosen in plan.chain if chosen not in hop.own and _names(chosen, [hop.entity])), None)
 
 
 def chosen_sentences(state: AgentState, evidence_k: int, config: ExtractiveConfig) -> list[Chosen]:
     """The answer's sentences in order, each once. With a chain found (a step followed an entity an earlier
-    step introduced), the chain leads, and any other sentence must come from a chunk about the question's own
-    entity or name an entity of the chain ("Siobhan Kelly is the project lead." from another project's charter
+    step introduced), the chain leads, and any other sentence must come from a chunk about what the question
+    names or name an entity of the chain ("Siobhan Kelly is the project lead." from another project's charter
     is a competing claim, not evidence). Without one: step 1's single-shot sentences, then each later step's
-    own, in step order."""
+    own, in step order, kept by the same test (an entity some step followed counts as named); all of them
+    when no sentence passes it (the question names nothing the sources name)."""
     plan = _plan(state, evidence_k, config)
-    if not plan.chain:
-        return plan.rest
-    asked = find_entities(state.question)
-    wanted = [*asked, *plan.chain_entities]
+    asked = _named(state.question)
     about = {index for index, chunk in enumerate(state.sources) if _chunk_names(chunk, asked)}
-    kept = [chosen for chosen in plan.rest if chosen.source in about or _names(chosen, wanted)]
-    return [*plan.chain, *kept]
+
+    def kept(wanted: list[str]) -> list[Chosen]:
+        return [chosen for chosen in plan.rest if chosen.source in about or _names(chosen, wanted)]
+
+    if plan.chain:
+        return [*plan.chain, *kept([*asked, *plan.chain_entities])]
+    return kept([*asked, *plan.followed]) or plan.rest
+
+
+def _named(question: str) -> list[str]:
+    """What the question names: its entities and its years ("the 2024 travel policy")."""
+    return [*find_entities(question), *(word for word in TOKEN.findall(question) if is_year(word))]
 
 
 def _chunk_names(chunk: ScoredChunk, entities: list[str]) -> bool:
