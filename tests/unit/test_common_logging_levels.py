@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+import structlog
 from ragstream_common.logs import configure_logging
 
 pytestmark = pytest.mark.unit
@@ -15,8 +16,13 @@ pytestmark = pytest.mark.unit
 def restored_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    quiet = {name: logging.getLogger(name).level for name in ("httpx", "aiokafka")}
+    quiet = {
+        name: logging.getLogger(name).level for name in ("httpx", "aiokafka", "aiokafka.consumer.group_coordinator")
+    }
+    structured = structlog.get_config()
     yield
+    # configure_logging points structlog at this test's captured stderr: later tests must not write there.
+    structlog.configure(**structured)
     root.handlers[:] = handlers
     root.setLevel(level)
     for name, saved in quiet.items():
