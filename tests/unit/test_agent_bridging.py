@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import pytest
 from rag.v1.queries_pb2 import ScoredChunk
-from ragstream_generate.agent.bridging import (
-    bridge_entities,
-    bridge_query,
-    clause_naming,
-    find_entities,
-    uncovered_words,
-)
+from ragstream_generate.agent.bridging import bridge_entities, bridge_query, uncovered_words
+from ragstream_generate.agent.entities import clause_naming, find_entities
 
 pytestmark = pytest.mark.unit
 

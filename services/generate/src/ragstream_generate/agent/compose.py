@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from rag.v1.queries_pb2 import ScoredChunk
 
-from ragstream_generate.agent.bridging import (
+from ragstream_generate.agent.entities import (
     TOKEN,
     clause_naming,
     coverage_terms,

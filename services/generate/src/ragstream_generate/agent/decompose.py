@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 
-from ragstream_generate.agent.bridging import TOKEN, is_name_word
 from ragstream_generate.agent.decompose_lists import (
     CUE,
     SubQuery,
@@ -25,6 +24,7 @@ from ragstream_generate.agent.decompose_lists import (
     split_list,
     word_kind,
 )
+from ragstream_generate.agent.entities import TOKEN, is_name_word
 
 MAX_SUB_QUERIES = 4
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ragstream_common.text_analysis import ENGLISH_STOPWORDS
 
-from ragstream_generate.agent.bridging import QUESTION_WORDS, TOKEN, is_code, is_name_word, is_year, strip_possessive
+from ragstream_generate.agent.entities import QUESTION_WORDS, TOKEN, is_code, is_name_word, is_year, strip_possessive
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from rag.v1.queries_pb2 import ScoredChunk
 from ragstream_common.text_analysis import ENGLISH_ANALYZER
 
-from ragstream_generate.agent.bridging import QUESTION_WORDS
+from ragstream_generate.agent.entities import QUESTION_WORDS
 
 _QUESTION_STEMS = frozenset(ENGLISH_ANALYZER.terms(" ".join(QUESTION_WORDS)))
 
