@@ -192,6 +192,7 @@ async def worker_serves(worker: Worker) -> None:
     assert sum(s.value for s in matching(families, "ragstream_consumer_records_total", **group, **topic)) >= 1
     assert sum(s.value for s in matching(families, "ragstream_events_consumed_total", **group, **topic)) >= 1
     assert [s.value for s in matching(families, "ragstream_ready")] == [1]
-    # Bytes are metered by the amount each fact carries, not by the number of facts.
-    assert bytes_in >= DOCUMENT_BYTES and bytes_in % DOCUMENT_BYTES == 0
+    # Bytes are metered by the amount each fact carries, not by the number of facts (other suites' facts on the
+    # shared broker's usage topic may add theirs: at least, not exactly).
+    assert bytes_in >= DOCUMENT_BYTES
     assert matching(families, "ragstream_metering_windows_flushed_total")
