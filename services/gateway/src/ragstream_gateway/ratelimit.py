@@ -210,14 +210,15 @@ class TenantRateLimiter:
         return decision
 
     async def _hit(self, windows: list[tuple[Scope, str, str]]) -> RateDecision:
-        """Test every window, then count the request in each; the first window that refuses answers. The windows
-        are asked at once (two round trips to the store per request, not two per window)."""
-        checks = [(scope, spec, identity, item) for scope, spec, identity in windows for item in parse_limits(spec)]
-        for stage in (self._limiter.test, self._limiter.hit):
-            # On `hit`: another request (or replica) may have taken the last slot since the test.
-            admitted = await asyncio.gather(*(stage(item, scope, identity) for scope, _, identity, item in checks))
-            for (scope, spec, identity, item), allowed in zip(checks, admitted, strict=True):
-                if not allowed:
+        """Test every window, then count the request in each; the first window that refuses answers."""
+        for scope, spec, identity in windows:
+            for item in parse_limits(spec):
+                if not await self._limiter.test(item, scope, identity):
+                    return await self._refusal(item, scope, identity, spec)
+        for scope, spec, identity in windows:
+            for item in parse_limits(spec):
+                # Another request (or replica) may have taken the last slot between test and hit.
+                if not await self._limiter.hit(item, scope, identity):
                     return await self._refusal(item, scope, identity, spec)
         return RateDecision(True, limit=windows[0][1], scope=windows[0][0])
 
