@@ -210,7 +210,8 @@ async def test_throttled_drive_calls_are_retried_and_the_change_still_arrives(
     gateway: httpx.AsyncClient, drive: DriveStandin, connector: DriveConnector
 ) -> None:
     await opened(drive, connector)
-    changes_read = len(drive.requests_to("/changes"))
+    # A sync may still be in flight here (recorded, not yet answered): count every API call from now on.
+    calls_before = len(drive.requests)
     drive.throttle(1, status=429, retry_after=1)
     drive.throttle(1, status=429)  # no Retry-After: backoff with jitter
     drive.throttle(2, status=403, reason="rateLimitExceeded")  # Drive's other way of saying 429
@@ -218,7 +219,7 @@ async def test_throttled_drive_calls_are_retried_and_the_change_still_arrives(
 
     await wait_for_document(gateway, connector.document_id(file_id), version=1)
     assert drive.throttles == []  # every throttled answer was served to the worker
-    assert len(drive.requests_to("/changes")) > changes_read
+    assert len(drive.requests) - calls_before >= 5  # four refusals, each followed by a call that went on
 
 
 async def test_refused_page_tokens_restart_a_full_enumeration_that_loses_nothing(
