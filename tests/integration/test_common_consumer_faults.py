@@ -262,3 +262,40 @@ async def test_grpc_health_follows_a_postgres_that_goes_away_and_comes_back(tmp_
             assert await check_health(server.address) == "SERVING"
     finally:
         await asyncio.to_thread(postgres.stop)
+
+
+async def test_a_commit_interval_coalesces_commits_and_hands_over_what_was_handled(
+    kafka_admin: KafkaSettings,
+) -> None:
+    """With a long commit interval, one-record batches are not committed one by one; a rebalance commits what
+    was handled of the partitions taken away (the new owner does not handle it again); stopping commits the rest."""
+    ids = [f"c{i}" for i in range(20)]
+    spec = await _topic_with_events(kafka_admin, ids, partitions=2)
+    options = _options(spec.name, max_batch=1, commit_interval_ms=600_000)
+    released = asyncio.Event()
+    handled_by_a: list[str] = []
+    handled_by_b: list[str] = []
+
+    async def handle_a(batch: Sequence[Envelope[Any]]) -> None:
+        handled_by_a.extend(e.message.document_id for e in batch)
+        if len(handled_by_a) == 8:
+            await released.wait()  # busy, never idle: only a rebalance or the stop may commit now
+
+    async def handle_b(batch: Sequence[Envelope[Any]]) -> None:
+        handled_by_b.extend(e.message.document_id for e in batch)
+        await released.wait()  # B's own progress stays out of the committed offsets until released
+
+    async with Running(kafka_admin, options, handle_a) as a:
+        await _until(lambda: len(handled_by_a) == 8, 30, "A handled 7 events and is busy with the 8th")
+        await asyncio.sleep(0.5)
+        assert await _committed(kafka_admin, options.group_id) == 1, "only the first batch commits at once"
+        rebalances = a.consumer.rebalances
+        async with Running(kafka_admin, options, handle_b):
+            await _until(lambda: a.consumer.rebalances > rebalances, 30, "B joined and A's partitions were revoked")
+            await _until(lambda: bool(handled_by_b), 30, "B busy with its first event")
+            assert await _committed(kafka_admin, options.group_id) == 7, "what A handled was committed at the handover"
+            released.set()
+            await _until(lambda: set(handled_by_a) | set(handled_by_b) == set(ids), 40, "every event handled")
+    assert await _committed(kafka_admin, options.group_id) == len(ids), "stopping committed the rest"
+    handled_twice = (Counter(handled_by_a) + Counter(handled_by_b)) - Counter(ids)
+    assert set(handled_twice) <= {handled_by_a[7]}, f"handled again after the handover: {handled_twice}"

@@ -56,9 +56,19 @@ async def open_pool_at(
 
 
 @asynccontextmanager
-async def tenant_transaction(pool: AsyncConnectionPool, tenant_id: str) -> AsyncIterator[psycopg.AsyncConnection]:
-    """A transaction in which row-level security admits only `tenant_id`'s rows."""
+async def tenant_transaction(
+    pool: AsyncConnectionPool, tenant_id: str, *, pipelined: bool = False
+) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A transaction in which row-level security admits only `tenant_id`'s rows.
+
+    `pipelined` sends BEGIN, the tenant's scope and the statements up to the first fetch in one round trip, and
+    the COMMIT with the next (psycopg's pipeline mode): for short reads on the question path, where each round
+    trip costs more CPU (here and in Postgres) than the query. Not for COPY, which pipeline mode refuses."""
     with QUERY_SECONDS.labels(pool.name).time():
-        async with pool.connection() as connection, connection.transaction():
-            await connection.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
-            yield connection
+        async with pool.connection() as connection:
+            async with AsyncExitStack() as pipeline:
+                if pipelined:
+                    await pipeline.enter_async_context(connection.pipeline())
+                async with connection.transaction():
+                    await connection.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
+                    yield connection

@@ -23,7 +23,7 @@ _NEEDS_CREDENTIALS = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
 
 class KafkaSettings(BaseSettings):
     """KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME,
-    KAFKA_SASL_PASSWORD and AWS_REGION (for MSK IAM tokens)."""
+    KAFKA_SASL_PASSWORD, AWS_REGION (for MSK IAM tokens) and KAFKA_COMMIT_INTERVAL_MS."""
 
     # Empty variables count as unset: an overlay may blank a mechanism it does not use.
     model_config = SettingsConfigDict(
@@ -38,6 +38,10 @@ class KafkaSettings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     aws_region: str = Field(default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "aws_region"))
+    # How often a service's consumers commit what they handled at most (ConsumerOptions.commit_interval_ms): a
+    # commit per one-record batch cost the broker more CPU per question than the records did. A crash
+    # redelivers at most this long's records; handlers rewrite them idempotently.
+    commit_interval_ms: int = Field(default=200, ge=0, le=60_000)
 
     @field_validator("security_protocol", "sasl_mechanism", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, suppress
+from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
@@ -72,6 +73,8 @@ async def start_consumer(
     handler: BatchHandler,
     dead_letters: EventPublisher,
 ) -> EventConsumer:
+    if not options.commit_interval_ms:
+        options = replace(options, commit_interval_ms=settings.kafka.commit_interval_ms)
     consumer = EventConsumer(settings.kafka, options, handler, dead_letters)
     await consumer.start()
     stack.push_async_callback(consumer.stop)

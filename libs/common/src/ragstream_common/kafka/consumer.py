@@ -2,7 +2,10 @@
 
 Handlers see `Envelope`s (typed message plus CloudEvents attributes), never aiokafka types. Offsets are
 committed as {partition: offset + 1} only after the handler returned, i.e. after its own output was produced
-and acknowledged; the commit request overlaps the next batch, and commits are issued in order.
+and acknowledged; the commit request overlaps the next batch, and commits are issued in order. With
+`commit_interval_ms`, handled offsets are committed at most that often (and when the consumer goes idle, loses
+partitions or stops): a commit per record of a one-record batch costs the broker and the client more than the
+record itself, and a crash then redelivers at most an interval's records, which handlers rewrite idempotently.
 
 Failures are classified (`ragstream_common.failures`). A transient one (a dependency down) pauses the batch's
 partitions and retries the batch with capped, jittered exponential backoff, without limit and without
@@ -79,6 +82,8 @@ class ConsumerOptions:
     # exits without it: what it covered is redelivered and rewritten idempotently, rather than outliving the
     # supervisor's stop grace and being SIGKILLed.
     final_commit_timeout_s: float = 5.0
+    # Handled offsets are committed at most this often (0: after every batch); see the module docstring.
+    commit_interval_ms: int = 0
 
 
 class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
@@ -87,6 +92,7 @@ class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._consumer.revoked(revoked)
+        await self._consumer.commit_handed_over(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         pass
@@ -128,6 +134,9 @@ class EventConsumer:
         self._records_by_position: dict[Position, ConsumerRecord] = {}
         self._done: set[Position] = set()
         self._commit_in_flight: asyncio.Future[None] | None = None
+        # Offsets handled but not yet committed (commit_interval_ms), and when the last commit was issued.
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committed_at = 0.0
         self._retrying_since: float | None = None
         self._lag_reported_at = 0.0
 
@@ -154,6 +163,13 @@ class EventConsumer:
         self._pause.forget(partitions)
         forget_lag(self.options.group_id, partitions)
 
+    async def commit_handed_over(self, partitions: set[TopicPartition]) -> None:
+        """Rebalance listener: commit what was handled of partitions about to go to another member, so that it
+        does not handle them again (the group's generation is still ours while the listener runs)."""
+        handed_over = {tp: self._uncommitted.pop(tp) for tp in partitions if tp in self._uncommitted}
+        if handed_over:
+            await self._commit(handed_over)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch, handle, commit; a batch in flight when `stop` is set is finished and committed, unless it is
         waiting out a failure: then only what was already handled is committed."""
@@ -167,6 +183,8 @@ class EventConsumer:
                 batch = await self._next_batch(stop)
                 if batch:
                     await self._process(batch, stop)
+                elif self._uncommitted:
+                    await self._commit_uncommitted()  # idle: nothing is gained by waiting longer
                 await self._report_lag()
         finally:
             if depths is not None:
@@ -217,11 +235,18 @@ class EventConsumer:
         finally:
             self._pause.resume()
             self._retrying_since = None
+        self._uncommitted.update(self._committable(records))
+        if time.monotonic() - self._committed_at >= self.options.commit_interval_ms / 1000:
+            await self._commit_uncommitted()
+        self.processed += len(self._done)
+
+    async def _commit_uncommitted(self) -> None:
         # The commit travels while the next batch is fetched and handled; commits stay in order because each
         # one waits for the one before.
         await self._settle_commit()
-        self._commit_in_flight = asyncio.ensure_future(self._commit(self._committable(records)))
-        self.processed += len(self._done)
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._committed_at = time.monotonic()
+        self._commit_in_flight = asyncio.ensure_future(self._commit(offsets))
 
     async def _report_lag(self) -> None:
         """Lag per assigned partition, at most every LAG_REPORT_INTERVAL_S once a fetch made it known (a batch
@@ -234,7 +259,10 @@ class EventConsumer:
 
     async def _settle_final_commit(self) -> None:
         try:
-            await asyncio.wait_for(self._settle_commit(), self.options.final_commit_timeout_s)
+            async with asyncio.timeout(self.options.final_commit_timeout_s):
+                if self._uncommitted:
+                    await self._commit_uncommitted()
+                await self._settle_commit()
         except TimeoutError:
             log.warning("last commit abandoned at shutdown; its records will be redelivered")
 

@@ -126,7 +126,7 @@ class PostgresSearchIndex:
             "iterative_scan": self._hnsw.iterative_scan,
             "max_scan_tuples": str(self._hnsw.max_scan_tuples),
         }
-        async with tenant_transaction(self._pool, tenant_id) as connection:
+        async with tenant_transaction(self._pool, tenant_id, pipelined=True) as connection:
             await connection.execute(_HNSW_SETTINGS, settings)
             rows = await _fetch_all(connection, sql, params)
         # relaxed_order may return rows slightly out of order: sort by the exact similarity.
@@ -155,7 +155,7 @@ class PostgresSearchIndex:
         join = ""
         if filters_sql:
             join = f"JOIN chunks c ON c.tenant_id = %(tenant)s AND c.chunk_key = p.chunk_key{filters_sql}"
-        async with tenant_transaction(self._pool, tenant_id) as connection:
+        async with tenant_transaction(self._pool, tenant_id, pipelined=True) as connection:
             rows = await _fetch_all(connection, _LEXICAL.format(filter_join=join), params)
         return [Candidate(int(key), float(score)) for key, score in rows]
 
@@ -165,7 +165,7 @@ class PostgresSearchIndex:
         if not keys:
             return {}
         params = {"tenant": tenant_id, "keys": list(keys), "model": await self._model(model)}
-        async with tenant_transaction(self._pool, tenant_id) as connection:
+        async with tenant_transaction(self._pool, tenant_id, pipelined=True) as connection:
             rows = await _fetch_all(connection, _FETCH, params)
         chunks = {int(row[0]): _stored_chunk(row) for row in rows}
         # Zeros stand in for a vector not built yet: never a near-duplicate, dense score 0.
