@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import REGISTRY
 from rag.v1 import usage_pb2
 from ragstream_common.kafka import cloudevents
+from ragstream_metering import stream
 from ragstream_metering.config import MeteringSettings
 from ragstream_metering.stream import UsageMeter, build_app
 from ragstream_metering.windows import (
@@ -172,3 +173,24 @@ async def test_records_that_are_not_usage_facts_are_dead_lettered(meter: tuple[U
     reasons = [dict(headers) for _, _, headers in DEAD.letters]
     assert all(r["dlq_error_class"] == b"InvalidUsageRecord" and r["dlq_failure_kind"] == b"permanent" for r in reasons)
     assert b"usage_id" in reasons[1]["dlq_error_message"]
+
+
+async def test_flush_sums_again_only_the_parts_that_gained_facts(
+    meter: tuple[UsageMeter, RecordingWriter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    usage, writer = meter
+    summed_parts: list[int] = []
+    original = stream.totals
+    monkeypatch.setattr(stream, "totals", lambda window: summed_parts.append(len(window)) or original(window))
+    async with usage.agent.test_context() as agent:
+        for i in range(40):
+            await put(usage, agent, f"q{i}:question", MINUTE + i, questions=1)
+        assert await usage.flush() == 1
+        parts = len(summed_parts)
+        assert await usage.flush() == 0
+        assert len(summed_parts) == parts, "unchanged parts were summed again"
+        same_part = next(f"x{i}" for i in range(1000) if shard_key("acme", f"x{i}") == shard_key("acme", "q0:question"))
+        await put(usage, agent, same_part, MINUTE + 2, questions=1, tokens_in=7)
+        assert await usage.flush() == 1
+        assert len(summed_parts) == parts + 1, "only the part that gained a fact is summed again"
+    assert writer.writes[-1][2] == {"questions": 41, "tokens_in": 7}

@@ -114,6 +114,10 @@ class UsageMeter:
         self.app = app
         self._writer = writer
         self._flushed: dict[WindowKey, Totals] = {}
+        # Each part's totals with the number of facts they were summed from: a part only ever gains facts
+        # (windows.with_usage), so an unchanged count means unchanged totals and the flush need not sum again
+        # the hours of facts it holds.
+        self._part_totals: dict[tuple[str, tuple[float, float]], tuple[int, Totals]] = {}
         topic = app.topic(USAGE.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         table = app.Table(TABLE_NAME, default=dict, partitions=USAGE.partitions, key_type=str)
         # The declared WindowWrapperT lacks relative_to(), which the concrete wrapper has.
@@ -171,8 +175,14 @@ class UsageMeter:
     def held_windows(self) -> dict[WindowKey, Totals]:
         """The totals of every window this worker holds, by (tenant, window start)."""
         parts: dict[WindowKey, list[Totals]] = defaultdict(list)
+        part_totals: dict[tuple[str, tuple[float, float]], tuple[int, Totals]] = {}
         for (shard, span), window in list(self.windows.table.data.items()):
-            parts[(tenant_of(shard), float(span[0]))].append(totals(window))
+            known = self._part_totals.get((shard, span))
+            if known is None or known[0] != len(window):
+                known = (len(window), totals(window))
+            part_totals[(shard, span)] = known
+            parts[(tenant_of(shard), float(span[0]))].append(known[1])
+        self._part_totals = part_totals  # expired parts are forgotten with their windows
         return {key: summed(window_parts) for key, window_parts in parts.items()}
 
     async def flush(self) -> int:
