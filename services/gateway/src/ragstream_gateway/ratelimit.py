@@ -210,16 +210,17 @@ class TenantRateLimiter:
         return decision
 
     async def _hit(self, windows: list[tuple[Scope, str, str]]) -> RateDecision:
-        """Test every window, then count the request in each; the first window that refuses answers."""
-        for scope, spec, identity in windows:
-            for item in parse_limits(spec):
-                if not await self._limiter.test(item, scope, identity):
-                    return await self._refusal(item, scope, identity, spec)
-        for scope, spec, identity in windows:
-            for item in parse_limits(spec):
-                # Another request (or replica) may have taken the last slot between test and hit.
-                if not await self._limiter.hit(item, scope, identity):
-                    return await self._refusal(item, scope, identity, spec)
+        """Test every window but the last, then count the request in the last (a hit tests and counts at once:
+        a refusal there spends nothing) and in the others; the first window that refuses answers."""
+        checks = [(scope, spec, identity, item) for scope, spec, identity in windows for item in parse_limits(spec)]
+        *tested, last = checks
+        for scope, spec, identity, item in tested:
+            if not await self._limiter.test(item, scope, identity):
+                return await self._refusal(item, scope, identity, spec)
+        for scope, spec, identity, item in [last, *tested]:
+            # Another request (or replica) may have taken the last slot of a tested window since.
+            if not await self._limiter.hit(item, scope, identity):
+                return await self._refusal(item, scope, identity, spec)
         return RateDecision(True, limit=windows[0][1], scope=windows[0][0])
 
     async def _test(self, spec: str, scope: Scope, identity: str) -> RateDecision:
