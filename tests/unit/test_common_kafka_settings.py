@@ -135,3 +135,12 @@ def test_oauthbearer_without_the_msk_extra_fails_at_start_naming_the_extra(monke
     monkeypatch.setitem(sys.modules, "aws_msk_iam_sasl_signer", None)  # as in an image built without EXTRAS=msk
     with pytest.raises(ValidationError, match="EXTRAS=msk"):
         KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER")
+
+
+def test_the_commit_interval_defaults_to_200_ms_and_refuses_negatives(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert KafkaSettings().commit_interval_ms == 200
+    monkeypatch.setenv("KAFKA_COMMIT_INTERVAL_MS", "0")  # 0: commit after every batch
+    assert KafkaSettings().commit_interval_ms == 0
+    monkeypatch.setenv("KAFKA_COMMIT_INTERVAL_MS", "-1")
+    with pytest.raises(ValidationError, match="commit_interval_ms"):
+        KafkaSettings()
