@@ -2,11 +2,14 @@
 
     uv run python benchmarks/query_cpu.py               # make bench-query-cpu; indexes SciFact (no-op once indexed)
     uv run python benchmarks/query_cpu.py --skip-index --questions 300 --rounds 2
+    uv run python benchmarks/query_cpu.py --skip-index --clients 8 --pause-ms 0 --questions 2400 --rounds 2
 
 On two shared cores a question's CPU bounds the queries per second more than its latency does. The system's
 idle CPU (consumers long-polling, timers) is measured first for `--idle-s` seconds and taken out of each round,
 so the figures are what one more question costs: per service, Postgres, Kafka and Redis, in milliseconds of
-CPU per question, next to the round's sequential latency. Side-by-side runs of two commits (each in its own
+CPU per question, next to the round's latency and queries per second. With `--clients N` the questions are asked
+by N clients at once (a closed loop, each question once): the CPU a question costs under load, where batches
+amortise commits and fetches. Side-by-side runs of two commits (each in its own
 checkout, one after the other) show what a change did to each component.
 """
 
@@ -30,7 +33,8 @@ WARMUP_QUERIES = 20
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="BEIR folder (corpus, queries)")
-    parser.add_argument("--questions", type=int, default=300, help="questions per round, asked one at a time")
+    parser.add_argument("--questions", type=int, default=300, help="questions per round")
+    parser.add_argument("--clients", type=int, default=1, help="clients asking at once (1: one at a time)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--idle-s", type=float, default=15.0, help="seconds of idle CPU measured first")
     parser.add_argument("--pause-ms", type=float, default=10.0, help="between two questions, as a lone user")
@@ -41,15 +45,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def ask(system: SystemUnderTest, questions: Sequence[str], args: argparse.Namespace) -> list[float]:
-    """Client-side milliseconds of each question, sequentially."""
+    """Client-side milliseconds of each question, `args.clients` of them in flight at a time."""
     latencies = []
+    unasked = iter(questions)  # shared: each question is asked once, by whichever client is free
     async with api_client(system) as client:
-        for question in questions:
-            started = time.perf_counter()
-            reply = await send(client, "POST", "/v1/query", json={"question": question, "top_k": args.top_k})
-            reply.raise_for_status()
-            latencies.append((time.perf_counter() - started) * 1000)
-            await asyncio.sleep(args.pause_ms / 1000)
+
+        async def one_client() -> None:
+            for question in unasked:
+                started = time.perf_counter()
+                reply = await send(client, "POST", "/v1/query", json={"question": question, "top_k": args.top_k})
+                reply.raise_for_status()
+                latencies.append((time.perf_counter() - started) * 1000)
+                await asyncio.sleep(args.pause_ms / 1000)
+
+        await asyncio.gather(*(one_client() for _ in range(args.clients)))
     return latencies
 
 
@@ -63,7 +72,12 @@ def cpu_round(system: SystemUnderTest, questions: Sequence[str], idle: dict[str,
         group: round((seconds - idle.get(group, 0.0) * wall_s) * 1000 / len(questions), 2)
         for group, seconds in cpu.seconds.items()
     }
-    return {"latency": latency_summary(latencies), "cpu_ms_per_question": per_question, "wall_s": round(wall_s, 1)}
+    return {
+        "latency": latency_summary(latencies),
+        "cpu_ms_per_question": per_question,
+        "wall_s": round(wall_s, 1),
+        "q_per_s": round(len(questions) / wall_s, 2),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -106,6 +120,7 @@ def summarise(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "cpu_ms_per_question": positive,
         "cpu_ms_total": round(sum(positive.values()), 1),
         "p50_ms": [r["latency"]["p50_ms"] for r in rounds],
+        "q_per_s": [r["q_per_s"] for r in rounds],
     }
 
 

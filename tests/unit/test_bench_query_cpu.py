@@ -44,11 +44,16 @@ def test_a_system_started_here_is_counted_without_other_systems_on_the_machine()
 
 def test_the_summary_averages_the_rounds_and_leaves_out_idle_components() -> None:
     rounds = [
-        {"cpu_ms_per_question": {"gateway": 8.0, "kafka": 1.0, "ingest": 0.01}, "latency": {"p50_ms": 40.0}},
-        {"cpu_ms_per_question": {"gateway": 9.0, "kafka": -0.4}, "latency": {"p50_ms": 44.0}},
+        {
+            "cpu_ms_per_question": {"gateway": 8.0, "kafka": 1.0, "ingest": 0.01},
+            "latency": {"p50_ms": 40.0},
+            "q_per_s": 25.0,
+        },
+        {"cpu_ms_per_question": {"gateway": 9.0, "kafka": -0.4}, "latency": {"p50_ms": 44.0}, "q_per_s": 23.5},
     ]
     summary = query_cpu.summarise(rounds)
     assert summary["cpu_ms_per_question"] == {"gateway": 8.5, "kafka": 0.3}
     assert list(summary["cpu_ms_per_question"]) == ["gateway", "kafka"]
     assert summary["cpu_ms_total"] == 8.8
     assert summary["p50_ms"] == [40.0, 44.0]
+    assert summary["q_per_s"] == [25.0, 23.5]
