@@ -11,7 +11,7 @@ Every pool exports its connection gauges and the duration of its tenant transact
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 
 import psycopg
 from pgvector.psycopg import register_vector_async
@@ -66,9 +66,6 @@ async def tenant_transaction(
     trip costs more CPU (here and in Postgres) than the query. Not for COPY, which pipeline mode refuses."""
     with QUERY_SECONDS.labels(pool.name).time():
         async with pool.connection() as connection:
-            async with AsyncExitStack() as pipeline:
-                if pipelined:
-                    await pipeline.enter_async_context(connection.pipeline())
-                async with connection.transaction():
-                    await connection.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
-                    yield connection
+            async with connection.pipeline() if pipelined else nullcontext(), connection.transaction():
+                await connection.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
+                yield connection
