@@ -279,8 +279,8 @@ def service_trees(markers: dict[str, str]) -> dict[str, list[psutil.Process]]:
 
 class CpuAccount:
     """CPU seconds each part of the system spent over a run: every service's process tree, the Postgres backends
-    of each database role (their process title is `postgres: <role> ...`), the rest of Postgres, and the Kafka
-    broker. Processes that live through the run are counted (the services, their pooled connections); ones that
+    of each database role (their process title is `postgres: <role> ...`), the rest of Postgres, the Kafka
+    broker and Redis (the gateway's rate limits and quotas). Processes that live through the run are counted (the services, their pooled connections); ones that
     start and end inside it are not. When this process started the system, only its own descendants count.
     `rounding` is in decimal places of a second."""
 
@@ -331,6 +331,8 @@ def _infrastructure_group(name: str | None, line: str) -> str | None:
         return f"postgres:{role}" if role.startswith("ragstream") else "postgres:server"
     if name == "postgres":
         return "postgres:server"
+    if name == "redis-server":
+        return "redis"
     return "kafka" if "kafka.Kafka" in line else None
 
 

@@ -42,6 +42,15 @@ def test_a_system_started_here_is_counted_without_other_systems_on_the_machine()
             psutil.Process(int(theirs.stdout)).kill()
 
 
+def test_redis_postgres_and_kafka_are_counted_as_infrastructure() -> None:
+    assert harness._infrastructure_group("redis-server", "redis-server 127.0.0.1:6390") == "redis"
+    assert harness._infrastructure_group("postgres", "postgres: ragstream_retrieve db [local] idle") == (
+        "postgres:ragstream_retrieve"
+    )
+    assert harness._infrastructure_group("java", "java -cp kafka.jar kafka.Kafka server.properties") == "kafka"
+    assert harness._infrastructure_group("python3", "python3 -m ragstream_gateway.app") is None
+
+
 def test_the_summary_averages_the_rounds_and_leaves_out_idle_components() -> None:
     rounds = [
         {
