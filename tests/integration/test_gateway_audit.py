@@ -34,6 +34,7 @@ from ragstream_gateway.adapters.routes import GATEWAY_ROUTES
 from ragstream_gateway.app import create_app, open_deps
 from ragstream_gateway.audit_chain import ChainRow, row_hash
 from ragstream_gateway.audit_export import SecurityEventRelay
+from ragstream_gateway.audit_writer import AuditWriteFailed, GroupCommitAuditLog
 from ragstream_gateway.config import GatewaySettings
 from ragstream_gateway.deps import GatewayDeps
 from ragstream_gateway.ports import AuditEntry
@@ -251,6 +252,32 @@ async def test_concurrent_appends_from_two_replicas_keep_one_gapless_chain(
             await pool.close()
     rows = chain(database, tenant_id)
     assert [row.seq for row in rows] == list(range(1, before + 201))
+    assert (await verify(gateway, tenant_id))["valid"] is True
+
+
+async def test_an_entry_postgres_refuses_fails_alone_and_its_batch_neighbours_commit(
+    service_database_urls: dict[str, str], gateway: Gateway, database: psycopg.Connection[Any]
+) -> None:
+    """The appends are pipelined (BEGIN, inserts and COMMIT in one round trip): an entry the server refuses
+    mid-batch rolls the whole batch back, and the group commit then writes its neighbours one by one."""
+    tenant_id, _ = await tenant_with_key(gateway)
+    before = len(chain(database, tenant_id))
+    poison = AuditEntry(tenant_id, "key:x", "test.poison", "x", details={"score": float("nan")})  # NaN: no JSON
+    good = [AuditEntry(tenant_id, "key:x", "test.append", str(n)) for n in range(4)]
+    pool = create_pool(service_database_urls["gateway"], max_size=2, name="audit-poison")
+    await pool.open(wait=True)
+    try:
+        store = PostgresAuditLog(pool)
+        with pytest.raises(psycopg.Error):
+            await store.record_many([good[0], poison, good[1]])
+        assert len(chain(database, tenant_id)) == before, "a refused batch left rows behind"
+        writer = GroupCommitAuditLog(store)
+        results = await asyncio.gather(*(writer.record(e) for e in [good[2], poison, good[3]]), return_exceptions=True)
+        await writer.aclose()
+    finally:
+        await pool.close()
+    assert isinstance(results[1], AuditWriteFailed) and results[0] is None and results[2] is None
+    assert [row.resource for row in chain(database, tenant_id)[before:]] == ["2", "3"]
     assert (await verify(gateway, tenant_id))["valid"] is True
 
 

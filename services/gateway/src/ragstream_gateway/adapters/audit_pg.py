@@ -67,12 +67,16 @@ class PostgresAuditLog:
         await self.record_many([entry])
 
     async def record_many(self, entries: Sequence[AuditEntry]) -> None:
-        """One transaction per tenant: the chain lock is taken once for all of that tenant's entries."""
+        """One transaction per tenant: the chain lock is taken once for all of that tenant's entries. Pipelined:
+        every request waits for its entry's commit, so BEGIN, scope, inserts and COMMIT go in one round trip."""
         by_tenant: dict[str, list[AuditEntry]] = defaultdict(list)
         for entry in entries:
             by_tenant[entry.tenant_id].append(entry)
         for tenant_id, batch in by_tenant.items():
-            async with tenant_transaction(self._pool, tenant_id) as connection, connection.cursor() as cursor:
+            async with (
+                tenant_transaction(self._pool, tenant_id, pipelined=True) as connection,
+                connection.cursor() as cursor,
+            ):
                 await cursor.executemany(_INSERT, [_params(entry) for entry in batch])
 
     async def chain_head(self, tenant_id: str) -> ChainHead | None:
