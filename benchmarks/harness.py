@@ -280,8 +280,9 @@ def service_trees(markers: dict[str, str]) -> dict[str, list[psutil.Process]]:
 class CpuAccount:
     """CPU seconds each part of the system spent over a run: every service's process tree, the Postgres backends
     of each database role (their process title is `postgres: <role> ...`), the rest of Postgres, the Kafka
-    broker and Redis (the gateway's rate limits and quotas). Processes that live through the run are counted (the services, their pooled connections); ones that
-    start and end inside it are not. When this process started the system, only its own descendants count.
+    broker and Redis (the gateway's rate limits and quotas). Processes that live through the run are counted (the
+    services, their pooled connections); ones that start and end inside it are not. When this process started
+    the system, only its own descendants count.
     `rounding` is in decimal places of a second."""
 
     def __init__(self, services: Sequence[str] = SERVICES, rounding: int = 1) -> None:
