@@ -1,9 +1,11 @@
 """Metering's pure window logic and its faust agent under `agent.test_context()`: N facts give exact counts, a
 usage id seen twice counts once, facts split at the minute, and the flush writes absolute totals only when they
-changed (again after a restart, when nothing is known to be written)."""
+changed (again after a restart, when nothing is known to be written); records counted in batches write each
+table part once per batch."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,6 +71,7 @@ async def meter(tmp_path: Path) -> AsyncIterator[tuple[UsageMeter, RecordingWrit
         writer,
         window_expires_s=7200,
         dead_letters=DEAD.append_async,
+        batch_window_s=0.01,  # each put waits for its batch
     )
     yield meter, writer
 
@@ -194,3 +197,28 @@ async def test_flush_sums_again_only_the_parts_that_gained_facts(
         assert await usage.flush() == 1
         assert len(summed_parts) == parts + 1, "only the part that gained a fact is summed again"
     assert writer.writes[-1][2] == {"questions": 41, "tokens_in": 7}
+
+
+async def test_a_batch_writes_each_part_it_changed_once_to_its_records_partition(
+    meter: tuple[UsageMeter, RecordingWriter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust sends a key's whole value to the changelog at every write: a batch sets each part it changed once,
+    on the changelog partition of the record that changed it (the partition this worker recovers)."""
+    usage, writer = meter
+    sent: list[tuple[int | None, str]] = []
+    table = usage.windows.table
+    original = table.send_changelog
+    monkeypatch.setattr(
+        table, "send_changelog", lambda p, k, v, *a, **kw: sent.append((p, k[0])) or original(p, k, v, *a, **kw)
+    )
+    same_part = [f"x{i}" for i in range(2000) if shard_key("acme", f"x{i}") == shard_key("acme", "x0")][:30]
+    async with usage.agent.test_context() as agent:
+        for usage_id in same_part:
+            value, headers = usage_record(usage_id, MINUTE + 1, questions=1)
+            await agent.put(value, key=b"acme", partition=4, headers=headers, wait=False)
+        while len(agent.results) < len(same_part):
+            await asyncio.sleep(0.01)
+        assert await usage.flush() == 1
+    assert writer.writes[-1][2] == {"questions": 30}
+    assert {partition for partition, _ in sent} == {4}
+    assert len(sent) < len(same_part) / 3, f"{len(sent)} changelog writes for {len(same_part)} facts of one part"

@@ -31,7 +31,13 @@ log = get_logger(__name__)
 async def start(settings: MeteringSettings, stack: AsyncExitStack, stop: asyncio.Event) -> list[Awaitable[None]]:
     pool = await open_pool(stack, settings, max_size=2)
     app = build_app(settings)
-    meter = UsageMeter(app, PostgresUsageWriter(pool), settings.window_expires_s)
+    meter = UsageMeter(
+        app,
+        PostgresUsageWriter(pool),
+        settings.window_expires_s,
+        batch_max=settings.batch_max,
+        batch_window_s=settings.batch_window_s,
+    )
     server = await start_grpc(stack, settings, [], [])
     # Nothing in faust's data directory outlives the process (the tables are in memory): removed after faust
     # stopped, so that restarts do not pile up directories (a SIGKILLed process leaves its one behind). Only a

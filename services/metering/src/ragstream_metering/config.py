@@ -27,6 +27,11 @@ class MeteringSettings(ServiceSettings):
     data_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / f"ragstream-metering-{os.getpid()}")
     # How often windows that changed are written to Postgres: the freshness of GET /v1/usage.
     flush_interval_s: float = Field(default=5.0, gt=0, le=60)
+    # Facts are counted in batches of at most `batch_max`, gathered for at most `batch_window_s`: a table part
+    # that gains several facts of a batch is written (and its changelog record sent) once, not once per fact.
+    # The window adds at most this much to the freshness of GET /v1/usage.
+    batch_max: int = Field(default=500, ge=1, le=10_000)
+    batch_window_s: float = Field(default=0.5, gt=0, le=5)
     # How long a window is kept (and can still take late facts) after it ends. A fact older than this, by wall
     # clock, lands in a window recounted from less state: the GREATEST upsert keeps the larger total, so it is
     # never double counted, but it may be missed. Kafka keeps rag.usage.recorded.v1 a week; keep outages shorter

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import datetime, timedelta
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import faust
 from aiokafka.helpers import create_ssl_context
+from faust.streams import Stream
 from faust.tables.wrappers import WindowWrapper
 from faust.types import EventT
 from faust.types.auth import CredentialsT
@@ -41,12 +43,14 @@ from ragstream_metering.kafka_metrics import AgentPositions
 from ragstream_metering.windows import (
     WINDOW_S,
     Totals,
+    Window,
     as_datetime,
     known_quantities,
     shard_key,
     summed,
     tenant_of,
     totals,
+    window_start,
     with_usage,
 )
 
@@ -54,6 +58,21 @@ log = get_logger(__name__)
 TABLE_NAME = "usage_windows"
 _USAGE_TYPE = (usage_pb2.UsageRecorded.DESCRIPTOR.full_name,)
 WindowKey = tuple[str, float]
+
+
+# The partition of the record a batched write counts (see UsageTable); None outside a batch's writes.
+_SOURCE_PARTITION: ContextVar[int | None] = ContextVar("usage_source_partition", default=None)
+
+
+class UsageTable(faust.Table):  # type: ignore[type-arg]
+    """faust's table, with a write's changelog partition named by the batch that makes it. faust sends a key's
+    changelog record to the partition of the record being processed (the partition whose changelog this worker
+    recovers when it is assigned that partition); a batch writes its parts after faust's per-record context has
+    moved on, so each part goes to the partition of the record that changed it, as a per-record write would."""
+
+    def partition_for_key(self, key: Any) -> int | None:
+        partition = _SOURCE_PARTITION.get()
+        return super().partition_for_key(key) if partition is None else partition
 
 
 class UsageWriter(Protocol):
@@ -85,6 +104,7 @@ def build_app(settings: MeteringSettings) -> faust.App:
         datadir=str(settings.data_dir),
         # Our /metrics and gRPC health serve the platform's probes; faust's own web server would be a third port.
         web_enabled=False,
+        Table=UsageTable,
         # A standby copy would only be flushed again (harmless, GREATEST) at twice the memory.
         table_standby_replicas=0,
         topic_replication_factor=settings.topic_replication_factor,
@@ -110,8 +130,13 @@ class UsageMeter:
         writer: UsageWriter,
         window_expires_s: float,
         dead_letters: DeadLetterSink | None = None,
+        *,
+        batch_max: int = 500,
+        batch_window_s: float = 0.5,
     ) -> None:
         self.app = app
+        self._batch_max = batch_max
+        self._batch_window_s = batch_window_s
         self._writer = writer
         self._flushed: dict[WindowKey, Totals] = {}
         # Each part's totals with the number of facts they were summed from: a part only ever gains facts
@@ -134,19 +159,22 @@ class UsageMeter:
 
     async def _count(self, stream: faust.StreamT[bytes]) -> AsyncIterator[bool]:
         """Yields whether each record was counted (the agent's test context reads it); a record that is no usage
-        fact goes to rag.usage.recorded.v1.dlq with the reason, like every consumer's poison records."""
-        async for event in stream.events():
-            tp, offset = event.message.tp, event.message.offset
-            self.positions.received(tp)
-            try:
-                counted = self.count(event)
-            except InvalidUsageRecord as exc:
-                await self._dead_letter(event, exc)
-                self.positions.handled(tp, offset, dead_lettered=True)
-                yield False
-            else:
-                self.positions.handled(tp, offset)
-                yield counted
+        fact goes to rag.usage.recorded.v1.dlq with the reason, like every consumer's poison records. Records
+        come in batches (take_events acks them after the batch is counted, so a crash mid-batch re-reads it)."""
+        # StreamT does not declare take_events; the concrete Stream has it.
+        batches = cast(Stream[bytes], stream).take_events(self._batch_max, within=self._batch_window_s)
+        async for events in batches:
+            for event in events:
+                self.positions.received(event.message.tp)
+            for event, outcome in zip(events, self.count_batch(events), strict=True):
+                tp, offset = event.message.tp, event.message.offset
+                if isinstance(outcome, InvalidUsageRecord):
+                    await self._dead_letter(event, outcome)
+                    self.positions.handled(tp, offset, dead_lettered=True)
+                    yield False
+                else:
+                    self.positions.handled(tp, offset)
+                    yield outcome
 
     async def _dead_letter(self, event: EventT[bytes], exc: InvalidUsageRecord) -> None:
         metrics.INVALID.inc()
@@ -155,22 +183,43 @@ class UsageMeter:
         reason = reason_headers(event.message, exc, kind=FailureKind.PERMANENT, attempts=1, group=self.app.conf.id)
         await self._dead_letters(event.key, event.value, headers + reason)
 
-    def count(self, event: EventT[bytes]) -> bool:
-        """Count one record's usage; False for a usage id already counted; InvalidUsageRecord for no usage fact."""
-        fact = _decode(event)
-        quantities = known_quantities(fact.quantities)
-        occurred_s = fact.occurred_at.ToMicroseconds() / 1e6 if fact.HasField("occurred_at") else time.time()
-        window = self.windows.relative_to(occurred_s)
-        key = shard_key(fact.tenant_id, fact.usage_id)
-        updated = with_usage(window[key].value(), fact.usage_id, quantities)
-        if updated is None:
-            metrics.DUPLICATES.inc()
-            return False
-        window[key] = updated
-        for metric, quantity in quantities.items():
-            metrics.EVENTS.labels(metric=metric).inc()
-            metrics.QUANTITY.labels(metric=metric).inc(quantity)
-        return True
+    def count_batch(self, events: Sequence[EventT[bytes]]) -> list[bool | InvalidUsageRecord]:
+        """Count each record's usage: True when counted, False for a usage id already counted, the reason for a
+        record that is no usage fact. faust writes a key's whole value to the changelog at every set, so each
+        table part the batch changed is set once, at the end."""
+        staged: dict[tuple[float, str], tuple[WindowWrapper, str, Window, int]] = {}
+        outcomes: list[bool | InvalidUsageRecord] = []
+        for event in events:
+            try:
+                fact = _decode(event)
+            except InvalidUsageRecord as exc:
+                outcomes.append(exc)
+                continue
+            quantities = known_quantities(fact.quantities)
+            occurred_s = fact.occurred_at.ToMicroseconds() / 1e6 if fact.HasField("occurred_at") else time.time()
+            key = shard_key(fact.tenant_id, fact.usage_id)
+            part = (window_start(occurred_s), key)
+            window, _, current, _ = staged.get(part) or (self._window_at(occurred_s), key, None, 0)
+            updated = with_usage(window[key].value() if current is None else current, fact.usage_id, quantities)
+            if updated is None:
+                metrics.DUPLICATES.inc()
+                outcomes.append(False)
+                continue
+            staged[part] = (window, key, updated, event.message.partition)
+            for metric, quantity in quantities.items():
+                metrics.EVENTS.labels(metric=metric).inc()
+                metrics.QUANTITY.labels(metric=metric).inc(quantity)
+            outcomes.append(True)
+        for window, key, value, partition in staged.values():
+            token = _SOURCE_PARTITION.set(partition)
+            try:
+                window[key] = value
+            finally:
+                _SOURCE_PARTITION.reset(token)
+        return outcomes
+
+    def _window_at(self, occurred_s: float) -> WindowWrapper:
+        return cast(WindowWrapper, self.windows.relative_to(occurred_s))
 
     def held_windows(self) -> dict[WindowKey, Totals]:
         """The totals of every window this worker holds, by (tenant, window start)."""
