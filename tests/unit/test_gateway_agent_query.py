@@ -134,6 +134,29 @@ async def test_an_agent_question_goes_out_in_agent_mode_with_its_step_budget(
     assert (query.mode, query.max_steps) == (queries_pb2.QUERY_MODE_AGENT, sent)  # 0: the worker's default
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "answer_only"),
+    [
+        ("/v1/query", {"question": "q"}, {}, True),  # one JSON body: its citations carry the chunks
+        ("/v1/query", {"question": "q", "mode": "agent"}, {}, True),
+        ("/v1/query", {"question": "q"}, SSE, False),  # the stream's `sources` event comes from retrieve
+        ("/v1/query", {"question": "q", "mode": "search"}, {}, False),  # a search's answer is its sources
+        ("/v1/search", {"query": "q"}, {}, False),
+    ],
+)
+async def test_only_callers_that_show_the_sources_have_retrieve_send_them(
+    client: httpx.AsyncClient,
+    sink: RecordingSink,
+    path: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    answer_only: bool,
+) -> None:
+    assert (await client.post(path, json=body, headers=headers)).status_code == 200
+    [query] = sink.messages(queries_pb2.QueryRequested)
+    assert query.answer_only is answer_only
+
+
 async def test_the_json_answer_lists_the_steps_and_why_the_agent_stopped(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/query", json={"question": "When did Kibo last erupt?", "mode": "agent"})
     body = response.json()

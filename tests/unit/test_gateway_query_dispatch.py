@@ -82,3 +82,8 @@ async def test_an_agent_query_is_metered_as_one_question() -> None:
 def test_a_step_budget_outside_agent_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="agent"):
         _request(mode="answer", max_steps=2)
+
+
+def test_a_search_cannot_skip_its_sources() -> None:
+    with pytest.raises(ValueError, match="sources"):
+        QueryRequest("t1", "q", 5, None, "search", "hybrid", 30.0, answer_only=True)

@@ -54,7 +54,11 @@ class FaustConsumer:
 
 async def test_the_agent_counts_records_in_handled_and_dead_lettered_under_its_group(tmp_path: Path) -> None:
     meter = UsageMeter(
-        build_app(MeteringSettings(group_id=GROUP, data_dir=tmp_path)), Writer(), 7200, dead_letters=drop, batch_window_s=0.01
+        build_app(MeteringSettings(group_id=GROUP, data_dir=tmp_path)),
+        Writer(),
+        7200,
+        dead_letters=drop,
+        batch_window_s=0.01,
     )
     fact = usage_pb2.UsageRecorded(tenant_id="acme", usage_id="q1:question", quantities={"questions": 1})
     fact.occurred_at.CopyFrom(Timestamp(seconds=1_800_000_000))

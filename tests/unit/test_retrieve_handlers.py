@@ -379,6 +379,16 @@ async def test_kafka_only_answer_queries_are_emitted_without_reply() -> None:
     assert sink.calls == 1 and len(sink.messages(queries_pb2.QueryRetrieved)) == 1
 
 
+async def test_a_caller_waiting_only_for_the_answer_gets_no_sources() -> None:
+    responder, sink, replies = _responder()
+    answer_only = _query()
+    answer_only.query.answer_only = True
+    await responder.handle_batch([envelope(answer_only)])
+    assert replies.sources == [] and replies.failures == []
+    [retrieved] = sink.messages(queries_pb2.QueryRetrieved)
+    assert retrieved.query.answer_only and [c.chunk_id for c in retrieved.chunks] == ["c1", "c2"]
+
+
 async def test_expired_queries_are_dropped_without_work() -> None:
     index = _search_index()
     responder, sink, replies = _responder(index)

@@ -1,7 +1,8 @@
 """Query handler: QueryEmbedded in; sources to the waiting gateway and QueryRetrieved to the generate worker.
 
 - reply_to set: ReplyService.DeliverSources at that address (the gateway answers search calls and shows sources),
-  except in AGENT mode, where the agent sends all its steps' sources itself.
+  except in AGENT mode, where the agent sends all its steps' sources itself, and for a caller that reads only
+  the answer (`answer_only`: a JSON answer, whose citations carry the chunks).
 - mode ANSWER (or unspecified) and AGENT: QueryRetrieved on rag.queries.retrieved.v1 for the generate worker.
 - mode SEARCH: nothing is published; the gRPC reply is the whole answer (no reply_to: the query ends here).
 Expired queries are dropped without work. A query that fails is reported to the gateway (DeliverFailure) and
@@ -124,7 +125,7 @@ class QueryResponder:
 
     async def _reply(self, query: queries_pb2.QueryRequested, hits: list[SearchHit]) -> None:
         # An AGENT query's sources are every step's, sent by the agent once its steps are done.
-        if not query.reply_to or query.mode == queries_pb2.QUERY_MODE_AGENT:
+        if not query.reply_to or query.answer_only or query.mode == queries_pb2.QUERY_MODE_AGENT:
             return
         reply = services_pb2.SourcesReply(query_id=query.query_id, chunks=scored_chunks(hits))
         reply.timings_ms.update(query.timings_ms)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from rag.v1 import chunks_pb2 as rag_dot_v1_dot_chunks__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14rag/v1/queries.proto\x12\x06rag.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13rag/v1/chunks.proto\"\x8b\x01\n\x0cQueryFilters\x12\x14\n\x0c\x64ocument_ids\x18\x01 \x03(\t\x12\x34\n\x08metadata\x18\x02 \x03(\x0b\x32\".rag.v1.QueryFilters.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xba\x03\n\x0eQueryRequested\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12%\n\x07\x66ilters\x18\x05 \x01(\x0b\x32\x14.rag.v1.QueryFilters\x12\x1f\n\x04mode\x18\x06 \x01(\x0e\x32\x11.rag.v1.QueryMode\x12(\n\tretrieval\x18\x07 \x01(\x0e\x32\x15.rag.v1.RetrievalMode\x12\x10\n\x08reply_to\x18\x08 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0crequested_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\ntimings_ms\x18\x0b \x03(\x0b\x32%.rag.v1.QueryRequested.TimingsMsEntry\x12\x11\n\tmax_steps\x18\x0c \x01(\x05\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x81\x01\n\rQueryEmbedded\x12%\n\x05query\x18\x01 \x01(\x0b\x32\x16.rag.v1.QueryRequested\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12\r\n\x05model\x18\x03 \x01(\t\x12*\n\rextra_vectors\x18\x04 \x03(\x0b\x32\x13.rag.v1.ModelVector\"\x95\x02\n\x0bScoredChunk\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x10\n\x08position\x18\x06 \x01(\x05\x12\r\n\x05score\x18\x07 \x01(\x01\x12\x13\n\x0b\x64\x65nse_score\x18\x08 \x01(\x01\x12\x15\n\rlexical_score\x18\t \x01(\x01\x12\x33\n\x08metadata\x18\n \x03(\x0b\x32!.rag.v1.ScoredChunk.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\x0eQueryRetrieved\x12%\n\x05query\x18\x01 \x01(\x0b\x32\x16.rag.v1.QueryRequested\x12#\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x13.rag.v1.ScoredChunk\"o\n\x08\x43itation\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0f\n\x07snippet\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x01\"s\n\tAgentStep\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\r\n\x05query\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12$\n\x07sources\x18\x04 \x03(\x0b\x32\x13.rag.v1.ScoredChunk\x12\x13\n\x0bnew_sources\x18\x05 \x01(\x05\"\xf5\x02\n\x0e\x41nswerProduced\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12#\n\tcitations\x18\x04 \x03(\x0b\x32\x10.rag.v1.Citation\x12\x11\n\tno_answer\x18\x05 \x01(\x08\x12\x10\n\x08\x64\x65graded\x18\x06 \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x39\n\ntimings_ms\x18\x08 \x03(\x0b\x32%.rag.v1.AnswerProduced.TimingsMsEntry\x12/\n\x0bproduced_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x05steps\x18\n \x03(\x0b\x32\x11.rag.v1.AgentStep\x12\x13\n\x0b\x65xit_reason\x18\x0b \x01(\t\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*k\n\tQueryMode\x12\x1a\n\x16QUERY_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11QUERY_MODE_ANSWER\x10\x01\x12\x15\n\x11QUERY_MODE_SEARCH\x10\x02\x12\x14\n\x10QUERY_MODE_AGENT\x10\x03*\x80\x01\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x01\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x02\x12\x1a\n\x16RETRIEVAL_MODE_LEXICAL\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14rag/v1/queries.proto\x12\x06rag.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13rag/v1/chunks.proto\"\x8b\x01\n\x0cQueryFilters\x12\x14\n\x0c\x64ocument_ids\x18\x01 \x03(\t\x12\x34\n\x08metadata\x18\x02 \x03(\x0b\x32\".rag.v1.QueryFilters.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcf\x03\n\x0eQueryRequested\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12%\n\x07\x66ilters\x18\x05 \x01(\x0b\x32\x14.rag.v1.QueryFilters\x12\x1f\n\x04mode\x18\x06 \x01(\x0e\x32\x11.rag.v1.QueryMode\x12(\n\tretrieval\x18\x07 \x01(\x0e\x32\x15.rag.v1.RetrievalMode\x12\x10\n\x08reply_to\x18\x08 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0crequested_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\ntimings_ms\x18\x0b \x03(\x0b\x32%.rag.v1.QueryRequested.TimingsMsEntry\x12\x11\n\tmax_steps\x18\x0c \x01(\x05\x12\x13\n\x0b\x61nswer_only\x18\r \x01(\x08\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x81\x01\n\rQueryEmbedded\x12%\n\x05query\x18\x01 \x01(\x0b\x32\x16.rag.v1.QueryRequested\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12\r\n\x05model\x18\x03 \x01(\t\x12*\n\rextra_vectors\x18\x04 \x03(\x0b\x32\x13.rag.v1.ModelVector\"\x95\x02\n\x0bScoredChunk\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x10\n\x08position\x18\x06 \x01(\x05\x12\r\n\x05score\x18\x07 \x01(\x01\x12\x13\n\x0b\x64\x65nse_score\x18\x08 \x01(\x01\x12\x15\n\rlexical_score\x18\t \x01(\x01\x12\x33\n\x08metadata\x18\n \x03(\x0b\x32!.rag.v1.ScoredChunk.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\x0eQueryRetrieved\x12%\n\x05query\x18\x01 \x01(\x0b\x32\x16.rag.v1.QueryRequested\x12#\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x13.rag.v1.ScoredChunk\"o\n\x08\x43itation\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0f\n\x07snippet\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x01\"s\n\tAgentStep\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\r\n\x05query\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12$\n\x07sources\x18\x04 \x03(\x0b\x32\x13.rag.v1.ScoredChunk\x12\x13\n\x0bnew_sources\x18\x05 \x01(\x05\"\xf5\x02\n\x0e\x41nswerProduced\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12#\n\tcitations\x18\x04 \x03(\x0b\x32\x10.rag.v1.Citation\x12\x11\n\tno_answer\x18\x05 \x01(\x08\x12\x10\n\x08\x64\x65graded\x18\x06 \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x39\n\ntimings_ms\x18\x08 \x03(\x0b\x32%.rag.v1.AnswerProduced.TimingsMsEntry\x12/\n\x0bproduced_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x05steps\x18\n \x03(\x0b\x32\x11.rag.v1.AgentStep\x12\x13\n\x0b\x65xit_reason\x18\x0b \x01(\t\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*k\n\tQueryMode\x12\x1a\n\x16QUERY_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11QUERY_MODE_ANSWER\x10\x01\x12\x15\n\x11QUERY_MODE_SEARCH\x10\x02\x12\x14\n\x10QUERY_MODE_AGENT\x10\x03*\x80\x01\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x01\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x02\x12\x1a\n\x16RETRIEVAL_MODE_LEXICAL\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,32 +41,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCOREDCHUNK_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_ANSWERPRODUCED_TIMINGSMSENTRY']._loaded_options = None
   _globals['_ANSWERPRODUCED_TIMINGSMSENTRY']._serialized_options = b'8\001'
-  _globals['_QUERYMODE']._serialized_start=1785
-  _globals['_QUERYMODE']._serialized_end=1892
-  _globals['_RETRIEVALMODE']._serialized_start=1895
-  _globals['_RETRIEVALMODE']._serialized_end=2023
+  _globals['_QUERYMODE']._serialized_start=1806
+  _globals['_QUERYMODE']._serialized_end=1913
+  _globals['_RETRIEVALMODE']._serialized_start=1916
+  _globals['_RETRIEVALMODE']._serialized_end=2044
   _globals['_QUERYFILTERS']._serialized_start=87
   _globals['_QUERYFILTERS']._serialized_end=226
   _globals['_QUERYFILTERS_METADATAENTRY']._serialized_start=179
   _globals['_QUERYFILTERS_METADATAENTRY']._serialized_end=226
   _globals['_QUERYREQUESTED']._serialized_start=229
-  _globals['_QUERYREQUESTED']._serialized_end=671
-  _globals['_QUERYREQUESTED_TIMINGSMSENTRY']._serialized_start=623
-  _globals['_QUERYREQUESTED_TIMINGSMSENTRY']._serialized_end=671
-  _globals['_QUERYEMBEDDED']._serialized_start=674
-  _globals['_QUERYEMBEDDED']._serialized_end=803
-  _globals['_SCOREDCHUNK']._serialized_start=806
-  _globals['_SCOREDCHUNK']._serialized_end=1083
+  _globals['_QUERYREQUESTED']._serialized_end=692
+  _globals['_QUERYREQUESTED_TIMINGSMSENTRY']._serialized_start=644
+  _globals['_QUERYREQUESTED_TIMINGSMSENTRY']._serialized_end=692
+  _globals['_QUERYEMBEDDED']._serialized_start=695
+  _globals['_QUERYEMBEDDED']._serialized_end=824
+  _globals['_SCOREDCHUNK']._serialized_start=827
+  _globals['_SCOREDCHUNK']._serialized_end=1104
   _globals['_SCOREDCHUNK_METADATAENTRY']._serialized_start=179
   _globals['_SCOREDCHUNK_METADATAENTRY']._serialized_end=226
-  _globals['_QUERYRETRIEVED']._serialized_start=1085
-  _globals['_QUERYRETRIEVED']._serialized_end=1177
-  _globals['_CITATION']._serialized_start=1179
-  _globals['_CITATION']._serialized_end=1290
-  _globals['_AGENTSTEP']._serialized_start=1292
-  _globals['_AGENTSTEP']._serialized_end=1407
-  _globals['_ANSWERPRODUCED']._serialized_start=1410
-  _globals['_ANSWERPRODUCED']._serialized_end=1783
-  _globals['_ANSWERPRODUCED_TIMINGSMSENTRY']._serialized_start=623
-  _globals['_ANSWERPRODUCED_TIMINGSMSENTRY']._serialized_end=671
+  _globals['_QUERYRETRIEVED']._serialized_start=1106
+  _globals['_QUERYRETRIEVED']._serialized_end=1198
+  _globals['_CITATION']._serialized_start=1200
+  _globals['_CITATION']._serialized_end=1311
+  _globals['_AGENTSTEP']._serialized_start=1313
+  _globals['_AGENTSTEP']._serialized_end=1428
+  _globals['_ANSWERPRODUCED']._serialized_start=1431
+  _globals['_ANSWERPRODUCED']._serialized_end=1804
+  _globals['_ANSWERPRODUCED_TIMINGSMSENTRY']._serialized_start=644
+  _globals['_ANSWERPRODUCED_TIMINGSMSENTRY']._serialized_end=692
 # @@protoc_insertion_point(module_scope)

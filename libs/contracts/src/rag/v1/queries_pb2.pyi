@@ -149,6 +149,7 @@ class QueryRequested(_message.Message):
     REQUESTED_AT_FIELD_NUMBER: _builtins.int
     TIMINGS_MS_FIELD_NUMBER: _builtins.int
     MAX_STEPS_FIELD_NUMBER: _builtins.int
+    ANSWER_ONLY_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     """Correlation id; also the record key."""
     tenant_id: _builtins.str
@@ -160,6 +161,10 @@ class QueryRequested(_message.Message):
     """host:port of the gateway's ReplyService waiting for this query; empty for Kafka-only callers."""
     max_steps: _builtins.int
     """AGENT mode: the most retrieval steps the agent may take (0: the worker's default; capped by the worker)."""
+    answer_only: _builtins.bool
+    """The caller at reply_to waits only for the answer (an HTTP call answered in one JSON body, whose citations
+    carry the chunks it used): retrieve sends it no sources. False (the default) sends them.
+    """
     @_builtins.property
     def filters(self) -> Global___QueryFilters: ...
     @_builtins.property
@@ -187,10 +192,11 @@ class QueryRequested(_message.Message):
         requested_at: _timestamp_pb2.Timestamp | None = ...,
         timings_ms: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         max_steps: _builtins.int = ...,
+        answer_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "filters", b"filters", "requested_at", b"requested_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "filters", b"filters", "max_steps", b"max_steps", "mode", b"mode", "query_id", b"query_id", "question", b"question", "reply_to", b"reply_to", "requested_at", b"requested_at", "retrieval", b"retrieval", "tenant_id", b"tenant_id", "timings_ms", b"timings_ms", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_only", b"answer_only", "deadline", b"deadline", "filters", b"filters", "max_steps", b"max_steps", "mode", b"mode", "query_id", b"query_id", "question", b"question", "reply_to", b"reply_to", "requested_at", b"requested_at", "retrieval", b"retrieval", "tenant_id", b"tenant_id", "timings_ms", b"timings_ms", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

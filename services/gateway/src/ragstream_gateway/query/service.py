@@ -58,10 +58,14 @@ class QueryRequest:
     timeout_s: float
     # Agent mode: the most retrieval steps; None leaves it to the worker (QueryRequested.max_steps 0).
     max_steps: int | None = None
+    # The caller reads only the answer (one JSON body): retrieve need not send the sources.
+    answer_only: bool = False
 
     def __post_init__(self) -> None:
         if self.max_steps is not None and self.mode != "agent":
             raise ValueError("max_steps applies to agent mode only")
+        if self.answer_only and self.mode == "search":
+            raise ValueError("a search's answer is its sources")
 
     @property
     def search_only(self) -> bool:
@@ -105,6 +109,7 @@ class QueryDispatcher:
             top_k=request.top_k,
             mode=_MODES[request.mode],
             max_steps=request.max_steps or 0,
+            answer_only=request.answer_only,
             retrieval=_RETRIEVAL[request.retrieval],
             reply_to=self._reply_address,
             deadline=deadline,

@@ -83,6 +83,7 @@ async def query(
     `Accept: text/event-stream` streams, in this order: `step`s (agent mode, each as it completes), `sources`,
     `token`s, then `done` (or `error`)."""
     note_question(body.question)  # audited as its hash unless the tenant opted in to the text
+    streamed = "text/event-stream" in request.headers.get("accept", "")
     submission = await dispatcher.submit(
         QueryRequest(
             principal.tenant_id,
@@ -93,10 +94,12 @@ async def query(
             body.retrieval,
             _timeout_s(body.timeout_ms, settings),
             body.max_steps,
+            # One JSON body carries the answer and its citations, never the sources event: not sent at all.
+            answer_only=not streamed and body.mode != "search",
         )
     )
     agent = body.mode == "agent"
-    if "text/event-stream" in request.headers.get("accept", ""):
+    if streamed:
         return EventSourceResponse(_stream(request, dispatcher, submission, agent), ping=15)
     answer = sources = None
     try:
