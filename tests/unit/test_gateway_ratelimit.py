@@ -10,6 +10,7 @@ from ragstream_gateway.ratelimit import (
     RateDecision,
     TenantRateLimiter,
     address_bucket,
+    covered,
     normalise_storage_uri,
     parse_limits,
     refusal_problem,
@@ -139,3 +140,29 @@ def test_a_refusal_is_429_and_an_unreachable_store_503_both_with_retry_after() -
     down = refusal_problem(RateDecision(False, retry_after_s=2, limit="3/minute", unavailable=True))
     assert (down.status, down.headers["Retry-After"]) == (503, "2")
     assert down.type.endswith("rate-limit-unavailable")
+
+
+def test_a_window_is_covered_by_one_of_the_same_length_with_no_larger_amount() -> None:
+    assert covered("600/minute", "600/minute") and covered("600/minute", "100/minute")
+    assert not covered("600/minute", "6000/minute")  # the tenant's bigger budget: the key's window counts
+    assert not covered("10/second", "600/minute")  # another length: a burst the tenant's window allows
+    assert covered("10/second;600/minute", "5/second;600/minute")
+    assert not covered("10/second;600/minute", "600/minute")
+
+
+async def test_a_key_window_its_tenant_covers_costs_no_store_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    limiter = TenantRateLimiter("async+memory://", "2/minute", key_limit="2/minute")
+    calls: list[str] = []
+    for name in ("hit", "test"):
+        original = getattr(limiter._limiter, name)
+
+        def counted(*args: object, _name: str = name, _original: object = original) -> object:
+            calls.append(f"{_name} {args[1]}")
+            return _original(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(limiter._limiter, name, counted)
+    assert [(await limiter.admit("acme", "k1")).allowed for _ in range(3)] == [True, True, False]
+    assert set(calls) == {"hit tenant"} and len(calls) == 3  # one call per request, the tenant's window
+    calls.clear()
+    decision = await limiter.admit("acme", "k1", "100/minute")  # the tenant's budget raised: its keys count now
+    assert decision.allowed and {c.split()[1] for c in calls} == {"tenant", "key"}

@@ -8,7 +8,10 @@ N replicas together admit what one would.
 What is counted, all in the same store:
 - `tenant`: each authenticated request, against the tenant's `rate_limit` (or GATEWAY_DEFAULT_RATE_LIMIT);
 - `key`: the same request against GATEWAY_KEY_RATE_LIMIT, so one key cannot spend its tenant's whole budget
-  (both must admit it);
+  (both must admit it). A key window that its tenant's limit covers (a tenant window of the same length with no
+  larger amount) is not counted at all: a key's requests are a subset of its tenant's, so that window could
+  never refuse one the tenant's admits. With the defaults (600/minute each) a request costs one store call;
+  a tenant whose limit is raised past its keys' starts counting them then;
 - `address`: requests with a missing or unknown key, per client address (IPv6: per /64), against
   GATEWAY_UNKNOWN_KEY_RATE_LIMIT. An address over it is refused before its key is looked up, so guessing keys
   costs no database round trip; keys this replica has recently seen valid skip that check.
@@ -79,6 +82,17 @@ def parse_limits(limit: str) -> tuple[RateLimitItem, ...]:
     if not items:
         raise ValueError(f"no rate limit in {limit!r}")
     return items
+
+
+@lru_cache(maxsize=1024)
+def covered(spec: str, by: str) -> bool:
+    """Whether every window of `spec` is implied by one of `by`'s: same length, no larger amount. Requests that
+    are counted under both can then never be refused by `spec` while `by` admits them."""
+    windows = parse_limits(by)
+    return all(
+        any(w.get_expiry() == item.get_expiry() and w.amount <= item.amount for w in windows)
+        for item in parse_limits(spec)
+    )
 
 
 def normalise_storage_uri(uri: str) -> str:
@@ -166,7 +180,7 @@ class TenantRateLimiter:
         its own limit does not spend its tenant's budget."""
         spec = limit or self._default
         windows: list[tuple[Scope, str, str]] = [("tenant", spec, tenant_id)]
-        if self._key_limit is not None:
+        if self._key_limit is not None and not covered(self._key_limit, spec):
             windows.append(("key", self._key_limit, f"{tenant_id}/{key_id}"))
         return await self._guarded(spec, "tenant", lambda: self._hit(windows))
 
