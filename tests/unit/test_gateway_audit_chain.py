@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -156,6 +157,26 @@ async def test_entries_arriving_together_share_a_commit_per_tenant() -> None:
     assert sorted(e.resource for batch in store.batches for e in batch) == sorted(e.resource for e in entries)
     assert len(store.batches) < 10
     assert all(len({e.tenant_id for e in batch}) == 1 for batch in store.batches)
+
+
+async def test_a_commit_window_gathers_entries_that_come_one_by_one_and_closing_cuts_it_short() -> None:
+    store = Appender()
+    writer = GroupCommitAuditLog(store, commit_window_s=0.5)
+
+    async def spaced(n: int) -> None:
+        await asyncio.sleep(n * 0.02)
+        await writer.record(AuditEntry("acme", "a", "x", str(n)))
+
+    started = time.monotonic()
+    await asyncio.gather(*(spaced(n) for n in range(5)))
+    assert [len(batch) for batch in store.batches] == [5]  # one transaction, not five
+    assert time.monotonic() - started < 2
+    pending = asyncio.ensure_future(writer.record(AuditEntry("acme", "a", "x", "last")))
+    await asyncio.sleep(0.05)
+    closing = time.monotonic()
+    await writer.aclose()
+    await pending
+    assert time.monotonic() - closing < 0.4 and store.batches[-1][0].resource == "last"
 
 
 async def test_a_bad_entry_fails_alone_and_its_neighbours_are_written() -> None:

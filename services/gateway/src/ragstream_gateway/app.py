@@ -159,7 +159,8 @@ def create_app(
     )  # questions past the in-flight bound: 503 + Retry-After, not a queue
     app.add_middleware(HttpMetrics)
     # Outside the metrics and the admission bound: its write after the response counts against neither.
-    app.add_middleware(AuditTrail, audit=deps.audit, client_address=client_ip, questions=deps.audit_store)
+    trail = deps.trail_audit or deps.audit
+    app.add_middleware(AuditTrail, audit=trail, client_address=client_ip, questions=deps.audit_store)
     # Outermost: every response, the middlewares' own refusals included, gets the headers and the id.
     app.add_middleware(SecurityHeaders, docs_paths=DOCS_PATHS if settings.docs_enabled else ())
     app.add_middleware(CorrelationIds)
@@ -202,12 +203,15 @@ async def open_deps(settings: GatewaySettings, stack: AsyncExitStack) -> Gateway
         await tenants.ensure_tenant_key(settings.dev_tenant, key, key_id=f"dev_{hash_api_key(key)[:16]}")
     limiter = rate_limiter(settings)
     directory = await open_key_directory(stack, settings, tenants)  # key and tenant changes pushed by Postgres
-    audit_log, audit_store = await open_audit_log(stack, pool, admin_pool)
+    audit_log, trail_audit, audit_store = await open_audit_log(
+        stack, pool, admin_pool, trail_commit_window_s=settings.audit_trail_commit_window_ms / 1000
+    )
     return GatewayDeps(
         registry=PostgresDocumentRegistry(pool),
         blobs=build_blob_store(settings.blobs, pool),
         publisher=publisher,
         audit=audit_log,
+        trail_audit=trail_audit,
         audit_store=audit_store,
         tenants=directory,
         key_usage=await start_key_usage(stack, pool),

@@ -13,9 +13,10 @@ name a tenant that does not exist); anything else, unknown keys included, the pl
 unauthenticated caller can never write into a tenant's chain. Throttled calls (429) are counted in metrics, not
 audited one by one: a flood must not turn the audit log into its amplifier.
 
-The row is written after the response went out (the caller does not wait for it) through the group commit
-writer, awaited in the request's own task, so a graceful shutdown still waits for it; if the database refuses
-it, the whole entry goes to the error log. Questions are recorded as their SHA-256 unless the tenant opted in
+The row is written after the response went out (the caller does not wait for it) through a group commit
+writer of its own, whose rows gather for GATEWAY_AUDIT_TRAIL_COMMIT_WINDOW_MS, awaited in the request's own
+task, so a graceful shutdown still waits for it; if the database refuses it, the whole entry goes to the error
+log. Questions are recorded as their SHA-256 unless the tenant opted in
 to the text (`audit_question_text`).
 """
 

@@ -127,6 +127,10 @@ class GatewaySettings(ServiceSettings):
     intake_group_id: str = "ragstream-gateway-intake"
     intake_metadata_max_age_ms: int = Field(default=3000, ge=100)
 
+    # How long the audit trail's rows gather into one transaction. They are written after their response went
+    # out, so no caller waits for this; rows a route writes before it answers are committed at once.
+    audit_trail_commit_window_ms: int = Field(default=50, ge=0, le=1000)
+
     # The audit log's export to rag.security.events.v1 (audit_export.py): a relay on the admin login polls for
     # unpublished rows every interval; false: rows stay in Postgres only (another replica may still export them).
     audit_export_enabled: bool = True

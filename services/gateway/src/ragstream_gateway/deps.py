@@ -95,6 +95,9 @@ class GatewayDeps:
     usage: UsageStore | None = None
     # Workers' gRPC health (service_health.py); None: create_app dials them over gRPC (adapters/health_grpc.py).
     health_probe: HealthProbe | None = None
+    # The audit trail's writer (rows written after the response: audit_trail.py), which may gather rows for a
+    # commit window; None: `audit`.
+    trail_audit: AuditLog | None = None
 
 
 @dataclass(frozen=True)

@@ -158,14 +158,17 @@ class PostgresAuditOutbox:
 
 
 async def open_audit_log(
-    stack: AsyncExitStack, pool: AsyncConnectionPool, admin_pool: AsyncConnectionPool
-) -> tuple[GroupCommitAuditLog, CachedAuditStore]:
+    stack: AsyncExitStack, pool: AsyncConnectionPool, admin_pool: AsyncConnectionPool, trail_commit_window_s: float
+) -> tuple[GroupCommitAuditLog, GroupCommitAuditLog, CachedAuditStore]:
     """The audit log as the gateway writes it (group commit, drained before `stack` closes the pools opened
-    before it) and as the admin API reads it."""
+    before it): the routes' writer, committing at once, and the audit trail's, whose rows gather for
+    `trail_commit_window_s` (their responses went out already); and the log as the admin API reads it."""
     log = PostgresAuditLog(pool, admin_pool)
     writer = GroupCommitAuditLog(log)
-    stack.push_async_callback(writer.aclose)
-    return writer, CachedAuditStore(log)
+    trail_writer = GroupCommitAuditLog(log, commit_window_s=trail_commit_window_s)
+    for each in (writer, trail_writer):
+        stack.push_async_callback(each.aclose)
+    return writer, trail_writer, CachedAuditStore(log)
 
 
 async def open_security_event_relay(
