@@ -10,6 +10,10 @@ from ragstream_devstack.credentials import LocalCredentials
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# In-process gateways (httpx's ASGITransport) return only once the audit trail's row is written, so its commit
+# window would add 50 ms to each of the suite's thousands of requests (6 minutes on the security tier alone);
+# a served caller never waits for it. The window itself: test_gateway_audit_chain.py and test_gateway_audit.py.
+os.environ.setdefault("GATEWAY_AUDIT_TRAIL_COMMIT_WINDOW_MS", "0")
 
 # The session's infrastructure (Kafka, Postgres, Redis), then the whole system on it for tests/e2e and
 # tests/browser (support/system_plugin.py): one definition of each fixture, so one system per session.

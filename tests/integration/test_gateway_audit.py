@@ -255,6 +255,31 @@ async def test_concurrent_appends_from_two_replicas_keep_one_gapless_chain(
     assert (await verify(gateway, tenant_id))["valid"] is True
 
 
+async def test_trail_rows_of_calls_close_together_share_one_transaction(
+    service_database_urls: dict[str, str],
+    kafka_principals: dict[str, KafkaSettings],
+    gateway: Gateway,
+    database: psycopg.Connection[Any],
+) -> None:
+    """With a commit window the audit trail's rows (written after their response) gather: the rows of questions
+    asked together commit in one transaction (one xmin), and each is in the tenant's verified chain."""
+    settings, _ = gateway
+    windowed = settings.model_copy(update={"audit_trail_commit_window_ms": 300})
+    tenant_id, key = await tenant_with_key(gateway)
+    async with AsyncExitStack() as stack:
+        deps = await open_deps(windowed, stack)
+        queries = QueryDispatcher(RoutedEventSink(deps.publisher, GATEWAY_ROUTES), WorkersAnswer(), "127.0.0.1:1")
+        transport = httpx.ASGITransport(app=create_app(windowed, deps, queries=queries), client=("198.51.100.9", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers={"X-API-Key": key}) as c:
+            asked = await asyncio.gather(*(c.post("/v1/query", json={"question": f"q{n}"}) for n in range(4)))
+    assert [r.status_code for r in asked] == [200] * 4
+    rows = database.execute(
+        "SELECT xmin::text FROM audit_log WHERE tenant_id = %s AND action = 'POST /v1/query'", (tenant_id,)
+    ).fetchall()
+    assert len(rows) == 4 and len({row[0] for row in rows}) == 1, rows
+    assert (await verify(gateway, tenant_id))["valid"] is True
+
+
 async def test_an_entry_postgres_refuses_fails_alone_and_its_batch_neighbours_commit(
     service_database_urls: dict[str, str], gateway: Gateway, database: psycopg.Connection[Any]
 ) -> None:
