@@ -9,8 +9,8 @@ idle CPU (consumers long-polling, timers) is measured first for `--idle-s` secon
 so the figures are what one more question costs: per service, Postgres, Kafka and Redis, in milliseconds of
 CPU per question, next to the round's latency and queries per second. With `--clients N` the questions are asked
 by N clients at once (a closed loop, each question once): the CPU a question costs under load, where batches
-amortise commits and fetches. Side-by-side runs of two commits (each in its own
-checkout, one after the other) show what a change did to each component.
+amortise commits and fetches. Side-by-side runs of two commits (each in its own checkout, one after the other)
+show what a change did to each component.
 """
 
 from __future__ import annotations

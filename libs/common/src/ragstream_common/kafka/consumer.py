@@ -168,6 +168,7 @@ class EventConsumer:
         does not handle them again (the group's generation is still ours while the listener runs)."""
         handed_over = {tp: self._uncommitted.pop(tp) for tp in partitions if tp in self._uncommitted}
         if handed_over:
+            await self._settle_commit()  # in order: an older commit landing after this one would undo it
             await self._commit(handed_over)
 
     async def run(self, stop: asyncio.Event) -> None:
